@@ -1,0 +1,42 @@
+# One target per developer task. The first use creates .venv and installs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv up down status demo test unit integration bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch==2.13.0 is pinned in the train extra: a looser pin pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+up: $(STAMP)
+	deploy/local.sh up
+
+down:
+	deploy/local.sh down
+
+status:
+	deploy/local.sh status
+
+## The main job end to end on local defaults: services, data, training, worker, replay, summary.
+demo: up
+	$(BIN)/streamrec demo
+
+## The whole test suite; starts the services it needs and stops the ones it started.
+test: $(STAMP)
+	deploy/run-tests.sh
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+bench: up
+	$(BIN)/streamrec bench
+
+clean:
+	rm -rf var build *.egg-info

@@ -1,0 +1,174 @@
+"""The immutable :class:`ModelBundle` and its validating loader.
+
+Contract: a bundle is either fully validated or not returned at all. The
+loader checks, in order: manifest schema; every file's path stays inside the
+bundle and its sha256 matches; the required files exist; the ONNX signature
+matches the manifest; the index dimension matches the encoder output and its
+size matches the vocabulary; a warm-up inference on the stored samples gives
+finite vectors equal to the stored reference outputs. Any failure raises
+:class:`~streamrec.errors.BundleRejected` naming the file and the check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import orjson
+
+from serving.encoder import Encoder, make_session
+from serving.index import ItemIndex
+from serving.manifest import MANIFEST, REQUIRED_FILES, Manifest, decode_manifest
+from serving.vocab import Vocabulary
+from streamrec.errors import BundleRejected
+
+REFERENCE_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """Everything one model version needs to serve. Never mutated after load."""
+
+    path: Path
+    manifest: Manifest
+    encoder: Encoder
+    index: ItemIndex
+    vocab: Vocabulary
+    popular: tuple[int, ...]
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def max_len(self) -> int:
+        return self.manifest.max_len
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_bundle(path: Path | str, threads: int = 1) -> ModelBundle:
+    """Load and fully validate the bundle at ``path``. Blocking: call off the event loop."""
+    root = Path(path).resolve()
+    manifest = _read_manifest(root)
+    _check_files(root, manifest)
+    v = manifest.version
+    encoder = _load_encoder(root, manifest, threads)
+    index = _load_index(root, manifest)
+    vocab = _load_vocab(root, manifest)
+    if index.dim != manifest.dim:
+        raise BundleRejected(v, "dimension", f"index dim {index.dim} != encoder dim {manifest.dim}",
+                             "items.faiss")
+    if index.size != len(vocab) or len(vocab) != manifest.num_items:
+        raise BundleRejected(v, "size", f"index has {index.size} rows, vocabulary {len(vocab)} "
+                             f"items, manifest says {manifest.num_items}", "items.faiss")
+    popular = _load_popular(root, manifest, len(vocab))
+    _warm_up(root, manifest, encoder)
+    return ModelBundle(root, manifest, encoder, index, vocab, popular)
+
+
+def _read_manifest(root: Path) -> Manifest:
+    name = root.name
+    try:
+        return decode_manifest((root / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        raise BundleRejected(name, "manifest", "file missing", MANIFEST) from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise BundleRejected(name, "manifest", str(e), MANIFEST) from None
+
+
+def _check_files(root: Path, m: Manifest) -> None:
+    for rel in REQUIRED_FILES:
+        if rel not in m.files:
+            raise BundleRejected(m.version, "files", "not listed in manifest", rel)
+    for rel, digest in m.files.items():
+        p = (root / rel).resolve()
+        if Path(rel).is_absolute() or not p.is_relative_to(root):
+            raise BundleRejected(m.version, "path", "escapes the bundle directory", rel)
+        if not p.is_file():
+            raise BundleRejected(m.version, "files", "missing", rel)
+        actual = sha256_file(p)
+        if actual != digest:
+            raise BundleRejected(m.version, "sha256",
+                                 f"mismatch (manifest {digest[:12]}…, file {actual[:12]}…)", rel)
+
+
+def _load_encoder(root: Path, m: Manifest, threads: int) -> Encoder:
+    rel = "encoder.onnx"
+    try:
+        session = make_session(root / rel, threads)
+    except Exception as e:  # onnxruntime raises its own untyped errors on bad graphs
+        raise BundleRejected(m.version, "onnx", f"cannot load: {e}", rel) from None
+    got_in = [(i.name, i.type, i.shape) for i in session.get_inputs()]
+    got_out = [(o.name, o.type, o.shape) for o in session.get_outputs()]
+    want_in = [(s.name, f"tensor({_ort_type(s.dtype)})") for s in m.signature.inputs]
+    want_out = [(s.name, f"tensor({_ort_type(s.dtype)})") for s in m.signature.outputs]
+    if [g[:2] for g in got_in] != want_in or [g[:2] for g in got_out] != want_out:
+        raise BundleRejected(m.version, "signature",
+                             f"graph has inputs {got_in} outputs {got_out}, manifest says "
+                             f"inputs {want_in} outputs {want_out}", rel)
+    out_dim = got_out[0][2][-1]
+    if isinstance(out_dim, int) and out_dim != m.dim:
+        raise BundleRejected(m.version, "signature", f"output dim {out_dim} != manifest dim {m.dim}",
+                             rel)
+    return Encoder(session)
+
+
+def _ort_type(dtype: str) -> str:
+    return {"float32": "float", "float64": "double"}.get(dtype, dtype)
+
+
+def _load_index(root: Path, m: Manifest) -> ItemIndex:
+    try:
+        return ItemIndex.load(root / "items.faiss")
+    except RuntimeError as e:
+        raise BundleRejected(m.version, "index", f"cannot read: {e}", "items.faiss") from None
+
+
+def _load_vocab(root: Path, m: Manifest) -> Vocabulary:
+    try:
+        return Vocabulary.load(root / "vocab.json")
+    except (orjson.JSONDecodeError, ValueError) as e:
+        raise BundleRejected(m.version, "vocab", str(e), "vocab.json") from None
+
+
+def _load_popular(root: Path, m: Manifest, n_items: int) -> tuple[int, ...]:
+    data = orjson.loads((root / "popular.json").read_bytes())
+    if not isinstance(data, list) or not all(isinstance(i, int) and 1 <= i <= n_items for i in data):
+        raise BundleRejected(m.version, "popular", f"expected item indexes in 1..{n_items}",
+                             "popular.json")
+    return tuple(data)
+
+
+def _warm_up(root: Path, m: Manifest, encoder: Encoder) -> None:
+    rel = "samples.npz"
+    try:
+        with np.load(root / rel, allow_pickle=False) as z:
+            seqs, ref = z["seqs"].astype(np.int64), z["vecs"]
+    except (OSError, KeyError, ValueError) as e:
+        raise BundleRejected(m.version, "samples", f"cannot read: {e}", rel) from None
+    if seqs.ndim != 2 or seqs.shape[1] != m.max_len or (seqs < 0).any() or (seqs > m.num_items).any():
+        raise BundleRejected(m.version, "samples", f"bad sample sequences, shape {seqs.shape}", rel)
+    try:
+        out = encoder.encode(seqs)
+    except Exception as e:  # onnxruntime's errors are untyped
+        raise BundleRejected(m.version, "warm-up", f"inference failed: {e}", "encoder.onnx") from None
+    if out.shape != (len(seqs), m.dim):
+        raise BundleRejected(m.version, "warm-up", f"output shape {out.shape}, expected "
+                             f"({len(seqs)}, {m.dim})", "encoder.onnx")
+    if not np.isfinite(out).all():
+        raise BundleRejected(m.version, "warm-up", "non-finite outputs (NaN/inf)", "encoder.onnx")
+    if ref.shape == out.shape:
+        diff = float(np.abs(out - ref).max())
+        if diff > REFERENCE_ATOL:
+            raise BundleRejected(m.version, "warm-up", f"outputs differ from reference by {diff:.2e}",
+                                 "encoder.onnx")

@@ -1,0 +1,57 @@
+"""The bundle manifest: what a bundle is, written by training, checked by serving.
+
+A bundle is one directory::
+
+    manifest.json   this file's contents (version, signature, sha256 of every file)
+    encoder.onnx    item-index sequence [B, L] int64 -> user vector [B, D] float32
+    items.faiss     item embeddings, row r = item index r + 1, inner-product metric
+    vocab.json      external item ids, position k = item index k + 1
+    popular.json    item indexes by training popularity (fallback list)
+    samples.npz     warm-up sequences ``seqs`` [S, L] and reference outputs ``vecs`` [S, D]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("encoder.onnx", "items.faiss", "vocab.json", "popular.json", "samples.npz")
+
+
+class TensorSpec(msgspec.Struct, frozen=True):
+    name: str
+    dtype: str  # numpy dtype name: "int64", "float32"
+    shape: list[int | str]  # str entries are dynamic axes
+
+
+class Signature(msgspec.Struct, frozen=True):
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    format: int = FORMAT_VERSION
+    version: str
+    created_at: str  # ISO-8601 UTC
+    model: str  # "sasrec", "bpr", "pop", …
+    model_config: dict[str, Any]
+    max_len: int
+    dim: int
+    num_items: int
+    index_type: str  # "flat_ip", "hnsw_ip"
+    signature: Signature
+    metrics: dict[str, Any]
+    dataset: dict[str, Any]
+    files: dict[str, str]  # relative path -> sha256 hex
+
+
+def encode_manifest(m: Manifest) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(m), indent=2)
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """Strict decode; raises ``msgspec.ValidationError``/``DecodeError`` with the bad field."""
+    return msgspec.json.decode(data, type=Manifest)

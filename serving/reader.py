@@ -1,0 +1,64 @@
+"""Reading recommendation lists from Redis: what applications call.
+
+Applications in other languages can read the same data directly: see the
+README's "Redis layout" section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from serving.keys import recs_key
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendations:
+    """One user's stored list and its provenance."""
+
+    user_id: str
+    items: list[str]
+    scores: list[float | None]
+    source: str  # "model" or "popular"
+    model_version: str
+    generated_at: int  # epoch ms
+    last_event_id: str
+    last_event_ts: int  # epoch ms
+    seq: int  # events applied to the user's session when this list was made
+
+    def to_dict(self) -> dict[str, object]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+class RecsReader:
+    """Synchronous reader. ``RecsReader.from_url("redis://…", "streamrec:")``."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> RecsReader:
+        return cls(redis.Redis.from_url(url), prefix)
+
+    def get_recommendations(self, user_id: str) -> Recommendations | None:
+        """The user's current list, or None if there is none (never seen, or expired)."""
+        raw = self.client.hgetall(recs_key(self.prefix, user_id))
+        return parse(user_id, raw) if raw else None
+
+
+def parse(user_id: str, raw: dict[bytes, bytes]) -> Recommendations:
+    g = {k.decode(): v for k, v in raw.items()}
+    return Recommendations(
+        user_id=user_id,
+        items=orjson.loads(g["items"]),
+        scores=orjson.loads(g["scores"]),
+        source=g["source"].decode(),
+        model_version=g["model_version"].decode(),
+        generated_at=int(g["generated_at"]),
+        last_event_id=g["last_event_id"].decode(),
+        last_event_ts=int(g["last_event_ts"]),
+        seq=int(g["seq"]),
+    )

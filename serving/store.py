@@ -1,0 +1,86 @@
+"""Writing recommendation lists to Redis (async, one pipeline per batch).
+
+Each list is a hash at ``{prefix}recs:{user_id}``. A Lua script makes every
+write conditional: a list is only replaced by one computed from the same or a
+later event of that user (``seq`` = number of events applied to the user's
+session), so a slow or replayed batch can never overwrite a fresher answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as aioredis
+
+from serving.keys import recs_key, worker_key, workers_set
+from serving.recommend import Ranked
+
+# KEYS[1] = recs key; ARGV = seq, items, scores, source, model_version, generated_at,
+# last_event_id, last_event_ts, ttl_ms. Returns 1 if written, 0 if a later list is stored.
+_WRITE_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[1], 'seq')
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'items', ARGV[2], 'scores', ARGV[3],
+  'source', ARGV[4], 'model_version', ARGV[5], 'generated_at', ARGV[6],
+  'last_event_id', ARGV[7], 'last_event_ts', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What a stored list reflects: the user's session after event ``seq``."""
+
+    user_id: str
+    seq: int
+    last_event_id: str
+    last_event_ts: int
+
+
+class RecsWriter:
+    """Writes a batch of lists plus the worker's counters in one round trip."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_ms = ttl_s * 1000
+        self._script = client.register_script(_WRITE_IF_NEWER)
+
+    async def write(
+        self,
+        lists: Sequence[tuple[Provenance, Ranked]],
+        model_version: str,
+        generated_at_ms: int,
+        worker_id: str,
+        counters: Mapping[str, int],
+        status: Mapping[str, str | int | float],
+    ) -> int:
+        """Store ``lists``; returns how many were written (the rest were older than stored)."""
+        pipe = self.client.pipeline(transaction=False)
+        for p, r in lists:
+            await self._script(
+                keys=[recs_key(self.prefix, p.user_id)],
+                args=[p.seq, orjson.dumps(r.items), orjson.dumps(r.scores), r.source,
+                      model_version, generated_at_ms, p.last_event_id, p.last_event_ts,
+                      self.ttl_ms],
+                client=pipe,
+            )
+        wkey = worker_key(self.prefix, worker_id)
+        for name, delta in counters.items():
+            if delta:
+                pipe.hincrby(wkey, name, delta)
+        if status:
+            pipe.hset(wkey, mapping=dict(status))
+        pipe.sadd(workers_set(self.prefix), worker_id)
+        results = await pipe.execute()
+        return sum(results[: len(lists)])
+
+    async def report_status(self, worker_id: str, status: Mapping[str, str | int | float]) -> None:
+        """Set fields of the worker's status hash (served version, swap time, …)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(worker_key(self.prefix, worker_id), mapping=dict(status))
+        pipe.sadd(workers_set(self.prefix), worker_id)
+        await pipe.execute()

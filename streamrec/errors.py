@@ -1,0 +1,50 @@
+"""Every error streamrec raises on purpose derives from :class:`StreamrecError`.
+
+::
+
+    StreamrecError
+    ├── ConfigError            bad settings or CLI arguments
+    ├── BundleError            a model bundle cannot be used
+    │   └── BundleRejected     a bundle failed validation (names file and check)
+    ├── EventError             a click event failed to decode or validate
+    └── DataError              a dataset file is malformed or empty
+"""
+
+from __future__ import annotations
+
+
+class StreamrecError(Exception):
+    """Base of all streamrec errors."""
+
+
+class ConfigError(StreamrecError):
+    """Settings or command-line arguments are invalid."""
+
+
+class BundleError(StreamrecError):
+    """A model bundle cannot be loaded."""
+
+
+class BundleRejected(BundleError):
+    """A bundle failed one validation check.
+
+    ``check`` is a short machine-readable name (``sha256``, ``signature``…),
+    ``path`` the bundle file involved, if any.
+    """
+
+    def __init__(self, bundle: str, check: str, detail: str, path: str | None = None) -> None:
+        self.bundle, self.check, self.detail, self.path = bundle, check, detail, path
+        where = f" {path}" if path else ""
+        super().__init__(f"bundle {bundle} rejected:{where} {check}: {detail}")
+
+
+class EventError(StreamrecError):
+    """A click event is malformed. ``reason`` goes to the dead-letter record."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class DataError(StreamrecError):
+    """A dataset file is malformed or empty."""

@@ -1,0 +1,56 @@
+"""One settings object, built once at start-up and passed down.
+
+Every field can be set from the environment with the ``STREAMREC_`` prefix,
+e.g. ``STREAMREC_KAFKA_BOOTSTRAP=kafka:9092``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of workers, replay, readers and the trainer's publisher."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "streamrec"
+    clicks_topic: str = "clicks"
+    dlq_topic: str = "clicks-dlq"
+    model_updates_topic: str = "model-updates"
+    topic_partitions: int = Field(8, ge=1)
+
+    # Redis
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    key_prefix: str = "streamrec:"
+    recs_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+
+    # Model
+    bundle_path: Path = Path("var/bundles/current")
+
+    # Hot path
+    batch_size: int = Field(256, ge=1, le=100_000)
+    batch_wait_s: float = Field(0.005, gt=0, le=10)
+    top_n: int = Field(20, ge=1, le=1000)
+    session_max_len: int = Field(200, ge=1, le=10_000)
+    dedup_window: int = Field(64, ge=1, le=10_000)
+    max_event_bytes: int = Field(16_384, ge=64)
+    compute_threads: int = Field(1, ge=1, le=64)
+
+    # Worker identity (status key in Redis); default derived from host and pid.
+    worker_id: str | None = None
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_ends_with_colon(cls, v: str) -> str:
+        return v if not v or v.endswith(":") else v + ":"
+
+    @property
+    def broker_url(self) -> str:
+        """Faust broker URL (``kafka://host:port[;host:port]``)."""
+        return "kafka://" + ";".join(h.strip() for h in self.kafka_bootstrap.split(","))

@@ -1,0 +1,55 @@
+"""The click event schema and its validation (pure).
+
+Wire format: JSON object, Kafka key = UTF-8 user id::
+
+    {"event_id": str, "user_id": str, "item_id": str, "ts": int (epoch ms), ...}
+
+Extra fields are allowed and ignored (they stay in the log). Types are strict:
+``"ts": "17"`` or ``"ts": true`` are rejected, not coerced.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from streamrec.errors import EventError
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# 1e15 ms is year ~33658: anything larger is a unit mistake (µs or ns).
+EpochMs = Annotated[int, msgspec.Meta(ge=0, lt=10**15)]
+
+
+class ClickEvent(msgspec.Struct, frozen=True):
+    event_id: Id
+    user_id: Id
+    item_id: Id
+    ts: EpochMs
+
+
+_decoder = msgspec.json.Decoder(ClickEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_event(key: bytes | None, value: bytes | None, max_bytes: int) -> ClickEvent:
+    """Decode and validate one record; raise :class:`EventError` with a specific reason."""
+    if value is None:
+        raise EventError("empty value (tombstone)")
+    if len(value) > max_bytes:
+        raise EventError(f"event is {len(value)} bytes, limit is {max_bytes}")
+    try:
+        event = _decoder.decode(value)
+    except msgspec.ValidationError as e:
+        raise EventError(f"invalid event: {e}") from None
+    except msgspec.DecodeError as e:
+        raise EventError(f"malformed JSON: {e}") from None
+    if key is None:
+        raise EventError("record has no key; events must be keyed by user_id")
+    if key != event.user_id.encode():
+        raise EventError(f"record key {key[:64]!r} does not match user_id {event.user_id[:64]!r}")
+    return event
+
+
+def encode_event(event: ClickEvent) -> bytes:
+    return _encoder.encode(event)

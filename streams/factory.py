@@ -1,0 +1,82 @@
+"""Builds the Faust app: topics, the session table, the click agent, the model loader."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import faiss
+import faust
+import redis.asyncio as aioredis
+
+from serving.bundle import load_bundle
+from serving.store import RecsWriter
+from streamrec.settings import Settings
+from streams.batch import BatchRules
+from streams.model import ModelHolder
+from streams.worker import ClickWorker
+
+log = logging.getLogger(__name__)
+
+
+def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    """A bytes-in, bytes-out topic: decoding is ours, so a bad record can't crash Faust."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=partitions, internal=True)
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        table_cleanup_interval=3600.0,
+    )
+    clicks = raw_topic(app, settings.clicks_topic, settings.topic_partitions)
+    dlq = raw_topic(app, settings.dlq_topic, settings.topic_partitions)
+    # use_partitioner: a batch holds many users, so the changelog partition must come
+    # from the key (same murmur2 as the producer's), not from the "current" event.
+    # key_type=bytes -> raw keys; values (plain dicts) use the json codec.
+    sessions = app.Table("sessions", partitions=settings.topic_partitions, key_type=bytes,
+                         use_partitioner=True)
+    holder = ModelHolder()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute")
+    started_at = int(time.time() * 1000)
+    worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    rules = BatchRules(settings.session_max_len, settings.dedup_window, settings.max_event_bytes)
+    # redis-py connects lazily, so building the client here does no I/O.
+    writer = RecsWriter(aioredis.Redis.from_url(settings.redis_url.get_secret_value()),
+                        settings.key_prefix, settings.recs_ttl_s)
+
+    @app.task
+    async def load_initial_model() -> None:
+        faiss.omp_set_num_threads(settings.compute_threads)
+        loop = asyncio.get_running_loop()
+        bundle = await loop.run_in_executor(executor, load_bundle, settings.bundle_path,
+                                            settings.compute_threads)
+        holder.swap(bundle)
+        log.info("serving model %s from %s", bundle.version, bundle.path)
+        await writer.report_status(worker_id, {
+            "model_version": bundle.version, "swapped_at": int(time.time() * 1000),
+            "started_at": started_at, "pid": os.getpid()})
+
+    @app.agent(clicks)
+    async def process_clicks(stream: faust.StreamT) -> None:
+        await holder.wait_ready()
+        worker = ClickWorker(
+            table=sessions, dlq=dlq, model=holder, writer=writer, executor=executor, rules=rules, top_n=settings.top_n, worker_id=worker_id)
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+            await worker.handle(events)
+
+    return app
+
+
+

@@ -1,0 +1,1 @@
+"""Learning models offline: data, models, training, evaluation, export. Needs the `train` extra."""

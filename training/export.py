@@ -1,0 +1,128 @@
+"""Export a trained model as a serving bundle (see :mod:`serving.manifest`).
+
+The ONNX encoder must agree with torch on real sequences (max abs difference
+<= 1e-4) or export fails. The bundle is written to a temporary directory next
+to the target and renamed into place, so readers never see half a bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import orjson
+import torch
+
+from serving.bundle import sha256_file
+from serving.encoder import Encoder, make_session
+from serving.index import build_flat_ip
+from serving.manifest import MANIFEST, Manifest, Signature, TensorSpec, encode_manifest
+from serving.recommend import left_pad
+from serving.vocab import Vocabulary
+from streamrec.errors import StreamrecError
+from training.model import SASRec
+
+PARITY_ATOL = 1e-4
+INPUT, OUTPUT = "item_seq", "user_vec"
+
+
+class ExportError(StreamrecError):
+    """The exported encoder does not reproduce the torch model."""
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        return self.model(item_seq)
+
+
+def export_onnx(model: SASRec, path: Path) -> None:
+    model.eval()
+    example = torch.ones((2, model.cfg.max_len), dtype=torch.int64)
+    torch.onnx.export(_Encoder(model).eval(), (example,), str(path), input_names=[INPUT],
+                      output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                      opset_version=17, dynamo=False)
+
+
+def check_parity(model: SASRec, encoder: Encoder, seqs: np.ndarray) -> float:
+    """Max abs difference between torch and ONNX Runtime user vectors; raises above tolerance."""
+    with torch.no_grad():
+        ref = model(torch.from_numpy(seqs)).numpy()
+    got = encoder.encode(seqs)
+    diff = float(np.abs(ref - got).max())
+    if not np.isfinite(got).all() or diff > PARITY_ATOL:
+        raise ExportError(f"ONNX Runtime and torch disagree: max abs diff {diff:.3e} > {PARITY_ATOL}")
+    return diff
+
+
+def make_version(model: SASRec, now: dt.datetime) -> str:
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().numpy().tobytes())
+    return f"{now:%Y%m%dT%H%M%SZ}-{h.hexdigest()[:8]}"
+
+
+def write_bundle(
+    model: SASRec,
+    vocab: Vocabulary,
+    sample_inputs: list[list[int]],
+    popular: list[int],
+    out: Path,
+    *,
+    metrics: dict[str, Any],
+    dataset: dict[str, Any],
+    train_config: dict[str, Any],
+) -> Manifest:
+    """Export, check parity, and atomically write the bundle directory ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    version = make_version(model, now)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        export_onnx(model, tmp / "encoder.onnx")
+        seqs = left_pad(sample_inputs[:256] or [[1]], model.cfg.max_len)
+        encoder = Encoder(make_session(tmp / "encoder.onnx"))
+        parity = check_parity(model, encoder, seqs)
+        items = model.item_vectors()[1:].detach().numpy().astype(np.float32)
+        faiss.write_index(build_flat_ip(items), str(tmp / "items.faiss"))
+        vocab.save(tmp / "vocab.json")
+        (tmp / "popular.json").write_bytes(orjson.dumps([int(i) for i in popular]))
+        np.savez(tmp / "samples.npz", seqs=seqs[:16], vecs=encoder.encode(seqs[:16]))
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        manifest = Manifest(
+            version=version, created_at=now.isoformat(timespec="seconds"), model="sasrec",
+            model_config={**model.cfg.to_dict(), "train": train_config},
+            max_len=model.cfg.max_len, dim=model.cfg.dim, num_items=len(vocab), index_type="flat_ip",
+            signature=Signature(
+                inputs=[TensorSpec(INPUT, "int64", ["batch", model.cfg.max_len])],
+                outputs=[TensorSpec(OUTPUT, "float32", ["batch", model.cfg.dim])]),
+            metrics={**metrics, "onnx_parity_max_abs_diff": parity}, dataset=dataset, files=files)
+        (tmp / MANIFEST).write_bytes(encode_manifest(manifest))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing ``target`` is swapped out, then removed."""
+    os.chmod(new, 0o755)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)

@@ -1,0 +1,134 @@
+"""SASRec (Kang & McAuley, 2018): causal self-attention over a user's item sequence.
+
+Sequences are left-padded with 0, so the last position always holds the most
+recent item and its hidden state is the user vector. The item embedding table
+is shared for input and scoring: score(user, item) = <h_user, E[item]>, which
+is what lets serving use an inner-product FAISS index over E.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SASRecConfig:
+    num_items: int
+    max_len: int = 50
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    ffn_mult: int = 4
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        assert cfg.dim % cfg.heads == 0, "dim must be divisible by heads"
+        self.heads = cfg.heads
+        self.scale = 1.0 / math.sqrt(cfg.dim // cfg.heads)
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)  # 3 x (B, L, D)
+        q, k, v = (t.view(B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, L, L)
+        # a large negative, not -inf: rows of padding would otherwise be all -inf -> NaN
+        att = att.masked_fill(~mask, -1e9).softmax(dim=-1)
+        y = self.drop(att) @ v  # (B, H, L, Dh)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_mult * cfg.dim), nn.GELU(),
+                                 nn.Linear(cfg.ffn_mult * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask))
+        return x + self.ffn(self.ln2(x))
+
+
+class SASRec(nn.Module):
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.dim, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        causal = torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool))
+        self.register_buffer("causal", causal, persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def hidden(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) int64 item indexes, left-padded -> (B, L, D) hidden states."""
+        B, L = seq.shape
+        keep = (seq > 0).unsqueeze(-1)  # (B, L, 1)
+        pos = torch.arange(L, device=seq.device)
+        x = self.item_emb(seq) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
+        x = self.drop(x) * keep
+        mask = self.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return self.ln_f(x)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> user vector (B, D): the hidden state at the last position."""
+        return self.hidden(seq)[:, -1, :]
+
+    def item_vectors(self) -> torch.Tensor:
+        """(N + 1, D) item embedding table; row 0 is PAD."""
+        return self.item_emb.weight
+
+    def loss(self, seq: torch.Tensor, pos: torch.Tensor, kind: str, negatives: int = 1) -> torch.Tensor:
+        """Next-item loss over every non-pad position of (B, L) inputs ``seq``, targets ``pos``.
+
+        ``ce``: full softmax over the catalogue; ``sampled``: softmax over the target and
+        ``negatives`` uniform items shared by the batch (accidental hits masked);
+        ``bce``: the original recipe, one uniform negative per position.
+        """
+        where = pos > 0
+        h = self.hidden(seq)[where]  # (M, D)
+        y = pos[where]  # (M,)
+        E = self.item_emb.weight
+        if kind == "ce":
+            logits = h @ E[1:].T  # (M, N)
+            return F.cross_entropy(logits, y - 1)
+        neg = torch.randint(1, self.cfg.num_items + 1, (negatives,) if kind == "sampled" else y.shape,
+                            device=y.device)
+        pos_logit = (h * E[y]).sum(-1)  # (M,)
+        if kind == "bce":
+            neg_logit = (h * E[neg]).sum(-1)
+            return F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean()
+        if kind == "sampled":
+            neg_logit = h @ E[neg].T  # (M, K)
+            neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == y.unsqueeze(1), -1e9)
+            logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)
+            return F.cross_entropy(logits, torch.zeros_like(y))
+        raise ValueError(f"unknown loss {kind!r}: use ce, sampled or bce")
