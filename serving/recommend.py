@@ -64,7 +64,9 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     modelled = [u for u, e in enumerate(encoded) if e]
     results: list[Ranked | None] = [None] * len(histories)
     if modelled:
-        seqs = left_pad([encoded[u] for u in modelled], bundle.max_len)
+        # cut to the longest history in the batch: the encoder takes any length <= max_len
+        longest = min(bundle.max_len, max(len(encoded[u]) for u in modelled))
+        seqs = left_pad([encoded[u] for u in modelled], longest)
         vecs = bundle.encoder.encode(seqs)
         k = top_n + max(len(seen[u]) for u in modelled)
         scores, items = bundle.index.search(vecs, k)

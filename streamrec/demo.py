@@ -63,14 +63,15 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
     worker_id = f"demo-{run_id}"
     (VAR / "log").mkdir(parents=True, exist_ok=True)
     log_path = VAR / "log" / f"worker-{worker_id}.log"
-    env = {**os.environ, "STREAMREC_WORKER_ID": worker_id,
+    # A short rebalance timeout: a fresh group's first join waits this long on some brokers.
+    env = {"STREAMREC_REBALANCE_TIMEOUT_S": "5", **os.environ, "STREAMREC_WORKER_ID": worker_id,
            "STREAMREC_BUNDLE_PATH": str(settings.bundle_path)}
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         wkey = worker_key(settings.key_prefix, worker_id)
-        _wait(lambda: r.hget(wkey, "model_version") is not None, 120, proc, log_path, "worker start")
+        _wait(lambda: r.hget(wkey, "rebalanced_at") is not None, 120, proc, log_path, "worker start")
         typer.echo(f"  worker {worker_id} (pid {proc.pid}) serving {r.hget(wkey, 'model_version')}")
 
         say("[4/5] replaying clicks into Kafka")

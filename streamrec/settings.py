@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     dlq_topic: str = "clicks-dlq"
     model_updates_topic: str = "model-updates"
     topic_partitions: int = Field(8, ge=1)
+    # How long the group coordinator waits for members to (re)join. Some brokers (Tansu)
+    # hold a new group's first join for this long, so it bounds worker start-up time.
+    rebalance_timeout_s: float = Field(60.0, gt=0)
+    session_timeout_s: float = Field(30.0, gt=0)
 
     # Redis
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")

@@ -39,6 +39,9 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_cleanup_interval=3600.0,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     )
     clicks = raw_topic(app, settings.clicks_topic, settings.topic_partitions)
     dlq = raw_topic(app, settings.dlq_topic, settings.topic_partitions)
@@ -67,6 +70,14 @@ def create_app(settings: Settings) -> faust.App:
         await writer.report_status(worker_id, {
             "model_version": bundle.version, "swapped_at": int(time.time() * 1000),
             "started_at": started_at, "pid": os.getpid()})
+
+    @app.on_rebalance_complete.connect
+    async def report_assignment(sender: faust.App, **kwargs: object) -> None:
+        assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
+                          if tp.topic == settings.clicks_topic)
+        await writer.report_status(worker_id, {
+            "rebalanced_at": int(time.time() * 1000),
+            "partitions": ",".join(map(str, assigned))})
 
     @app.agent(clicks)
     async def process_clicks(stream: faust.StreamT) -> None:

@@ -69,10 +69,10 @@ async def replay(bootstrap: str, topic: str, users: Sequence[str], seqs: Sequenc
 
 async def send_raw(bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
     """Send raw (key, value) records as they are: for malformed-input demos and tests."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
+        # per-partition order is kept: aiokafka sends each partition's batches in sequence
+        await asyncio.gather(*[await producer.send(topic, value, key=key) for key, value in records])
     finally:
         await producer.stop()

@@ -50,7 +50,7 @@ def export_onnx(model: SASRec, path: Path) -> None:
     model.eval()
     example = torch.ones((2, model.cfg.max_len), dtype=torch.int64)
     torch.onnx.export(_Encoder(model).eval(), (example,), str(path), input_names=[INPUT],
-                      output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                      output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch", 1: "seq"}, OUTPUT: {0: "batch"}},
                       opset_version=17, dynamo=False)
 
 
@@ -105,7 +105,7 @@ def write_bundle(
             model_config={**model.cfg.to_dict(), "train": train_config},
             max_len=model.cfg.max_len, dim=model.cfg.dim, num_items=len(vocab), index_type="flat_ip",
             signature=Signature(
-                inputs=[TensorSpec(INPUT, "int64", ["batch", model.cfg.max_len])],
+                inputs=[TensorSpec(INPUT, "int64", ["batch", "seq"])],
                 outputs=[TensorSpec(OUTPUT, "float32", ["batch", model.cfg.dim])]),
             metrics={**metrics, "onnx_parity_max_abs_diff": parity}, dataset=dataset, files=files)
         (tmp / MANIFEST).write_bytes(encode_manifest(manifest))

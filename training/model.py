@@ -34,21 +34,25 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
         assert cfg.dim % cfg.heads == 0, "dim must be divisible by heads"
-        self.heads = cfg.heads
+        self.heads, self.dim = cfg.heads, cfg.dim
         self.scale = 1.0 / math.sqrt(cfg.dim // cfg.heads)
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)  # 3 x (B, L, D)
-        q, k, v = (t.view(B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, L, L)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        B, L, _ = x.shape
+        # python-int sizes (not traced tensors) keep the ONNX export shape-generic
+        q, k, v = self.qkv(x).split(self.dim, dim=2)  # 3 x (B, L, D)
+        if last_only:  # only the last query row is needed for the user vector
+            q, L = q[:, -1:], 1
+        q = q.reshape(B, L, self.heads, -1).transpose(1, 2)  # (B, H, Lq, Dh)
+        k, v = (t.reshape(B, -1, self.heads, self.dim // self.heads).transpose(1, 2) for t in (k, v))
+        att = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, Lq, L)
         # a large negative, not -inf: rows of padding would otherwise be all -inf -> NaN
         att = att.masked_fill(~mask, -1e9).softmax(dim=-1)
-        y = self.drop(att) @ v  # (B, H, L, Dh)
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+        y = self.drop(att) @ v  # (B, H, Lq, Dh)
+        return self.proj(y.transpose(1, 2).reshape(B, L, self.dim))
 
 
 class Block(nn.Module):
@@ -61,8 +65,12 @@ class Block(nn.Module):
                                  nn.Linear(cfg.ffn_mult * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last position only (serving)."""
+        h = self.ln1(x)
+        if last_only:
+            x, mask = x[:, -1:], mask[:, :, -1:]
+        x = x + self.drop(self.attn(h, mask, last_only))
         return x + self.ffn(self.ln2(x))
 
 
@@ -86,21 +94,29 @@ class SASRec(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def hidden(self, seq: torch.Tensor) -> torch.Tensor:
-        """(B, L) int64 item indexes, left-padded -> (B, L, D) hidden states."""
+    def hidden(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L) int64 item indexes, left-padded, L <= max_len -> (B, L, D) hidden states.
+
+        Positions count back from the end (the last item always has position
+        max_len - 1), so a batch may be cut to its longest real sequence: leading
+        pad columns change nothing. ``last_only`` returns (B, 1, D), computing the
+        final block for the last position alone.
+        """
         B, L = seq.shape
         keep = (seq > 0).unsqueeze(-1)  # (B, L, 1)
-        pos = torch.arange(L, device=seq.device)
+        pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
         x = self.item_emb(seq) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
         x = self.drop(x) * keep
         mask = self.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
-        for block in self.blocks:
-            x = block(x, mask) * keep
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            cut = last_only and i == last
+            x = block(x, mask, cut) * (keep[:, -1:] if cut else keep)
         return self.ln_f(x)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, L) -> user vector (B, D): the hidden state at the last position."""
-        return self.hidden(seq)[:, -1, :]
+        return self.hidden(seq, last_only=True)[:, -1, :]
 
     def item_vectors(self) -> torch.Tensor:
         """(N + 1, D) item embedding table; row 0 is PAD."""

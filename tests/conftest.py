@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny trained bundle (real SASRec, real ONNX export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.data import SequenceData
+from training.pipeline import TrainReport, train_and_export
+from training.synthetic import SyntheticSpec, generate
+from training.train import TrainConfig
+
+TINY = SyntheticSpec(users=300, items=120, clusters=12, mean_len=12, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> SequenceData:
+    return generate(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> TrainReport:
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
+                            TrainConfig(epochs=8, patience=8, batch_size=64, seed=1), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tiny_report: TrainReport) -> Path:
+    return tiny_report.bundle

@@ -1,0 +1,155 @@
+"""Integration fixtures: real Tansu/Kafka broker and real Redis on loopback.
+
+Every test run gets its own app id, topic names and Redis key prefix, so runs
+never collide with each other or with the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from aiokafka import AIOKafkaConsumer
+
+from serving.keys import worker_key
+from streamrec.settings import Settings
+from streams.admin import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    s = Settings()
+    host, port = s.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    if not _port_open(host, int(port)):
+        pytest.fail(f"no Kafka broker on {s.kafka_bootstrap}: run 'make up' (or 'make test')")
+    redis.Redis.from_url(s.redis_url.get_secret_value()).ping()
+
+
+@pytest.fixture
+def make_settings(services: None) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        run = uuid.uuid4().hex[:10]
+        base: dict[str, object] = dict(
+            app_id=f"t-{run}", clicks_topic=f"t-{run}-clicks", dlq_topic=f"t-{run}-dlq",
+            model_updates_topic=f"t-{run}-models", key_prefix=f"test:{run}:", topic_partitions=4,
+            worker_id=f"w-{run}", rebalance_timeout_s=3.0, session_timeout_s=10.0)
+        base.update(overrides)
+        s = Settings(**base)  # type: ignore[arg-type]
+        asyncio.run(ensure_topics(s))
+        return s
+    return make
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    env = {}
+    for name, value in s.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"STREAMREC_{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass
+class WorkerProc:
+    settings: Settings
+    proc: subprocess.Popen
+    log: Path
+    client: redis.Redis = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = redis.Redis.from_url(self.settings.redis_url.get_secret_value(),
+                                           decode_responses=True)
+
+    @property
+    def key(self) -> str:
+        assert self.settings.worker_id
+        return worker_key(self.settings.key_prefix, self.settings.worker_id)
+
+    def status(self) -> dict[str, str]:
+        return self.client.hgetall(self.key)
+
+    def wait_for(self, cond: Callable[[dict[str, str]], bool], timeout: float, what: str) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if cond(st):
+                return st
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited ({self.proc.returncode}) waiting for {what}:\n"
+                            + self.log.read_text()[-3000:])
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}; status {st}\n" + self.log.read_text()[-3000:])
+            time.sleep(0.2)
+
+    def wait_events(self, n: int, timeout: float = 120) -> dict[str, str]:
+        return self.wait_for(lambda st: int(st.get("events", 0)) >= n, timeout, f"{n} events")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings, Path], WorkerProc]]:
+    started: list[WorkerProc] = []
+
+    def start(settings: Settings, bundle: Path) -> WorkerProc:
+        log = tmp_path / f"{settings.worker_id}.log"
+        env = {**os.environ, **settings_env(settings), "STREAMREC_BUNDLE_PATH": str(bundle)}
+        with log.open("w") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
+                                    stdout=f, stderr=subprocess.STDOUT)
+        w = WorkerProc(settings, proc, log)
+        started.append(w)
+        w.wait_for(lambda st: "model_version" in st, 90, "worker start")
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+        w.client.delete(*w.client.keys(f"{w.settings.key_prefix}*") or ["-"])
+
+
+async def _consume(bootstrap: str, topic: str, n: int, timeout: float) -> list[tuple[bytes | None, bytes]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out: list[tuple[bytes | None, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            out += [(m.key, m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[tuple[bytes | None, bytes]]:
+    """Read at least ``n`` records from the start of ``topic`` (fewer if the timeout passes)."""
+    return asyncio.run(_consume(bootstrap, topic, n, timeout))

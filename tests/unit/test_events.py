@@ -1,0 +1,46 @@
+import orjson
+import pytest
+
+from streamrec.errors import EventError
+from streams.events import ClickEvent, decode_event, encode_event
+
+MAX = 1024
+
+
+def raw(**fields: object) -> bytes:
+    base: dict[str, object] = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "ts": 1700000000000}
+    base.update(fields)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def test_valid_event_with_extra_fields_decodes() -> None:
+    ev = decode_event(b"u1", raw(referrer="home", price=3.5), MAX)
+    assert ev == ClickEvent("e1", "u1", "i1", 1700000000000)
+
+
+def test_round_trip() -> None:
+    ev = ClickEvent("e", "u", "i", 5)
+    assert decode_event(b"u", encode_event(ev), MAX) == ev
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (b"u1", b"{oops", "malformed JSON"),
+        (b"u1", b"[1, 2]", "invalid event"),
+        (b"u1", raw(item_id=...), "missing required field `item_id`"),
+        (b"u1", raw(ts="1700000000000"), "Expected `int`, got `str` - at `$.ts`"),
+        (b"u1", raw(ts=True), "Expected `int`, got `bool` - at `$.ts`"),
+        (b"u1", raw(ts=-5), "Expected `int` >= 0 - at `$.ts`"),
+        (b"u1", raw(item_id=42), "Expected `str`, got `int` - at `$.item_id`"),
+        (b"u1", raw(event_id=""), "length >= 1 - at `$.event_id`"),
+        (b"u1", None, "tombstone"),
+        (None, raw(), "no key"),
+        (b"u2", raw(), "does not match user_id"),
+        (b"u1", raw(pad="x" * MAX), f"limit is {MAX}"),
+    ],
+)
+def test_bad_events_raise_specific_reason(key: bytes | None, value: bytes | None, reason: str) -> None:
+    with pytest.raises(EventError) as e:
+        decode_event(key, value, MAX)
+    assert reason in e.value.reason

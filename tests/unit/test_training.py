@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from serving.bundle import load_bundle
+from training.data import leave_one_out, load_dataset, load_movielens
+from training.evaluate import evaluate_full
+from training.export import ExportError, check_parity
+from training.model import SASRec, SASRecConfig
+from training.pipeline import TrainReport
+from training.synthetic import SyntheticSpec, generate
+from serving.encoder import Encoder, make_session
+
+
+def test_sequence_loader_and_split(tmp_path: Path) -> None:
+    p = tmp_path / "d.txt"
+    p.write_text("1 10 11 12 13\n2 11 12\n3 12 10 13\n")
+    d = load_dataset(p)
+    assert d.users == ["1", "2", "3"] and d.vocab.ids == ("10", "11", "12", "13")
+    s = leave_one_out(d)
+    assert s.eval_users.tolist() == [0, 2]
+    assert d.vocab.decode(s.train[0]) == ["10", "11"] and s.train[1] == d.vocab.encode(["11", "12"])
+    assert d.vocab.decode(list(s.valid_target)) == ["12", "10"]
+    assert d.vocab.decode(list(s.test_target)) == ["13", "13"]
+    assert [d.vocab.decode(x) for x in s.inputs("test")] == [["10", "11", "12"], ["12", "10"]]
+
+
+def test_movielens_sorted_by_time(tmp_path: Path) -> None:
+    p = tmp_path / "ratings.dat"
+    p.write_text("1::20::5::300\n1::10::3::100\n2::10::4::5\n1::30::1::200\n")
+    d = load_movielens(p)
+    assert d.vocab.decode(d.seqs[0]) == ["10", "30", "20"]
+    assert load_dataset(p).fingerprint() == d.fingerprint()
+
+
+def test_synthetic_is_deterministic() -> None:
+    spec = SyntheticSpec(users=50, items=40, clusters=5)
+    assert generate(spec).fingerprint() == generate(spec).fingerprint()
+    assert generate(spec).fingerprint() != generate(SyntheticSpec(users=50, items=40, clusters=5, seed=8)).fingerprint()
+
+
+def test_sasrec_clearly_beats_popularity_on_synthetic(tiny_report: TrainReport) -> None:
+    assert tiny_report.test["ndcg@10"] > 2 * tiny_report.popularity_test["ndcg@10"]
+    assert tiny_report.test["hr@10"] > tiny_report.popularity_test["hr@10"] + 0.1
+
+
+def test_bundle_scores_what_training_claims(tiny_report: TrainReport, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    b = load_bundle(tiny_report.bundle)
+    split = leave_one_out(tiny_data)
+    served = evaluate_full(b.encoder.encode, b.index.vectors(), split.inputs("test"),
+                           split.targets("test"), b.max_len)
+    for k in ("hr@10", "ndcg@10"):
+        assert abs(served[k] - tiny_report.test[k]) <= 1e-3
+    assert b.manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+
+
+def test_parity_check_rejects_a_different_model(tiny_report: TrainReport) -> None:
+    cfg = SASRecConfig(**{k: v for k, v in load_bundle(tiny_report.bundle).manifest.model_config.items()
+                          if k != "train"})
+    torch.manual_seed(123)
+    other = SASRec(cfg).eval()
+    enc = Encoder(make_session(tiny_report.bundle / "encoder.onnx"))
+    seqs = np.arange(1, 2 * cfg.max_len + 1, dtype=np.int64).reshape(2, cfg.max_len) % cfg.num_items + 1
+    with pytest.raises(ExportError, match="disagree"):
+        check_parity(other, enc, seqs)
+
+
+def test_last_only_and_trimmed_padding_match_the_full_forward() -> None:
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2)).eval()
+    seqs = torch.tensor([[0] * 8 + [3, 4, 5, 6], [0] * 10 + [7, 8]])
+    with torch.no_grad():
+        full = m.hidden(seqs)[:, -1]
+        assert torch.allclose(m(seqs), full, atol=1e-5)
+        assert torch.allclose(m(seqs[:, -4:]), full, atol=1e-5)  # leading pad columns cut
+
+
+def test_onnx_encoder_accepts_any_length_up_to_max_len(tiny_bundle_dir: Path) -> None:
+    b = load_bundle(tiny_bundle_dir)
+    full = np.zeros((2, b.max_len), dtype=np.int64)
+    full[0, -3:], full[1, -1:] = [1, 2, 3], [4]
+    assert np.allclose(b.encoder.encode(full), b.encoder.encode(full[:, -3:]), atol=1e-5)
