@@ -39,6 +39,15 @@ def left_pad(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
     return out
 
 
+def pad_batch(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
+    """Left-padded to the batch's longest sequence, at most ``max_len``.
+
+    The encoder accepts any width up to max_len (positions count from the end),
+    so leading columns of pure padding are never computed.
+    """
+    return left_pad(seqs, max(1, min(max_len, max((len(s) for s in seqs), default=1))))
+
+
 def filter_seen(items: np.ndarray, scores: np.ndarray, seen: set[int], n: int) -> tuple[list[int], list[float]]:
     """First ``n`` candidates not in ``seen`` (and not PAD), order kept."""
     keep_i: list[int] = []
@@ -64,9 +73,7 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     modelled = [u for u, e in enumerate(encoded) if e]
     results: list[Ranked | None] = [None] * len(histories)
     if modelled:
-        # cut to the longest history in the batch: the encoder takes any length <= max_len
-        longest = min(bundle.max_len, max(len(encoded[u]) for u in modelled))
-        seqs = left_pad([encoded[u] for u in modelled], longest)
+        seqs = pad_batch([encoded[u] for u in modelled], bundle.max_len)
         vecs = bundle.encoder.encode(seqs)
         k = top_n + max(len(seen[u]) for u in modelled)
         scores, items = bundle.index.search(vecs, k)

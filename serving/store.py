@@ -2,8 +2,11 @@
 
 Each list is a hash at ``{prefix}recs:{user_id}``. A Lua script makes every
 write conditional: a list is only replaced by one computed from the same or a
-later event of that user (``seq`` = number of events applied to the user's
-session), so a slow or replayed batch can never overwrite a fresher answer.
+later event of that user, so a slow or replayed batch can never overwrite a
+fresher answer. "Later" is ordered by (event time, seq): event time first, so
+lists from a session rebuilt from scratch (state lost, ``seq`` restarted) still
+replace ones from before; ``seq`` (events applied to the session) breaks ties
+between events of the same millisecond.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from serving.recommend import Ranked
 # KEYS[1] = recs key; ARGV = seq, items, scores, source, model_version, generated_at,
 # last_event_id, last_event_ts, ttl_ms. Returns 1 if written, 0 if a later list is stored.
 _WRITE_IF_NEWER = """
-local cur = redis.call('HGET', KEYS[1], 'seq')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+local cur = redis.call('HMGET', KEYS[1], 'last_event_ts', 'seq')
+if cur[1] then
+  local ts, new_ts = tonumber(cur[1]), tonumber(ARGV[8])
+  if ts > new_ts or (ts == new_ts and tonumber(cur[2]) > tonumber(ARGV[1])) then return 0 end
+end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'items', ARGV[2], 'scores', ARGV[3],
   'source', ARGV[4], 'model_version', ARGV[5], 'generated_at', ARGV[6],
   'last_event_id', ARGV[7], 'last_event_ts', ARGV[8])

@@ -66,51 +66,116 @@ def generate(
     typer.echo(f"wrote {len(data.users)} users, {data.num_interactions} clicks to {out}")
 
 
+class ModelName(str, Enum):
+    sasrec = "sasrec"
+    bpr = "bpr"
+    pop = "pop"
+
+
 @app.command()
 def train(
     data: Annotated[Optional[Path], typer.Option(help="Sequence file or MovieLens ratings.dat.")] = None,
-    synthetic: Annotated[bool, typer.Option(help="Train on generated data instead of --data.")] = False,
+    synthetic: Annotated[bool, typer.Option(help="Train on generated data.")] = False,
+    from_topic: Annotated[bool, typer.Option(help="Read sequences from the clicks topic.")] = False,
+    since: Annotated[Optional[int], typer.Option(help="With --from-topic: first event time, epoch ms.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML config (training/configs/*.toml).")] = None,
+    model: Annotated[Optional[ModelName], typer.Option(help="Overrides the config's model.")] = None,
     out: Annotated[Path, typer.Option(help="Bundle directory to write (replaced atomically).")] = Path("var/bundles/current"),
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
     max_minutes: Annotated[Optional[float], typer.Option(min=0.1, help="Wall-clock budget.")] = None,
-    patience: Annotated[int, typer.Option(min=1)] = 10,
-    batch_size: Annotated[int, typer.Option(min=1)] = 128,
-    lr: Annotated[float, typer.Option(min=1e-6, max=1.0)] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = 0.0,
-    loss: Loss = Loss.ce,
-    negatives: Annotated[int, typer.Option(min=1)] = 256,
-    max_len: Annotated[int, typer.Option(min=2)] = 50,
-    dim: Annotated[int, typer.Option(min=4)] = 64,
-    layers: Annotated[int, typer.Option(min=1)] = 2,
-    heads: Annotated[int, typer.Option(min=1)] = 2,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.2,
-    seed: int = 42,
+    patience: Annotated[Optional[int], typer.Option(min=1)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
+    lr: Annotated[Optional[float], typer.Option(min=1e-6, max=1.0)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(min=0.0)] = None,
+    loss: Annotated[Optional[Loss], typer.Option()] = None,
+    negatives: Annotated[Optional[int], typer.Option(min=1)] = None,
+    max_len: Annotated[Optional[int], typer.Option(min=2)] = None,
+    dim: Annotated[Optional[int], typer.Option(min=4)] = None,
+    layers: Annotated[Optional[int], typer.Option(min=1)] = None,
+    heads: Annotated[Optional[int], typer.Option(min=1)] = None,
+    dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.9)] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Train SASRec, evaluate (full ranking), export a bundle."""
-    if (data is None) == (not synthetic):
-        _fail("give exactly one of --data PATH or --synthetic", 2)
-    if dim % heads:
-        _fail(f"--dim {dim} must be divisible by --heads {heads}", 2)
-    from training.data import load_dataset
-    from training.pipeline import train_and_export
-    from training.synthetic import generate as gen
-    from training.train import TrainConfig
+    """Train a model (SASRec by default, or the pop/BPR baselines), evaluate, export a bundle."""
+    if sum([data is not None, synthetic, from_topic]) != 1:
+        _fail("give exactly one of --data PATH, --synthetic or --from-topic", 2)
+    from training.config import load_config, resolve
+    from training.pipeline import run_baseline, train_and_export
 
-    dataset = gen() if synthetic else load_dataset(data)  # type: ignore[arg-type]
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       loss=loss.value, negatives=negatives, patience=patience,
-                       max_minutes=max_minutes, seed=seed)
-    mcfg = {"max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout}
-    report = train_and_export(dataset, out, mcfg, tcfg, progress=not json_out)
-    if json_out:
-        _print_json(report.to_dict())
+    chosen, mcfg, tcfg, bcfg = resolve(
+        load_config(config), model.value if model else None,
+        sasrec={"max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout},
+        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+               "loss": loss.value if loss else None, "negatives": negatives, "patience": patience,
+               "max_minutes": max_minutes, "seed": seed},
+        bpr={"dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
+             "seed": seed})
+    if mcfg.get("dim", 64) % mcfg.get("heads", 2):
+        _fail(f"dim {mcfg.get('dim', 64)} must be divisible by heads {mcfg.get('heads', 2)}", 2)
+    dataset = _training_data(data, synthetic, from_topic, since)
+    if chosen != "sasrec":
+        report = run_baseline(chosen, dataset, bcfg, progress=not json_out)
+        _print_json(report) if json_out else _print_metrics(report)
         return
-    typer.echo(f"bundle {report.manifest.version} -> {out}")
-    typer.echo(f"trained {report.epochs} epochs (best {report.best_epoch}) in {report.seconds:.1f}s")
-    for name, m in (("sasrec valid", report.valid), ("sasrec test", report.test),
-                    ("popularity test", report.popularity_test)):
-        typer.echo(f"  {name:16s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}")
+    result = train_and_export(dataset, out, mcfg, tcfg, progress=not json_out).to_dict()
+    _print_json(result) if json_out else _print_metrics(result)
+
+
+def _training_data(data: Optional[Path], synthetic: bool, from_topic: bool, since: Optional[int]):  # type: ignore[no-untyped-def]
+    from training.data import load_dataset
+    from training.synthetic import generate as gen
+
+    if synthetic:
+        return gen()
+    if data is not None:
+        return load_dataset(data)
+    from training.from_topic import read_topic
+
+    s = Settings()
+    read = asyncio.run(read_topic(s.kafka_bootstrap, s.clicks_topic, since))
+    typer.echo(f"read {read.records} records from {s.clicks_topic}: {read.invalid} invalid, "
+               f"{read.duplicates} duplicate, {len(read.data.users)} users", err=True)
+    return read.data
+
+
+def _print_metrics(report: dict) -> None:  # type: ignore[type-arg]
+    head = {k: v for k, v in report.items() if not isinstance(v, dict)}
+    typer.echo("  ".join(f"{k}={v}" for k, v in head.items()))
+    for name, block in report.items():
+        if isinstance(block, dict):
+            for proto, m in block.items():
+                if isinstance(m, dict):
+                    typer.echo(f"  {name:16s} {proto:8s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}")
+
+
+class SplitName(str, Enum):
+    test = "test"
+    valid = "valid"
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: Annotated[Path, typer.Option(help="Sequence file or MovieLens ratings.dat.")],
+    split: SplitName = SplitName.test,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled protocol's negatives.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Evaluate a bundle as served (ONNX + FAISS), full ranking and 100-negative sampled."""
+    from training.bundle_eval import evaluate_bundle
+    from training.data import load_dataset
+
+    if not (bundle / "manifest.json").is_file():
+        _fail(f"{bundle} is not a bundle directory (no manifest.json)", 2)
+    result = evaluate_bundle(bundle, load_dataset(data), split.value, seed)
+    if json_out:
+        _print_json(result)
+        return
+    typer.echo(f"bundle {result['bundle']}, {result['users']} users, split {split.value}")
+    for proto in ("full", "sampled"):
+        m = result[proto]
+        typer.echo(f"  {proto:8s} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
 
 
 @app.command()
@@ -178,11 +243,12 @@ def demo(
     users: Annotated[int, typer.Option(min=10)] = 2000,
     items: Annotated[int, typer.Option(min=10)] = 1000,
     train_minutes: Annotated[float, typer.Option(min=0.1)] = 2.5,
+    rate: Annotated[float, typer.Option(min=0.0, help="Replay rate, events/s (0 = full speed).")] = 1000.0,
 ) -> None:
     """The main job end to end on local services: data, training, worker, replay, summary."""
     from streamrec.demo import run_demo
 
-    run_demo(Settings(), users=users, items=items, train_minutes=train_minutes)
+    run_demo(Settings(), users=users, items=items, train_minutes=train_minutes, rate=rate or None)
 
 
 def main() -> None:

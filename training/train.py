@@ -59,6 +59,20 @@ def training_pairs(seqs: list[list[int]], max_len: int) -> tuple[torch.Tensor, t
     return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
+def length_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches of users with similar lengths, so a batch can be cut to its longest.
+
+    Users are shuffled, sorted by length within chunks of 32 batches, split, and the
+    batch order is shuffled again: nearly the randomness of plain shuffling, with
+    far less padding (the encoder's positions count from the end, so cutting is exact).
+    """
+    perm = torch.randperm(len(lengths), generator=gen)
+    out: list[torch.Tensor] = []
+    for chunk in perm.split(batch_size * 32):
+        out.extend(chunk[torch.argsort(lengths[chunk], stable=True)].split(batch_size))
+    return [out[i] for i in torch.randperm(len(out), generator=gen)]
+
+
 def torch_encode(model: SASRec) -> Any:
     """An ``EncodeFn`` over the torch model (eval mode, no grad)."""
     def encode(seqs: np.ndarray) -> np.ndarray:
@@ -81,6 +95,7 @@ def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: b
     model = SASRec(mcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     inputs, targets = training_pairs(split.train, mcfg.max_len)
+    lengths = (targets > 0).sum(dim=1)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, best_state, history = -1.0, 0, None, []
     start = time.monotonic()
@@ -88,8 +103,9 @@ def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: b
     for epoch in bar:
         model.train()
         total, n = 0.0, 0
-        for idx in torch.randperm(len(inputs), generator=gen).split(cfg.batch_size):
-            loss = model.loss(inputs[idx], targets[idx], cfg.loss, cfg.negatives)
+        for idx in length_batches(lengths, cfg.batch_size, gen):
+            width = int(lengths[idx].max())
+            loss = model.loss(inputs[idx, -width:], targets[idx, -width:], cfg.loss, cfg.negatives)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -6,7 +6,7 @@ import torch
 
 from serving.bundle import load_bundle
 from training.data import leave_one_out, load_dataset, load_movielens
-from training.evaluate import evaluate_full
+from training.bundle_eval import evaluate_bundle
 from training.export import ExportError, check_parity
 from training.model import SASRec, SASRecConfig
 from training.pipeline import TrainReport
@@ -42,18 +42,18 @@ def test_synthetic_is_deterministic() -> None:
 
 
 def test_sasrec_clearly_beats_popularity_on_synthetic(tiny_report: TrainReport) -> None:
-    assert tiny_report.test["ndcg@10"] > 2 * tiny_report.popularity_test["ndcg@10"]
-    assert tiny_report.test["hr@10"] > tiny_report.popularity_test["hr@10"] + 0.1
+    t, p = tiny_report.test, tiny_report.popularity_test
+    assert t["full"]["ndcg@10"] > 2 * p["full"]["ndcg@10"]
+    assert t["full"]["hr@10"] > p["full"]["hr@10"] + 0.1
+    assert t["sampled"]["ndcg@10"] > p["sampled"]["ndcg@10"]
 
 
 def test_bundle_scores_what_training_claims(tiny_report: TrainReport, tiny_data) -> None:  # type: ignore[no-untyped-def]
-    b = load_bundle(tiny_report.bundle)
-    split = leave_one_out(tiny_data)
-    served = evaluate_full(b.encoder.encode, b.index.vectors(), split.inputs("test"),
-                           split.targets("test"), b.max_len)
-    for k in ("hr@10", "ndcg@10"):
-        assert abs(served[k] - tiny_report.test[k]) <= 1e-3
-    assert b.manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    served = evaluate_bundle(tiny_report.bundle, tiny_data, "test")
+    for proto in ("full", "sampled"):
+        for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@5"):
+            assert abs(served[proto][k] - tiny_report.test[proto][k]) <= 1e-3
+    assert load_bundle(tiny_report.bundle).manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-4
 
 
 def test_parity_check_rejects_a_different_model(tiny_report: TrainReport) -> None:

@@ -1,0 +1,71 @@
+"""Training configuration files (TOML) merged with command-line overrides.
+
+A file has a top-level ``model`` and one table per part::
+
+    model = "sasrec"          # sasrec | bpr | pop
+    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult
+    [bpr]     dim, epochs, batch_size, lr, reg, patience
+    [train]   epochs, batch_size, lr, weight_decay, loss, negatives, patience, max_minutes, seed
+
+Precedence: built-in defaults < file < flags. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from streamrec.errors import ConfigError
+from training.baselines import BPRConfig
+from training.model import SASRecConfig
+from training.train import TrainConfig
+
+MODELS = ("sasrec", "bpr", "pop")
+CONFIG_DIR = Path(__file__).parent / "configs"
+_SASREC_KEYS = {f.name for f in fields(SASRecConfig)} - {"num_items"}
+_TABLES = {"sasrec": _SASREC_KEYS, "bpr": {f.name for f in fields(BPRConfig)},
+           "train": {f.name for f in fields(TrainConfig)}}
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    """Parse and check a config file; ``None`` gives an empty config (all defaults)."""
+    if path is None:
+        return {}
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (shipped ones: "
+                          f"{', '.join(p.name for p in sorted(CONFIG_DIR.glob('*.toml')))})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    for key, value in cfg.items():
+        if key == "model":
+            if value not in MODELS:
+                raise ConfigError(f"{path.name}: model must be one of {MODELS}, not {value!r}")
+        elif key in _TABLES:
+            unknown = set(value) - _TABLES[key]
+            if unknown:
+                raise ConfigError(f"{path.name}: unknown key(s) {sorted(unknown)} in [{key}]; "
+                                  f"known: {sorted(_TABLES[key])}")
+        else:
+            raise ConfigError(f"{path.name}: unknown table or key {key!r}")
+    return cfg
+
+
+def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], train: dict[str, Any],
+            bpr: dict[str, Any]) -> tuple[str, dict[str, Any], TrainConfig, BPRConfig]:
+    """Merge file values with flag overrides (``None`` = not given)."""
+    def pick(table: str, flags: dict[str, Any]) -> dict[str, Any]:
+        return {**cfg.get(table, {}), **{k: v for k, v in flags.items() if v is not None}}
+
+    chosen = model or cfg.get("model", "sasrec")
+    try:
+        tcfg = TrainConfig(**pick("train", train))
+        bcfg = BPRConfig(**pick("bpr", bpr))
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+    if tcfg.loss not in ("ce", "sampled", "bce"):
+        raise ConfigError(f"loss must be ce, sampled or bce, not {tcfg.loss!r}")
+    return chosen, pick("sasrec", sasrec), tcfg, bcfg
