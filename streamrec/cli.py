@@ -41,8 +41,9 @@ def worker(
     """Run a stream worker (same as ``faust -A streams.app worker``)."""
     settings = Settings(bundle_path=bundle) if bundle else Settings()
     if not (settings.bundle_path / "manifest.json").is_file():
-        _fail(f"no model bundle at {settings.bundle_path} (no manifest.json): "
-              "train one with 'streamrec train --out DIR' or set STREAMREC_BUNDLE_PATH")
+        typer.secho(f"warning: no bundle at {settings.bundle_path}; the worker serves the last "
+                    f"version announced on {settings.model_updates_topic}, and waits for one if "
+                    "none was", fg=typer.colors.YELLOW, err=True)
     from faust.worker import Worker
 
     from streams.factory import create_app
@@ -95,6 +96,7 @@ def train(
     heads: Annotated[Optional[int], typer.Option(min=1)] = None,
     dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.9)] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Train a model (SASRec by default, or the pop/BPR baselines), evaluate, export a bundle."""
@@ -119,7 +121,63 @@ def train(
         _print_json(report) if json_out else _print_metrics(report)
         return
     result = train_and_export(dataset, out, mcfg, tcfg, progress=not json_out).to_dict()
+    if publish:
+        result["announced"] = _publish(out).uri
     _print_json(result) if json_out else _print_metrics(result)
+
+
+def _publish(bundle_dir: Path):  # type: ignore[no-untyped-def]
+    from streams.models import publish_bundle
+
+    return asyncio.run(publish_bundle(Settings(), bundle_dir))
+
+
+@app.command("publish")
+def publish_cmd(bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory.")]) -> None:
+    """Validate a bundle, copy it into the store, and announce it to every worker."""
+    if not (bundle_dir / "manifest.json").is_file():
+        _fail(f"{bundle_dir} is not a bundle directory (no manifest.json)", 2)
+    a = _publish(bundle_dir)
+    typer.echo(f"announced {a.version} ({a.uri})")
+
+
+@app.command()
+def models() -> None:
+    """List stored versions with their metrics; mark the current one."""
+    from serving.registry import BundleStore
+    from streams.models import announcement_history
+
+    s = Settings()
+    history = asyncio.run(announcement_history(s))
+    current = history[-1].version if history else None
+    for m in BundleStore(s.bundle_store).versions():
+        try:
+            full = m.metrics["test"]["full"]
+            metrics = f"test HR@10 {full['hr@10']:.4f} NDCG@10 {full['ndcg@10']:.4f}"
+        except (KeyError, TypeError):
+            metrics = "no test metrics"
+        mark = "*" if m.version == current else " "
+        typer.echo(f"{mark} {m.version}  {m.created_at}  {m.model}  {metrics}")
+    if current is None:
+        typer.echo("(nothing announced yet)")
+
+
+@app.command()
+def rollback(version: Annotated[Optional[str], typer.Argument(help="Default: the version before the current one.")] = None) -> None:
+    """Re-announce an earlier version; every worker validates and switches to it."""
+    from serving.registry import BundleStore
+    from streams.models import announce, announcement_history
+
+    s = Settings()
+    history = [a.version for a in asyncio.run(announcement_history(s))]
+    if version is None:
+        earlier = [v for v in history if v != (history[-1] if history else None)]
+        if not earlier:
+            _fail("nothing to roll back to: fewer than two versions were ever announced")
+        version = earlier[-1]
+    a = BundleStore(s.bundle_store).announcement(version, reason="rollback")
+    asyncio.run(announce(s, a))
+    typer.echo(f"rolled back to {version}")
 
 
 def _training_data(data: Optional[Path], synthetic: bool, from_topic: bool, since: Optional[int]):  # type: ignore[no-untyped-def]

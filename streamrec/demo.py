@@ -36,6 +36,7 @@ def say(msg: str) -> None:
 def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float,
              rate: float | None) -> None:
     from streams.admin import ensure_topics
+    from streams.models import publish_bundle
     from streams.replay import replay, send_raw
     from training.data import write_sequences
     from training.pipeline import train_and_export
@@ -59,8 +60,10 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
                f"popularity HR@10 {report.popularity_test['hr@10']:.4f} "
                f"NDCG@10 {report.popularity_test['ndcg@10']:.4f}")
 
-    say("[3/5] starting a worker")
+    say("[3/5] publishing the bundle and starting a worker")
     asyncio.run(ensure_topics(settings))
+    announced = asyncio.run(publish_bundle(settings, settings.bundle_path))
+    typer.echo(f"  announced {announced.version} on {settings.model_updates_topic} ({announced.uri})")
     worker_id = f"demo-{run_id}"
     (VAR / "log").mkdir(parents=True, exist_ok=True)
     log_path = VAR / "log" / f"worker-{worker_id}.log"

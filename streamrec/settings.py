@@ -34,8 +34,12 @@ class Settings(BaseSettings):
     key_prefix: str = "streamrec:"
     recs_ttl_s: int = Field(7 * 24 * 3600, ge=1)
 
-    # Model
+    # Model: the last announcement on model_updates_topic wins; bundle_path is the
+    # fallback when nothing has been announced. bundle_store is where `publish` copies to.
     bundle_path: Path = Path("var/bundles/current")
+    bundle_store: Path = Path("var/bundles/store")
+    min_valid_ndcg: float | None = Field(None, ge=0, le=1)
+    max_ndcg_drop: float | None = Field(None, ge=0, le=1)
 
     # Hot path
     batch_size: int = Field(256, ge=1, le=100_000)

@@ -1,8 +1,7 @@
-"""Builds the Faust app: topics, the session table, the click agent, the model loader."""
+"""Builds the Faust app: topics, the session table, the click agent, the model-update listener."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -13,11 +12,12 @@ import faiss
 import faust
 import redis.asyncio as aioredis
 
-from serving.bundle import load_bundle
 from serving.store import RecsWriter
 from streamrec.settings import Settings
 from streams.batch import BatchRules
+from streams.admin import ensure_topics
 from streams.model import ModelHolder
+from streams.models import ModelUpdates
 from streams.worker import ClickWorker
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,16 @@ def create_app(settings: Settings) -> faust.App:
     writer = RecsWriter(aioredis.Redis.from_url(settings.redis_url.get_secret_value()),
                         settings.key_prefix, settings.recs_ttl_s)
 
+    # Bundles are validated in their own thread, so serving goes on during a swap.
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-loader")
+    updates = ModelUpdates(settings, holder, writer, worker_id, loader)
+
     @app.task
-    async def load_initial_model() -> None:
+    async def follow_model_updates() -> None:
         faiss.omp_set_num_threads(settings.compute_threads)
-        loop = asyncio.get_running_loop()
-        bundle = await loop.run_in_executor(executor, load_bundle, settings.bundle_path,
-                                            settings.compute_threads)
-        holder.swap(bundle)
-        log.info("serving model %s from %s", bundle.version, bundle.path)
-        await writer.report_status(worker_id, {
-            "model_version": bundle.version, "swapped_at": int(time.time() * 1000),
-            "started_at": started_at, "pid": os.getpid()})
+        await writer.report_status(worker_id, {"started_at": started_at, "pid": os.getpid()})
+        await ensure_topics(settings, [settings.model_updates_topic])
+        await updates.run()
 
     @app.on_rebalance_complete.connect
     async def report_assignment(sender: faust.App, **kwargs: object) -> None:

@@ -29,3 +29,12 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceDat
 @pytest.fixture(scope="session")
 def tiny_bundle_dir(tiny_report: TrainReport) -> Path:
     return tiny_report.bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_b(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
+    """A second version of the same model (other seed): a different version string."""
+    out = tmp_path_factory.mktemp("bundles") / "tiny-b"
+    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
+                            TrainConfig(epochs=3, patience=3, batch_size=64, seed=2),
+                            progress=False).bundle

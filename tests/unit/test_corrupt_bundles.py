@@ -1,0 +1,119 @@
+"""Every kind of broken bundle is refused with the check that caught it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import numpy as np
+import orjson
+import pytest
+import torch
+
+from serving.bundle import load_bundle, sha256_file
+from serving.index import build_flat_ip
+from serving.registry import BundleStore
+from streamrec.errors import BundleRejected
+from streams.models import QualityGate, load_announced
+from training.export import export_onnx
+from training.model import SASRec, SASRecConfig
+
+
+def rewrite_manifest(d: Path, edit: Callable[[dict], None] = lambda m: None) -> None:
+    """Apply ``edit`` to the manifest and refresh every file's sha256 (so only the
+    check under test can fail)."""
+    m = orjson.loads((d / "manifest.json").read_bytes())
+    edit(m)
+    m["files"] = {k: (sha256_file(d / k) if (d / k).is_file() else v) for k, v in m["files"].items()}
+    (d / "manifest.json").write_bytes(orjson.dumps(m))
+
+
+def truncate_onnx(d: Path) -> None:
+    data = (d / "encoder.onnx").read_bytes()
+    (d / "encoder.onnx").write_bytes(data[: len(data) // 2])
+    rewrite_manifest(d)
+
+
+def wrong_sha(d: Path) -> None:
+    with (d / "popular.json").open("ab") as f:
+        f.write(b" ")
+
+
+def wrong_dimension(d: Path) -> None:
+    n = faiss.read_index(str(d / "items.faiss")).ntotal
+    faiss.write_index(build_flat_ip(np.ones((n, 16), np.float32)), str(d / "items.faiss"))
+    rewrite_manifest(d)
+
+
+def vocab_index_mismatch(d: Path) -> None:
+    ids = orjson.loads((d / "vocab.json").read_bytes())
+    (d / "vocab.json").write_bytes(orjson.dumps(ids + ["one-too-many"]))
+    rewrite_manifest(d)
+
+
+def nan_weights(d: Path) -> None:
+    m = orjson.loads((d / "manifest.json").read_bytes())
+    cfg = SASRecConfig(**{k: v for k, v in m["model_config"].items() if k != "train"})
+    model = SASRec(cfg).eval()
+    with torch.no_grad():
+        model.ln_f.weight.fill_(float("nan"))
+    export_onnx(model, d / "encoder.onnx")
+    rewrite_manifest(d)
+
+
+def path_escape(d: Path) -> None:
+    rewrite_manifest(d, lambda m: m["files"].update({"../../etc/passwd": "0" * 64}))
+
+
+CASES = [
+    (truncate_onnx, "onnx", "encoder.onnx"),
+    (wrong_sha, "sha256", "popular.json"),
+    (wrong_dimension, "dimension", "items.faiss"),
+    (vocab_index_mismatch, "size", "items.faiss"),
+    (nan_weights, "warm-up", "encoder.onnx"),
+    (path_escape, "path", "../../etc/passwd"),
+]
+
+
+@pytest.mark.parametrize(("corrupt", "check", "path"), CASES, ids=[c[0].__name__ for c in CASES])
+def test_corrupt_bundle_is_refused(tiny_bundle_dir: Path, tmp_path: Path,
+                                   corrupt: Callable[[Path], None], check: str, path: str) -> None:
+    d = tmp_path / "b"
+    shutil.copytree(tiny_bundle_dir, d)
+    corrupt(d)
+    with pytest.raises(BundleRejected) as e:
+        load_bundle(d)
+    assert e.value.check == check and e.value.path == path, str(e.value)
+
+
+def test_announcement_must_match_the_manifest(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    store = BundleStore(tmp_path / "store")
+    a = store.publish(tiny_bundle_dir)
+    assert load_announced(a, 1, QualityGate(), None).version == a.version
+    forged = type(a)(a.version, a.uri, "0" * 64, a.published_at)
+    with pytest.raises(BundleRejected, match="announcement"):
+        load_announced(forged, 1, QualityGate(), None)
+
+
+def test_quality_gate(tiny_bundle_dir: Path, tiny_bundle_b: Path) -> None:
+    a, b = load_bundle(tiny_bundle_dir), load_bundle(tiny_bundle_b)
+    score_a = a.manifest.metrics["valid"]["full"]["ndcg@10"]
+    score_b = b.manifest.metrics["valid"]["full"]["ndcg@10"]
+    QualityGate(min_valid_ndcg=min(score_a, score_b)).check(b, a)
+    with pytest.raises(BundleRejected, match="below the floor"):
+        QualityGate(min_valid_ndcg=score_b + 0.01).check(b, a)
+    worse, better = (b, a) if score_b < score_a else (a, b)
+    with pytest.raises(BundleRejected, match="below the current"):
+        QualityGate(max_ndcg_drop=0.0).check(worse, better)
+
+
+def test_store_publish_is_idempotent_and_lists_versions(tiny_bundle_dir: Path, tiny_bundle_b: Path,
+                                                        tmp_path: Path) -> None:
+    store = BundleStore(tmp_path / "store")
+    a1, a2 = store.publish(tiny_bundle_dir), store.publish(tiny_bundle_dir)
+    assert a1.version == a2.version and a1.manifest_sha256 == a2.manifest_sha256
+    b = store.publish(tiny_bundle_b)
+    assert {m.version for m in store.versions()} == {a1.version, b.version}
+    assert load_bundle(store.path(b.version)).version == b.version
