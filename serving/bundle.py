@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from serving.encoder import Encoder, make_session
-from serving.index import ItemIndex
+from serving.index import ItemIndex, configure
 from serving.manifest import MANIFEST, REQUIRED_FILES, Manifest, decode_manifest
 from serving.vocab import Vocabulary
 from streamrec.errors import BundleRejected
@@ -129,9 +129,13 @@ def _ort_type(dtype: str) -> str:
 
 def _load_index(root: Path, m: Manifest) -> ItemIndex:
     try:
-        return ItemIndex.load(root / "items.faiss")
+        index = ItemIndex.load(root / "items.faiss")
     except RuntimeError as e:
         raise BundleRejected(m.version, "index", f"cannot read: {e}", "items.faiss") from None
+    if not configure(index.index, m.index_type, m.index_params):
+        raise BundleRejected(m.version, "index", f"file is a {type(index.index).__name__}, manifest "
+                             f"says {m.index_type}", "items.faiss")
+    return index
 
 
 def _load_vocab(root: Path, m: Manifest) -> Vocabulary:

@@ -42,3 +42,38 @@ def build_flat_ip(item_vecs: np.ndarray) -> faiss.Index:
     index = faiss.IndexFlatIP(item_vecs.shape[1])
     index.add(np.ascontiguousarray(item_vecs, dtype=np.float32))
     return index
+
+
+# From this many items on, "auto" builds HNSW: below it exact search is fast enough
+# (see docs/BENCHMARKS.md, catalogue scaling), above it exact search costs too much.
+AUTO_HNSW_FROM = 200_000
+HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 128}
+
+
+def resolve_index_type(index_type: str, items: int) -> str:
+    if index_type == "auto":
+        return "hnsw_ip" if items >= AUTO_HNSW_FROM else "flat_ip"
+    if index_type not in ("flat_ip", "hnsw_ip"):
+        raise ValueError(f"index type must be auto, flat_ip or hnsw_ip, not {index_type!r}")
+    return index_type
+
+
+def build_index(item_vecs: np.ndarray, index_type: str) -> tuple[faiss.Index, dict[str, int]]:
+    """The index a bundle ships, and the parameters the manifest records for it."""
+    if index_type == "flat_ip":
+        return build_flat_ip(item_vecs), {}
+    p = dict(HNSW_DEFAULTS)
+    index = faiss.IndexHNSWFlat(item_vecs.shape[1], p["m"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = p["ef_construction"]
+    index.add(np.ascontiguousarray(item_vecs, dtype=np.float32))
+    return index, p
+
+
+def configure(index: faiss.Index, index_type: str, params: dict[str, int]) -> bool:
+    """Apply search-time parameters; False if the index is not of the declared type."""
+    if index_type == "hnsw_ip":
+        if not isinstance(index, faiss.IndexHNSW):
+            return False
+        index.hnsw.efSearch = int(params.get("ef_search", HNSW_DEFAULTS["ef_search"]))
+        return True
+    return isinstance(index, faiss.IndexFlat)

@@ -42,6 +42,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     dim: int
     num_items: int
     index_type: str  # "flat_ip", "hnsw_ip"
+    index_params: dict[str, int] = {}  # hnsw: m, ef_construction, ef_search
     signature: Signature
     metrics: dict[str, Any]
     dataset: dict[str, Any]

@@ -90,3 +90,12 @@ class RecsWriter:
         pipe.hset(worker_key(self.prefix, worker_id), mapping=dict(status))
         pipe.sadd(workers_set(self.prefix), worker_id)
         await pipe.execute()
+
+    async def record_latency(self, worker_id: str, lag_sum_ms: int, buckets: Mapping[str, int]) -> None:
+        """Add a batch's latencies to the worker's histogram (``serving.latency``)."""
+        pipe = self.client.pipeline(transaction=False)
+        key = worker_key(self.prefix, worker_id)
+        pipe.hincrby(key, "lag_ms_sum", lag_sum_ms)
+        for name, n in buckets.items():
+            pipe.hincrby(key, name, n)
+        await pipe.execute()

@@ -297,6 +297,103 @@ def status() -> None:
 
 
 @app.command()
+def bench(
+    bundle: Annotated[Optional[Path], typer.Option(help="Bundle to serve (default: random Beauty-sized).")] = None,
+    rates: Annotated[str, typer.Option(help="Offered rates, events/s, comma-separated; 'max' = as fast as possible.")] = "250,1000,2000,4000,max",
+    seconds: Annotated[float, typer.Option(min=1, help="Measurement window per offered rate.")] = 10.0,
+    max_events: Annotated[int, typer.Option(min=100, help="Events for the 'max' rate.")] = 30_000,
+    workers: Annotated[int, typer.Option(min=1, max=16)] = 1,
+    naive: Annotated[bool, typer.Option(help="Also run the naive baseline at 'max' and 1000/s.")] = True,
+    users: Annotated[int, typer.Option(min=1)] = 10_000,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-latest.json"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """End-to-end benchmark: throughput, event-to-Redis latency, CPU and memory per worker."""
+    try:
+        offered = [None if r.strip() == "max" else float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        _fail(f"--rates must be numbers or 'max', comma-separated; got {rates!r}", 2)
+    from bench.bundle import random_bundle
+    from bench.run import as_dict, measure
+
+    s = Settings()
+    logs = Path("var/bench/logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    path = bundle or random_bundle(Path("var/bench"))
+    from serving.bundle import load_bundle
+
+    items = load_bundle(path).manifest.num_items
+    plan = [("streamrec", workers, r) for r in offered]
+    if naive:
+        plan += [("naive", 1, None), ("naive", 1, 1000.0)]
+    results = []
+    for pipeline, n, rate in plan:
+        events = max_events if rate is None else int(rate * seconds)
+        if pipeline == "naive":
+            events = min(events, 3000)
+        r = measure(s, path, pipeline=pipeline, workers=n, rate=rate, events=events,
+                    warmup=min(2000, events // 4 + 100), users=users, items=items, log_dir=logs)
+        results.append(r)
+        if not json_out:
+            typer.echo(r.row())
+    report = {"bundle": str(path), "items": items, "users": users, "machine": _machine(),
+              "results": as_dict(results)}
+    fast = max((r.throughput for r in results if r.pipeline == "streamrec" and r.offered_rate is None), default=0)
+    slow = max((r.throughput for r in results if r.pipeline == "naive" and r.offered_rate is None), default=0)
+    if fast and slow:
+        report["throughput_ratio_vs_naive"] = round(fast / slow, 1)
+        if not json_out:
+            typer.echo(f"throughput ratio vs naive (max rate): {fast / slow:.1f}x")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if json_out:
+        _print_json(report)
+    else:
+        typer.echo(f"wrote {out}")
+
+
+@app.command("bench-index")
+def bench_index(
+    sizes: Annotated[str, typer.Option(help="Catalogue sizes, comma-separated.")] = "10000,100000,1000000",
+    dim: int = 64,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-index.json"),
+) -> None:
+    """Catalogue scaling: exact versus HNSW search latency and recall@100."""
+    from bench.index import as_dict, run
+
+    try:
+        ns = [int(x) for x in sizes.split(",")]
+    except ValueError:
+        _fail(f"--sizes must be integers, comma-separated; got {sizes!r}", 2)
+    results = run(ns, dim, on_result=lambda r: typer.echo(r.row()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps({"machine": _machine(), "results": as_dict(results)},
+                                 option=orjson.OPT_INDENT_2))
+    typer.echo(f"wrote {out}")
+
+
+@app.command("bench-state")
+def bench_state() -> None:
+    """Bytes per user of session state, and what 10M users would need."""
+    from bench.state import session_size
+
+    s = Settings()
+    for events in (1, 10, 50, 500):
+        r = session_size(events, s.session_max_len, s.dedup_window)
+        typer.echo(f"after {events:4d} events: changelog {r['changelog_bytes']:6d} B/user, "
+                   f"memory {r['memory_bytes']:6d} B/user -> 10M users: "
+                   f"{r['changelog_bytes'] * 1e7 / 2**30:6.1f} GiB changelog, "
+                   f"{r['memory_bytes'] * 1e7 / 2**30:6.1f} GiB in memory")
+
+
+def _machine() -> dict[str, object]:
+    import os
+    import platform
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+@app.command()
 def demo(
     users: Annotated[int, typer.Option(min=10)] = 2000,
     items: Annotated[int, typer.Option(min=10)] = 1000,

@@ -9,6 +9,9 @@ from collections.abc import MutableMapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
+import numpy as np
+
+from serving.latency import bucket_counts
 from serving.recommend import recommend
 from serving.store import RecsWriter
 from streams.batch import BatchRules, Record, apply_batch
@@ -53,7 +56,6 @@ class ClickWorker:
             ranked = await asyncio.get_running_loop().run_in_executor(
                 self.executor, recommend, bundle, histories, self.top_n)
         now_ms = int(time.time() * 1000)
-        lags = [now_ms - ts for ts in out.applied_ts]
         await self.writer.write(
             [(out.touched[u], r) for u, r in zip(users, ranked, strict=True)],
             model_version=bundle.version,
@@ -66,12 +68,13 @@ class ClickWorker:
                 "dead_lettered": len(out.dead),
                 "lists_written": len(users),
                 "batches": 1,
-                "lag_ms_sum": sum(lags),
             },
             status={
                 "model_version": bundle.version,
                 "last_batch_at": now_ms,
                 "last_batch_size": len(records),
-                "last_batch_lag_ms_max": max(lags, default=0),
             },
         )
+        if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
+            lags = int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64)
+            await self.writer.record_latency(self.worker_id, int(lags.sum()), bucket_counts(lags))

@@ -22,7 +22,7 @@ import torch
 
 from serving.bundle import sha256_file
 from serving.encoder import Encoder, make_session
-from serving.index import build_flat_ip
+from serving.index import build_index, resolve_index_type
 from serving.manifest import MANIFEST, Manifest, Signature, TensorSpec, encode_manifest
 from serving.recommend import left_pad
 from serving.vocab import Vocabulary
@@ -82,6 +82,7 @@ def write_bundle(
     metrics: dict[str, Any],
     dataset: dict[str, Any],
     train_config: dict[str, Any],
+    index_type: str = "auto",
 ) -> Manifest:
     """Export, check parity, and atomically write the bundle directory ``out``."""
     out = Path(out)
@@ -95,7 +96,9 @@ def write_bundle(
         encoder = Encoder(make_session(tmp / "encoder.onnx"))
         parity = check_parity(model, encoder, seqs)
         items = model.item_vectors()[1:].detach().numpy().astype(np.float32)
-        faiss.write_index(build_flat_ip(items), str(tmp / "items.faiss"))
+        kind = resolve_index_type(index_type, len(items))
+        index, index_params = build_index(items, kind)
+        faiss.write_index(index, str(tmp / "items.faiss"))
         vocab.save(tmp / "vocab.json")
         (tmp / "popular.json").write_bytes(orjson.dumps([int(i) for i in popular]))
         np.savez(tmp / "samples.npz", seqs=seqs[:16], vecs=encoder.encode(seqs[:16]))
@@ -103,7 +106,8 @@ def write_bundle(
         manifest = Manifest(
             version=version, created_at=now.isoformat(timespec="seconds"), model="sasrec",
             model_config={**model.cfg.to_dict(), "train": train_config},
-            max_len=model.cfg.max_len, dim=model.cfg.dim, num_items=len(vocab), index_type="flat_ip",
+            max_len=model.cfg.max_len, dim=model.cfg.dim, num_items=len(vocab), index_type=kind,
+            index_params=index_params,
             signature=Signature(
                 inputs=[TensorSpec(INPUT, "int64", ["batch", "seq"])],
                 outputs=[TensorSpec(OUTPUT, "float32", ["batch", model.cfg.dim])]),

@@ -117,3 +117,22 @@ def test_store_publish_is_idempotent_and_lists_versions(tiny_bundle_dir: Path, t
     b = store.publish(tiny_bundle_b)
     assert {m.version for m in store.versions()} == {a1.version, b.version}
     assert load_bundle(store.path(b.version)).version == b.version
+
+
+def test_hnsw_bundle_serves_and_a_mislabelled_index_is_refused(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    from serving.index import build_index
+    from serving.recommend import recommend
+
+    d = tmp_path / "hnsw"
+    shutil.copytree(tiny_bundle_dir, d)
+    exact = load_bundle(d)
+    index, params = build_index(exact.index.vectors(), "hnsw_ip")
+    faiss.write_index(index, str(d / "items.faiss"))
+    rewrite_manifest(d, lambda m: m.update(index_type="hnsw_ip", index_params=params))
+    b = load_bundle(d)
+    assert b.index.index.hnsw.efSearch == params["ef_search"]
+    h = [list(b.vocab.ids[:5])]
+    assert recommend(b, h, 10)[0].items == recommend(exact, h, 10)[0].items  # tiny catalogue: exact
+    rewrite_manifest(d, lambda m: m.update(index_type="flat_ip", index_params={}))
+    with pytest.raises(BundleRejected, match="manifest says flat_ip"):
+        load_bundle(d)

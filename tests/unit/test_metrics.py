@@ -68,3 +68,15 @@ def test_sampled_candidates_on_a_tiny_catalogue_terminate_and_pad() -> None:
     row = cands[0]
     assert row[0] == 4 and sorted(row[1:7].tolist()) == [5, 6, 7, 8, 9, 10]
     assert (row[7:] == 0).all()
+
+
+def test_latency_histogram_percentiles_are_conservative() -> None:
+    from serving.latency import bucket_counts, diff, percentiles
+
+    lags = np.array([0, 1, 1, 2, 3, 3, 3, 7, 19, 21, 120])
+    fields = bucket_counts(lags)
+    assert fields["lat_le_1"] == 3 and fields["lat_le_3"] == 3 and fields["lat_le_25"] == 1
+    p = percentiles({k: str(v) for k, v in fields.items()})
+    assert p["p50"] == 3 and p["max"] == 125 and p["count"] == 11
+    later = {k: str(v * 2) for k, v in fields.items()}
+    assert diff(later, {k: str(v) for k, v in fields.items()}) == fields

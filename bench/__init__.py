@@ -1,0 +1,1 @@
+"""Benchmarks (``streamrec bench``): not part of the test suite. Needs the ``train`` extra."""
