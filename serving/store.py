@@ -11,11 +11,13 @@ between events of the same millisecond.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from serving.keys import recs_key, worker_key, workers_set
 from serving.recommend import Ranked
@@ -53,7 +55,7 @@ class RecsWriter:
         self.client = client
         self.prefix = prefix
         self.ttl_ms = ttl_s * 1000
-        self._script = client.register_script(_WRITE_IF_NEWER)
+        self._sha = hashlib.sha1(_WRITE_IF_NEWER.encode()).hexdigest()
 
     async def write(
         self,
@@ -65,15 +67,28 @@ class RecsWriter:
         status: Mapping[str, str | int | float],
     ) -> int:
         """Store ``lists``; returns how many were written (the rest were older than stored)."""
+        try:
+            return await self._write(lists, model_version, generated_at_ms, worker_id, counters, status)
+        except NoScriptError:  # Redis restarted or flushed its script cache: load and retry once
+            await self.client.script_load(_WRITE_IF_NEWER)
+            # the counters and status of the failed pipeline were applied already
+            return await self._write(lists, model_version, generated_at_ms, worker_id, {}, {})
+
+    async def _write(
+        self,
+        lists: Sequence[tuple[Provenance, Ranked]],
+        model_version: str,
+        generated_at_ms: int,
+        worker_id: str,
+        counters: Mapping[str, int],
+        status: Mapping[str, str | int | float],
+    ) -> int:
         pipe = self.client.pipeline(transaction=False)
+        # plain EVALSHA: redis-py's Script wrapper costs more per call than the script itself
         for p, r in lists:
-            await self._script(
-                keys=[recs_key(self.prefix, p.user_id)],
-                args=[p.seq, orjson.dumps(r.items), orjson.dumps(r.scores), r.source,
-                      model_version, generated_at_ms, p.last_event_id, p.last_event_ts,
-                      self.ttl_ms],
-                client=pipe,
-            )
+            pipe.evalsha(self._sha, 1, recs_key(self.prefix, p.user_id), p.seq,
+                         orjson.dumps(r.items), orjson.dumps(r.scores), r.source, model_version,
+                         generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms)
         wkey = worker_key(self.prefix, worker_id)
         for name, delta in counters.items():
             if delta:

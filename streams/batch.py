@@ -71,8 +71,13 @@ class BatchRules:
 
 def apply_batch(table: MutableMapping[bytes, Session], records: Sequence[Record],
                 rules: BatchRules) -> BatchOutcome:
-    """Validate each record, apply valid ones in order, collect the touched users."""
+    """Validate each record, apply valid ones in order, collect the touched users.
+
+    Each touched user's state is assigned to the table once, after the batch, so a
+    user with several events in a batch costs one changelog record, not several.
+    """
     out = BatchOutcome()
+    changed: dict[bytes, Session] = {}
     for rec in records:
         try:
             ev = decode_event(rec.key, rec.value, rules.max_event_bytes)
@@ -81,13 +86,15 @@ def apply_batch(table: MutableMapping[bytes, Session], records: Sequence[Record]
             continue
         key = rec.key
         assert key is not None  # decode_event checked it
-        new = apply_event(table.get(key), ev.event_id, ev.item_id, ev.ts, rules.max_len,
-                          rules.dedup_window)
+        state = changed[key] if key in changed else table.get(key)
+        new = apply_event(state, ev.event_id, ev.item_id, ev.ts, rules.max_len, rules.dedup_window)
         if new is None:
             out.duplicates += 1
             continue
-        table[key] = new
+        changed[key] = new
         out.applied_ts.append(ev.ts)
         out.touched[ev.user_id] = Provenance(ev.user_id, new["seq"], ev.event_id, ev.ts)
         out.histories[ev.user_id] = new["items"]
+    for key, state in changed.items():
+        table[key] = state
     return out

@@ -30,6 +30,7 @@ from serving.registry import Announcement, decode_announcement, encode_announcem
 from serving.store import RecsWriter
 from streamrec.errors import BundleError, BundleRejected
 from streamrec.settings import Settings
+from streams.drain import drain
 from streams.model import ModelHolder
 
 log = logging.getLogger(__name__)
@@ -170,17 +171,12 @@ async def _broadcast_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 async def _read_to_end(consumer: AIOKafkaConsumer, topic: str,
                        on_each: Callable[[Announcement], None] | None = None) -> Announcement | None:
-    tps = list(consumer.assignment())
-    end = await consumer.end_offsets(tps)
     latest = None
-    while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-        batch = await consumer.getmany(timeout_ms=500)
-        for tp, msgs in batch.items():
-            for m in msgs:
-                if m.offset < end[tp] and (a := _decode(m.value)) is not None:
-                    latest = a
-                    if on_each:
-                        on_each(a)
+    async for m in drain(consumer, list(consumer.assignment())):
+        if (a := _decode(m.value)) is not None:
+            latest = a
+            if on_each:
+                on_each(a)
     return latest
 
 

@@ -1,8 +1,8 @@
 """Build training sequences from the clicks topic itself (the log the workers consume).
 
-Reads every partition from the beginning (or from the first offset at/after
-``since_ms``) up to the end offsets seen at start, so the job terminates on a
-live topic. Each user's clicks stay in partition order (a user's events share
+Reads every partition from the beginning (or from the first record at/after
+``since_ms``) up to the job's start time (:func:`streams.drain.drain`), so the
+job terminates on a live topic. Each user's clicks stay in partition order (a user's events share
 one partition), invalid records are skipped and counted, and an event id seen
 before for a user is dropped, exactly as the workers do.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.errors import DataError, EventError
+from streams.drain import drain
 from streams.events import decode_event
 from training.data import SequenceData, from_id_sequences
 
@@ -39,36 +40,31 @@ async def read_topic(bootstrap: str, topic: str, since_ms: int | None = None,
             raise DataError(f"topic {topic!r} does not exist on {bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
         if since_ms is None:
             await consumer.seek_to_beginning(*tps)
         else:
             starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            await consumer.seek_to_end(*tps)
             for tp in tps:
-                found = starts.get(tp)
-                consumer.seek(tp, found.offset if found else end[tp])
+                if (found := starts.get(tp)) is not None:
+                    consumer.seek(tp, found.offset)
         seqs: dict[str, list[str]] = defaultdict(list)
         seen: dict[str, set[str]] = defaultdict(set)
         records = invalid = dups = 0
-        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    if m.offset >= end[tp]:
-                        break
-                    records += 1
-                    try:
-                        ev = decode_event(m.key, m.value, max_event_bytes)
-                    except EventError:
-                        invalid += 1
-                        continue
-                    if ev.event_id in seen[ev.user_id]:
-                        dups += 1
-                        continue
-                    seen[ev.user_id].add(ev.event_id)
-                    seqs[ev.user_id].append(ev.item_id)
-            remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+        async for m in drain(consumer, tps):
+            if since_ms is not None and m.timestamp < since_ms:
+                continue  # offsets_for_times is approximate on some brokers
+            records += 1
+            try:
+                ev = decode_event(m.key, m.value, max_event_bytes)
+            except EventError:
+                invalid += 1
+                continue
+            if ev.event_id in seen[ev.user_id]:
+                dups += 1
+                continue
+            seen[ev.user_id].add(ev.event_id)
+            seqs[ev.user_id].append(ev.item_id)
     finally:
         await consumer.stop()
     if not seqs:

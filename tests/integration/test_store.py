@@ -42,3 +42,23 @@ def test_older_events_never_overwrite_newer_lists(services: None) -> None:
     ttl = reader.client.pttl(f"{prefix}recs:u")
     assert 0 < ttl <= 60_000
     reader.client.delete(f"{prefix}recs:u", f"{prefix}workers")
+
+
+def test_write_survives_a_flushed_script_cache(services: None) -> None:
+    url = Settings().redis_url.get_secret_value()
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+
+    async def run() -> int:
+        client = aioredis.Redis.from_url(url)
+        try:
+            await client.script_flush()
+            w = RecsWriter(client, prefix, ttl_s=60)
+            n = await w.write([(Provenance("u", 1, "e1", 5), Ranked(["x"], [1.0], "model"))],
+                              "v1", 0, "w", {"events": 1}, {})
+            assert int(await client.hget(f"{prefix}worker:w", "events")) == 1  # counted once
+            return n
+        finally:
+            await client.delete(f"{prefix}recs:u", f"{prefix}worker:w", f"{prefix}workers")
+            await client.aclose()
+
+    assert asyncio.run(run()) == 1

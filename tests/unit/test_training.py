@@ -82,3 +82,15 @@ def test_onnx_encoder_accepts_any_length_up_to_max_len(tiny_bundle_dir: Path) ->
     full = np.zeros((2, b.max_len), dtype=np.int64)
     full[0, -3:], full[1, -1:] = [1, 2, 3], [4]
     assert np.allclose(b.encoder.encode(full), b.encoder.encode(full[:, -3:]), atol=1e-5)
+
+
+def test_bpr_learns_on_synthetic(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
+
+    split = leave_one_out(tiny_data)
+    model, valid, _, _ = train_bpr(split, BPRConfig(dim=16, epochs=30, batch_size=256, lr=0.02,
+                                                    patience=30), progress=False)
+    bpr = bpr_metrics(model, split, "test")
+    pop = popularity_metrics(split, "test")
+    assert bpr["full"]["ndcg@10"] > pop["full"]["ndcg@10"]
+    assert valid["ndcg@10"] > 0

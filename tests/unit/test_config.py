@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from streamrec.errors import ConfigError
+from training.config import CONFIG_DIR, load_config, resolve
+
+
+def test_shipped_configs_load() -> None:
+    for name in ("default.toml", "beauty.toml", "lastfm.toml"):
+        cfg = load_config(CONFIG_DIR / name)
+        model, sasrec, train, _ = resolve(cfg, None, {}, {}, {})
+        assert model == "sasrec" and sasrec["max_len"] >= 50 and train.max_minutes is not None
+
+
+def test_flags_override_file_values(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('model = "sasrec"\n[sasrec]\ndim = 32\nheads = 2\n[train]\nlr = 0.01\nepochs = 5\n')
+    model, sasrec, train, bpr = resolve(load_config(p), "bpr", {"dim": 48, "heads": None},
+                                        {"epochs": 7}, {"dim": 16})
+    assert model == "bpr" and sasrec == {"dim": 48, "heads": 2}
+    assert train.lr == 0.01 and train.epochs == 7 and bpr.dim == 16
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[train]\nepochz = 3\n', "unknown key(s) ['epochz'] in [train]"),
+    ('model = "gru"\n', "model must be one of"),
+    ('[trian]\n', "unknown table or key 'trian'"),
+    ('[train\n', "c.toml"),
+])
+def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        resolve(load_config(p), None, {}, {}, {})
+
+
+def test_bad_loss_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="loss must be"):
+        resolve({}, None, {}, {"loss": "mse"}, {})
