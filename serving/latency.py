@@ -17,7 +17,8 @@ FIELD = "lat_le_"  # Redis hash field prefix: lat_le_{upper edge}
 
 def bucket_counts(lags_ms: np.ndarray) -> dict[str, int]:
     """Histogram fields for a batch of latencies: {"lat_le_5": n, …} (non-zero buckets only)."""
-    idx = np.searchsorted(EDGES, np.maximum(lags_ms, 0), side="left")
+    # lags beyond the last edge (clock skew, replayed old events) land in the last bucket
+    idx = np.minimum(np.searchsorted(EDGES, np.maximum(lags_ms, 0), side="left"), len(EDGES) - 1)
     counts = np.bincount(idx, minlength=len(EDGES))
     return {f"{FIELD}{EDGES[i]}": int(c) for i, c in enumerate(counts) if c}
 

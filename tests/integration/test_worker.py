@@ -110,3 +110,28 @@ def test_duplicate_event_does_not_change_state(
     assert int(st.get("duplicates", 0)) == 2 and int(st["applied"]) == 2
     after = reader.get_recommendations("dup")
     assert after == before  # not even rewritten
+
+
+def test_session_state_recovers_from_the_changelog_on_another_worker(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    s = make_settings()
+    items = load_bundle(tiny_bundle_dir).vocab.ids
+    w1 = start_worker(s, tiny_bundle_dir)
+    first = [click(f"r{u}", f"r{u}/{t}", items[t]) for t in range(3) for u in range(20)]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, first))
+    w1.wait_events(len(first))
+    w1.stop()  # graceful: offsets committed, changelog flushed
+    w2 = start_worker(s.model_copy(update={"worker_id": f"{s.worker_id}-b"}), tiny_bundle_dir)
+    # one redelivered old event per user (must be a duplicate) and one new event
+    more = [click(f"r{u}", f"r{u}/1", items[1]) for u in range(20)] + \
+        [click(f"r{u}", f"r{u}/3", items[3]) for u in range(20)]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, more))
+    st = w2.wait_events(len(more))
+    assert int(st.get("duplicates", 0)) == 20 and int(st["applied"]) == 20
+    reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
+    for u in range(20):
+        r = reader.get_recommendations(f"r{u}")
+        assert r is not None and r.seq == 4 and r.last_event_id == f"r{u}/3"
+        assert not set(r.items) & set(items[:4])  # the recovered history is still filtered

@@ -42,3 +42,28 @@ def test_duplicate_in_batch_and_across_batches() -> None:
     out = apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "a", "i1", 1)], RULES)
     assert out.duplicates == 2 and not out.touched
     assert table[b"u1"] == before
+
+
+def test_retry_transient_retries_connection_errors_only() -> None:
+    import asyncio
+
+    import pytest
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from streams.worker import retry_transient
+
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RedisConnectionError("down")
+        return "ok"
+
+    assert asyncio.run(retry_transient(flaky, first_delay=0.001)) == "ok" and len(calls) == 3
+
+    async def broken() -> None:
+        raise ValueError("bug")
+
+    with pytest.raises(ValueError):
+        asyncio.run(retry_transient(broken, first_delay=0.001))

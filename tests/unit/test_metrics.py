@@ -80,3 +80,4 @@ def test_latency_histogram_percentiles_are_conservative() -> None:
     assert p["p50"] == 3 and p["max"] == 125 and p["count"] == 11
     later = {k: str(v * 2) for k, v in fields.items()}
     assert diff(later, {k: str(v) for k, v in fields.items()}) == fields
+    assert bucket_counts(np.array([10**13, -5])) == {"lat_le_1000000000": 1, "lat_le_1": 1}
