@@ -90,6 +90,7 @@ def train(
     weight_decay: Annotated[Optional[float], typer.Option(min=0.0)] = None,
     loss: Annotated[Optional[Loss], typer.Option()] = None,
     negatives: Annotated[Optional[int], typer.Option(min=1)] = None,
+    hard_negatives: Annotated[Optional[int], typer.Option(min=0, help="With --loss sampled.")] = None,
     max_len: Annotated[Optional[int], typer.Option(min=2)] = None,
     dim: Annotated[Optional[int], typer.Option(min=4)] = None,
     layers: Annotated[Optional[int], typer.Option(min=1)] = None,
@@ -109,7 +110,8 @@ def train(
         load_config(config), model.value if model else None,
         sasrec={"max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout},
         train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-               "loss": loss.value if loss else None, "negatives": negatives, "patience": patience,
+               "loss": loss.value if loss else None, "negatives": negatives,
+               "hard_negatives": hard_negatives, "patience": patience,
                "max_minutes": max_minutes, "seed": seed},
         bpr={"dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
              "seed": seed})

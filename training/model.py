@@ -122,12 +122,14 @@ class SASRec(nn.Module):
         """(N + 1, D) item embedding table; row 0 is PAD."""
         return self.item_emb.weight
 
-    def loss(self, seq: torch.Tensor, pos: torch.Tensor, kind: str, negatives: int = 1) -> torch.Tensor:
+    def loss(self, seq: torch.Tensor, pos: torch.Tensor, kind: str, negatives: int = 1,
+             neighbours: torch.Tensor | None = None, hard: int = 0) -> torch.Tensor:
         """Next-item loss over every non-pad position of (B, L) inputs ``seq``, targets ``pos``.
 
         ``ce``: full softmax over the catalogue; ``sampled``: softmax over the target and
-        ``negatives`` uniform items shared by the batch (accidental hits masked);
-        ``bce``: the original recipe, one uniform negative per position.
+        ``negatives`` uniform items shared by the batch, plus ``hard`` per-position items
+        drawn from ``neighbours[target]`` (items near the target in embedding space),
+        accidental hits masked; ``bce``: the original recipe, one uniform negative per position.
         """
         where = pos > 0
         h = self.hidden(seq)[where]  # (M, D)
@@ -145,6 +147,25 @@ class SASRec(nn.Module):
         if kind == "sampled":
             neg_logit = h @ E[neg].T  # (M, K)
             neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == y.unsqueeze(1), -1e9)
-            logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)
+            logits = [pos_logit.unsqueeze(1), neg_logit]
+            if hard and neighbours is not None:
+                cols = torch.randint(0, neighbours.shape[1], (len(y), hard), device=y.device)
+                hn = neighbours[y].gather(1, cols)  # (M, hard)
+                hard_logit = (h.unsqueeze(1) * E[hn]).sum(-1)  # (M, hard)
+                logits.append(hard_logit.masked_fill(hn == y.unsqueeze(1), -1e9))
+            logits = torch.cat(logits, dim=1)
             return F.cross_entropy(logits, torch.zeros_like(y))
         raise ValueError(f"unknown loss {kind!r}: use ce, sampled or bce")
+
+
+@torch.no_grad()
+def nearest_items(model: SASRec, k: int = 50, chunk: int = 2048) -> torch.Tensor:
+    """(N + 1, k) item indexes nearest to each item by inner product (row 0 unused)."""
+    E = model.item_emb.weight[1:]  # (N, D)
+    out = torch.zeros((E.shape[0] + 1, k), dtype=torch.long, device=E.device)
+    for lo in range(0, E.shape[0], chunk):
+        sims = E[lo:lo + chunk] @ E.T  # (c, N)
+        rows = torch.arange(len(sims), device=E.device)
+        sims[rows, rows + lo] = -torch.inf  # by inner product an item need not be its own nearest
+        out[lo + 1:lo + 1 + len(sims)] = sims.topk(k, dim=1).indices + 1
+    return out

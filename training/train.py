@@ -15,7 +15,7 @@ from tqdm import tqdm
 from serving.recommend import left_pad
 from training.data import Split
 from training.evaluate import evaluate_full
-from training.model import SASRec, SASRecConfig
+from training.model import SASRec, SASRecConfig, nearest_items
 
 
 @dataclass
@@ -25,7 +25,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     loss: str = "ce"  # ce | sampled | bce
-    negatives: int = 256  # for loss="sampled"
+    negatives: int = 256  # for loss="sampled": uniform negatives shared by a batch
+    hard_negatives: int = 0  # for loss="sampled": per position, from the target's nearest items
     patience: int = 10  # epochs without validation improvement before stopping
     max_minutes: float | None = None  # wall-clock budget
     seed: int = 42
@@ -103,9 +104,12 @@ def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: b
     for epoch in bar:
         model.train()
         total, n = 0.0, 0
+        # hard negatives come from the current embeddings, refreshed once per epoch
+        neighbours = nearest_items(model) if cfg.loss == "sampled" and cfg.hard_negatives else None
         for idx in length_batches(lengths, cfg.batch_size, gen):
             width = int(lengths[idx].max())
-            loss = model.loss(inputs[idx, -width:], targets[idx, -width:], cfg.loss, cfg.negatives)
+            loss = model.loss(inputs[idx, -width:], targets[idx, -width:], cfg.loss, cfg.negatives,
+                              neighbours, cfg.hard_negatives)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -94,3 +94,37 @@ def test_bpr_learns_on_synthetic(tiny_data) -> None:  # type: ignore[no-untyped-
     pop = popularity_metrics(split, "test")
     assert bpr["full"]["ndcg@10"] > pop["full"]["ndcg@10"]
     assert valid["ndcg@10"] > 0
+
+
+@pytest.mark.parametrize("loss", ["bce", "sampled", "ce"])
+def test_every_loss_learns_above_popularity(tiny_data, loss: str) -> None:  # type: ignore[no-untyped-def]
+    from training.baselines import popularity_metrics
+    from training.train import TrainConfig, evaluate_model, train_sasrec
+
+    split = leave_one_out(tiny_data)
+    cfg = TrainConfig(epochs=6, patience=6, batch_size=64, loss=loss, negatives=32,
+                      hard_negatives=8 if loss == "sampled" else 0, seed=3)
+    r = train_sasrec(split, SASRecConfig(tiny_data.num_items, max_len=20, dim=32, layers=1), cfg,
+                     progress=False)
+    assert evaluate_model(r.model, split, "test")["ndcg@10"] > popularity_metrics(split, "test")["full"]["ndcg@10"]
+
+
+def test_nearest_items_excludes_itself() -> None:
+    from training.model import nearest_items
+
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(num_items=40, max_len=5, dim=8, layers=1, heads=1))
+    nb = nearest_items(m, k=5, chunk=7)
+    assert nb.shape == (41, 5)
+    assert all(i not in nb[i].tolist() for i in range(1, 41)) and (nb[1:] >= 1).all()
+
+
+def test_training_is_deterministic_with_a_seed(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    from training.train import TrainConfig, train_sasrec
+
+    split = leave_one_out(tiny_data)
+    cfg = TrainConfig(epochs=2, patience=2, batch_size=64, seed=9)
+    mcfg = SASRecConfig(tiny_data.num_items, max_len=20, dim=16, layers=1)
+    a = train_sasrec(split, mcfg, cfg, progress=False).model.state_dict()
+    b = train_sasrec(split, mcfg, cfg, progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
