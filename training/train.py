@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,10 @@ class TrainConfig:
     hard_negatives: int = 0  # for loss="sampled": per position, from the target's nearest items
     patience: int = 10  # epochs without validation improvement before stopping
     max_minutes: float | None = None  # wall-clock budget
+    # Final fit: after early stopping picks the epoch count on validation, retrain from
+    # scratch on everything but the test item (the validation item is part of the test
+    # input anyway) for that many epochs. Test metrics then come from the refit model.
+    refit: bool = False
     seed: int = 42
     threads: int | None = None
 
@@ -90,17 +94,35 @@ def evaluate_model(model: SASRec, split: Split, which: str) -> dict[str, float]:
 
 
 def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    result = _fit(split, split.train, mcfg, cfg, progress, select=True)
+    if not cfg.refit:
+        return result
+    full = [t + [int(v)] for t, v in zip((split.train[u] for u in split.eval_users),
+                                           split.valid_target, strict=True)]
+    seqs = list(split.train)
+    for u, s in zip(split.eval_users, full, strict=True):
+        seqs[u] = s
+    again = replace(cfg, epochs=result.best_epoch, patience=result.best_epoch + 1, max_minutes=None)
+    refit = _fit(split, seqs, mcfg, again, progress, select=False)
+    return TrainResult(refit.model, result.best_epoch, result.epochs_run + refit.epochs_run,
+                       result.seconds + refit.seconds, result.valid, result.history + refit.history)
+
+
+def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig, cfg: TrainConfig, progress: bool,
+         select: bool) -> TrainResult:
+    """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model = SASRec(mcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    inputs, targets = training_pairs(split.train, mcfg.max_len)
+    inputs, targets = training_pairs(seqs, mcfg.max_len)
     lengths = (targets > 0).sum(dim=1)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, best_state, history = -1.0, 0, None, []
     start = time.monotonic()
-    bar = tqdm(range(1, cfg.epochs + 1), desc="sasrec", unit="epoch", disable=not progress)
+    bar = tqdm(range(1, cfg.epochs + 1), desc="sasrec" if select else "refit", unit="epoch",
+               disable=not progress)
     for epoch in bar:
         model.train()
         total, n = 0.0, 0
@@ -114,6 +136,10 @@ def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: b
             loss.backward()
             opt.step()
             total, n = total + loss.item(), n + 1
+        if not select:  # the refit trains on the validation items: no honest validation
+            history.append({"epoch": epoch, "loss": total / max(n, 1), "seconds": time.monotonic() - start})
+            best, best_epoch, best_state = 0.0, epoch, model.state_dict()
+            continue
         valid = evaluate_model(model, split, "valid")
         history.append({"epoch": epoch, "loss": total / max(n, 1), **valid,
                         "seconds": time.monotonic() - start})

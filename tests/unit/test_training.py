@@ -128,3 +128,15 @@ def test_training_is_deterministic_with_a_seed(tiny_data) -> None:  # type: igno
     a = train_sasrec(split, mcfg, cfg, progress=False).model.state_dict()
     b = train_sasrec(split, mcfg, cfg, progress=False).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refit_trains_on_the_validation_items_for_the_selected_epochs(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    from training.train import TrainConfig, train_sasrec
+
+    split = leave_one_out(tiny_data)
+    mcfg = SASRecConfig(tiny_data.num_items, max_len=20, dim=16, layers=1)
+    r = train_sasrec(split, mcfg, TrainConfig(epochs=4, patience=4, batch_size=64, refit=True),
+                     progress=False)
+    assert r.epochs_run == 4 + r.best_epoch  # selection run, then refit for best_epoch epochs
+    assert "ndcg@10" in r.valid  # validation metrics come from the selection run
+    assert "ndcg@10" not in r.history[-1]  # the refit never reports validation
