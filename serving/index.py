@@ -7,12 +7,19 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from serving.topk import top_k_rows
+from serving.vocab import PAD
+
 
 class ItemIndex:
     """Maximum-inner-product search over item embeddings."""
 
     def __init__(self, index: faiss.Index) -> None:
         self.index = index
+        # Exact indexes are scored densely (one BLAS product + an exact top-k that skips
+        # seen items), which beats IndexFlat.search with the large k that seen-filtering
+        # needs; approximate ones go through FAISS.
+        self._dense = index.reconstruct_n(0, index.ntotal) if isinstance(index, faiss.IndexFlat) else None
 
     @classmethod
     def load(cls, path: Path) -> ItemIndex:
@@ -31,6 +38,31 @@ class ItemIndex:
         k = min(k, self.size)
         scores, rows = self.index.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
         return scores, rows + 1  # -1 (no result) becomes PAD
+
+    def top_k_unseen(self, vecs: np.ndarray, k: int, seen: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indexes [B, k] (and scores) per user, excluding each user's ``seen``.
+
+        Rows may end in PAD (0, score -inf) when fewer than ``k`` unseen items exist.
+        """
+        if self._dense is None:
+            return self._search_then_filter(vecs, k, seen)
+        scores = vecs @ self._dense.T  # (B, N)
+        rows = np.fromiter((r for r, s in enumerate(seen) for _ in s), dtype=np.int64)
+        cols = np.fromiter((i - 1 for s in seen for i in s), dtype=np.int64)
+        scores[rows, cols] = -np.inf
+        idx, top = top_k_rows(scores, min(k, self.size))
+        return np.where(np.isneginf(top), PAD, idx + 1), top
+
+    def _search_then_filter(self, vecs: np.ndarray, k: int, seen: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+        scores, items = self.search(vecs, k + max((len(s) for s in seen), default=0))
+        out_i = np.zeros((len(vecs), k), dtype=np.int64)
+        out_s = np.full((len(vecs), k), -np.inf, dtype=np.float32)
+        for r, s in enumerate(seen):
+            keep = [(i, v) for i, v in zip(items[r].tolist(), scores[r].tolist(), strict=True)
+                    if i != PAD and i not in s][:k]
+            if keep:
+                out_i[r, :len(keep)], out_s[r, :len(keep)] = zip(*keep, strict=True)
+        return out_i, out_s
 
     def vectors(self) -> np.ndarray:
         """All item vectors [N, D] (for exact full-catalogue scoring in evaluation)."""

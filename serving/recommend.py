@@ -48,19 +48,6 @@ def pad_batch(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
     return left_pad(seqs, max(1, min(max_len, max((len(s) for s in seqs), default=1))))
 
 
-def filter_seen(items: np.ndarray, scores: np.ndarray, seen: set[int], n: int) -> tuple[list[int], list[float]]:
-    """First ``n`` candidates not in ``seen`` (and not PAD), order kept."""
-    keep_i: list[int] = []
-    keep_s: list[float] = []
-    for i, s in zip(items.tolist(), scores.tolist(), strict=True):
-        if i != PAD and i not in seen:
-            keep_i.append(i)
-            keep_s.append(s)
-            if len(keep_i) == n:
-                break
-    return keep_i, keep_s
-
-
 def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
     return [i for i in bundle.popular if i not in seen][:n]
 
@@ -75,10 +62,10 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     if modelled:
         seqs = pad_batch([encoded[u] for u in modelled], bundle.max_len)
         vecs = bundle.encoder.encode(seqs)
-        k = top_n + max(len(seen[u]) for u in modelled)
-        scores, items = bundle.index.search(vecs, k)
+        items, scores = bundle.index.top_k_unseen(vecs, top_n, [seen[u] for u in modelled])
         for row, u in enumerate(modelled):
-            idx, sc = filter_seen(items[row], scores[row], seen[u], top_n)
+            real = items[row] != PAD
+            idx, sc = items[row][real].tolist(), scores[row][real].tolist()
             if len(idx) < top_n:  # tiny catalogues: top up from popularity
                 extra = popular_for(bundle, seen[u] | set(idx), top_n - len(idx))
                 idx, sc = idx + extra, sc + [float("nan")] * len(extra)

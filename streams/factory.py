@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faiss
 import faust
 import redis.asyncio as aioredis
+from threadpoolctl import threadpool_limits
 
 from serving.store import RecsWriter
 from streamrec.settings import Settings
@@ -39,6 +40,9 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_cleanup_interval=3600.0,
+        # batch changelog records instead of one produce request each (profiled: the
+        # socket writes of unbatched changelog sends were ~20% of the worker's time)
+        producer_linger=settings.producer_linger_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
@@ -65,7 +69,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def follow_model_updates() -> None:
+        # One compute budget for ONNX Runtime, FAISS and numpy's BLAS: more threads than
+        # the quota fight the event loop (measured: 256x12k GEMM median 16 ms on 2 BLAS
+        # threads under load versus 7 ms on one).
         faiss.omp_set_num_threads(settings.compute_threads)
+        threadpool_limits(limits=settings.compute_threads, user_api="blas")
         await writer.report_status(worker_id, {"started_at": started_at, "pid": os.getpid()})
         await ensure_topics(settings, [settings.model_updates_topic])
         await updates.run()

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.bundle import load_bundle
-from serving.recommend import SOURCE_MODEL, SOURCE_POPULAR, filter_seen, left_pad, recommend
+from serving.recommend import SOURCE_MODEL, SOURCE_POPULAR, left_pad, recommend
 
 
 def test_left_pad_keeps_last_items_right_aligned() -> None:
@@ -12,9 +12,26 @@ def test_left_pad_keeps_last_items_right_aligned() -> None:
     assert out.dtype == np.int64
 
 
-def test_filter_seen_keeps_order_and_drops_pad() -> None:
-    items, scores = np.array([4, 0, 2, 7, 9]), np.array([0.9, 0.8, 0.7, 0.6, 0.5])
-    assert filter_seen(items, scores, {2}, 2) == ([4, 7], [0.9, 0.6])
+def test_dense_and_faiss_paths_agree_and_skip_seen(tiny_bundle_dir: Path) -> None:
+    import faiss
+
+    from serving.index import ItemIndex
+
+    b = load_bundle(tiny_bundle_dir)
+    dense = b.index
+    hnsw = faiss.IndexHNSWFlat(dense.dim, 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efSearch = 1000  # exhaustive on 120 items
+    hnsw.add(dense.vectors())
+    approx = ItemIndex(hnsw)
+    vecs = dense.vectors()[:6] * 3
+    seen = [{1, 2, 3}, set(), {5}, set(range(1, 100)), {7, 8}, set(range(1, 121))]
+    i1, s1 = dense.top_k_unseen(vecs, 10, seen)
+    i2, _ = approx.top_k_unseen(vecs, 10, seen)
+    assert np.array_equal(i1, i2)
+    for row, s in enumerate(seen):
+        assert not set(i1[row].tolist()) & s
+    assert (i1[5] == 0).all() and np.isneginf(s1[5]).all()  # everything seen: PAD
+    assert (i1[3] != 0).sum() == 10 and (i1[3] > 99).all()
 
 
 def test_recommend_never_returns_seen_items(tiny_bundle_dir: Path) -> None:
