@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 from serving.store import RecsWriter
 from streamrec.settings import Settings
 from streams.batch import BatchRules
+from streams.fetch import use_fetch_max_wait
 from streams.admin import ensure_topics
 from streams.model import ModelHolder
 from streams.models import ModelUpdates
@@ -31,6 +32,7 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 
 
 def create_app(settings: Settings) -> faust.App:
+    use_fetch_max_wait(int(settings.fetch_max_wait_s * 1000))
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
