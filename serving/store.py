@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -67,28 +68,27 @@ class RecsWriter:
         status: Mapping[str, str | int | float],
     ) -> int:
         """Store ``lists``; returns how many were written (the rest were older than stored)."""
+
+        async def run(counters: Mapping[str, int], status: Mapping[str, str | int | float]) -> int:
+            pipe = self.client.pipeline(transaction=False)
+            # plain EVALSHA: redis-py's Script wrapper costs more per call than the script
+            for p, r in lists:
+                pipe.evalsha(self._sha, 1, recs_key(self.prefix, p.user_id), p.seq,
+                             orjson.dumps(r.items), orjson.dumps(r.scores), r.source, model_version,
+                             generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms)
+            self._add_status(pipe, worker_id, counters, status)
+            results = await pipe.execute()
+            return sum(results[: len(lists)])
+
         try:
-            return await self._write(lists, model_version, generated_at_ms, worker_id, counters, status)
+            return await run(counters, status)
         except NoScriptError:  # Redis restarted or flushed its script cache: load and retry once
             await self.client.script_load(_WRITE_IF_NEWER)
             # the counters and status of the failed pipeline were applied already
-            return await self._write(lists, model_version, generated_at_ms, worker_id, {}, {})
+            return await run({}, {})
 
-    async def _write(
-        self,
-        lists: Sequence[tuple[Provenance, Ranked]],
-        model_version: str,
-        generated_at_ms: int,
-        worker_id: str,
-        counters: Mapping[str, int],
-        status: Mapping[str, str | int | float],
-    ) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        # plain EVALSHA: redis-py's Script wrapper costs more per call than the script itself
-        for p, r in lists:
-            pipe.evalsha(self._sha, 1, recs_key(self.prefix, p.user_id), p.seq,
-                         orjson.dumps(r.items), orjson.dumps(r.scores), r.source, model_version,
-                         generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms)
+    def _add_status(self, pipe: Any, worker_id: str, counters: Mapping[str, int],
+                    status: Mapping[str, str | int | float]) -> None:
         wkey = worker_key(self.prefix, worker_id)
         for name, delta in counters.items():
             if delta:
@@ -96,14 +96,11 @@ class RecsWriter:
         if status:
             pipe.hset(wkey, mapping=dict(status))
         pipe.sadd(workers_set(self.prefix), worker_id)
-        results = await pipe.execute()
-        return sum(results[: len(lists)])
 
     async def report_status(self, worker_id: str, status: Mapping[str, str | int | float]) -> None:
         """Set fields of the worker's status hash (served version, swap time, …)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(worker_key(self.prefix, worker_id), mapping=dict(status))
-        pipe.sadd(workers_set(self.prefix), worker_id)
+        self._add_status(pipe, worker_id, {}, status)
         await pipe.execute()
 
     async def record_latency(self, worker_id: str, lag_sum_ms: int, buckets: Mapping[str, int]) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from aiokafka import AIOKafkaProducer
 
@@ -35,36 +36,49 @@ def interleave(users: Sequence[str], seqs: Sequence[Sequence[str]]) -> Iterator[
                 yield u, pos, s[pos]
 
 
-async def replay(bootstrap: str, topic: str, users: Sequence[str], seqs: Sequence[Sequence[str]],
-                 *, rate: float | None = None, id_prefix: str = "", limit: int | None = None) -> ReplayStats:
-    """Send the events; ``rate`` in events/s (None = as fast as possible)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
+async def send_paced(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]],
+                     rate: float | None = None) -> tuple[int, float]:
+    """Send (key, value) records at ``rate``/s (None = as fast as possible), in order.
+
+    ``records`` is consumed lazily, so a generator can stamp each event at send time.
+    Returns (records sent, seconds).
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks=1,
                                 max_batch_size=256 * 1024)
     await producer.start()
     start = time.monotonic()
-    sent, first_ts, last_ts = 0, 0, 0
+    sent = 0
     pending: list[asyncio.Future] = []
     try:
-        for user, pos, item in interleave(users, seqs):
-            if limit is not None and sent >= limit:
-                break
+        for key, value in records:
             if rate:
                 ahead = sent / rate - (time.monotonic() - start)
-                if ahead > 0.001:
+                if ahead > 0.0005:
                     await asyncio.sleep(ahead)
-            ts = int(time.time() * 1000)
-            ev = ClickEvent(event_id=f"{id_prefix}{user}:{pos}", user_id=user, item_id=item, ts=ts)
-            pending.append(await producer.send(topic, encode_event(ev), key=user.encode()))
-            first_ts = first_ts or ts
-            last_ts = ts
+            pending.append(await producer.send(topic, value, key=key))
             sent += 1
-            if len(pending) >= 5000:
+            if len(pending) >= 2000:
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return ReplayStats(sent, time.monotonic() - start, first_ts, last_ts)
+    return sent, time.monotonic() - start
+
+
+async def replay(bootstrap: str, topic: str, users: Sequence[str], seqs: Sequence[Sequence[str]],
+                 *, rate: float | None = None, id_prefix: str = "", limit: int | None = None) -> ReplayStats:
+    """Send the events; ``rate`` in events/s (None = as fast as possible)."""
+    stamps: list[int] = []
+
+    def events() -> Iterator[tuple[bytes, bytes]]:
+        for user, pos, item in islice(interleave(users, seqs), limit):
+            ts = int(time.time() * 1000)
+            stamps.append(ts)
+            yield user.encode(), encode_event(ClickEvent(f"{id_prefix}{user}:{pos}", user, item, ts))
+
+    sent, seconds = await send_paced(bootstrap, topic, events(), rate)
+    return ReplayStats(sent, seconds, stamps[0] if stamps else 0, stamps[-1] if stamps else 0)
 
 
 async def send_raw(bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
