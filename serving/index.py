@@ -78,7 +78,7 @@ def build_flat_ip(item_vecs: np.ndarray) -> faiss.Index:
 
 # From this many items on, "auto" builds HNSW: below it exact search is fast enough
 # (see docs/BENCHMARKS.md, catalogue scaling), above it exact search costs too much.
-AUTO_HNSW_FROM = 200_000
+AUTO_HNSW_FROM = 100_000
 HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 128}
 
 

@@ -359,6 +359,8 @@ def bench(
 def bench_index(
     sizes: Annotated[str, typer.Option(help="Catalogue sizes, comma-separated.")] = "10000,100000,1000000",
     dim: int = 64,
+    ef_construction: Annotated[int, typer.Option(min=8)] = 80,
+    ef_search: Annotated[str, typer.Option(help="HNSW efSearch values, comma-separated.")] = "64,128,256",
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-index.json"),
 ) -> None:
     """Catalogue scaling: exact versus HNSW search latency and recall@100."""
@@ -366,13 +368,32 @@ def bench_index(
 
     try:
         ns = [int(x) for x in sizes.split(",")]
+        efs = tuple(int(x) for x in ef_search.split(","))
     except ValueError:
-        _fail(f"--sizes must be integers, comma-separated; got {sizes!r}", 2)
-    results = run(ns, dim, on_result=lambda r: typer.echo(r.row()))
+        _fail(f"--sizes and --ef-search must be integers, comma-separated; got {sizes!r}, {ef_search!r}", 2)
+    results = run(ns, dim, ef_construction=ef_construction, ef_search=efs,
+                  on_result=lambda r: typer.echo(r.row()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps({"machine": _machine(), "results": as_dict(results)},
                                  option=orjson.OPT_INDENT_2))
     typer.echo(f"wrote {out}")
+
+
+@app.command("bench-swap")
+def bench_swap(
+    rate: Annotated[float, typer.Option(min=1)] = 500.0,
+    seconds: Annotated[float, typer.Option(min=4)] = 12.0,
+) -> None:
+    """Swap a Beauty-sized bundle under load: validation time and latency around the swap."""
+    from bench.bundle import random_bundle
+    from bench.swap import measure_swap
+
+    logs = Path("var/bench/logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    a = random_bundle(Path("var/bench"), seed=0)
+    b = random_bundle(Path("var/bench/b"), seed=1)
+    result = measure_swap(Settings(), a, b, rate=rate, seconds=seconds, items=12_101, log_dir=logs)
+    _print_json(result)
 
 
 @app.command("bench-state")
