@@ -70,7 +70,7 @@ class Fleet:
         self.settings = base.model_copy(update=dict(
             app_id=f"bench-{run}", clicks_topic=f"bench-{run}-clicks", dlq_topic=f"bench-{run}-dlq",
             model_updates_topic=f"bench-{run}-models", key_prefix=f"bench:{run}:",
-            rebalance_timeout_s=5.0, session_timeout_s=10.0))
+            rebalance_timeout_s=5.0, session_timeout_s=10.0, producer_max_batch_bytes=1))
         asyncio.run(ensure_topics(self.settings))
         self.redis = redis.Redis.from_url(base.redis_url.get_secret_value(), decode_responses=True)
         module = "streamrec.cli" if pipeline == "streamrec" else "bench.naive"

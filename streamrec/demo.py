@@ -68,7 +68,8 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
     (VAR / "log").mkdir(parents=True, exist_ok=True)
     log_path = VAR / "log" / f"worker-{worker_id}.log"
     # A short rebalance timeout: a fresh group's first join waits this long on some brokers.
-    env = {"STREAMREC_REBALANCE_TIMEOUT_S": "5", **os.environ, "STREAMREC_WORKER_ID": worker_id,
+    # Tansu needs one record per producer batch for complete changelog recovery.
+    env = {"STREAMREC_REBALANCE_TIMEOUT_S": "5", "STREAMREC_PRODUCER_MAX_BATCH_BYTES": "1", **os.environ, "STREAMREC_WORKER_ID": worker_id,
            "STREAMREC_BUNDLE_PATH": str(settings.bundle_path)}
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,

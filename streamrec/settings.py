@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(16_384, ge=64)
     compute_threads: int = Field(1, ge=1, le=64)
     producer_linger_s: float = Field(0.005, ge=0, le=1)
+    # Kafka's normal batching. Tansu 0.6 reports high watermarks that count *batches*, so
+    # Faust's changelog recovery stops early unless every record is its own batch: local
+    # runs and tests against Tansu set this to 1 (see README, "Local broker caveats").
+    producer_max_batch_bytes: int = Field(16_384, ge=1)
     fetch_max_wait_s: float = Field(0.01, gt=0, le=5)
 
     # Worker identity (status key in Redis); default derived from host and pid.

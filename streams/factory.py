@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> faust.App:
         # batch changelog records instead of one produce request each (profiled: the
         # socket writes of unbatched changelog sends were ~20% of the worker's time)
         producer_linger=settings.producer_linger_s,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),

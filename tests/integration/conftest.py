@@ -50,7 +50,8 @@ def make_settings(services: None) -> Callable[..., Settings]:
         base: dict[str, object] = dict(
             app_id=f"t-{run}", clicks_topic=f"t-{run}-clicks", dlq_topic=f"t-{run}-dlq",
             model_updates_topic=f"t-{run}-models", key_prefix=f"test:{run}:", topic_partitions=4,
-            worker_id=f"w-{run}", rebalance_timeout_s=3.0, session_timeout_s=10.0)
+            worker_id=f"w-{run}", rebalance_timeout_s=3.0, session_timeout_s=10.0,
+            producer_max_batch_bytes=1)  # Tansu: see Settings.producer_max_batch_bytes
         base.update(overrides)
         s = Settings(**base)  # type: ignore[arg-type]
         asyncio.run(ensure_topics(s))
