@@ -422,7 +422,7 @@ def demo(
     users: Annotated[int, typer.Option(min=10)] = 2000,
     items: Annotated[int, typer.Option(min=10)] = 1000,
     train_minutes: Annotated[float, typer.Option(min=0.1)] = 2.5,
-    rate: Annotated[float, typer.Option(min=0.0, help="Replay rate, events/s (0 = full speed).")] = 1000.0,
+    rate: Annotated[float, typer.Option(min=0.0, help="Replay rate, events/s (0 = full speed); the default is below one local worker's capacity.")] = 500.0,
 ) -> None:
     """The main job end to end on local services: data, training, worker, replay, summary."""
     from streamrec.demo import run_demo
