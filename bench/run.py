@@ -78,7 +78,7 @@ class Fleet:
         self.ids = [f"{pipeline}-{run}-{n}" for n in range(workers)]
         self.procs = []
         for wid in self.ids:
-            env = {**os.environ, **_env(self.settings), "STREAMREC_WORKER_ID": wid,
+            env = {**os.environ, **self.settings.to_env(), "STREAMREC_WORKER_ID": wid,
                    "STREAMREC_BUNDLE_PATH": str(bundle)}
             log = (log_dir / f"{wid}.log").open("w")
             self.procs.append(subprocess.Popen([sys.executable, "-m", module, *args], env=env,
@@ -114,14 +114,6 @@ class Fleet:
         keys = list(self.redis.scan_iter(f"{self.settings.key_prefix}*", count=10_000))
         for lo in range(0, len(keys), 5000):
             self.redis.delete(*keys[lo:lo + 5000])
-
-
-def _env(s: Settings) -> dict[str, str]:
-    out = {}
-    for k, v in s.model_dump().items():
-        if v is not None:
-            out[f"STREAMREC_{k.upper()}"] = str(v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-    return out
 
 
 def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: float | None,

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     def _prefix_ends_with_colon(cls, v: str) -> str:
         return v if not v or v.endswith(":") else v + ":"
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``STREAMREC_*`` variables, to hand to a child process."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
+                env[f"STREAMREC_{name.upper()}"] = str(value)
+        return env
+
     @property
     def broker_url(self) -> str:
         """Faust broker URL (``kafka://host:port[;host:port]``)."""

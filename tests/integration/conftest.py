@@ -59,17 +59,6 @@ def make_settings(services: None) -> Callable[..., Settings]:
     return make
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    env = {}
-    for name, value in s.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"STREAMREC_{name.upper()}"] = str(value)
-    return env
-
-
 @dataclass
 class WorkerProc:
     settings: Settings
@@ -121,7 +110,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings, Path], WorkerPr
 
     def start(settings: Settings, bundle: Path) -> WorkerProc:
         log = tmp_path / f"{settings.worker_id}.log"
-        env = {**os.environ, **settings_env(settings), "STREAMREC_BUNDLE_PATH": str(bundle)}
+        env = {**os.environ, **settings.to_env(), "STREAMREC_BUNDLE_PATH": str(bundle)}
         with log.open("w") as f:
             proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
                                     stdout=f, stderr=subprocess.STDOUT)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from streamrec.settings import Settings
-from tests.integration.conftest import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.integration
 def test_demo_runs_end_to_end(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     s = make_settings(bundle_path=tmp_path / "bundles" / "current",
                       bundle_store=tmp_path / "bundles" / "store")
-    env = {**os.environ, **settings_env(s)}
+    env = {**os.environ, **s.to_env()}
     env.pop("STREAMREC_WORKER_ID", None)
     out = subprocess.run([sys.executable, "-m", "streamrec.cli", "demo", "--users", "150", "--items",
                           "80", "--train-minutes", "0.1", "--rate", "0"], cwd=tmp_path, env=env,
