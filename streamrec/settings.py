@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Hot path
     batch_size: int = Field(256, ge=1, le=100_000)
     batch_wait_s: float = Field(0.005, gt=0, le=10)
+    # Batches in flight: while one batch's lists are computed and written, the next is
+    # taken and applied. 1 = strictly one batch after another.
+    pipeline_depth: int = Field(2, ge=1, le=16)
     top_n: int = Field(20, ge=1, le=1000)
     session_max_len: int = Field(200, ge=1, le=10_000)
     dedup_window: int = Field(64, ge=1, le=10_000)

@@ -90,6 +90,13 @@ def apply_batch(table: MutableMapping[bytes, Session], records: Sequence[Record]
         new = apply_event(state, ev.event_id, ev.item_id, ev.ts, rules.max_len, rules.dedup_window)
         if new is None:
             out.duplicates += 1
+            if state is not None and state["last_id"] == ev.event_id and ev.user_id not in out.touched:
+                # A redelivery of the user's latest event: the worker that applied it may
+                # have died before its list reached Redis, so compute the list again
+                # (same provenance; the store accepts an equal (ts, seq) write).
+                out.touched[ev.user_id] = Provenance(ev.user_id, state["seq"], ev.event_id,
+                                                     state["last_ts"])
+                out.histories[ev.user_id] = state["items"]
             continue
         changed[key] = new
         out.applied_ts.append(ev.ts)

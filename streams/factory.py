@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -20,7 +21,7 @@ from streams.fetch import use_fetch_max_wait
 from streams.admin import ensure_topics
 from streams.model import ModelHolder
 from streams.models import ModelUpdates
-from streams.worker import ClickWorker
+from streams.worker import ClickWorker, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,21 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(clicks)
     async def process_clicks(stream: faust.StreamT) -> None:
+        # Faust stalls the stream whenever more than 100 changelog records wait in its
+        # producer buffer, then waits for them one by one (a task and a timer each).
+        # A batch writes one record per touched user, so let a few batches' worth wait.
+        app.producer.buffer.max_messages = max(100, 4 * settings.batch_size)
         await holder.wait_ready()
         worker = ClickWorker(
             table=sessions, dlq=dlq, model=holder, writer=writer, executor=executor, rules=rules, top_n=settings.top_n, worker_id=worker_id)
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
-            await worker.handle(events)
+        pipeline = Pipeline(worker, stream.ack, settings.pipeline_depth)
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_wait_s):
+                await pipeline.submit(events)
+        except asyncio.CancelledError:  # shutdown: let the batches in flight finish and ack
+            await pipeline.settle(timeout=5.0)
+            raise
+        await pipeline.drain()
 
     return app
 

@@ -17,7 +17,7 @@ import numpy as np
 from serving.latency import bucket_counts
 from serving.recommend import recommend
 from serving.store import RecsWriter
-from streams.batch import BatchRules, Record, apply_batch
+from streams.batch import BatchOutcome, BatchRules, Record, apply_batch
 from streams.model import ModelHolder
 from streams.session import Session
 
@@ -44,11 +44,14 @@ class ClickWorker:
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
 
     async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch of Faust events; they are acked when this returns.
+        """Process one batch of Faust events start to finish (``prepare`` then ``finish``)."""
+        await self.finish(len(events), await self.prepare(events))
 
-        Faust acks a ``take_events`` batch even when its handler raises, so a
-        transient Redis failure must not escape: the Redis step is retried with
-        backoff until it succeeds (the batch's state is already in the table).
+    async def prepare(self, events: Sequence[Any]) -> BatchOutcome:
+        """Validate and apply a batch to session state, dead-letter the bad records.
+
+        Runs on the event loop, batch after batch in consumption order: this is the
+        step that must be ordered. What it returns is what ``finish`` needs.
         """
         records = [Record(e.message.key, e.value, e.message.topic, e.message.partition,
                           e.message.offset) for e in events]
@@ -57,6 +60,17 @@ class ClickWorker:
             log.warning("dead-letter %s[%d]@%d: %s", d.record.topic, d.record.partition,
                         d.record.offset, d.reason)
             await self.dlq.send(key=d.record.key, value=d.encode(self.worker_id))
+        return out
+
+    async def finish(self, n_records: int, out: BatchOutcome) -> None:
+        """Compute the touched users' lists off the loop and write them in one pipeline.
+
+        Faust acks a ``take_events`` batch even when its handler raises, so a
+        transient Redis failure must not escape: the Redis step is retried with
+        backoff until it succeeds (the batch's state is already in the table).
+        Lists of different batches may reach Redis in any order: the store keeps
+        the one from the later event.
+        """
         bundle = self.model.current  # one version for the whole batch
         users = list(out.touched)
         ranked = []
@@ -71,7 +85,7 @@ class ClickWorker:
             generated_at_ms=now_ms,
             worker_id=self.worker_id,
             counters={
-                "events": len(records),
+                "events": n_records,
                 "applied": len(out.applied_ts),
                 "duplicates": out.duplicates,
                 "dead_lettered": len(out.dead),
@@ -81,13 +95,73 @@ class ClickWorker:
             status={
                 "model_version": bundle.version,
                 "last_batch_at": now_ms,
-                "last_batch_size": len(records),
+                "last_batch_size": n_records,
             },
         ))
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             lags = int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64)
             await retry_transient(lambda: self.writer.record_latency(
                 self.worker_id, int(lags.sum()), bucket_counts(lags)))
+
+
+class Pipeline:
+    """Overlaps a batch's compute and Redis write with taking and applying the next ones.
+
+    ``submit`` applies a batch to state at once (in order), then leaves its
+    ``finish`` running while the caller takes the next batch; at most ``depth``
+    batches are unfinished at a time (``depth`` 1 is strictly one after another).
+    Offsets are committed only for finished batches: each event's message gets an
+    extra reference before Faust's own ack after the ``take_events`` body, and
+    ``ack`` (the stream's) drops it once the batch's lists are in Redis. A batch
+    that never finishes (crash, shutdown) is redelivered, and a redelivered latest
+    event recomputes its user's list (``streams.batch``).
+    """
+
+    def __init__(self, worker: ClickWorker, ack: Callable[[Any], Awaitable[Any]], depth: int) -> None:
+        self.worker, self.ack, self.depth = worker, ack, depth
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.error: BaseException | None = None
+
+    async def submit(self, events: Sequence[Any]) -> None:
+        self._raise_failed()
+        for e in events:
+            e.message.incref()
+        out = await self.worker.prepare(events)
+        task = asyncio.create_task(self._finish(events, out))
+        self.inflight.add(task)
+        task.add_done_callback(self._done)
+        while len(self.inflight) >= self.depth:
+            await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
+            self._raise_failed()
+
+    async def drain(self) -> None:
+        """Wait for every submitted batch to finish; raise the first failure."""
+        if self.inflight:
+            await asyncio.wait(self.inflight)
+        self._raise_failed()
+
+    async def settle(self, timeout: float) -> None:
+        """On shutdown: give the batches in flight ``timeout`` s to finish, cancel the rest."""
+        if self.inflight:
+            _, pending = await asyncio.wait(self.inflight, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def _finish(self, events: Sequence[Any], out: BatchOutcome) -> None:
+        await self.worker.finish(len(events), out)
+        for e in events:
+            await self.ack(e)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None and self.error is None:
+            self.error = task.exception()
+
+    def _raise_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 async def retry_transient(op: Callable[[], Awaitable[T]], first_delay: float = 0.05,

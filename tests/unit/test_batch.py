@@ -37,11 +37,24 @@ def test_bad_records_are_dead_lettered_with_origin_and_good_ones_still_apply() -
 
 def test_duplicate_in_batch_and_across_batches() -> None:
     table: dict[bytes, dict] = {}
-    apply_batch(table, [rec("u1", "a", "i1", 0)], RULES)
+    apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1, ts=9)], RULES)
     before = dict(table[b"u1"])
     out = apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "a", "i1", 1)], RULES)
-    assert out.duplicates == 2 and not out.touched
+    assert out.duplicates == 2 and not out.touched and not out.applied_ts
     assert table[b"u1"] == before
+
+
+def test_redelivered_latest_event_recomputes_the_list_without_changing_state() -> None:
+    # The worker that applied "b" may have died before writing the list: redelivery
+    # must produce the list again, with the provenance of the stored state.
+    table: dict[bytes, dict] = {}
+    apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1, ts=9)], RULES)
+    before = dict(table[b"u1"])
+    out = apply_batch(table, [rec("u1", "b", "i2", 1, ts=9), rec("u1", "b", "i2", 2, ts=9)], RULES)
+    assert out.duplicates == 2 and not out.applied_ts and table[b"u1"] == before
+    p = out.touched["u1"]
+    assert (p.seq, p.last_event_id, p.last_event_ts) == (2, "b", 9)
+    assert out.histories["u1"] == ["i1", "i2"]
 
 
 def test_retry_transient_retries_connection_errors_only() -> None:
