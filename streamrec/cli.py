@@ -92,6 +92,7 @@ def train(
     negatives: Annotated[Optional[int], typer.Option(min=1)] = None,
     hard_negatives: Annotated[Optional[int], typer.Option(min=0, help="With --loss sampled.")] = None,
     refit: Annotated[Optional[bool], typer.Option("--refit/--no-refit", help="Retrain on train+valid for the selected epochs.")] = None,
+    mask_seen: Annotated[Optional[bool], typer.Option("--mask-seen/--no-mask-seen", help="With --loss ce: leave each position's history out of its softmax.")] = None,
     max_len: Annotated[Optional[int], typer.Option(min=2)] = None,
     dim: Annotated[Optional[int], typer.Option(min=4)] = None,
     layers: Annotated[Optional[int], typer.Option(min=1)] = None,
@@ -112,7 +113,7 @@ def train(
         sasrec={"max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout},
         train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                "loss": loss.value if loss else None, "negatives": negatives,
-               "hard_negatives": hard_negatives, "refit": refit, "patience": patience,
+               "hard_negatives": hard_negatives, "refit": refit, "mask_seen": mask_seen, "patience": patience,
                "max_minutes": max_minutes, "seed": seed},
         bpr={"dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
              "seed": seed})

@@ -5,7 +5,8 @@ A file has a top-level ``model`` and one table per part::
     model = "sasrec"          # sasrec | bpr | pop
     [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult
     [bpr]     dim, epochs, batch_size, lr, reg, patience
-    [train]   epochs, batch_size, lr, weight_decay, loss, negatives, patience, max_minutes, seed
+    [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives, patience,
+              max_minutes, refit, mask_seen, seed
 
 Precedence: built-in defaults < file < flags. Unknown keys are errors.
 """

@@ -123,13 +123,19 @@ class SASRec(nn.Module):
         return self.item_emb.weight
 
     def loss(self, seq: torch.Tensor, pos: torch.Tensor, kind: str, negatives: int = 1,
-             neighbours: torch.Tensor | None = None, hard: int = 0) -> torch.Tensor:
+             neighbours: torch.Tensor | None = None, hard: int = 0,
+             mask_seen: bool = False) -> torch.Tensor:
         """Next-item loss over every non-pad position of (B, L) inputs ``seq``, targets ``pos``.
 
         ``ce``: full softmax over the catalogue; ``sampled``: softmax over the target and
         ``negatives`` uniform items shared by the batch, plus ``hard`` per-position items
         drawn from ``neighbours[target]`` (items near the target in embedding space),
         accidental hits masked; ``bce``: the original recipe, one uniform negative per position.
+
+        ``mask_seen`` (``ce`` only): items already in the input up to a position are left
+        out of that position's softmax, as evaluation leaves the history out of the
+        ranking. Otherwise every consumed item is pushed down as a negative for all the
+        later positions of the same user, against the co-occurrence the model should learn.
         """
         where = pos > 0
         h = self.hidden(seq)[where]  # (M, D)
@@ -137,6 +143,8 @@ class SASRec(nn.Module):
         E = self.item_emb.weight
         if kind == "ce":
             logits = h @ E[1:].T  # (M, N)
+            if mask_seen:
+                logits = logits.masked_fill(_seen_before(seq, where, y, self.cfg.num_items), -torch.inf)
             return F.cross_entropy(logits, y - 1)
         neg = torch.randint(1, self.cfg.num_items + 1, (negatives,) if kind == "sampled" else y.shape,
                             device=y.device)
@@ -156,6 +164,20 @@ class SASRec(nn.Module):
             logits = torch.cat(logits, dim=1)
             return F.cross_entropy(logits, torch.zeros_like(y))
         raise ValueError(f"unknown loss {kind!r}: use ce, sampled or bce")
+
+
+@torch.no_grad()
+def _seen_before(seq: torch.Tensor, where: torch.Tensor, y: torch.Tensor, num_items: int) -> torch.Tensor:
+    """(M, N) bool: per target position (``where``, row-major), the items in the input up
+    to and including it, the target itself excepted."""
+    B, L = seq.shape
+    first = torch.full((B, num_items + 1), L, dtype=torch.int16, device=seq.device)
+    steps = torch.arange(L, dtype=torch.int16, device=seq.device).expand(B, L)
+    first.scatter_reduce_(1, seq, steps, reduce="amin")  # each item's first position per row
+    rows, cols = where.nonzero(as_tuple=True)
+    mask = first[rows, 1:] <= cols.to(torch.int16).unsqueeze(1)  # (M, N); column 0 is PAD
+    mask[torch.arange(len(y), device=y.device), y - 1] = False
+    return mask
 
 
 @torch.no_grad()

@@ -33,6 +33,9 @@ class TrainConfig:
     # scratch on everything but the test item (the validation item is part of the test
     # input anyway) for that many epochs. Test metrics then come from the refit model.
     refit: bool = False
+    # loss="ce": leave the items already in the input out of each position's softmax
+    # (evaluation masks the history too; see SASRec.loss)
+    mask_seen: bool = False
     seed: int = 42
     threads: int | None = None
 
@@ -131,7 +134,7 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig, cfg: TrainConf
         for idx in length_batches(lengths, cfg.batch_size, gen):
             width = int(lengths[idx].max())
             loss = model.loss(inputs[idx, -width:], targets[idx, -width:], cfg.loss, cfg.negatives,
-                              neighbours, cfg.hard_negatives)
+                              neighbours, cfg.hard_negatives, cfg.mask_seen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -96,17 +96,32 @@ def test_bpr_learns_on_synthetic(tiny_data) -> None:  # type: ignore[no-untyped-
     assert valid["ndcg@10"] > 0
 
 
-@pytest.mark.parametrize("loss", ["bce", "sampled", "ce"])
+@pytest.mark.parametrize("loss", ["bce", "sampled", "ce", "ce-mask-seen"])
 def test_every_loss_learns_above_popularity(tiny_data, loss: str) -> None:  # type: ignore[no-untyped-def]
     from training.baselines import popularity_metrics
     from training.train import TrainConfig, evaluate_model, train_sasrec
 
     split = leave_one_out(tiny_data)
-    cfg = TrainConfig(epochs=6, patience=6, batch_size=64, loss=loss, negatives=32,
-                      hard_negatives=8 if loss == "sampled" else 0, seed=3)
+    cfg = TrainConfig(epochs=6, patience=6, batch_size=64, loss=loss.removesuffix("-mask-seen"),
+                      negatives=32, hard_negatives=8 if loss == "sampled" else 0, seed=3,
+                      mask_seen=loss.endswith("mask-seen"))
     r = train_sasrec(split, SASRecConfig(tiny_data.num_items, max_len=20, dim=32, layers=1), cfg,
                      progress=False)
     assert evaluate_model(r.model, split, "test")["ndcg@10"] > popularity_metrics(split, "test")["full"]["ndcg@10"]
+
+
+def test_seen_items_mask_covers_the_input_so_far_but_never_the_target() -> None:
+    from training.model import _seen_before
+
+    seq = torch.tensor([[0, 0, 3, 1, 3, 2], [5, 4, 1, 2, 3, 4]])  # inputs, left-padded
+    pos = torch.tensor([[0, 3, 1, 3, 2, 4], [4, 1, 2, 3, 4, 5]])  # next-item targets
+    where = pos > 0
+    mask = _seen_before(seq, where, pos[where], num_items=5)
+    masked = [{i + 1 for i in row.nonzero().flatten().tolist()} for row in mask]
+    assert masked == [
+        set(), {3}, {1}, {1, 3}, {1, 2, 3},  # row 0: the target 3 seen before is not masked
+        {5}, {4, 5}, {1, 4, 5}, {1, 2, 4, 5}, {1, 2, 3, 5}, {1, 2, 3, 4},  # row 1
+    ]
 
 
 def test_nearest_items_excludes_itself() -> None:
