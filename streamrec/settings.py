@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     batch_wait_s: float = Field(0.005, gt=0, le=10)
     # Batches in flight: while one batch's lists are computed and written, the next is
     # taken and applied. 1 = strictly one batch after another.
-    pipeline_depth: int = Field(2, ge=1, le=16)
+    pipeline_depth: int = Field(1, ge=1, le=16)
     top_n: int = Field(20, ge=1, le=1000)
     session_max_len: int = Field(200, ge=1, le=10_000)
     dedup_window: int = Field(64, ge=1, le=10_000)
