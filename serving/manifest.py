@@ -41,8 +41,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     max_len: int
     dim: int
     num_items: int
-    index_type: str  # "flat_ip", "hnsw_ip"
-    index_params: dict[str, int] = {}  # hnsw: m, ef_construction, ef_search
+    index_type: str  # "flat_ip", "ivf_ip", "hnsw_ip"
+    index_params: dict[str, int] = {}  # ivf: nlist, nprobe; hnsw: m, ef_construction, ef_search
     signature: Signature
     metrics: dict[str, Any]
     dataset: dict[str, Any]

@@ -73,6 +73,13 @@ class ModelName(str, Enum):
     pop = "pop"
 
 
+class IndexType(str, Enum):
+    auto = "auto"
+    flat_ip = "flat_ip"
+    ivf_ip = "ivf_ip"
+    hnsw_ip = "hnsw_ip"
+
+
 @app.command()
 def train(
     data: Annotated[Optional[Path], typer.Option(help="Sequence file or MovieLens ratings.dat.")] = None,
@@ -99,6 +106,7 @@ def train(
     heads: Annotated[Optional[int], typer.Option(min=1)] = None,
     dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.9)] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -124,7 +132,8 @@ def train(
         report = run_baseline(chosen, dataset, bcfg, progress=not json_out)
         _print_json(report) if json_out else _print_metrics(report)
         return
-    result = train_and_export(dataset, out, mcfg, tcfg, progress=not json_out).to_dict()
+    result = train_and_export(dataset, out, mcfg, tcfg, progress=not json_out,
+                              index_type=index_type.value).to_dict()
     if publish:
         result["announced"] = _publish(out).uri
     _print_json(result) if json_out else _print_metrics(result)
@@ -362,21 +371,28 @@ def bench_index(
     dim: int = 64,
     ef_construction: Annotated[int, typer.Option(min=8)] = 80,
     ef_search: Annotated[str, typer.Option(help="HNSW efSearch values, comma-separated.")] = "64,128,256",
+    nprobe: Annotated[str, typer.Option(help="IVF lists probed per query, comma-separated.")] = "32,64,128",
+    spread: Annotated[float, typer.Option(min=0.01, max=10.0, help="Within-cluster spread of the synthetic vectors (0.35 tight, 1.0 overlapping).")] = 0.35,
+    hnsw: Annotated[bool, typer.Option("--hnsw/--no-hnsw", help="Also build HNSW (slow at 1M items).")] = True,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-index.json"),
 ) -> None:
-    """Catalogue scaling: exact versus HNSW search latency and recall@100."""
+    """Catalogue scaling: exact versus IVF and HNSW search latency and recall@100."""
     from bench.index import as_dict, run
 
     try:
         ns = [int(x) for x in sizes.split(",")]
         efs = tuple(int(x) for x in ef_search.split(","))
+        probes = tuple(int(x) for x in nprobe.split(","))
     except ValueError:
-        _fail(f"--sizes and --ef-search must be integers, comma-separated; got {sizes!r}, {ef_search!r}", 2)
-    results = run(ns, dim, ef_construction=ef_construction, ef_search=efs,
-                  on_result=lambda r: typer.echo(r.row()))
+        _fail(f"--sizes, --ef-search and --nprobe must be integers, comma-separated; got "
+              f"{sizes!r}, {ef_search!r}, {nprobe!r}", 2)
+    if min(ns + list(efs) + list(probes)) < 1:
+        _fail("--sizes, --ef-search and --nprobe must be positive", 2)
+    results = run(ns, dim, ef_construction=ef_construction, ef_search=efs, nprobe=probes,
+                  spread=spread, hnsw=hnsw, on_result=lambda r: typer.echo(r.row()))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps({"machine": _machine(), "results": as_dict(results)},
-                                 option=orjson.OPT_INDENT_2))
+    out.write_bytes(orjson.dumps({"machine": _machine(), "spread": spread,
+                                  "results": as_dict(results)}, option=orjson.OPT_INDENT_2))
     typer.echo(f"wrote {out}")
 
 

@@ -41,7 +41,7 @@ class TrainReport:
 
 
 def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: TrainConfig,
-                     progress: bool = True) -> TrainReport:
+                     progress: bool = True, index_type: str = "auto") -> TrainReport:
     split = leave_one_out(data)
     counts = item_counts(split.train, data.num_items)
     result = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
@@ -61,7 +61,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                  "train_seconds": round(result.seconds, 1),
                  "protocol": "leave-one-out; full = all items, history masked; sampled = 100 "
                              "uniform unseen negatives, seed 0"},
-        dataset=data.describe(), train_config=tcfg.to_dict())
+        dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
                        result.best_epoch, valid, test, pop)
 

@@ -119,18 +119,26 @@ def test_store_publish_is_idempotent_and_lists_versions(tiny_bundle_dir: Path, t
     assert load_bundle(store.path(b.version)).version == b.version
 
 
-def test_hnsw_bundle_serves_and_a_mislabelled_index_is_refused(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["hnsw_ip", "ivf_ip"])
+def test_approximate_bundle_serves_and_a_mislabelled_index_is_refused(
+        tiny_bundle_dir: Path, tmp_path: Path, kind: str) -> None:
     from serving.index import build_index
     from serving.recommend import recommend
 
-    d = tmp_path / "hnsw"
+    d = tmp_path / kind
     shutil.copytree(tiny_bundle_dir, d)
     exact = load_bundle(d)
-    index, params = build_index(exact.index.vectors(), "hnsw_ip")
+    index, params = build_index(exact.index.vectors(), kind)
+    if kind == "ivf_ip":  # scan every list: the tiny catalogue's answer must then be exact
+        params["nprobe"] = params["nlist"]
     faiss.write_index(index, str(d / "items.faiss"))
-    rewrite_manifest(d, lambda m: m.update(index_type="hnsw_ip", index_params=params))
+    rewrite_manifest(d, lambda m: m.update(index_type=kind, index_params=params))
     b = load_bundle(d)
-    assert b.index.index.hnsw.efSearch == params["ef_search"]
+    if kind == "hnsw_ip":
+        assert b.index.index.hnsw.efSearch == params["ef_search"]
+    else:
+        assert b.index.index.nprobe == params["nlist"]
+        assert np.allclose(b.index.vectors(), exact.index.vectors())
     h = [list(b.vocab.ids[:5])]
     assert recommend(b, h, 10)[0].items == recommend(exact, h, 10)[0].items  # tiny catalogue: exact
     rewrite_manifest(d, lambda m: m.update(index_type="flat_ip", index_params={}))
