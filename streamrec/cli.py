@@ -105,6 +105,7 @@ def train(
     layers: Annotated[Optional[int], typer.Option(min=1)] = None,
     heads: Annotated[Optional[int], typer.Option(min=1)] = None,
     dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.9)] = None,
+    lowpass: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Share of the causal low-pass branch per block (0 = plain SASRec).")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
@@ -118,7 +119,8 @@ def train(
 
     chosen, mcfg, tcfg, bcfg = resolve(
         load_config(config), model.value if model else None,
-        sasrec={"max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout},
+        sasrec={"max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
+                "lowpass": lowpass},
         train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                "loss": loss.value if loss else None, "negatives": negatives,
                "hard_negatives": hard_negatives, "refit": refit, "mask_seen": mask_seen, "patience": patience,

@@ -25,6 +25,11 @@ class SASRecConfig:
     heads: int = 2
     dropout: float = 0.2
     ffn_mult: int = 4
+    # Share of a causal low-pass branch mixed into each block (0 = plain SASRec). A
+    # BSARec-style inductive bias (Shin et al., 2024) made causal: the low-pass part is the
+    # running mean of the block's input up to each position; a learned per-dimension
+    # beta rescales what is left (the high-frequency part).
+    lowpass: float = 0.0
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -64,14 +69,30 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_mult * cfg.dim), nn.GELU(),
                                  nn.Linear(cfg.ffn_mult * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
         self.drop = nn.Dropout(cfg.dropout)
+        self.lowpass = cfg.lowpass
+        if self.lowpass:
+            self.sqrt_beta = nn.Parameter(torch.ones(cfg.dim))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last position only (serving)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
+                count: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last position only (serving).
+
+        ``count`` (B, L, 1): real items up to each position, for the low-pass branch.
+        """
         h = self.ln1(x)
+        low = None
+        if self.lowpass:
+            assert count is not None
+            mean = x.cumsum(dim=1) / count.clamp(min=1)  # pads are zero: running mean of real items
+            low = (mean[:, -1:], x[:, -1:]) if last_only else (mean, x)
         if last_only:
             x, mask = x[:, -1:], mask[:, :, -1:]
-        x = x + self.drop(self.attn(h, mask, last_only))
-        return x + self.ffn(self.ln2(x))
+        out = x + self.drop(self.attn(h, mask, last_only))
+        if low is not None:
+            m, inp = low
+            filtered = m + self.sqrt_beta ** 2 * (inp - m)
+            out = self.lowpass * (inp + self.drop(filtered)) + (1 - self.lowpass) * out
+        return out + self.ffn(self.ln2(out))
 
 
 class SASRec(nn.Module):
@@ -108,10 +129,11 @@ class SASRec(nn.Module):
         x = self.item_emb(seq) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
         x = self.drop(x) * keep
         mask = self.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
+        count = keep.to(x.dtype).cumsum(dim=1) if self.cfg.lowpass else None
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             cut = last_only and i == last
-            x = block(x, mask, cut) * (keep[:, -1:] if cut else keep)
+            x = block(x, mask, cut, count) * (keep[:, -1:] if cut else keep)
         return self.ln_f(x)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
