@@ -67,14 +67,31 @@ def test_parity_check_rejects_a_different_model(tiny_report: TrainReport) -> Non
         check_parity(other, enc, seqs)
 
 
-def test_last_only_and_trimmed_padding_match_the_full_forward() -> None:
+@pytest.mark.parametrize("lowpass", [0.0, 0.7])
+def test_last_only_and_trimmed_padding_match_the_full_forward(lowpass: float) -> None:
     torch.manual_seed(0)
-    m = SASRec(SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2)).eval()
+    m = SASRec(SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2, lowpass=lowpass)).eval()
     seqs = torch.tensor([[0] * 8 + [3, 4, 5, 6], [0] * 10 + [7, 8]])
     with torch.no_grad():
-        full = m.hidden(seqs)[:, -1]
-        assert torch.allclose(m(seqs), full, atol=1e-5)
-        assert torch.allclose(m(seqs[:, -4:]), full, atol=1e-5)  # leading pad columns cut
+        full = m.hidden(seqs)
+        assert torch.allclose(m(seqs), full[:, -1], atol=1e-5)
+        assert torch.allclose(m(seqs[:, -4:]), full[:, -1], atol=1e-5)  # leading pad columns cut
+        later = seqs.clone()
+        later[0, -1] = 9  # causal: a different last item changes no earlier position
+        assert torch.allclose(m.hidden(later)[0, :-1], full[0, :-1], atol=1e-6)
+        assert not torch.allclose(m.hidden(later)[0, -1], full[0, -1])
+
+
+def test_lowpass_bundle_exports_with_parity(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.pipeline import train_and_export
+    from training.train import TrainConfig
+
+    r = train_and_export(tiny_data, tmp_path / "lp", {"max_len": 20, "dim": 16, "layers": 2,
+                                                      "lowpass": 0.7},
+                         TrainConfig(epochs=1, patience=1, batch_size=64), progress=False)
+    assert r.manifest.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    assert r.manifest.model_config["lowpass"] == 0.7
+    assert load_bundle(tmp_path / "lp").manifest.version == r.manifest.version
 
 
 def test_onnx_encoder_accepts_any_length_up_to_max_len(tiny_bundle_dir: Path) -> None:
