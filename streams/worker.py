@@ -1,4 +1,5 @@
-"""The async shell around one micro-batch: state, compute off the loop, one Redis pipeline."""
+"""The async shell around the micro-batches: state in order, compute off the loop, one Redis
+pipeline per batch, offsets acked only once a batch's lists are written."""
 
 from __future__ import annotations
 
@@ -42,10 +43,6 @@ class ClickWorker:
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
-
-    async def handle(self, events: Sequence[Any]) -> None:
-        """Process one batch of Faust events start to finish (``prepare`` then ``finish``)."""
-        await self.finish(len(events), await self.prepare(events))
 
     async def prepare(self, events: Sequence[Any]) -> BatchOutcome:
         """Validate and apply a batch to session state, dead-letter the bad records.
