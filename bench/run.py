@@ -36,6 +36,7 @@ from bench.load import produce
 from serving.keys import worker_key
 from serving.latency import diff, percentiles
 from streamrec.settings import Settings
+from streamrec.waiting import ProcessExited, poll_until
 from streams.admin import ensure_topics
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -112,13 +113,11 @@ class Fleet:
         return sum(int(s.get("events", 0)) for s in self.status())
 
     def _wait(self, cond, timeout: float) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while not cond(self.status()):
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError("a benchmark worker exited; see var/bench/logs")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"benchmark workers not ready/caught up: {self.status()}")
-            time.sleep(0.02)
+        try:
+            poll_until(self.status, cond, timeout=timeout, procs=self.procs,
+                       what="benchmark workers", interval=0.02)
+        except ProcessExited as e:
+            raise RuntimeError(f"a benchmark worker exited ({e}); see {self.log_dir}") from None
 
     def wait_events(self, n: int, timeout: float = 600) -> tuple[float, int]:
         """Wait until ``n`` events are processed; (monotonic time, count) when first seen."""

@@ -60,7 +60,8 @@ def generate(
 ) -> None:
     """Write a synthetic click log with sequential structure (``user item item …`` per line)."""
     from training.data import write_sequences
-    from training.synthetic import SyntheticSpec, generate as gen
+    from training.synthetic import SyntheticSpec
+    from training.synthetic import generate as gen
 
     data = gen(SyntheticSpec(users=users, items=items, seed=seed))
     write_sequences(out, data.users, [data.vocab.decode(s) for s in data.seqs])

@@ -20,6 +20,7 @@ import typer
 from serving.keys import recs_key, worker_key
 from serving.reader import RecsReader
 from streamrec.settings import Settings
+from streamrec.waiting import ProcessExited, WaitTimedOut, poll_until
 
 VAR = Path("var")
 BAD_RECORDS: list[tuple[bytes | None, bytes | None]] = [
@@ -128,13 +129,10 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
 
 
 def _wait(cond, timeout: float, proc: subprocess.Popen, log: Path, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc.poll() is not None:
-            raise SystemExit(f"worker exited with {proc.returncode} during {what}; see {log}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout}s waiting for {what}; see {log}")
-        time.sleep(0.2)
+    try:
+        poll_until(cond, bool, timeout=timeout, procs=[proc], what=what)
+    except (ProcessExited, WaitTimedOut) as e:
+        raise SystemExit(f"{e}; see {log}") from None
 
 
 def _lags(r: redis.Redis, settings: Settings, users: list[str]) -> list[int]:

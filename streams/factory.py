@@ -16,9 +16,9 @@ from threadpoolctl import threadpool_limits
 
 from serving.store import RecsWriter
 from streamrec.settings import Settings
+from streams.admin import ensure_topics
 from streams.batch import BatchRules
 from streams.fetch import use_fetch_max_wait
-from streams.admin import ensure_topics
 from streams.model import ModelHolder
 from streams.models import ModelUpdates
 from streams.worker import ClickWorker, Pipeline

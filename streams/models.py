@@ -26,7 +26,13 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from serving.bundle import ModelBundle, load_bundle
-from serving.registry import Announcement, decode_announcement, encode_announcement, manifest_sha256, uri_to_path
+from serving.registry import (
+    Announcement,
+    decode_announcement,
+    encode_announcement,
+    manifest_sha256,
+    uri_to_path,
+)
 from serving.store import RecsWriter
 from streamrec.errors import BundleError, BundleRejected
 from streamrec.settings import Settings

@@ -10,10 +10,9 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
+import numpy as np
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-import numpy as np
 
 from serving.latency import bucket_counts
 from serving.recommend import recommend

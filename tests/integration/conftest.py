@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer
 
 from serving.keys import worker_key
 from streamrec.settings import Settings
+from streamrec.waiting import ProcessExited, WaitTimedOut, poll_until
 from streams.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -79,17 +80,10 @@ class WorkerProc:
         return self.client.hgetall(self.key)
 
     def wait_for(self, cond: Callable[[dict[str, str]], bool], timeout: float, what: str) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status()
-            if cond(st):
-                return st
-            if self.proc.poll() is not None:
-                pytest.fail(f"worker exited ({self.proc.returncode}) waiting for {what}:\n"
-                            + self.log.read_text()[-3000:])
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out waiting for {what}; status {st}\n" + self.log.read_text()[-3000:])
-            time.sleep(0.2)
+        try:
+            return poll_until(self.status, cond, timeout=timeout, procs=[self.proc], what=what)
+        except (ProcessExited, WaitTimedOut) as e:
+            pytest.fail(f"{e}\n" + self.log.read_text()[-3000:])
 
     def wait_events(self, n: int, timeout: float = 120) -> dict[str, str]:
         return self.wait_for(lambda st: int(st.get("events", 0)) >= n, timeout, f"{n} events")

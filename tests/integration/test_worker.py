@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import base64
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 

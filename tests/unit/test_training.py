@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from serving.bundle import load_bundle
-from training.data import leave_one_out, load_dataset, load_movielens
+from serving.encoder import Encoder, make_session
 from training.bundle_eval import evaluate_bundle
+from training.data import leave_one_out, load_dataset, load_movielens
 from training.export import ExportError, check_parity
 from training.model import SASRec, SASRecConfig
 from training.pipeline import TrainReport
 from training.synthetic import SyntheticSpec, generate
-from serving.encoder import Encoder, make_session
 
 
 def test_sequence_loader_and_split(tmp_path: Path) -> None:
