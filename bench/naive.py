@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import redis.asyncio as aioredis
