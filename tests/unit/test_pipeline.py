@@ -1,7 +1,6 @@
 """The batch pipeline: order of state updates, bounded overlap, acks only after a batch finishes."""
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -35,6 +34,9 @@ class FakeWorker:
         self.prepared.append(events[0].n)
         return events[0].n
 
+    def let_finish(self, batch: int) -> None:
+        self.release.setdefault(batch, asyncio.Event()).set()
+
     async def finish(self, n_records: int, batch: int) -> None:
         self.running.add(batch)
         self.max_running = max(self.max_running, len(self.running))
@@ -44,36 +46,42 @@ class FakeWorker:
             raise RuntimeError(f"batch {batch} failed")
 
 
+class Acks:
+    """The stream's ack: drops the reference the pipeline added and records the batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def __call__(self, e: Ev) -> None:
+        e.message.refs -= 1
+        self.batches.append(e.n)
+
+
 def batch(n: int) -> list[Ev]:
     return [Ev(n), Ev(n)]
 
 
 def test_batches_overlap_up_to_depth_and_ack_only_when_finished() -> None:
     async def scenario() -> None:
-        w, acked = FakeWorker(), []
-
-        async def ack(e: Ev) -> None:
-            e.message.refs -= 1
-            acked.append(e.n)
-
-        p = Pipeline(w, ack, depth=2)  # type: ignore[arg-type]
+        w, acks = FakeWorker(), Acks()
+        p = Pipeline(w, acks, depth=2)  # type: ignore[arg-type]
         b0, b1, b2 = batch(0), batch(1), batch(2)
         await p.submit(b0)  # returns at once: one batch in flight
-        assert w.prepared == [0] and all(e.message.refs == 2 for e in b0) and not acked
+        assert w.prepared == [0] and all(e.message.refs == 2 for e in b0) and not acks.batches
         second = asyncio.create_task(p.submit(b1))  # applied, then waits: 2 in flight
         await asyncio.sleep(0.01)
         assert w.prepared == [0, 1] and not second.done()
-        w.release.setdefault(1, asyncio.Event()).set()  # a later batch may finish first
+        w.let_finish(1)  # a later batch may finish first
         await asyncio.wait_for(second, 1)
-        assert acked == [1, 1]
+        assert acks.batches == [1, 1]
         third = asyncio.create_task(p.submit(b2))  # 0 and 2 in flight: waits
         await asyncio.sleep(0.01)
         assert not third.done() and w.max_running == 2
         for n in (0, 2):
-            w.release.setdefault(n, asyncio.Event()).set()
+            w.let_finish(n)
         await asyncio.wait_for(third, 1)
         await p.drain()
-        assert sorted(acked) == [0, 0, 1, 1, 2, 2] and w.prepared == [0, 1, 2]
+        assert sorted(acks.batches) == [0, 0, 1, 1, 2, 2] and w.prepared == [0, 1, 2]
         assert all(e.message.refs == 1 for e in b0 + b1 + b2)  # Faust's own ack drops the last
 
     asyncio.run(scenario())
@@ -82,16 +90,11 @@ def test_batches_overlap_up_to_depth_and_ack_only_when_finished() -> None:
 def test_depth_one_is_strictly_serial() -> None:
     async def scenario() -> None:
         w = FakeWorker()
-
-        async def ack(e: Ev) -> None:
-            pass
-
-        p = Pipeline(w, ack, depth=1)  # type: ignore[arg-type]
-        w.release[0] = asyncio.Event()
+        p = Pipeline(w, Acks(), depth=1)  # type: ignore[arg-type]
         first = asyncio.create_task(p.submit(batch(0)))
         await asyncio.sleep(0.01)
         assert not first.done()  # waits for its own finish
-        w.release[0].set()
+        w.let_finish(0)
         await asyncio.wait_for(first, 1)
         assert w.max_running == 1
 
@@ -100,35 +103,27 @@ def test_depth_one_is_strictly_serial() -> None:
 
 def test_a_failed_batch_is_not_acked_and_its_error_surfaces() -> None:
     async def scenario() -> None:
-        w, acked = FakeWorker(), []
-
-        async def ack(e: Any) -> None:
-            acked.append(e.n)
-
-        p = Pipeline(w, ack, depth=2)  # type: ignore[arg-type]
+        w, acks = FakeWorker(), Acks()
+        p = Pipeline(w, acks, depth=2)  # type: ignore[arg-type]
         w.fail.add(0)
         await p.submit(batch(0))
-        w.release.setdefault(0, asyncio.Event()).set()
+        w.let_finish(0)
         await asyncio.sleep(0.01)
         with pytest.raises(RuntimeError, match="batch 0 failed"):
             await p.submit(batch(1))
-        assert not acked and w.prepared == [0]  # nothing after the failure is applied
+        assert not acks.batches and w.prepared == [0]  # nothing after the failure is applied
 
     asyncio.run(scenario())
 
 
 def test_settle_cancels_what_does_not_finish_in_time() -> None:
     async def scenario() -> None:
-        w, acked = FakeWorker(), []
-
-        async def ack(e: Any) -> None:
-            acked.append(e.n)
-
-        p = Pipeline(w, ack, depth=4)  # type: ignore[arg-type]
+        w, acks = FakeWorker(), Acks()
+        p = Pipeline(w, acks, depth=4)  # type: ignore[arg-type]
         await p.submit(batch(0))
         await p.submit(batch(1))
-        w.release.setdefault(0, asyncio.Event()).set()
+        w.let_finish(0)
         await p.settle(timeout=0.05)
-        assert acked == [0, 0] and not p.inflight  # batch 1 cancelled, never acked
+        assert acks.batches == [0, 0] and not p.inflight  # batch 1 cancelled, never acked
 
     asyncio.run(scenario())
