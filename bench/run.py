@@ -104,7 +104,7 @@ class Fleet:
             log = (self.log_dir / f"{wid}.log").open("w")
             self.procs.append(subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                                                stdout=log, stderr=subprocess.STDOUT))
-        self._wait(lambda st: all("rebalanced_at" in s and "model_version" in s for s in st), 120)
+        self.wait_until(lambda st: all("rebalanced_at" in s and "model_version" in s for s in st), 120)
 
     def status(self) -> list[dict[str, str]]:
         return [self.redis.hgetall(worker_key(self.settings.key_prefix, w)) for w in self.ids]
@@ -112,7 +112,7 @@ class Fleet:
     def events(self) -> int:
         return sum(int(s.get("events", 0)) for s in self.status())
 
-    def _wait(self, cond, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    def wait_until(self, cond, timeout: float) -> None:  # type: ignore[no-untyped-def]
         try:
             poll_until(self.status, cond, timeout=timeout, procs=self.procs,
                        what="benchmark workers", interval=0.02)
@@ -121,7 +121,7 @@ class Fleet:
 
     def wait_events(self, n: int, timeout: float = 600) -> tuple[float, int]:
         """Wait until ``n`` events are processed; (monotonic time, count) when first seen."""
-        self._wait(lambda st: sum(int(s.get("events", 0)) for s in st) >= n, timeout)
+        self.wait_until(lambda st: sum(int(s.get("events", 0)) for s in st) >= n, timeout)
         return time.monotonic(), self.events()
 
     def stop(self) -> None:

@@ -22,8 +22,9 @@ def measure_swap(base: Settings, a: Path, b: Path, *, rate: float, seconds: floa
     fleet = Fleet(settings, a, "streamrec", 1, log_dir)
     s = fleet.settings
     try:
+        fleet.start()
         asyncio.run(publish_bundle(s, a, validate=False))
-        fleet._wait(lambda st: st[0].get("model_version") not in (None, ""), 60)
+        fleet.wait_until(lambda st: st[0].get("model_version") not in (None, ""), 60)
         events = int(rate * seconds)
         load = threading.Thread(target=lambda: asyncio.run(produce(
             s.kafka_bootstrap, s.clicks_topic, events=events, rate=rate, users=10_000, items=items,
@@ -32,7 +33,7 @@ def measure_swap(base: Settings, a: Path, b: Path, *, rate: float, seconds: floa
         time.sleep(seconds / 2)
         before = fleet.status()[0]
         announced = asyncio.run(publish_bundle(s, b, validate=False))
-        fleet._wait(lambda st: st[0].get("model_version") == announced.version, 120)
+        fleet.wait_until(lambda st: st[0].get("model_version") == announced.version, 120)
         time.sleep(1.0)
         across = fleet.status()[0]
         load.join()
