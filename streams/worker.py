@@ -61,9 +61,9 @@ class ClickWorker:
     async def finish(self, n_records: int, out: BatchOutcome) -> None:
         """Compute the touched users' lists off the loop and write them in one pipeline.
 
-        Faust acks a ``take_events`` batch even when its handler raises, so a
-        transient Redis failure must not escape: the Redis step is retried with
-        backoff until it succeeds (the batch's state is already in the table).
+        An error escaping here stops the agent, so a transient Redis failure must
+        not escape: the Redis step is retried with backoff until it succeeds (the
+        batch's state is already in the table).
         Lists of different batches may reach Redis in any order: the store keeps
         the one from the later event.
         """

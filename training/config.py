@@ -3,7 +3,7 @@
 A file has a top-level ``model`` and one table per part::
 
     model = "sasrec"          # sasrec | bpr | pop
-    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult
+    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives, patience,
               max_minutes, refit, mask_seen, seed

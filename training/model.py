@@ -80,18 +80,17 @@ class Block(nn.Module):
         ``count`` (B, L, 1): real items up to each position, for the low-pass branch.
         """
         h = self.ln1(x)
-        low = None
+        mean = None
         if self.lowpass:
             assert count is not None
             mean = x.cumsum(dim=1) / count.clamp(min=1)  # pads are zero: running mean of real items
-            low = (mean[:, -1:], x[:, -1:]) if last_only else (mean, x)
         if last_only:
             x, mask = x[:, -1:], mask[:, :, -1:]
+            mean = None if mean is None else mean[:, -1:]
         out = x + self.drop(self.attn(h, mask, last_only))
-        if low is not None:
-            m, inp = low
-            filtered = m + self.sqrt_beta ** 2 * (inp - m)
-            out = self.lowpass * (inp + self.drop(filtered)) + (1 - self.lowpass) * out
+        if mean is not None:
+            filtered = mean + self.sqrt_beta ** 2 * (x - mean)
+            out = self.lowpass * (x + self.drop(filtered)) + (1 - self.lowpass) * out
         return out + self.ffn(self.ln2(out))
 
 

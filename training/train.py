@@ -100,11 +100,9 @@ def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: b
     result = _fit(split, split.train, mcfg, cfg, progress, select=True)
     if not cfg.refit:
         return result
-    full = [t + [int(v)] for t, v in zip((split.train[u] for u in split.eval_users),
-                                           split.valid_target, strict=True)]
     seqs = list(split.train)
-    for u, s in zip(split.eval_users, full, strict=True):
-        seqs[u] = s
+    for u, v in zip(split.eval_users, split.valid_target, strict=True):
+        seqs[u] = split.train[u] + [int(v)]
     again = replace(cfg, epochs=result.best_epoch, patience=result.best_epoch + 1, max_minutes=None)
     refit = _fit(split, seqs, mcfg, again, progress, select=False)
     return TrainResult(refit.model, result.best_epoch, result.epochs_run + refit.epochs_run,
