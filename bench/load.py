@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from streamrec.kafka import Kafka
 from streams.events import ClickEvent, encode_event
 from streams.replay import send_paced
 
 
-async def produce(bootstrap: str, topic: str, *, events: int, rate: float | None, users: int,
+async def produce(kafka: Kafka, topic: str, *, events: int, rate: float | None, users: int,
                   items: int, run: str, seed: int = 0) -> float:
     """Send ``events`` clicks (random users and items) at ``rate``/s; returns seconds taken."""
     rng = np.random.default_rng(seed)
@@ -23,5 +24,5 @@ async def produce(bootstrap: str, topic: str, *, events: int, rate: float | None
             ev = ClickEvent(f"{run}/{n}", f"u{u}", f"i{i}", int(time.time() * 1000))
             yield ev.user_id.encode(), encode_event(ev)
 
-    _, seconds = await send_paced(bootstrap, topic, records(), rate)
+    _, seconds = await send_paced(kafka, topic, records(), rate)
     return seconds

@@ -22,6 +22,7 @@ from bench.bundle import torch_weights
 from serving.keys import recs_key, worker_key
 from serving.latency import bucket_counts
 from serving.vocab import Vocabulary
+from streamrec.kafka import client_kwargs
 from streamrec.settings import Settings
 from training.model import SASRec, SASRecConfig
 
@@ -37,7 +38,7 @@ async def main() -> None:
     r = aioredis.Redis.from_url(s.redis_url.get_secret_value())
     wkey = worker_key(s.key_prefix, s.worker_id or f"naive-{os.getpid()}")
     await r.hset(wkey, mapping={"model_version": "naive", "rebalanced_at": int(time.time() * 1000)})
-    consumer = AIOKafkaConsumer(s.clicks_topic, bootstrap_servers=s.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(s.clicks_topic, **client_kwargs(s),
                                 group_id=f"{s.app_id}-naive", auto_offset_reset="earliest")
     await consumer.start()
     sessions: dict[str, list[int]] = {}

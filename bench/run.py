@@ -145,12 +145,12 @@ def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: 
         if rate is None:
             return _drain(fleet, events, warmup, users, items)
         fleet.start()
-        asyncio.run(produce(s.kafka_bootstrap, s.clicks_topic, events=warmup, rate=rate, users=users,
+        asyncio.run(produce(s, s.clicks_topic, events=warmup, rate=rate, users=users,
                             items=items, run="warm", seed=1))
         fleet.wait_events(warmup)
         before, cpu0 = fleet.status(), [_cpu_s(p.pid) for p in fleet.procs]
         t0 = time.monotonic()
-        asyncio.run(produce(s.kafka_bootstrap, s.clicks_topic, events=events, rate=rate, users=users,
+        asyncio.run(produce(s, s.clicks_topic, events=events, rate=rate, users=users,
                             items=items, run="measure", seed=2))
         fleet.wait_events(warmup + events)
         seconds = time.monotonic() - t0
@@ -170,7 +170,7 @@ def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: 
 def _drain(fleet: Fleet, events: int, warmup: int, users: int, items: int) -> Result:
     """Saturation: write warm-up + measured clicks first, then time the worker draining them."""
     s = fleet.settings
-    asyncio.run(produce(s.kafka_bootstrap, s.clicks_topic, events=warmup + events, rate=None,
+    asyncio.run(produce(s, s.clicks_topic, events=warmup + events, rate=None,
                         users=users, items=items, run="drain", seed=2))
     fleet.start()
     t0, n0 = fleet.wait_events(warmup)

@@ -27,7 +27,7 @@ def measure_swap(base: Settings, a: Path, b: Path, *, rate: float, seconds: floa
         fleet.wait_until(lambda st: st[0].get("model_version") not in (None, ""), 60)
         events = int(rate * seconds)
         load = threading.Thread(target=lambda: asyncio.run(produce(
-            s.kafka_bootstrap, s.clicks_topic, events=events, rate=rate, users=10_000, items=items,
+            s, s.clicks_topic, events=events, rate=rate, users=10_000, items=items,
             run="swap")))
         load.start()
         time.sleep(seconds / 2)

@@ -57,8 +57,22 @@ def sha256_file(path: Path) -> str:
 
 
 def load_bundle(path: Path | str, threads: int = 1) -> ModelBundle:
-    """Load and fully validate the bundle at ``path``. Blocking: call off the event loop."""
+    """Load and fully validate the bundle at ``path``. Blocking: call off the event loop.
+
+    Raises :class:`BundleRejected` and nothing else: whatever is wrong with the
+    files (a missing directory, bad JSON in any file, a truncated archive, an
+    unreadable graph), the caller gets one refusal that names the file and check.
+    """
     root = Path(path).resolve()
+    try:
+        return _load(root, threads)
+    except BundleRejected:
+        raise
+    except Exception as e:  # noqa: BLE001 - an unforeseen defect is still a refusal, named
+        raise BundleRejected(root.name, "load", f"{type(e).__name__}: {e}") from None
+
+
+def _load(root: Path, threads: int) -> ModelBundle:
     manifest = _read_manifest(root)
     _check_files(root, manifest)
     v = manifest.version
@@ -146,7 +160,10 @@ def _load_vocab(root: Path, m: Manifest) -> Vocabulary:
 
 
 def _load_popular(root: Path, m: Manifest, n_items: int) -> tuple[int, ...]:
-    data = orjson.loads((root / "popular.json").read_bytes())
+    try:
+        data = orjson.loads((root / "popular.json").read_bytes())
+    except (orjson.JSONDecodeError, OSError) as e:
+        raise BundleRejected(m.version, "popular", f"cannot read: {e}", "popular.json") from None
     if not isinstance(data, list) or not all(isinstance(i, int) and 1 <= i <= n_items for i in data):
         raise BundleRejected(m.version, "popular", f"expected item indexes in 1..{n_items}",
                              "popular.json")
@@ -158,8 +175,9 @@ def _warm_up(root: Path, m: Manifest, encoder: Encoder) -> None:
     try:
         with np.load(root / rel, allow_pickle=False) as z:
             seqs, ref = z["seqs"].astype(np.int64), z["vecs"]
-    except (OSError, KeyError, ValueError) as e:
-        raise BundleRejected(m.version, "samples", f"cannot read: {e}", rel) from None
+    except Exception as e:  # noqa: BLE001 - zipfile, EOF, format errors: all a bad archive
+        raise BundleRejected(m.version, "samples", f"cannot read: {type(e).__name__}: {e}",
+                             rel) from None
     if seqs.ndim != 2 or seqs.shape[1] != m.max_len or (seqs < 0).any() or (seqs > m.num_items).any():
         raise BundleRejected(m.version, "samples", f"bad sample sequences, shape {seqs.shape}", rel)
     try:
@@ -171,8 +189,10 @@ def _warm_up(root: Path, m: Manifest, encoder: Encoder) -> None:
                              f"({len(seqs)}, {m.dim})", "encoder.onnx")
     if not np.isfinite(out).all():
         raise BundleRejected(m.version, "warm-up", "non-finite outputs (NaN/inf)", "encoder.onnx")
-    if ref.shape == out.shape:
-        diff = float(np.abs(out - ref).max())
-        if diff > REFERENCE_ATOL:
-            raise BundleRejected(m.version, "warm-up", f"outputs differ from reference by {diff:.2e}",
-                                 "encoder.onnx")
+    if ref.shape != out.shape:
+        raise BundleRejected(m.version, "samples", f"reference outputs have shape {ref.shape}, "
+                             f"the encoder gives {out.shape}", rel)
+    diff = float(np.abs(out - ref).max())
+    if diff > REFERENCE_ATOL:
+        raise BundleRejected(m.version, "warm-up", f"outputs differ from reference by {diff:.2e}",
+                             "encoder.onnx")

@@ -16,3 +16,13 @@ def worker_key(prefix: str, worker_id: str) -> str:
 def workers_set(prefix: str) -> str:
     """Set of worker ids that have reported status."""
     return f"{prefix}workers"
+
+
+def batch_token_key(prefix: str, worker_id: str, batch_id: str) -> str:
+    """Marks a batch's counters as added (short TTL), so a retried write counts once."""
+    return f"{prefix}batch:{worker_id}:{batch_id}"
+
+
+def epoch_key(prefix: str) -> str:
+    """Counter of fencing epochs: each partition assignment of any worker takes the next."""
+    return f"{prefix}epoch"

@@ -27,6 +27,7 @@ class Recommendations:
     last_event_id: str
     last_event_ts: int  # epoch ms
     seq: int  # events applied to the user's session when this list was made
+    epoch: int = 0  # fencing epoch of the worker that wrote it (0: written before epochs)
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -61,4 +62,5 @@ def parse(user_id: str, raw: dict[bytes, bytes]) -> Recommendations:
         last_event_id=g["last_event_id"].decode(),
         last_event_ts=int(g["last_event_ts"]),
         seq=int(g["seq"]),
+        epoch=int(g.get("epoch", 0)),
     )

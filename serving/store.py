@@ -1,12 +1,22 @@
 """Writing recommendation lists to Redis (async, one pipeline per batch).
 
 Each list is a hash at ``{prefix}recs:{user_id}``. A Lua script makes every
-write conditional: a list is only replaced by one computed from the same or a
-later event of that user, so a slow or replayed batch can never overwrite a
-fresher answer. "Later" is ordered by (event time, seq): event time first, so
-lists from a session rebuilt from scratch (state lost, ``seq`` restarted) still
-replace ones from before; ``seq`` (events applied to the session) breaks ties
-between events of the same millisecond.
+write conditional, so a slow, replayed or fenced-out batch can never overwrite
+a list that reflects more of the user's applied events. Lists are ordered by
+``(epoch, seq)``, never by event timestamps:
+
+* ``epoch`` is the writer's fencing token (``streams.fencing``): a number every
+  worker takes from one Redis counter each time it is assigned partitions. The
+  current owner of a partition always holds a later epoch than any worker that
+  owned it before (a paused or partitioned-away "zombie"), so the zombie's late
+  writes lose. A fresh epoch also wins over lists left by an earlier life of
+  the log (a session rebuilt from scratch restarts ``seq``).
+* ``seq`` (events applied to the session) orders the writes of one owner, so an
+  out-of-order event timestamp does not matter: the list always reflects the
+  last *applied* event.
+
+An equal ``(epoch, seq)`` is written again (a redelivered latest event
+recomputes its list; the worker that first wrote it may have died first).
 """
 
 from __future__ import annotations
@@ -20,23 +30,36 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from serving.keys import recs_key, worker_key, workers_set
+from serving.keys import batch_token_key, recs_key, worker_key, workers_set
 from serving.recommend import Ranked
 
-# KEYS[1] = recs key; ARGV = seq, items, scores, source, model_version, generated_at,
+# KEYS[1] = recs key; ARGV = epoch, seq, items, scores, source, model_version, generated_at,
 # last_event_id, last_event_ts, ttl_ms. Returns 1 if written, 0 if a later list is stored.
 _WRITE_IF_NEWER = """
-local cur = redis.call('HMGET', KEYS[1], 'last_event_ts', 'seq')
-if cur[1] then
-  local ts, new_ts = tonumber(cur[1]), tonumber(ARGV[8])
-  if ts > new_ts or (ts == new_ts and tonumber(cur[2]) > tonumber(ARGV[1])) then return 0 end
+local cur = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if cur[2] then
+  local epoch, new_epoch = tonumber(cur[1] or '0'), tonumber(ARGV[1])
+  if epoch > new_epoch or (epoch == new_epoch and tonumber(cur[2]) > tonumber(ARGV[2])) then
+    return 0
+  end
 end
-redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'items', ARGV[2], 'scores', ARGV[3],
-  'source', ARGV[4], 'model_version', ARGV[5], 'generated_at', ARGV[6],
-  'last_event_id', ARGV[7], 'last_event_ts', ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[9])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2], 'items', ARGV[3], 'scores', ARGV[4],
+  'source', ARGV[5], 'model_version', ARGV[6], 'generated_at', ARGV[7],
+  'last_event_id', ARGV[8], 'last_event_ts', ARGV[9])
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return 1
 """
+
+# KEYS[1] = worker status hash, KEYS[2] = the batch's token; ARGV = token ttl ms, then
+# (counter, delta) pairs. A retried pipeline (the first try may have been applied before
+# the connection broke) finds the token and adds nothing: counters count each batch once.
+_COUNT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+_TOKEN_TTL_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,58 +79,82 @@ class RecsWriter:
         self.client = client
         self.prefix = prefix
         self.ttl_ms = ttl_s * 1000
-        self._sha = hashlib.sha1(_WRITE_IF_NEWER.encode()).hexdigest()
+        self._write_sha = _sha1(_WRITE_IF_NEWER)
+        self._count_sha = _sha1(_COUNT_ONCE)
 
     async def write(
         self,
         lists: Sequence[tuple[Provenance, Ranked]],
         model_version: str,
+        epoch: int,
         generated_at_ms: int,
         worker_id: str,
         counters: Mapping[str, int],
         status: Mapping[str, str | int | float],
+        batch_id: str | None = None,
     ) -> int:
-        """Store ``lists``; returns how many were written (the rest were older than stored)."""
+        """Store ``lists``; returns how many were written (the rest were older than stored).
 
-        async def run(counters: Mapping[str, int], status: Mapping[str, str | int | float]) -> int:
-            pipe = self.client.pipeline(transaction=False)
-            # plain EVALSHA: redis-py's Script wrapper costs more per call than the script
-            for p, r in lists:
-                pipe.evalsha(self._sha, 1, recs_key(self.prefix, p.user_id), p.seq,
-                             orjson.dumps(r.items), orjson.dumps(r.scores), r.source, model_version,
-                             generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms)
-            self._add_status(pipe, worker_id, counters, status)
-            results = await pipe.execute()
-            return sum(results[: len(lists)])
-
+        Safe to retry after any failure: list writes are conditional and, given a
+        ``batch_id`` unique to the batch, its counters are added once.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        # plain EVALSHA: redis-py's Script wrapper costs more per call than the script
+        for p, r in lists:
+            pipe.evalsha(self._write_sha, 1, recs_key(self.prefix, p.user_id), epoch, p.seq,
+                         orjson.dumps(r.items), orjson.dumps(r.scores), r.source, model_version,
+                         generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms)
+        deltas = [x for name, d in counters.items() if d for x in (name, d)]
+        if deltas and batch_id is not None:
+            pipe.evalsha(self._count_sha, 2, worker_key(self.prefix, worker_id),
+                         batch_token_key(self.prefix, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
+        elif deltas:
+            self._add_counters(pipe, worker_id, counters)
+        self._add_status(pipe, worker_id, status)
         try:
-            return await run(counters, status)
-        except NoScriptError:  # Redis restarted or flushed its script cache: load and retry once
-            await self.client.script_load(_WRITE_IF_NEWER)
-            # the counters and status of the failed pipeline were applied already
-            return await run({}, {})
+            results = await pipe.execute()
+        except NoScriptError:  # Redis restarted or flushed its script cache: load, run again
+            await self.load_scripts()
+            return await self.write(lists, model_version, epoch, generated_at_ms, worker_id,
+                                    counters if batch_id is not None else {}, status, batch_id)
+        return sum(results[: len(lists)])
 
-    def _add_status(self, pipe: Any, worker_id: str, counters: Mapping[str, int],
-                    status: Mapping[str, str | int | float]) -> None:
+    async def load_scripts(self) -> None:
+        await self.client.script_load(_WRITE_IF_NEWER)
+        await self.client.script_load(_COUNT_ONCE)
+
+    def _add_counters(self, pipe: Any, worker_id: str, counters: Mapping[str, int]) -> None:
         wkey = worker_key(self.prefix, worker_id)
         for name, delta in counters.items():
             if delta:
                 pipe.hincrby(wkey, name, delta)
+
+    def _add_status(self, pipe: Any, worker_id: str, status: Mapping[str, str | int | float]) -> None:
         if status:
-            pipe.hset(wkey, mapping=dict(status))
+            pipe.hset(worker_key(self.prefix, worker_id), mapping=dict(status))
         pipe.sadd(workers_set(self.prefix), worker_id)
 
     async def report_status(self, worker_id: str, status: Mapping[str, str | int | float]) -> None:
         """Set fields of the worker's status hash (served version, swap time, …)."""
         pipe = self.client.pipeline(transaction=False)
-        self._add_status(pipe, worker_id, {}, status)
+        self._add_status(pipe, worker_id, status)
         await pipe.execute()
 
-    async def record_latency(self, worker_id: str, lag_sum_ms: int, buckets: Mapping[str, int]) -> None:
-        """Add a batch's latencies to the worker's histogram (``serving.latency``)."""
-        pipe = self.client.pipeline(transaction=False)
-        key = worker_key(self.prefix, worker_id)
-        pipe.hincrby(key, "lag_ms_sum", lag_sum_ms)
-        for name, n in buckets.items():
-            pipe.hincrby(key, name, n)
-        await pipe.execute()
+    async def record_latency(self, worker_id: str, batch_id: str, lag_sum_ms: int,
+                             buckets: Mapping[str, int]) -> None:
+        """Add a batch's latencies to the worker's histogram (``serving.latency``), once."""
+        deltas = [x for name, n in {"lag_ms_sum": lag_sum_ms, **buckets}.items() if n
+                  for x in (name, n)]
+        if not deltas:
+            return
+        keys = (worker_key(self.prefix, worker_id),
+                batch_token_key(self.prefix, worker_id, f"{batch_id}:lat"))
+        try:
+            await self.client.evalsha(self._count_sha, 2, *keys, _TOKEN_TTL_MS, *deltas)
+        except NoScriptError:
+            await self.load_scripts()
+            await self.client.evalsha(self._count_sha, 2, *keys, _TOKEN_TTL_MS, *deltas)
+
+
+def _sha1(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import orjson
 import typer
+from pydantic import ValidationError
 
 from streamrec.errors import StreamrecError
 from streamrec.settings import Settings
@@ -46,8 +47,9 @@ def worker(
                     "none was", fg=typer.colors.YELLOW, err=True)
     from faust.worker import Worker
 
-    from streams.factory import create_app
+    from streams.factory import check_redis, create_app
 
+    check_redis(settings)
     Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
 
 
@@ -207,7 +209,7 @@ def _training_data(data: Optional[Path], synthetic: bool, from_topic: bool, sinc
     from training.from_topic import read_topic
 
     s = Settings()
-    read = asyncio.run(read_topic(s.kafka_bootstrap, s.clicks_topic, since))
+    read = asyncio.run(read_topic(s, s.clicks_topic, since))
     typer.echo(f"read {read.records} records from {s.clicks_topic}: {read.invalid} invalid, "
                f"{read.duplicates} duplicate, {len(read.data.users)} users", err=True)
     return read.data
@@ -268,7 +270,7 @@ def replay(
     ds = load_dataset(data)
     seqs = [ds.vocab.decode(s) for s in ds.seqs]
     asyncio.run(ensure_topics(settings))
-    stats = asyncio.run(run(settings.kafka_bootstrap, settings.clicks_topic, ds.users, seqs,
+    stats = asyncio.run(run(settings, settings.clicks_topic, ds.users, seqs,
                             rate=rate, id_prefix=id_prefix, limit=limit))
     typer.echo(f"sent {stats.sent} events in {stats.seconds:.1f}s "
                f"({stats.sent / max(stats.seconds, 1e-9):.0f}/s) to {settings.clicks_topic}")
@@ -456,6 +458,9 @@ def main() -> None:
     except StreamrecError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(1)
+    except ValidationError as e:  # settings from the environment
+        typer.secho(f"error: invalid settings: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -83,9 +83,9 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
 
         say(f"[4/5] replaying clicks into Kafka at {f'{rate:.0f}/s' if rate else 'full speed'}")
         t0 = time.monotonic()
-        stats = asyncio.run(replay(settings.kafka_bootstrap, settings.clicks_topic, data.users, seqs,
+        stats = asyncio.run(replay(settings, settings.clicks_topic, data.users, seqs,
                                    id_prefix=f"{run_id}:", rate=rate))
-        asyncio.run(send_raw(settings.kafka_bootstrap, settings.clicks_topic, BAD_RECORDS))
+        asyncio.run(send_raw(settings, settings.clicks_topic, BAD_RECORDS))
         expected = stats.sent + len(BAD_RECORDS)
         typer.echo(f"  sent {stats.sent} clicks + {len(BAD_RECORDS)} malformed records "
                    f"in {stats.seconds:.1f}s")

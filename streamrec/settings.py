@@ -6,16 +6,25 @@ e.g. ``STREAMREC_KAFKA_BOOTSTRAP=kafka:9092``.
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamrec.errors import ConfigError
+
+ENV_PREFIX = "STREAMREC_"
+# STREAMREC_* variables that are not settings: read by deploy/local.sh (local service ports).
+NOT_SETTINGS = frozenset({"STREAMREC_KAFKA_PORT", "STREAMREC_REDIS_PORT"})
 
 
 class Settings(BaseSettings):
     """Runtime configuration of workers, replay, readers and the trainer's publisher."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -28,6 +37,20 @@ class Settings(BaseSettings):
     # hold a new group's first join for this long, so it bounds worker start-up time.
     rebalance_timeout_s: float = Field(60.0, gt=0)
     session_timeout_s: float = Field(30.0, gt=0)
+    # Replication of the topics the app creates (changelog, dead letters, model updates).
+    # 1 suits one local broker; production clusters use 3.
+    topic_replication_factor: int = Field(1, ge=1, le=16)
+
+    # Kafka security, for every client the project makes (worker, replay, publish, admin,
+    # training from the topic): see streamrec/kafka.py.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None  # CA bundle; default: the system's trust store
+    kafka_ssl_certfile: Path | None = None  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
 
     # Redis
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
@@ -51,6 +74,9 @@ class Settings(BaseSettings):
     session_max_len: int = Field(200, ge=1, le=10_000)
     dedup_window: int = Field(64, ge=1, le=10_000)
     max_event_bytes: int = Field(16_384, ge=64)
+    # Dead letters larger than this are cut (original size and sha256 kept): keep it under
+    # the broker's message.max.bytes (1 MiB by default) and the producer's request size.
+    dead_letter_max_bytes: int = Field(262_144, ge=8192, le=100 * 1024 * 1024)
     compute_threads: int = Field(1, ge=1, le=64)
     producer_linger_s: float = Field(0.005, ge=0, le=1)
     # Kafka's normal batching. Tansu 0.6 reports high watermarks that count *batches*, so
@@ -61,6 +87,32 @@ class Settings(BaseSettings):
 
     # Worker identity (status key in Redis); default derived from host and pid.
     worker_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: object) -> object:
+        unknown_variables(os.environ)
+        return data
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ConfigError(f"STREAMREC_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                              "needs STREAMREC_KAFKA_SASL_USERNAME and STREAMREC_KAFKA_SASL_PASSWORD")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ConfigError("STREAMREC_KAFKA_SSL_CERTFILE and STREAMREC_KAFKA_SSL_KEYFILE go "
+                              "together (client certificate and its key)")
+        uses_tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile)
+        if not uses_tls and any(f is not None for f in tls_files):
+            raise ConfigError("STREAMREC_KAFKA_SSL_* files are set but "
+                              f"STREAMREC_KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}; "
+                              "use SSL or SASL_SSL")
+        for f in (*tls_files, self.kafka_ssl_keyfile):
+            if f is not None and not f.is_file():
+                raise ConfigError(f"Kafka TLS file {f} does not exist")
+        return self
 
     @field_validator("key_prefix")
     @classmethod
@@ -78,6 +130,25 @@ class Settings(BaseSettings):
         return env
 
     @property
+    def redis_host(self) -> str:
+        """Where Redis is, for messages: the URL without its credentials."""
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.redis_url.get_secret_value())
+        return f"{u.scheme}://{u.hostname}:{u.port or 6379}{u.path}"
+
+    @property
     def broker_url(self) -> str:
         """Faust broker URL (``kafka://host:port[;host:port]``)."""
         return "kafka://" + ";".join(h.strip() for h in self.kafka_bootstrap.split(","))
+
+
+def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Refuse ``STREAMREC_*`` variables that name no setting (a typo would do nothing)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS
+    for var in sorted(environ):
+        if var.upper().startswith(ENV_PREFIX) and var.upper() not in known:
+            close = difflib.get_close_matches(var.upper(), sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown setting {var}{hint} (every STREAMREC_* variable must "
+                              "name a setting: see the README's Configuration table)")

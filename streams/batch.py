@@ -1,16 +1,20 @@
 """Applying one micro-batch of raw records to session state (pure, no I/O).
 
-The table is any ``MutableMapping[bytes, Session]``: the Faust table in a
-worker, a dict in unit tests. Values are always reassigned, never mutated in
-place, because only assignment reaches the changelog.
+The table is any :class:`Sessions`: the Faust ``SessionTable`` in a worker, a
+dict-backed one in unit tests. Values are always reassigned with ``put``, never
+mutated in place, because only assignment reaches the changelog; ``put`` gets
+the partition the record was consumed from, so state lives where its events
+do whatever partitioner the producer used (``streams.tables``).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
@@ -18,6 +22,12 @@ from serving.store import Provenance
 from streamrec.errors import EventError
 from streams.events import decode_event
 from streams.session import Session, apply_event
+
+
+class Sessions(Protocol):
+    def get(self, key: bytes) -> Session | None: ...
+
+    def put(self, key: bytes, value: Session, partition: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,21 +41,41 @@ class Record:
     offset: int
 
 
+# Room left in a dead letter for everything but the original bytes (reason, origin, hashes).
+_LETTER_OVERHEAD = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     record: Record
     reason: str
 
-    def encode(self, worker_id: str) -> bytes:
-        """The dead-letter value: reason, origin, and the original bytes (nothing is lost)."""
+    def encode(self, worker_id: str, max_bytes: int = 262_144) -> bytes:
+        """The dead-letter value: reason, origin, the original bytes, their size and sha256.
+
+        A letter stays under ``max_bytes`` (the broker refuses records over its
+        ``message.max.bytes``, and a dead letter that cannot be sent would stop the
+        partition): when the original key and value do not fit, they are cut,
+        ``truncated`` is true, and ``value_bytes``/``value_sha256`` still identify
+        the original record, which also stays in the source topic at its offset.
+        """
         r = self.record
+        room = max(0, (max_bytes - _LETTER_OVERHEAD) * 3 // 4)  # base64 grows 4/3
+        key = r.key[: min(len(r.key), 1024, room)] if r.key is not None else None
+        value = r.value[: max(0, room - len(key or b""))] if r.value is not None else None
+        truncated = (key is not None and len(key) != len(r.key or b"")) or \
+            (value is not None and len(value) != len(r.value or b""))
         return orjson.dumps({
-            "reason": self.reason,
+            "reason": self.reason[:1024],
             "topic": r.topic,
             "partition": r.partition,
             "offset": r.offset,
-            "key": None if r.key is None else r.key.decode("utf-8", "replace"),
-            "value_b64": None if r.value is None else base64.b64encode(r.value).decode(),
+            "key": None if key is None else key.decode("utf-8", "replace"),
+            "key_b64": None if key is None else base64.b64encode(key).decode(),
+            "value_b64": None if value is None else base64.b64encode(value).decode(),
+            "value_bytes": None if r.value is None else len(r.value),
+            "value_sha256": None if r.value is None else hashlib.sha256(r.value).hexdigest(),
+            "truncated": truncated,
             "failed_at": int(time.time() * 1000),
             "worker": worker_id,
         })
@@ -60,6 +90,7 @@ class BatchOutcome:
     dead: list[DeadLetter] = field(default_factory=list)
     applied_ts: list[int] = field(default_factory=list)
     duplicates: int = 0
+    epoch: int = 0  # the fencing epoch current when the batch was applied (streams.fencing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +100,15 @@ class BatchRules:
     max_event_bytes: int
 
 
-def apply_batch(table: MutableMapping[bytes, Session], records: Sequence[Record],
-                rules: BatchRules) -> BatchOutcome:
+def apply_batch(table: Sessions, records: Sequence[Record], rules: BatchRules,
+                epoch: int = 0) -> BatchOutcome:
     """Validate each record, apply valid ones in order, collect the touched users.
 
     Each touched user's state is assigned to the table once, after the batch, so a
     user with several events in a batch costs one changelog record, not several.
     """
-    out = BatchOutcome()
-    changed: dict[bytes, Session] = {}
+    out = BatchOutcome(epoch=epoch)
+    changed: dict[bytes, tuple[Session, int]] = {}
     for rec in records:
         try:
             ev = decode_event(rec.key, rec.value, rules.max_event_bytes)
@@ -86,22 +117,22 @@ def apply_batch(table: MutableMapping[bytes, Session], records: Sequence[Record]
             continue
         key = rec.key
         assert key is not None  # decode_event checked it
-        state = changed[key] if key in changed else table.get(key)
+        state = changed[key][0] if key in changed else table.get(key)
         new = apply_event(state, ev.event_id, ev.item_id, ev.ts, rules.max_len, rules.dedup_window)
         if new is None:
             out.duplicates += 1
             if state is not None and state["last_id"] == ev.event_id and ev.user_id not in out.touched:
                 # A redelivery of the user's latest event: the worker that applied it may
                 # have died before its list reached Redis, so compute the list again
-                # (same provenance; the store accepts an equal (ts, seq) write).
+                # (same provenance; the store accepts an equal (epoch, seq) write).
                 out.touched[ev.user_id] = Provenance(ev.user_id, state["seq"], ev.event_id,
                                                      state["last_ts"])
                 out.histories[ev.user_id] = state["items"]
             continue
-        changed[key] = new
+        changed[key] = (new, rec.partition)
         out.applied_ts.append(ev.ts)
         out.touched[ev.user_id] = Provenance(ev.user_id, new["seq"], ev.event_id, ev.ts)
         out.histories[ev.user_id] = new["items"]
-    for key, state in changed.items():
-        table[key] = state
+    for key, (state, partition) in changed.items():
+        table.put(key, state, partition)
     return out

@@ -33,7 +33,12 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode_event(key: bytes | None, value: bytes | None, max_bytes: int) -> ClickEvent:
-    """Decode and validate one record; raise :class:`EventError` with a specific reason."""
+    """Decode and validate one record; raise :class:`EventError` with a specific reason.
+
+    Every failure, of any kind, is an :class:`EventError`: a record that cannot be
+    decoded must be dead-lettered, never crash the agent (it would crash again on
+    the same record after every restart).
+    """
     if value is None:
         raise EventError("empty value (tombstone)")
     if len(value) > max_bytes:
@@ -44,6 +49,10 @@ def decode_event(key: bytes | None, value: bytes | None, max_bytes: int) -> Clic
         raise EventError(f"invalid event: {e}") from None
     except msgspec.DecodeError as e:
         raise EventError(f"malformed JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise EventError(f"invalid UTF-8 in a JSON string at byte {e.start}: {e.reason}") from None
+    except Exception as e:  # noqa: BLE001 - contract 4: no record may stop the stream
+        raise EventError(f"undecodable record: {type(e).__name__}: {e}") from None
     if key is None:
         raise EventError("record has no key; events must be keyed by user_id")
     if key != event.user_id.encode():

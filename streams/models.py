@@ -33,11 +33,12 @@ from serving.registry import (
     manifest_sha256,
     uri_to_path,
 )
-from serving.store import RecsWriter
 from streamrec.errors import BundleError, BundleRejected
+from streamrec.kafka import client_kwargs
 from streamrec.settings import Settings
 from streams.drain import drain
 from streams.model import ModelHolder
+from streams.retry import StatusReporter
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,10 @@ def load_announced(a: Announcement, threads: int, gate: QualityGate,
 class ModelUpdates:
     """The worker's model-update listener (one per worker process)."""
 
-    def __init__(self, settings: Settings, holder: ModelHolder, writer: RecsWriter, worker_id: str,
+    def __init__(self, settings: Settings, holder: ModelHolder, status: StatusReporter,
                  executor: Executor) -> None:
-        self.settings, self.holder, self.writer = settings, holder, writer
-        self.worker_id, self.executor = worker_id, executor
+        self.settings, self.holder, self.status = settings, holder, status
+        self.executor = executor
         self.gate = QualityGate(settings.min_valid_ndcg, settings.max_ndcg_drop)
         self.rejected = 0
 
@@ -124,11 +125,7 @@ class ModelUpdates:
             bundle = await loop.run_in_executor(self.executor, load_announced, a,
                                                 self.settings.compute_threads, self.gate, current)
         except BundleRejected as e:
-            self.rejected += 1
-            log.error("%s", e)
-            await self.writer.report_status(self.worker_id, {
-                "bundles_rejected": self.rejected, "last_rejection": str(e)[:500],
-                "last_rejection_at": int(time.time() * 1000)})
+            self._rejected(e)
             return
         await self._swap(bundle, time.monotonic() - t0, a.reason)
 
@@ -139,16 +136,28 @@ class ModelUpdates:
                         path, self.settings.model_updates_topic)
             return
         t0 = time.monotonic()
-        bundle = await asyncio.get_running_loop().run_in_executor(
-            self.executor, load_bundle, path, self.settings.compute_threads)
+        try:
+            bundle = await asyncio.get_running_loop().run_in_executor(
+                self.executor, load_bundle, path, self.settings.compute_threads)
+        except BundleRejected as e:
+            self._rejected(e)
+            log.error("the fallback bundle at %s is unusable: no clicks are processed until a "
+                      "valid bundle is announced on %s", path, self.settings.model_updates_topic)
+            return
         await self._swap(bundle, time.monotonic() - t0, "startup")
+
+    def _rejected(self, e: BundleRejected) -> None:
+        self.rejected += 1
+        log.error("%s", e)
+        self.status.report({"bundles_rejected": self.rejected, "last_rejection": str(e)[:500],
+                            "last_rejection_at": int(time.time() * 1000)})
 
     async def _swap(self, bundle: ModelBundle, seconds: float, reason: str) -> None:
         previous = self.holder.current.version if self.holder.loaded else ""
         self.holder.swap(bundle)  # one reference: the next batch uses the new bundle
         log.info("serving model %s (was %s, %s), validated in %.0f ms", bundle.version,
                  previous or "none", reason, seconds * 1000)
-        await self.writer.report_status(self.worker_id, {
+        self.status.report({
             "model_version": bundle.version, "previous_version": previous,
             "swapped_at": int(time.time() * 1000), "swap_ms": round(seconds * 1000, 1),
             "swap_reason": reason})
@@ -163,7 +172,7 @@ def _decode(value: bytes | None) -> Announcement | None:
 
 
 async def _broadcast_consumer(settings: Settings) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     topic = settings.model_updates_topic
@@ -198,7 +207,7 @@ async def announcement_history(settings: Settings) -> list[Announcement]:
 
 
 async def announce(settings: Settings, a: Announcement) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     await producer.start()
     try:
         # key = version: the topic may be compacted and still end with the current version

@@ -16,6 +16,7 @@ from itertools import islice
 
 from aiokafka import AIOKafkaProducer
 
+from streamrec.kafka import Kafka, client_kwargs
 from streams.events import ClickEvent, encode_event
 
 
@@ -36,14 +37,14 @@ def interleave(users: Sequence[str], seqs: Sequence[Sequence[str]]) -> Iterator[
                 yield u, pos, s[pos]
 
 
-async def send_paced(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]],
+async def send_paced(kafka: Kafka, topic: str, records: Iterable[tuple[bytes, bytes]],
                      rate: float | None = None) -> tuple[int, float]:
     """Send (key, value) records at ``rate``/s (None = as fast as possible), in order.
 
     ``records`` is consumed lazily, so a generator can stamp each event at send time.
     Returns (records sent, seconds).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks=1,
+    producer = AIOKafkaProducer(**client_kwargs(kafka), linger_ms=2, acks=1,
                                 max_batch_size=256 * 1024)
     await producer.start()
     start = time.monotonic()
@@ -66,7 +67,7 @@ async def send_paced(bootstrap: str, topic: str, records: Iterable[tuple[bytes, 
     return sent, time.monotonic() - start
 
 
-async def replay(bootstrap: str, topic: str, users: Sequence[str], seqs: Sequence[Sequence[str]],
+async def replay(kafka: Kafka, topic: str, users: Sequence[str], seqs: Sequence[Sequence[str]],
                  *, rate: float | None = None, id_prefix: str = "", limit: int | None = None) -> ReplayStats:
     """Send the events; ``rate`` in events/s (None = as fast as possible)."""
     stamps: list[int] = []
@@ -77,13 +78,13 @@ async def replay(bootstrap: str, topic: str, users: Sequence[str], seqs: Sequenc
             stamps.append(ts)
             yield user.encode(), encode_event(ClickEvent(f"{id_prefix}{user}:{pos}", user, item, ts))
 
-    sent, seconds = await send_paced(bootstrap, topic, events(), rate)
+    sent, seconds = await send_paced(kafka, topic, events(), rate)
     return ReplayStats(sent, seconds, stamps[0] if stamps else 0, stamps[-1] if stamps else 0)
 
 
-async def send_raw(bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+async def send_raw(kafka: Kafka, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
     """Send raw (key, value) records as they are: for malformed-input demos and tests."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(**client_kwargs(kafka), linger_ms=5)
     await producer.start()
     try:
         # per-partition order is kept: aiokafka sends each partition's batches in sequence

@@ -6,23 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from serving.latency import bucket_counts
 from serving.recommend import recommend
 from serving.store import RecsWriter
-from streams.batch import BatchOutcome, BatchRules, Record, apply_batch
+from streams.batch import BatchOutcome, BatchRules, DeadLetter, Record, Sessions, apply_batch
+from streams.fencing import Fencing
 from streams.model import ModelHolder
-from streams.session import Session
+from streams.retry import StatusReporter, retry_transient
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class ClickWorker:
@@ -31,7 +30,7 @@ class ClickWorker:
     def __init__(
         self,
         *,
-        table: MutableMapping[bytes, Session],
+        table: Sessions,
         dlq: Any,  # faust TopicT: ``await dlq.send(key=…, value=…)``
         model: ModelHolder,
         writer: RecsWriter,
@@ -39,9 +38,16 @@ class ClickWorker:
         rules: BatchRules,
         top_n: int,
         worker_id: str,
+        fencing: Fencing,
+        status: StatusReporter,
+        dead_letter_max_bytes: int = 262_144,
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
+        self.fencing, self.status = fencing, status
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self._batch_ids = itertools.count()
+        self._dead_log = RateLimitedLog(interval_s=1.0)
 
     async def prepare(self, events: Sequence[Any]) -> BatchOutcome:
         """Validate and apply a batch to session state, dead-letter the bad records.
@@ -51,12 +57,46 @@ class ClickWorker:
         """
         records = [Record(e.message.key, e.value, e.message.topic, e.message.partition,
                           e.message.offset) for e in events]
-        out = apply_batch(self.table, records, self.rules)
-        for d in out.dead:
-            log.warning("dead-letter %s[%d]@%d: %s", d.record.topic, d.record.partition,
-                        d.record.offset, d.reason)
-            await self.dlq.send(key=d.record.key, value=d.encode(self.worker_id))
+        epoch = await self.fencing.current()
+        out = apply_batch(self.table, records, self.rules, epoch)
+        if out.dead:
+            await self._dead_letter(out.dead)
         return out
+
+    async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
+        """Send the dead letters and wait until the broker has them (before any ack).
+
+        A dead-letter topic that cannot be written holds the batch: the records
+        are neither lost nor acked, and the worker says so on every back-off
+        step (log and the ``dead_letter_blocked`` status field) until it can.
+        """
+        for d in dead:
+            self._dead_log.add(f"{d.record.topic}[{d.record.partition}]@{d.record.offset}: "
+                               f"{d.reason[:200]}")
+        delay, failures = 0.1, 0
+        while True:
+            try:
+                futures = [await self.dlq.send(key=d.record.key,
+                                               value=d.encode(self.worker_id, self.dead_letter_max_bytes))
+                           for d in dead]
+                await asyncio.gather(*futures)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any producer failure: hold and say so
+                failures += 1
+                first = dead[0].record
+                log.error("cannot write %d dead letter(s) to %s (attempt %d: %s: %s); holding "
+                          "%s[%d] at offset %d, retrying in %.1fs", len(dead), self.dlq.get_topic_name(),
+                          failures, type(e).__name__, e, first.topic, first.partition, first.offset,
+                          delay)
+                self.status.report({"dead_letter_blocked": f"{type(e).__name__}: {e}"[:300],
+                                    "dead_letter_failures": failures})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                if failures:
+                    self.status.report({"dead_letter_blocked": ""})
+                return
 
     async def finish(self, n_records: int, out: BatchOutcome) -> None:
         """Compute the touched users' lists off the loop and write them in one pipeline.
@@ -75,9 +115,12 @@ class ClickWorker:
             ranked = await asyncio.get_running_loop().run_in_executor(
                 self.executor, recommend, bundle, histories, self.top_n)
         now_ms = int(time.time() * 1000)
+        batch_id = str(next(self._batch_ids))
         await retry_transient(lambda: self.writer.write(
             [(out.touched[u], r) for u, r in zip(users, ranked, strict=True)],
             model_version=bundle.version,
+            epoch=out.epoch,
+            batch_id=batch_id,
             generated_at_ms=now_ms,
             worker_id=self.worker_id,
             counters={
@@ -97,7 +140,7 @@ class ClickWorker:
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             lags = int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64)
             await retry_transient(lambda: self.writer.record_latency(
-                self.worker_id, int(lags.sum()), bucket_counts(lags)))
+                self.worker_id, batch_id, int(lags.sum()), bucket_counts(lags)))
 
 
 class Pipeline:
@@ -160,14 +203,19 @@ class Pipeline:
             raise self.error
 
 
-async def retry_transient(op: Callable[[], Awaitable[T]], first_delay: float = 0.05,
-                          max_delay: float = 5.0) -> T:
-    """Run ``op`` until it succeeds, backing off on Redis connection errors and timeouts."""
-    delay = first_delay
-    while True:
-        try:
-            return await op()
-        except (RedisConnectionError, RedisTimeoutError) as e:
-            log.warning("redis unavailable (%s); retrying in %.2fs", e, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
+class RateLimitedLog:
+    """Logs at most one line per ``interval_s`` for a stream of similar events, with a count."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._suppressed = 0
+
+    def add(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._suppressed += 1
+            return
+        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+        log.warning("dead-lettered %s%s", message, more)
+        self._last, self._suppressed = now, 0

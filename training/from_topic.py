@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.errors import DataError, EventError
+from streamrec.kafka import Kafka, client_kwargs
 from streams.drain import drain
 from streams.events import decode_event
 from training.data import SequenceData, from_id_sequences
@@ -28,16 +29,17 @@ class TopicRead:
     duplicates: int
 
 
-async def read_topic(bootstrap: str, topic: str, since_ms: int | None = None,
+async def read_topic(kafka: Kafka, topic: str, since_ms: int | None = None,
                      max_event_bytes: int = 1 << 20) -> TopicRead:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), enable_auto_commit=False, group_id=None)
+    where = client_kwargs(kafka)["bootstrap_servers"]
     await consumer.start()
     try:
         if topic not in await consumer.topics():  # also refreshes metadata
-            raise DataError(f"topic {topic!r} does not exist on {bootstrap}")
+            raise DataError(f"topic {topic!r} does not exist on {where}")
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            raise DataError(f"topic {topic!r} does not exist on {bootstrap}")
+            raise DataError(f"topic {topic!r} does not exist on {where}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         if since_ms is None:

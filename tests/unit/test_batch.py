@@ -1,19 +1,35 @@
 import base64
+import hashlib
 
 import orjson
 
-from streams.batch import BatchRules, Record, apply_batch
+from streams.batch import BatchRules, DeadLetter, Record, apply_batch
+from streams.session import Session
 
 RULES = BatchRules(max_len=10, dedup_window=10, max_event_bytes=2048)
 
 
-def rec(user: str, eid: str, item: str, offset: int, ts: int = 1) -> Record:
+class Sessions(dict[bytes, Session]):
+    """The table as a dict that remembers which changelog partition each key went to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partition: dict[bytes, int] = {}
+        self.puts = 0
+
+    def put(self, key: bytes, value: Session, partition: int) -> None:
+        self[key] = value
+        self.partition[key] = partition
+        self.puts += 1
+
+
+def rec(user: str, eid: str, item: str, offset: int, ts: int = 1, partition: int = 3) -> Record:
     value = orjson.dumps({"event_id": eid, "user_id": user, "item_id": item, "ts": ts})
-    return Record(user.encode(), value, "clicks", 3, offset)
+    return Record(user.encode(), value, "clicks", partition, offset)
 
 
 def test_batch_applies_in_order_and_reports_last_event_per_user() -> None:
-    table: dict[bytes, dict] = {}
+    table = Sessions()
     out = apply_batch(table, [rec("u1", "a", "i1", 0, 5), rec("u2", "b", "i2", 1),
                               rec("u1", "c", "i3", 2, 7)], RULES)
     assert table[b"u1"]["items"] == ["i1", "i3"]
@@ -24,7 +40,7 @@ def test_batch_applies_in_order_and_reports_last_event_per_user() -> None:
 
 
 def test_bad_records_are_dead_lettered_with_origin_and_good_ones_still_apply() -> None:
-    table: dict[bytes, dict] = {}
+    table = Sessions()
     bad = Record(b"u9", b"{nope", "clicks", 4, 17)
     out = apply_batch(table, [rec("u1", "a", "i1", 0), bad, rec("u1", "b", "i2", 2)], RULES)
     assert table[b"u1"]["items"] == ["i1", "i2"]
@@ -36,7 +52,7 @@ def test_bad_records_are_dead_lettered_with_origin_and_good_ones_still_apply() -
 
 
 def test_duplicate_in_batch_and_across_batches() -> None:
-    table: dict[bytes, dict] = {}
+    table = Sessions()
     apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1, ts=9)], RULES)
     before = dict(table[b"u1"])
     out = apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "a", "i1", 1)], RULES)
@@ -47,7 +63,7 @@ def test_duplicate_in_batch_and_across_batches() -> None:
 def test_redelivered_latest_event_recomputes_the_list_without_changing_state() -> None:
     # The worker that applied "b" may have died before writing the list: redelivery
     # must produce the list again, with the provenance of the stored state.
-    table: dict[bytes, dict] = {}
+    table = Sessions()
     apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1, ts=9)], RULES)
     before = dict(table[b"u1"])
     out = apply_batch(table, [rec("u1", "b", "i2", 1, ts=9), rec("u1", "b", "i2", 2, ts=9)], RULES)
@@ -63,7 +79,7 @@ def test_retry_transient_retries_connection_errors_only() -> None:
     import pytest
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from streams.worker import retry_transient
+    from streams.retry import retry_transient
 
     calls = []
 
@@ -80,3 +96,53 @@ def test_retry_transient_retries_connection_errors_only() -> None:
 
     with pytest.raises(ValueError):
         asyncio.run(retry_transient(broken, first_delay=0.001))
+
+
+def test_state_goes_to_the_partition_the_event_came_from() -> None:
+    # Whatever the producer's partitioner put a key on (murmur2, CRC32, explicit), the
+    # session follows the source partition, so the worker that recovers that partition
+    # recovers the session. One changelog write per user per batch.
+    table = Sessions()
+    apply_batch(table, [rec("u1", "a", "i1", 0, partition=5), rec("u2", "b", "i2", 1, partition=0),
+                        rec("u1", "c", "i3", 2, partition=5)], RULES)
+    assert table.partition == {b"u1": 5, b"u2": 0} and table.puts == 2
+
+
+def test_batch_carries_its_fencing_epoch() -> None:
+    out = apply_batch(Sessions(), [rec("u1", "a", "i1", 0)], RULES, epoch=42)
+    assert out.epoch == 42
+
+
+def test_out_of_order_timestamp_still_advances_the_session() -> None:
+    table = Sessions()
+    apply_batch(table, [rec("u1", "a", "i1", 0, ts=9000)], RULES)
+    out = apply_batch(table, [rec("u1", "b", "i2", 1, ts=10)], RULES)  # older event time
+    p = out.touched["u1"]
+    assert (p.seq, p.last_event_id, p.last_event_ts) == (2, "b", 10)
+    assert table[b"u1"]["items"] == ["i1", "i2"]
+
+
+def test_invalid_utf8_inside_json_is_dead_lettered_not_raised() -> None:
+    poison = Record(b"u1", b'{"event_id":"\xff\xfe","user_id":"u1","item_id":"i","ts":1}', "clicks", 0, 7)
+    out = apply_batch(Sessions(), [poison, rec("u1", "a", "i1", 8)], RULES)
+    assert len(out.dead) == 1 and "invalid UTF-8" in out.dead[0].reason
+    assert out.touched["u1"].last_event_id == "a"
+
+
+def test_oversized_dead_letter_is_truncated_with_hash_and_size() -> None:
+    big = b"x" * 3_000_000
+    letter_bytes = DeadLetter(Record(b"k" * 5000, big, "clicks", 1, 99), "too big").encode(
+        "w", max_bytes=100_000)
+    assert len(letter_bytes) <= 100_000
+    letter = orjson.loads(letter_bytes)
+    assert letter["truncated"] is True and letter["value_bytes"] == len(big)
+    assert letter["value_sha256"] == hashlib.sha256(big).hexdigest()
+    kept = base64.b64decode(letter["value_b64"])
+    assert big.startswith(kept) and len(kept) > 50_000
+    assert (letter["topic"], letter["partition"], letter["offset"]) == ("clicks", 1, 99)
+
+
+def test_small_dead_letter_is_whole() -> None:
+    letter = orjson.loads(DeadLetter(Record(b"k", b"{bad", "clicks", 1, 2), "r").encode("w"))
+    assert letter["truncated"] is False and base64.b64decode(letter["value_b64"]) == b"{bad"
+    assert base64.b64decode(letter["key_b64"]) == b"k"
