@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up down status demo test unit integration bench clean
+.PHONY: venv up down status demo test unit faults bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
+
+## The fault suite: kills, pauses, joins, Redis outages, hostile records, other producers.
+faults: $(STAMP)
+	deploy/run-tests.sh tests/faults -q -m faults
 
 bench: up
 	$(BIN)/streamrec bench

@@ -118,7 +118,8 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: BatchRules,
         key = rec.key
         assert key is not None  # decode_event checked it
         state = changed[key][0] if key in changed else table.get(key)
-        new = apply_event(state, ev.event_id, ev.item_id, ev.ts, rules.max_len, rules.dedup_window)
+        new = apply_event(state, ev.event_id, ev.item_id, ev.ts, rules.max_len, rules.dedup_window,
+                          rec.partition, rec.offset)
         if new is None:
             out.duplicates += 1
             if state is not None and state["last_id"] == ev.event_id and ev.user_id not in out.touched:

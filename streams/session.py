@@ -5,12 +5,19 @@ State is a plain dict so the table's JSON changelog round-trips it exactly::
     {"items": [item_id, …],   # most recent last, at most ``max_len``
      "ids":   [event_id, …],  # recent event ids, at most ``dedup_window``
      "seq":   int,            # events applied so far
-     "last_id": str, "last_ts": int}
+     "last_id": str, "last_ts": int,
+     "p": int, "o": int}      # source partition and offset of the last applied event
 
 Item ids are kept as external ids, not model indexes, so state survives a model
-swap with a different vocabulary. Applying an event whose id is in ``ids``
-returns None: the caller must leave state unchanged (idempotence under
-at-least-once redelivery, within the dedup window).
+swap with a different vocabulary. Applying an event that was applied before
+returns None, and the caller must leave state unchanged (idempotence under
+at-least-once delivery). An event counts as applied before when
+
+* it is a redelivery by Kafka: same partition, offset not after the last
+  applied one (exact, however old: a worker that died after applying a batch
+  but before committing its offsets has it redelivered); or
+* its id is among the last ``dedup_window`` ids (a producer that sent the same
+  event twice; a re-send older than the window is applied again).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ Session = dict[str, Any]
 
 
 def new_session() -> Session:
-    return {"items": [], "ids": [], "seq": 0, "last_id": "", "last_ts": 0}
+    return {"items": [], "ids": [], "seq": 0, "last_id": "", "last_ts": 0, "p": -1, "o": -1}
 
 
 def apply_event(
@@ -31,9 +38,13 @@ def apply_event(
     ts: int,
     max_len: int,
     dedup_window: int,
+    partition: int = -1,
+    offset: int = -1,
 ) -> Session | None:
     """New state after the event, or None if the event was already applied."""
     s = state if state is not None else new_session()
+    if partition >= 0 and partition == s.get("p") and offset <= s.get("o", -1):
+        return None
     if event_id in s["ids"]:
         return None
     return {
@@ -42,4 +53,6 @@ def apply_event(
         "seq": s["seq"] + 1,
         "last_id": event_id,
         "last_ts": ts,
+        "p": partition,
+        "o": offset,
     }

@@ -114,9 +114,10 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings, Path], WorkerPr
         return w
 
     yield start
+    admin = redis.Redis.from_url(Settings().redis_url.get_secret_value())  # workers may use ACL users
     for w in started:
         w.stop()
-        w.client.delete(*w.client.keys(f"{w.settings.key_prefix}*") or ["-"])
+        admin.delete(*admin.keys(f"{w.settings.key_prefix}*") or ["-"])
 
 
 async def _consume(bootstrap: str, topic: str, n: int, timeout: float) -> list[tuple[bytes | None, bytes]]:

@@ -67,7 +67,28 @@ def path_escape(d: Path) -> None:
     rewrite_manifest(d, lambda m: m["files"].update({"../../etc/passwd": "0" * 64}))
 
 
+def popular_not_json(d: Path) -> None:
+    (d / "popular.json").write_bytes(b"[1, 2,")
+    rewrite_manifest(d)
+
+
+def samples_truncated(d: Path) -> None:
+    data = (d / "samples.npz").read_bytes()
+    (d / "samples.npz").write_bytes(data[: len(data) // 3])
+    rewrite_manifest(d)
+
+
+def reference_shape_mismatch(d: Path) -> None:
+    with np.load(d / "samples.npz") as z:
+        seqs, vecs = z["seqs"], z["vecs"]
+    np.savez(d / "samples.npz", seqs=seqs, vecs=vecs[:, :-1])
+    rewrite_manifest(d)
+
+
 CASES = [
+    (popular_not_json, "popular", "popular.json"),
+    (samples_truncated, "samples", "samples.npz"),
+    (reference_shape_mismatch, "samples", "samples.npz"),
     (truncate_onnx, "onnx", "encoder.onnx"),
     (wrong_sha, "sha256", "popular.json"),
     (wrong_dimension, "dimension", "items.faiss"),
@@ -86,6 +107,12 @@ def test_corrupt_bundle_is_refused(tiny_bundle_dir: Path, tmp_path: Path,
     with pytest.raises(BundleRejected) as e:
         load_bundle(d)
     assert e.value.check == check and e.value.path == path, str(e.value)
+
+
+def test_missing_bundle_directory_is_a_refusal(tmp_path: Path) -> None:
+    with pytest.raises(BundleRejected) as e:
+        load_bundle(tmp_path / "nowhere")
+    assert e.value.check == "manifest" and e.value.path == "manifest.json"
 
 
 def test_announcement_must_match_the_manifest(tiny_bundle_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,283 @@
+"""The fault suite's harness: a private Redis, worker processes, producers, and the check.
+
+Every scenario runs against the real local broker and a Redis server of its own
+(so it can be stopped, paused and restarted without touching anybody else's),
+with its own topics and key prefix. The check is the same for every scenario:
+each user's stored list must reflect that user's last event, hold none of the
+items the user clicked, and say that every event was applied exactly once
+(``seq`` = the user's number of distinct events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import redis
+
+from serving.reader import RecsReader
+from streamrec.settings import Settings
+from streams.events import ClickEvent, encode_event
+from streams.replay import send_raw
+
+Record = tuple[bytes | None, bytes | None]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of the scenario's own, with an append-only file (survives a restart)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ended_by_scenario: bool = False
+
+    def kill(self) -> None:
+        self.ended_by_scenario = True
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.ended_by_scenario = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, n: int = 4000) -> str:
+        return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]
+
+
+@dataclass
+class Cluster:
+    """Workers of one scenario, all sharing its settings, bundle and Redis."""
+
+    settings: Settings
+    bundle: Path
+    logdir: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start(self, name: str) -> Worker:
+        log = self.logdir / f"{name}.log"
+        env = {**os.environ, **self.settings.to_env(), "STREAMREC_BUNDLE_PATH": str(self.bundle),
+               "STREAMREC_WORKER_ID": name}
+        with log.open("a") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
+                                    stdout=f, stderr=subprocess.STDOUT)
+        w = Worker(name, proc, log)
+        self.workers.append(w)
+        return w
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self.workers if w.proc.poll() is None]
+
+    def exited(self) -> list[str]:
+        """Workers that ended on their own (not killed by the scenario)."""
+        return [f"{w.name} exited with {w.proc.returncode}" for w in self.workers
+                if w.proc.poll() is not None and not w.ended_by_scenario]
+
+    def logs(self) -> str:
+        return "\n".join(w.tail() for w in self.workers)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+class Workload:
+    """Click streams with known expected outcomes, per user."""
+
+    def __init__(self, items: Sequence[str], users: int, seed: int = 0) -> None:
+        self.items = list(items)
+        self.users = [f"fu{u}" for u in range(users)]
+        self.rng = random.Random(seed)
+        self.events: dict[str, list[tuple[str, str]]] = {u: [] for u in self.users}  # (id, item)
+        self.sent = 0
+
+    def wave(self, per_user: int, ts: int | None = None) -> list[Record]:
+        """The next ``per_user`` events of every user, interleaved across users."""
+        out: list[Record] = []
+        for _ in range(per_user):
+            for u in self.users:
+                n = len(self.events[u])
+                eid, item = f"{u}/{n}", self.rng.choice(self.items)
+                self.events[u].append((eid, item))
+                stamp = ts if ts is not None else int(time.time() * 1000)
+                out.append((u.encode(), encode_event(ClickEvent(eid, u, item, stamp))))
+        self.sent += len(out)
+        return out
+
+    def replayed(self, k: int) -> list[Record]:
+        """Every user's first ``k`` events again (duplicates: the same ids)."""
+        out: list[Record] = []
+        for u in self.users:
+            for eid, item in self.events[u][:k]:
+                out.append((u.encode(), encode_event(ClickEvent(eid, u, item, 1))))
+        return out
+
+    def problems(self, reader: RecsReader) -> list[str]:
+        """What is wrong with the stored lists; empty when every promise held."""
+        bad: list[str] = []
+        for u in self.users:
+            evs = self.events[u]
+            r = reader.get_recommendations(u)
+            if r is None:
+                bad.append(f"{u}: no list")
+                continue
+            if r.last_event_id != evs[-1][0]:
+                bad.append(f"{u}: list reflects {r.last_event_id}, last event is {evs[-1][0]}")
+            if r.seq != len(evs):
+                bad.append(f"{u}: seq {r.seq}, {len(evs)} events sent (state lost or doubled)")
+            clicked = {i for _, i in evs} & set(r.items)
+            if clicked:
+                bad.append(f"{u}: recommends clicked {sorted(clicked)[:3]}")
+        return bad
+
+    def caught_up(self, reader: RecsReader) -> float:
+        """Fraction of users whose list reflects their last event."""
+        ok = 0
+        for u in self.users:
+            r = reader.get_recommendations(u)
+            ok += r is not None and r.last_event_id == self.events[u][-1][0]
+        return ok / len(self.users)
+
+
+# --- producers: the partitioner decides which partition a user's events land on -----------
+
+def produce(kind: str, settings: Settings, records: Sequence[Record], partitions: int) -> None:
+    """Send ``records`` in order with the named producer.
+
+    ``murmur2``: aiokafka (Java-compatible murmur2 on the key). ``crc32``: librdkafka
+    through confluent-kafka with its default partitioner (CRC32 of the key, the
+    default of the C, Go, .NET, Node and Python confluent clients). ``explicit``: the
+    producer picks a partition itself (sha1 of the key here).
+    """
+    if kind == "murmur2":
+        asyncio.run(send_raw(settings, settings.clicks_topic, records))
+    elif kind == "crc32":
+        _produce_librdkafka(settings, records)
+    elif kind == "explicit":
+        asyncio.run(_send_explicit(settings, records, partitions))
+    else:
+        raise ValueError(kind)
+
+
+def _produce_librdkafka(settings: Settings, records: Sequence[Record]) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5,
+                  "enable.idempotence": False, "acks": "all"})
+    errors: list[str] = []
+
+    def report(err: object, msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for key, value in records:
+        while True:
+            try:
+                p.produce(settings.clicks_topic, value=value, key=key, on_delivery=report)
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    if p.flush(30) or errors:
+        raise RuntimeError(f"librdkafka producer failed: {errors[:3]}")
+
+
+async def _send_explicit(settings: Settings, records: Sequence[Record], partitions: int) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from streamrec.kafka import client_kwargs
+
+    producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for key, value in records:
+            part = int(hashlib.sha1(key or b"").hexdigest(), 16) % partitions
+            futures.append(await producer.send(settings.clicks_topic, value, key=key, partition=part))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def status(settings: Settings, name: str) -> dict[str, str]:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    try:
+        return client.hgetall(f"{settings.key_prefix}worker:{name}")
+    except redis.ConnectionError:
+        return {}
+
+
+def dead_letters(settings: Settings, timeout: float = 20, expect: int = 0) -> list[dict[str, object]]:
+    from tests.integration.conftest import consume
+
+    return [orjson.loads(v) for _, v in consume(settings.kafka_bootstrap, settings.dlq_topic, expect,
+                                                 timeout=timeout)]

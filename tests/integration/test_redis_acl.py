@@ -1,0 +1,70 @@
+"""The worker with a least-privilege Redis ACL user, and a clear error for bad credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from serving.bundle import load_bundle
+from serving.reader import RecsReader
+from streamrec.settings import Settings
+from streams.events import ClickEvent, encode_event
+from streams.replay import send_raw
+from tests.integration.conftest import WorkerProc
+
+pytestmark = pytest.mark.integration
+
+# What a worker needs: its key prefix, and these commands (README, "Redis security").
+WORKER_COMMANDS = ["+ping", "+evalsha", "+script|load", "+hset", "+hmget", "+hincrby", "+pexpire",
+                   "+sadd", "+set", "+incr", "+incrby", "+hgetall"]
+
+
+@pytest.fixture
+def acl_user(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, str, str]]:
+    admin = redis.Redis.from_url(Settings().redis_url.get_secret_value())
+    name, password, prefix = f"sr-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, f"acl:{uuid.uuid4().hex[:8]}:"
+    admin.acl_setuser(name, enabled=True, passwords=[f"+{password}"], keys=[f"{prefix}*"],
+                      commands=WORKER_COMMANDS)
+    yield name, password, prefix
+    admin.acl_deluser(name)
+    keys = admin.keys(f"{prefix}*")
+    if keys:
+        admin.delete(*keys)
+
+
+def test_worker_runs_with_a_prefix_restricted_acl_user(
+        acl_user: tuple[str, str, str], make_settings: Callable[..., Settings],
+        start_worker: Callable[[Settings, Path], WorkerProc], tiny_bundle_dir: Path) -> None:
+    name, password, prefix = acl_user
+    s = make_settings(key_prefix=prefix, redis_url=f"redis://{name}:{password}@127.0.0.1:6379/0")
+    restricted = redis.Redis.from_url(s.redis_url.get_secret_value())
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        restricted.get("someone-elses-key")  # the user really is confined to its prefix
+    item = load_bundle(tiny_bundle_dir).vocab.ids[0]
+    w = start_worker(s, tiny_bundle_dir)
+    events = [(f"a{u}".encode(), encode_event(ClickEvent(f"e{u}", f"a{u}", item, 1))) for u in range(20)]
+    asyncio.run(send_raw(s, s.clicks_topic, events))
+    st = w.wait_events(20)
+    assert int(st["applied"]) == 20
+    reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
+    assert all(reader.get_recommendations(f"a{u}") is not None for u in range(20))
+
+
+def test_wrong_redis_password_is_a_clear_error_at_start(
+        make_settings: Callable[..., Settings], tiny_bundle_dir: Path,
+        acl_user: tuple[str, str, str]) -> None:
+    name, _, prefix = acl_user
+    s = make_settings(key_prefix=prefix, redis_url=f"redis://{name}:wrong@127.0.0.1:6379/0")
+    env = {**os.environ, **s.to_env(), "STREAMREC_BUNDLE_PATH": str(tiny_bundle_dir)}
+    done = subprocess.run([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "refused the worker" in done.stderr and "wrong" not in done.stderr  # no secret echoed
