@@ -36,3 +36,14 @@ def poll_until(probe: Callable[[], T], done: Callable[[T], bool], *, timeout: fl
         if time.monotonic() > deadline:
             raise WaitTimedOut(f"timed out after {timeout:g}s waiting for {what}; last seen: {value!r}")
         time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Terminate ``proc`` (SIGTERM: a worker shuts down cleanly), killing it after ``timeout`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -28,6 +28,7 @@ import redis
 
 from serving.reader import RecsReader
 from streamrec.settings import Settings
+from streamrec.waiting import stop_process
 from streams.events import ClickEvent, encode_event
 from streams.replay import send_raw
 
@@ -102,13 +103,8 @@ class Worker:
     def stop(self) -> None:
         self.ended_by_scenario = True
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.send_signal(signal.SIGCONT)  # a paused worker cannot handle SIGTERM
+        stop_process(self.proc)
 
     def tail(self, n: int = 4000) -> str:
         return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 
 from serving.keys import worker_key
 from streamrec.settings import Settings
-from streamrec.waiting import ProcessExited, WaitTimedOut, poll_until
+from streamrec.waiting import ProcessExited, WaitTimedOut, poll_until, stop_process
 from streams.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -89,13 +89,7 @@ class WorkerProc:
         return self.wait_for(lambda st: int(st.get("events", 0)) >= n, timeout, f"{n} events")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture
