@@ -21,7 +21,8 @@ from streamrec.settings import Settings
 from streams.admin import ensure_topics
 from streams.batch import BatchRules
 from streams.fencing import Fencing
-from streams.fetch import use_fetch_max_wait
+from streams.consumer import install_consumer
+from streams.diagnostics import consumer_state, install_task_dump
 from streams.model import ModelHolder
 from streams.models import ModelUpdates
 from streams.retry import StatusReporter
@@ -71,7 +72,7 @@ def check_redis(settings: Settings, timeout_s: float = 2.0) -> None:
 
 
 def create_app(settings: Settings) -> faust.App:
-    use_fetch_max_wait(int(settings.fetch_max_wait_s * 1000))
+    install_consumer(int(settings.fetch_max_wait_s * 1000), settings.group_instance_id)
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def follow_model_updates() -> None:
+        install_task_dump(asyncio.get_running_loop(), lambda: consumer_state(app.consumer))
         # One compute budget for ONNX Runtime, FAISS and numpy's BLAS: more threads than
         # the quota fight the event loop (measured: 256x12k GEMM median 16 ms on 2 BLAS
         # threads under load versus 7 ms on one).
