@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # hold a new group's first join for this long, so it bounds worker start-up time.
     rebalance_timeout_s: float = Field(60.0, gt=0)
     session_timeout_s: float = Field(30.0, gt=0)
+    # Kafka static membership (KIP-345): a stable id per worker slot (a StatefulSet pod's
+    # name, say). A worker restarted under the same id takes its place in the group at
+    # once, without a rebalance; a worker gone for good is noticed after the session
+    # timeout. Unset: dynamic membership (every start is a join).
+    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
     # Replication of the topics the app creates (changelog, dead letters, model updates).
     # 1 suits one local broker; production clusters use 3.
     topic_replication_factor: int = Field(1, ge=1, le=16)
