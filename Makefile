@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up down status demo test unit faults bench clean
+.PHONY: venv up down status demo test test-fast unit faults bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ status:
 demo: up
 	$(BIN)/streamrec demo
 
-## The whole test suite; starts the services it needs and stops the ones it started.
+## The whole test suite, fault suite included; starts the services it needs and stops the ones it started.
 test: $(STAMP)
+	deploy/run-tests.sh
+	deploy/run-tests.sh tests/faults -q -m faults
+
+## Unit and integration tests only (the fault suite adds about 5 minutes).
+test-fast: $(STAMP)
 	deploy/run-tests.sh
 
 unit: $(STAMP)

