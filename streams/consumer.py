@@ -20,6 +20,10 @@
    missed events (``tests/faults``: a worker joining and leaving). The fix:
    stop the flow and let the fetch loop finish the records in hand before the
    seek. Every caller of ``perform_seek`` resumes the flow right after it.
+   A partition without a committed offset is not moved by the seek at all, so
+   it goes back to its first record (``_seek_uncommitted_to_start``); seen
+   here: a worker that took over a paused worker's partitions before their
+   first commit never delivered their records.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import logging
 import time
 from typing import Any
 
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as driver
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,29 @@ class SafeSeekConsumer(driver.Consumer):
             log.warning("the fetch loop still held records %.0fs after the flow stopped; "
                         "seeking anyway", self.settle_timeout_s)
         await super().perform_seek()
+        await self._seek_uncommitted_to_start()
+
+    async def _seek_uncommitted_to_start(self) -> None:
+        """Seek stream partitions that have no committed offset back to their first record.
+
+        aiokafka's ``seek_to_committed`` leaves a partition without a committed offset
+        where it is, and that is past any records fetched and then dropped during the
+        rebalance (Faust's getmany drops the rest of a fetch when the generation changes
+        under it). Without a commit the reset policy says where to start: with
+        ``earliest`` (ours), the beginning; redelivered records are recognised by offset.
+        """
+        if self.app.conf.consumer_auto_offset_reset != "earliest":
+            return
+        uncommitted = [tp for tp in self.assignment()
+                       if not self._is_changelog_tp(tp) and self.app.topics.acks_enabled_for(tp.topic)
+                       and not self._committed_offset.get(tp)]
+        if uncommitted:
+            log.info("no committed offset for %s: reading them from the start",
+                     ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(uncommitted)))
+            await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition)
+                                                     for tp in uncommitted))
+            for tp in uncommitted:
+                self._read_offset[tp] = None
 
 
 def install_consumer(fetch_max_wait_ms: int, group_instance_id: str | None = None) -> None:

@@ -85,10 +85,6 @@ def test_state_follows_the_source_partition_when_a_worker_joins(
     sc.check()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect (README, 'Fault suite'): in about 1 run in 3 the surviving worker takes the "
-    "paused one's partitions and never delivers their records: aiokafka's fetch position is at "
-    "the end of those partitions while Faust's read offset is unset and nothing was applied"))
 def test_paused_worker_never_overwrites_newer_state(scenario: Callable[..., Scenario]) -> None:
     sc = scenario()
     a, b = sc.cluster.start("a"), sc.cluster.start("b")
