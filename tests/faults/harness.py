@@ -28,7 +28,7 @@ import redis
 
 from serving.reader import RecsReader
 from streamrec.settings import Settings
-from streamrec.waiting import stop_process
+from streamrec.waiting import poll_until, stop_process
 from streams.events import ClickEvent, encode_event
 from streams.replay import send_raw
 
@@ -108,7 +108,7 @@ class PersistentBroker:
                 [str(ensure_s3rver()), "--directory", str(self.dir), "--port", str(self.s3_port),
                  "--address", "127.0.0.1", "--configure-bucket", "tansu", "--silent"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait_port(self.s3_port, "s3rver")
+            _wait_port(self.s3_port, "s3rver", self.s3)
         env = {**os.environ, "AWS_ENDPOINT": f"http://127.0.0.1:{self.s3_port}", "AWS_ALLOW_HTTP": "true",
                "AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER",
                "AWS_DEFAULT_REGION": "auto"}
@@ -117,7 +117,7 @@ class PersistentBroker:
                 [tansu_binary(), "broker", "--listener-url", f"tcp://{self.bootstrap}",
                  "--advertised-listener-url", f"tcp://{self.bootstrap}", "--storage-engine", "s3://tansu/"],
                 env=env, stdout=f, stderr=subprocess.STDOUT)
-        _wait_port(self.port, "tansu")
+        _wait_port(self.port, "tansu", self.proc)
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -159,14 +159,13 @@ def ensure_s3rver() -> Path:
     return launcher
 
 
-def _wait_port(port: int, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    def listening() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    poll_until(listening, bool, timeout=timeout, procs=[proc], what=f"{what} on 127.0.0.1:{port}",
+               interval=0.05)
 
 
 @dataclass
