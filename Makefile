@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up down status demo test test-fast unit faults bench clean
+.PHONY: venv up down status demo check test test-fast unit faults bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ status:
 ## The main job end to end on local defaults: services, data, training, worker, replay, summary.
 demo: up
 	$(BIN)/streamrec demo
+
+## Lint (ruff) and types (mypy: strict on streams/ and serving/); warnings are errors.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## The whole test suite, fault suite included; starts the services it needs and stops the ones it started.
 test: $(STAMP)

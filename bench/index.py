@@ -11,6 +11,7 @@ is built by ``serving.index.build_index``, as bundles build it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import faiss
@@ -50,7 +51,7 @@ def _timings(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[float, fl
         index.search(q[None, :], k)
         single.append((time.perf_counter() - t) * 1000)
     t = time.perf_counter()
-    _, ids = index.search(queries[:256], k)
+    index.search(queries[:256], k)
     batch = (time.perf_counter() - t) * 1000
     _, all_ids = index.search(queries, k)
     return float(np.percentile(single, 50)), float(np.percentile(single, 99)), batch, all_ids
@@ -59,7 +60,7 @@ def _timings(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[float, fl
 def run(sizes: list[int], dim: int = 64, k: int = 100, queries: int = 1000, m: int = 32,
         ef_construction: int = 80, ef_search: tuple[int, ...] = (64, 128, 256),
         nprobe: tuple[int, ...] = (32, 64, 128), spread: float = 0.35, hnsw: bool = True,
-        seed: int = 0, on_result=None) -> list[IndexResult]:  # type: ignore[no-untyped-def]
+        seed: int = 0, on_result: Callable[[IndexResult], None] | None = None) -> list[IndexResult]:
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((1000, dim)).astype(np.float32)
     q = mixture(queries, dim, rng, centers, spread)
@@ -85,9 +86,10 @@ def run(sizes: list[int], dim: int = 64, k: int = 100, queries: int = 1000, m: i
         ivf, params = build_index(x, "ivf_ip", seed=seed)
         build = time.perf_counter() - t
         for probes in nprobe:
-            ivf.nprobe = min(probes, params["nlist"])
+            probed = min(probes, params["nlist"])
+            ivf.nprobe = probed  # type: ignore[attr-defined]
             p50, p99, batch, got = _timings(ivf, q, k)
-            add(IndexResult(n, f"ivf_ip {params['nlist']} nprobe{ivf.nprobe}", build, p50, p99,
+            add(IndexResult(n, f"ivf_ip {params['nlist']} nprobe{probed}", build, p50, p99,
                             batch, recall(got, exact), k))
         if not hnsw:
             continue

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from streamrec.events import ClickEvent, encode_event
 from streamrec.kafka import Kafka
-from streams.events import ClickEvent, encode_event
 from streams.replay import send_paced
 
 

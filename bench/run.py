@@ -24,20 +24,20 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import redis
 
 from bench.load import produce
-from serving.keys import worker_key
 from serving.latency import diff, percentiles
+from streamrec.harness import WorkerProcess
+from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
 from streamrec.waiting import ProcessExited, poll_until
-from streams.admin import ensure_topics
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -84,35 +84,37 @@ class Fleet:
 
     def __init__(self, base: Settings, bundle: Path, pipeline: str, workers: int, log_dir: Path) -> None:
         run = uuid.uuid4().hex[:8]
-        self.settings = base.model_copy(update=dict(
-            app_id=f"bench-{run}", clicks_topic=f"bench-{run}-clicks", dlq_topic=f"bench-{run}-dlq",
-            model_updates_topic=f"bench-{run}-models", key_prefix=f"bench:{run}:",
-            rebalance_timeout_s=5.0, session_timeout_s=10.0,
-            producer_max_batch_bytes=Settings.model_fields["producer_max_batch_bytes"].default))
+        self.settings = base.model_copy(update={
+            "app_id": f"bench-{run}", "clicks_topic": f"bench-{run}-clicks",
+            "dlq_topic": f"bench-{run}-dlq", "model_updates_topic": f"bench-{run}-models",
+            "key_prefix": f"bench:{run}:", "rebalance_timeout_s": 5.0, "session_timeout_s": 10.0,
+            "producer_max_batch_bytes": Settings.model_fields["producer_max_batch_bytes"].default})
         asyncio.run(ensure_topics(self.settings))
         self.redis = redis.Redis.from_url(base.redis_url.get_secret_value(), decode_responses=True)
         self.bundle, self.pipeline, self.log_dir = bundle, pipeline, log_dir
         self.ids = [f"{pipeline}-{run}-{n}" for n in range(workers)]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers: list[WorkerProcess] = []
+
+    @property
+    def procs(self) -> list[subprocess.Popen[bytes]]:
+        return [w.proc for w in self.workers]
 
     def start(self) -> None:
-        module = "streamrec.cli" if self.pipeline == "streamrec" else "bench.naive"
-        args = ["worker"] if self.pipeline == "streamrec" else []
+        module, args = (("streamrec.cli", ("worker",)) if self.pipeline == "streamrec"
+                        else ("bench.naive", ()))
         for wid in self.ids:
-            env = {**os.environ, **self.settings.to_env(), "STREAMREC_WORKER_ID": wid,
-                   "STREAMREC_BUNDLE_PATH": str(self.bundle)}
-            log = (self.log_dir / f"{wid}.log").open("w")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", module, *args], env=env,
-                                               stdout=log, stderr=subprocess.STDOUT))
+            self.workers.append(WorkerProcess.start(
+                self.settings.model_copy(update={"worker_id": wid}), self.log_dir / f"{wid}.log",
+                bundle=self.bundle, module=module, args=args))
         self.wait_until(lambda st: all("rebalanced_at" in s and "model_version" in s for s in st), 120)
 
     def status(self) -> list[dict[str, str]]:
-        return [self.redis.hgetall(worker_key(self.settings.key_prefix, w)) for w in self.ids]
+        return [w.status() for w in self.workers] or [{} for _ in self.ids]
 
     def events(self) -> int:
         return sum(int(s.get("events", 0)) for s in self.status())
 
-    def wait_until(self, cond, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    def wait_until(self, cond: Callable[[list[dict[str, str]]], bool], timeout: float) -> None:
         try:
             poll_until(self.status, cond, timeout=timeout, procs=self.procs,
                        what="benchmark workers", interval=0.02)
@@ -125,13 +127,10 @@ class Fleet:
         return time.monotonic(), self.events()
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for w in self.workers:
+            w.proc.terminate()
+        for w in self.workers:
+            w.stop()
         keys = list(self.redis.scan_iter(f"{self.settings.key_prefix}*", count=10_000))
         for lo in range(0, len(keys), 5000):
             self.redis.delete(*keys[lo:lo + 5000])
@@ -184,3 +183,52 @@ def _drain(fleet: Fleet, events: int, warmup: int, users: int, items: int) -> Re
 
 def as_dict(results: list[Result]) -> list[dict[str, object]]:
     return [asdict(r) for r in results]
+
+
+def machine() -> dict[str, object]:
+    import platform
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def write_results(out: Path, report: dict[str, object]) -> None:
+    """The results file every benchmark writes (JSON, with the machine it ran on)."""
+    import orjson
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps({**report, "machine": machine()}, option=orjson.OPT_INDENT_2))
+
+
+def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None], seconds: float,
+              max_events: int, workers: int, naive: bool, users: int, log_dir: Path,
+              on_result: Callable[[Result], None] = lambda r: None) -> dict[str, object]:
+    """``streamrec bench``: each offered rate (None = as fast as possible) on streamrec's
+    worker, then the naive baseline at max and 1000/s; a report with the throughput ratio."""
+    from bench.bundle import random_bundle
+    from serving.bundle import load_bundle
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = bundle or random_bundle(log_dir.parent)
+    items = load_bundle(path).manifest.num_items
+    plan: list[tuple[str, int, float | None]] = [("streamrec", workers, r) for r in offered]
+    if naive:
+        plan += [("naive", 1, None), ("naive", 1, 1000.0)]
+    results = []
+    for pipeline, n, rate in plan:
+        events = max_events if rate is None else int(rate * seconds)
+        if pipeline == "naive":
+            events = min(events, 3000)
+        r = measure(base, path, pipeline=pipeline, workers=n, rate=rate, events=events,
+                    warmup=min(2000, events // 4 + 100), users=users, items=items, log_dir=log_dir)
+        results.append(r)
+        on_result(r)
+    report: dict[str, object] = {"bundle": str(path), "items": items, "users": users,
+                                 "results": as_dict(results)}
+    fast = max((r.throughput for r in results if r.pipeline == "streamrec" and r.offered_rate is None),
+               default=0)
+    slow = max((r.throughput for r in results if r.pipeline == "naive" and r.offered_rate is None),
+               default=0)
+    if fast and slow:
+        report["throughput_ratio_vs_naive"] = round(fast / slow, 1)
+    return report

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from streams.session import apply_event
+from streamrec.session import apply_event
 
 
 def deep_size(obj: Any) -> int:
@@ -38,3 +38,15 @@ def session_size(events: int, max_len: int, dedup_window: int) -> dict[str, int]
     key = b"user-00012345"
     return {"events": events, "changelog_bytes": len(key) + len(orjson.dumps(s)),
             "memory_bytes": deep_size(s) + sys.getsizeof(key)}
+
+
+def state_rows(max_len: int, dedup_window: int) -> list[str]:
+    """``streamrec bench-state``: per-user bytes after 1 to 500 events, scaled to 10M users."""
+    rows = []
+    for events in (1, 10, 50, 500):
+        r = session_size(events, max_len, dedup_window)
+        rows.append(f"after {events:4d} events: changelog {r['changelog_bytes']:6d} B/user, "
+                    f"memory {r['memory_bytes']:6d} B/user -> 10M users: "
+                    f"{r['changelog_bytes'] * 1e7 / 2**30:6.1f} GiB changelog, "
+                    f"{r['memory_bytes'] * 1e7 / 2**30:6.1f} GiB in memory")
+    return rows

@@ -10,8 +10,8 @@ from pathlib import Path
 from bench.load import produce
 from bench.run import Fleet
 from serving.latency import diff, percentiles
+from serving.registry import publish_bundle
 from streamrec.settings import Settings
-from streams.models import publish_bundle
 
 
 def measure_swap(base: Settings, a: Path, b: Path, *, rate: float, seconds: float, items: int,

@@ -1,4 +1,8 @@
-"""Turn item sequences into ranked lists, and store/read them.
+"""Turn item sequences into ranked lists, store and read them, and keep the bundles that do it.
 
-Pure and synchronous: nothing here knows about Kafka.
+Computing a list (:mod:`serving.recommend`, :mod:`serving.encoder`,
+:mod:`serving.index`) is pure and synchronous: it knows nothing about Kafka.
+Bundles are loaded and validated in :mod:`serving.bundle` and published in
+:mod:`serving.registry` (which announces them on Kafka); lists are written to
+Redis by :mod:`serving.store` (async) and read by :mod:`serving.reader`.
 """

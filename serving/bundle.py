@@ -7,11 +7,14 @@ matches the manifest; the index dimension matches the encoder output and its
 size matches the vocabulary; a warm-up inference on the stored samples gives
 finite vectors equal to the stored reference outputs. Any failure raises
 :class:`~streamrec.errors.BundleRejected` naming the file and the check.
+
+:class:`QualityGate` is the optional check against metrics; an announced
+bundle also passes :func:`serving.registry.load_announced` (the directory is
+the one announced).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +24,10 @@ import orjson
 
 from serving.encoder import Encoder, make_session
 from serving.index import ItemIndex, configure
-from serving.manifest import MANIFEST, REQUIRED_FILES, Manifest, decode_manifest
+from serving.manifest import MANIFEST, REFERENCE_ATOL, REQUIRED_FILES, Manifest, decode_manifest
 from serving.vocab import Vocabulary
 from streamrec.errors import BundleRejected
-
-REFERENCE_ATOL = 1e-4
+from streamrec.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,6 @@ class ModelBundle:
     @property
     def max_len(self) -> int:
         return self.manifest.max_len
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_bundle(path: Path | str, threads: int = 1) -> ModelBundle:
@@ -120,7 +114,7 @@ def _load_encoder(root: Path, m: Manifest, threads: int) -> Encoder:
     rel = "encoder.onnx"
     try:
         session = make_session(root / rel, threads)
-    except Exception as e:  # onnxruntime raises its own untyped errors on bad graphs
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise BundleRejected(m.version, "onnx", f"cannot load: {e}", rel) from None
     got_in = [(i.name, i.type, i.shape) for i in session.get_inputs()]
     got_out = [(o.name, o.type, o.shape) for o in session.get_outputs()]
@@ -182,7 +176,7 @@ def _warm_up(root: Path, m: Manifest, encoder: Encoder) -> None:
         raise BundleRejected(m.version, "samples", f"bad sample sequences, shape {seqs.shape}", rel)
     try:
         out = encoder.encode(seqs)
-    except Exception as e:  # onnxruntime's errors are untyped
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise BundleRejected(m.version, "warm-up", f"inference failed: {e}", "encoder.onnx") from None
     if out.shape != (len(seqs), m.dim):
         raise BundleRejected(m.version, "warm-up", f"output shape {out.shape}, expected "
@@ -196,3 +190,29 @@ def _warm_up(root: Path, m: Manifest, encoder: Encoder) -> None:
     if diff > REFERENCE_ATOL:
         raise BundleRejected(m.version, "warm-up", f"outputs differ from reference by {diff:.2e}",
                              "encoder.onnx")
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """Optional floor on validation NDCG@10, and max drop versus the current bundle."""
+
+    min_valid_ndcg: float | None = None
+    max_ndcg_drop: float | None = None
+
+    def check(self, new: ModelBundle, current: ModelBundle | None) -> None:
+        score = valid_ndcg(new)
+        if self.min_valid_ndcg is not None and (score is None or score < self.min_valid_ndcg):
+            raise BundleRejected(new.version, "quality", f"validation NDCG@10 {score} is below the "
+                                 f"floor {self.min_valid_ndcg}", MANIFEST)
+        cur = valid_ndcg(current) if current else None
+        if self.max_ndcg_drop is not None and cur is not None and score is not None \
+                and score < cur - self.max_ndcg_drop:
+            raise BundleRejected(new.version, "quality", f"validation NDCG@10 {score:.4f} is more "
+                                 f"than {self.max_ndcg_drop} below the current {cur:.4f}", MANIFEST)
+
+
+def valid_ndcg(bundle: ModelBundle) -> float | None:
+    try:
+        return float(bundle.manifest.metrics["valid"]["full"]["ndcg@10"])
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -68,7 +68,8 @@ class ItemIndex:
 
     def vectors(self) -> np.ndarray:
         """All item vectors [N, D] (for exact full-catalogue scoring in evaluation)."""
-        return self.index.reconstruct_n(0, self.size)
+        vecs: np.ndarray = self.index.reconstruct_n(0, self.size)
+        return vecs
 
 
 def build_flat_ip(item_vecs: np.ndarray) -> faiss.Index:
@@ -115,10 +116,10 @@ def build_index(item_vecs: np.ndarray, index_type: str, seed: int = 0) -> tuple[
         index.add(x)
         return index, {"nlist": nlist, "nprobe": min(IVF_NPROBE, nlist)}
     p = dict(HNSW_DEFAULTS)
-    index = faiss.IndexHNSWFlat(x.shape[1], p["m"], faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = p["ef_construction"]
-    index.add(x)
-    return index, p
+    hnsw = faiss.IndexHNSWFlat(x.shape[1], p["m"], faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = p["ef_construction"]
+    hnsw.add(x)
+    return hnsw, p
 
 
 def configure(index: faiss.Index, index_type: str, params: dict[str, int]) -> bool:

@@ -19,6 +19,9 @@ import msgspec
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("encoder.onnx", "items.faiss", "vocab.json", "popular.json", "samples.npz")
+# The encoder must reproduce ``samples.npz``'s reference outputs within this (max abs
+# difference): checked against torch at export and against the file at every load.
+REFERENCE_ATOL = 1e-4
 
 
 class TensorSpec(msgspec.Struct, frozen=True):

@@ -6,12 +6,13 @@ README's "Redis layout" section.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
 import redis
 
-from serving.keys import recs_key
+from serving.keys import recs_key, worker_key, workers_set
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +50,27 @@ class RecsReader:
         raw = self.client.hgetall(recs_key(self.prefix, user_id))
         return parse(user_id, raw) if raw else None
 
+    def worker_statuses(self) -> dict[str, dict[str, str]]:
+        """Every worker that has reported: its id -> its status hash, by id."""
+        ids = sorted(_text(i) for i in self.client.smembers(workers_set(self.prefix)))
+        return {wid: {_text(k): _text(v) for k, v in
+                      self.client.hgetall(worker_key(self.prefix, wid)).items()} for wid in ids}
 
-def parse(user_id: str, raw: dict[bytes, bytes]) -> Recommendations:
-    g = {k.decode(): v for k, v in raw.items()}
+
+def _text(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def parse(user_id: str, raw: Mapping[bytes | str, bytes | str]) -> Recommendations:
+    g = {_text(k): _text(v) for k, v in raw.items()}
     return Recommendations(
         user_id=user_id,
         items=orjson.loads(g["items"]),
         scores=orjson.loads(g["scores"]),
-        source=g["source"].decode(),
-        model_version=g["model_version"].decode(),
+        source=g["source"],
+        model_version=g["model_version"],
         generated_at=int(g["generated_at"]),
-        last_event_id=g["last_event_id"].decode(),
+        last_event_id=g["last_event_id"],
         last_event_ts=int(g["last_event_ts"]),
         seq=int(g["seq"]),
         epoch=int(g.get("epoch", 0)),

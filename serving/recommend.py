@@ -9,43 +9,10 @@ popularity list instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-import numpy as np
 
 from serving.bundle import ModelBundle
-from serving.vocab import PAD
-
-SOURCE_MODEL = "model"
-SOURCE_POPULAR = "popular"
-
-
-@dataclass(frozen=True, slots=True)
-class Ranked:
-    """One user's final list: external item ids, their scores, and where it came from."""
-
-    items: list[str]
-    scores: list[float]
-    source: str
-
-
-def left_pad(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
-    """[B, max_len] int64, each row the last ``max_len`` items right-aligned, PAD on the left."""
-    out = np.full((len(seqs), max_len), PAD, dtype=np.int64)
-    for row, seq in zip(out, seqs, strict=True):
-        tail = seq[-max_len:]
-        if tail:
-            row[max_len - len(tail):] = tail
-    return out
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
-    """Left-padded to the batch's longest sequence, at most ``max_len``.
-
-    The encoder accepts any width up to max_len (positions count from the end),
-    so leading columns of pure padding are never computed.
-    """
-    return left_pad(seqs, max(1, min(max_len, max((len(s) for s in seqs), default=1))))
+from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, Ranked
+from streamrec.sequences import PAD, pad_batch
 
 
 def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:

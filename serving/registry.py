@@ -1,30 +1,45 @@
-"""The bundle store: one directory per version under a root, plus announcements.
+"""The model registry: the bundle store, the announcement format, publishing and rollback.
 
-Layout::
+This is the one place a bundle is *published*: the trainer (``streamrec train
+--publish``), ``streamrec publish`` and ``rollback`` all come here. Loading and
+validating a bundle is :mod:`serving.bundle`; the worker's side of an
+announcement (listen, validate, swap) is :mod:`streams.hotswap`.
+
+Store layout::
 
     {root}/{version}/manifest.json, encoder.onnx, …   one immutable bundle per version
 
 A version directory is written under a temporary name and renamed into place,
 so a reader never sees half a bundle. Which version is *current* is not a file:
-it is the last announcement on the model-updates topic (see
-:mod:`streams.models`), so every worker, and the ``models`` command, agree on it.
-The interface is deliberately small (publish, path, versions) so an object
-store can implement it too.
+it is the last announcement on the model-updates topic, so every worker, and
+the ``models`` command, agree on it. Announcements are keyed by version, so the
+topic may be compacted and still end with the current one. A worker loads an
+announced bundle through :func:`load_announced`: the directory must be the one
+announced (manifest sha256, version), then pass every check of
+:func:`serving.bundle.load_bundle` and the quality gate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+from aiokafka import AIOKafkaProducer
 
+from serving.bundle import ModelBundle, QualityGate, load_bundle
 from serving.manifest import MANIFEST, Manifest, decode_manifest
-from streamrec.errors import BundleError
+from streamrec.errors import BundleError, BundleRejected
+from streamrec.files import atomic_directory
+from streamrec.kafka import client_kwargs, drain, ensure_topics, partition_reader
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Announcement(msgspec.Struct, frozen=True):
@@ -57,6 +72,9 @@ def manifest_sha256(bundle_dir: Path) -> str:
 
 @dataclass(frozen=True)
 class BundleStore:
+    """One directory per version. Small on purpose (publish, path, versions): an object
+    store can implement the same."""
+
     root: Path
 
     def path(self, version: str) -> Path:
@@ -67,14 +85,8 @@ class BundleStore:
         manifest = decode_manifest((bundle_dir / MANIFEST).read_bytes())
         target = self.path(manifest.version)
         if not target.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{manifest.version}.", dir=self.root))
-            shutil.copytree(bundle_dir, tmp, dirs_exist_ok=True)
-            tmp.chmod(0o755)
-            try:
-                tmp.rename(target)
-            except OSError:  # a concurrent publish of the same version won
-                shutil.rmtree(tmp, ignore_errors=True)
+            with atomic_directory(target, replace=False) as tmp:
+                shutil.copytree(bundle_dir, tmp, dirs_exist_ok=True)
         return self.announcement(manifest.version)
 
     def announcement(self, version: str, reason: str = "publish") -> Announcement:
@@ -91,3 +103,101 @@ class BundleStore:
             if not d.parent.name.startswith("."):
                 out.append(decode_manifest(d.read_bytes()))
         return sorted(out, key=lambda m: m.created_at)
+
+
+def load_announced(a: Announcement, threads: int, gate: QualityGate,
+                   current: ModelBundle | None) -> ModelBundle:
+    """Validate an announced bundle fully (blocking: run off the event loop)."""
+    try:
+        path = uri_to_path(a.uri)
+        actual = manifest_sha256(path)
+    except (BundleError, OSError) as e:
+        raise BundleRejected(a.version, "uri", str(e)) from None
+    if actual != a.manifest_sha256:
+        raise BundleRejected(a.version, "announcement", f"manifest sha256 {actual[:12]}… is not the "
+                             f"announced {a.manifest_sha256[:12]}…", MANIFEST)
+    bundle = load_bundle(path, threads)
+    if bundle.version != a.version:
+        raise BundleRejected(a.version, "announcement", f"directory holds version {bundle.version}")
+    gate.check(bundle, current)
+    return bundle
+
+
+def decode_or_none(value: bytes | None) -> Announcement | None:
+    """The announcement in a record's value, or None (logged) for a malformed one."""
+    try:
+        return decode_announcement(value or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        log.error("ignoring malformed model announcement: %s", e)
+        return None
+
+
+async def announcement_history(settings: Settings) -> list[Announcement]:
+    """Every announcement so far, oldest first (for ``models`` and ``rollback``)."""
+    consumer, tps = await partition_reader(settings, settings.model_updates_topic,
+                                           default_partitions={0})
+    history: list[Announcement] = []
+    try:
+        async for m in drain(consumer, tps):
+            if (a := decode_or_none(m.value)) is not None:
+                history.append(a)
+    finally:
+        await consumer.stop()
+    return history
+
+
+async def announce(settings: Settings, a: Announcement) -> None:
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.model_updates_topic, encode_announcement(a),
+                                     key=a.version.encode())
+    finally:
+        await producer.stop()
+
+
+async def publish_bundle(settings: Settings, bundle_dir: Path, *, validate: bool = True) -> Announcement:
+    """Copy a bundle into the store and announce it (``validate``: refuse what workers would)."""
+    if validate:
+        await asyncio.get_running_loop().run_in_executor(None, load_bundle, bundle_dir)
+    a = BundleStore(settings.bundle_store).publish(bundle_dir)
+    await ensure_topics(settings, [settings.model_updates_topic])
+    await announce(settings, a)
+    return a
+
+
+async def rollback(settings: Settings, version: str | None = None) -> Announcement:
+    """Re-announce ``version`` (default: the last one announced before the current one)."""
+    history = [a.version for a in await announcement_history(settings)]
+    if version is None:
+        current = history[-1] if history else None
+        earlier = [v for v in history if v != current]
+        if not earlier:
+            raise BundleError("nothing to roll back to: fewer than two versions were ever announced")
+        version = earlier[-1]
+    a = BundleStore(settings.bundle_store).announcement(version, reason="rollback")
+    await announce(settings, a)
+    return a
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    manifest: Manifest
+    current: bool
+
+    def row(self) -> str:
+        m = self.manifest
+        try:
+            full = m.metrics["test"]["full"]
+            metrics = f"test HR@10 {full['hr@10']:.4f} NDCG@10 {full['ndcg@10']:.4f}"
+        except (KeyError, TypeError):
+            metrics = "no test metrics"
+        return f"{'*' if self.current else ' '} {m.version}  {m.created_at}  {m.model}  {metrics}"
+
+
+async def stored_versions(settings: Settings) -> list[StoredVersion]:
+    """Every stored version, oldest first, the last announced one marked current."""
+    history = await announcement_history(settings)
+    current = history[-1].version if history else None
+    return [StoredVersion(m, m.version == current)
+            for m in BundleStore(settings.bundle_store).versions()]

@@ -22,16 +22,21 @@ recomputes its list; the worker that first wrote it may have died first).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, ResponseError
 
-from serving.keys import batch_token_key, recs_key, worker_key, workers_set
-from serving.recommend import Ranked
+from serving.keys import batch_token_key, epoch_key, recs_key, worker_key, workers_set
+from serving.lists import Provenance, Ranked
+from streamrec.errors import ConfigError
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # KEYS[1] = recs key; ARGV = epoch, seq, items, scores, source, model_version, generated_at,
 # last_event_id, last_event_ts, ttl_ms. Returns 1 if written, 0 if a later list is stored.
@@ -60,16 +65,6 @@ end
 return 1
 """
 _TOKEN_TTL_MS = 3_600_000
-
-
-@dataclass(frozen=True, slots=True)
-class Provenance:
-    """What a stored list reflects: the user's session after event ``seq``."""
-
-    user_id: str
-    seq: int
-    last_event_id: str
-    last_event_ts: int
 
 
 class RecsWriter:
@@ -158,3 +153,31 @@ class RecsWriter:
 
 def _sha1(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
+
+
+def check_redis(settings: Settings, timeout_s: float = 2.0) -> None:
+    """Fail at start on a Redis that refuses us; go on (and wait later) if it is only down.
+
+    A wrong password or an ACL user without the commands the worker needs will not
+    fix itself: restarting would only loop. An unreachable Redis may come back, and
+    the worker waits for it (``streams.retry``).
+    """
+    url = settings.redis_url.get_secret_value()
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    where = settings.redis_host
+    try:
+        client.ping()
+        client.incrby(epoch_key(settings.key_prefix), 0)  # the fencing epoch: needs INCRBY on the prefix
+    except (AuthenticationError, NoPermissionError) as e:
+        raise ConfigError(f"Redis at {where} refused the worker ({type(e).__name__}: {e}); "
+                          "check STREAMREC_REDIS_URL's user, password and ACL") from None
+    except redis.ConnectionError as e:
+        log.warning("Redis at %s is not reachable at start (%s); the worker starts and waits "
+                    "for it before writing lists", where, e)
+    except ResponseError as e:
+        if "NOAUTH" in str(e) or "WRONGPASS" in str(e) or "NOPERM" in str(e):
+            raise ConfigError(f"Redis at {where} refused the worker: {e}; check "
+                              "STREAMREC_REDIS_URL's user, password and ACL") from None
+        raise
+    finally:
+        client.close()

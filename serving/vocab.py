@@ -12,7 +12,9 @@ from pathlib import Path
 
 import orjson
 
-PAD = 0
+from streamrec.sequences import PAD
+
+__all__ = ["PAD", "Vocabulary"]
 
 
 @dataclass(frozen=True)

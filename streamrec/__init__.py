@@ -3,9 +3,11 @@
 The code is split by concern:
 
 * :mod:`streams`  decides *when* (Faust app, topics, session table, agents);
-* :mod:`serving`  computes and stores (bundle, encoder, index, rerank, Redis);
+* :mod:`serving`  computes and stores (bundles, encoder, index, Redis);
 * :mod:`training` learns (data, models, evaluation, export);
-* :mod:`streamrec` glues them together (settings, CLI, local services).
+* :mod:`streamrec` lies below all three (settings, errors, the click event and
+  session rules, Kafka clients, shared helpers) and drives them from the top
+  (the CLI, the demo, the worker-process harness).
 """
 
 __version__ = "0.1.0"

@@ -7,20 +7,19 @@ generate data -> train SASRec -> export bundle -> start a worker -> replay click
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import redis
 import typer
 
-from serving.keys import recs_key, worker_key
+from serving.keys import recs_key
 from serving.reader import RecsReader
+from streamrec.harness import Status, WorkerProcess
 from streamrec.settings import Settings
-from streamrec.waiting import ProcessExited, WaitTimedOut, poll_until
+from streamrec.waiting import ProcessExited, WaitTimedOut
 
 VAR = Path("var")
 BAD_RECORDS: list[tuple[bytes | None, bytes | None]] = [
@@ -36,8 +35,8 @@ def say(msg: str) -> None:
 
 def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float,
              rate: float | None) -> None:
-    from streams.admin import ensure_topics
-    from streams.models import publish_bundle
+    from serving.registry import publish_bundle
+    from streamrec.kafka import ensure_topics
     from streams.replay import replay, send_raw
     from training.data import write_sequences
     from training.pipeline import train_and_export
@@ -66,20 +65,16 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
     announced = asyncio.run(publish_bundle(settings, settings.bundle_path))
     typer.echo(f"  announced {announced.version} on {settings.model_updates_topic} ({announced.uri})")
     worker_id = f"demo-{run_id}"
-    (VAR / "log").mkdir(parents=True, exist_ok=True)
     log_path = VAR / "log" / f"worker-{worker_id}.log"
     # A short rebalance timeout: a fresh group's first join waits this long on some brokers.
     # Tansu needs one record per producer batch for complete changelog recovery.
-    env = {"STREAMREC_REBALANCE_TIMEOUT_S": "5", "STREAMREC_PRODUCER_MAX_BATCH_BYTES": "1", **os.environ, "STREAMREC_WORKER_ID": worker_id,
-           "STREAMREC_BUNDLE_PATH": str(settings.bundle_path)}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+    local = {k: v for k, v in {"rebalance_timeout_s": 5.0, "producer_max_batch_bytes": 1}.items()
+             if k not in settings.model_fields_set}
+    worker = WorkerProcess.start(settings.model_copy(update={**local, "worker_id": worker_id}),
+                                 log_path, bundle=settings.bundle_path)
     try:
-        wkey = worker_key(settings.key_prefix, worker_id)
-        _wait(lambda: None not in r.hmget(wkey, "rebalanced_at", "model_version"), 120, proc, log_path,
-              "worker start")
-        typer.echo(f"  worker {worker_id} (pid {proc.pid}) serving {r.hget(wkey, 'model_version')}")
+        ready = _wait(worker.wait_ready, log_path)
+        typer.echo(f"  worker {worker_id} (pid {worker.proc.pid}) serving {ready['model_version']}")
 
         say(f"[4/5] replaying clicks into Kafka at {f'{rate:.0f}/s' if rate else 'full speed'}")
         t0 = time.monotonic()
@@ -89,27 +84,27 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
         expected = stats.sent + len(BAD_RECORDS)
         typer.echo(f"  sent {stats.sent} clicks + {len(BAD_RECORDS)} malformed records "
                    f"in {stats.seconds:.1f}s")
-        _wait(lambda: int(r.hget(wkey, "events") or 0) >= expected, 300, proc, log_path, "catch-up")
+        _wait(lambda: worker.wait_events(expected, timeout=300), log_path)
         elapsed = time.monotonic() - t0
 
         say("[5/5] summary")
-        w = r.hgetall(wkey)
+        w = worker.status()
         lags = _lags(r, settings, data.users)
         rows = [
             ("events sent", f"{expected} ({stats.sent} clicks, {len(BAD_RECORDS)} malformed)"),
             ("events processed", w.get("events")),
             ("dead-lettered", f"{w.get('dead_lettered', 0)} (topic {settings.dlq_topic})"),
             ("duplicates ignored", w.get("duplicates", 0)),
-            ("users with recs in Redis", f"{sum(r.exists(recs_key(settings.key_prefix, u)) for u in data.users)}"
-                                         f" of {len(data.users)}"),
+            ("users with recs in Redis",
+             f"{sum(r.exists(recs_key(settings.key_prefix, u)) for u in data.users)} of {len(data.users)}"),
             ("model version", w.get("model_version")),
-            ("throughput", f"{int(w['events']) / elapsed:.0f} events/s (replay start to caught up, "
-                           f"{elapsed:.1f}s)"),
+            ("throughput", (f"{int(w['events']) / elapsed:.0f} events/s (replay start to caught up, "
+                            f"{elapsed:.1f}s)")),
             ("batches", f"{w.get('batches')} (mean {int(w['events']) / int(w['batches']):.0f} events)"),
-            ("lag, all events", f"mean {int(w['lag_ms_sum']) / max(int(w['applied']), 1):.0f} ms "
-                                "(event time -> list computed, queueing included)"),
-            ("lag, users' last event", f"p50 {np.percentile(lags, 50):.0f} ms, "
-                                       f"p99 {np.percentile(lags, 99):.0f} ms, max {max(lags):.0f} ms"),
+            ("lag, all events", (f"mean {int(w['lag_ms_sum']) / max(int(w['applied']), 1):.0f} ms "
+                                 "(event time -> list computed, queueing included)")),
+            ("lag, users' last event", (f"p50 {np.percentile(lags, 50):.0f} ms, "
+                                        f"p99 {np.percentile(lags, 99):.0f} ms, max {max(lags):.0f} ms")),
         ]
         for k, v in rows:
             typer.echo(f"  {k:26s} {v}")
@@ -121,16 +116,12 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
                            f"{rec.items[:10]} ({rec.source}, {rec.model_version})")
         typer.echo(f"  read any user's list: .venv/bin/streamrec recs {data.users[0]}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        worker.stop()
 
 
-def _wait(cond, timeout: float, proc: subprocess.Popen, log: Path, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait(wait: Callable[[], Status], log: Path) -> Status:
     try:
-        poll_until(cond, bool, timeout=timeout, procs=[proc], what=what)
+        return wait()
     except (ProcessExited, WaitTimedOut) as e:
         raise SystemExit(f"{e}; see {log}") from None
 

@@ -18,10 +18,10 @@ from typing import Protocol
 
 import orjson
 
-from serving.store import Provenance
+from serving.lists import Provenance
 from streamrec.errors import EventError
-from streams.events import decode_event
-from streams.session import Session, apply_event
+from streamrec.events import decode_event
+from streamrec.session import Session, SessionRules, apply_event
 
 
 class Sessions(Protocol):
@@ -93,14 +93,7 @@ class BatchOutcome:
     epoch: int = 0  # the fencing epoch current when the batch was applied (streams.fencing)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRules:
-    max_len: int
-    dedup_window: int
-    max_event_bytes: int
-
-
-def apply_batch(table: Sessions, records: Sequence[Record], rules: BatchRules,
+def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
                 epoch: int = 0) -> BatchOutcome:
     """Validate each record, apply valid ones in order, collect the touched users.
 

@@ -62,7 +62,7 @@ def consumer_state(consumer: Any) -> dict[str, object]:
         ("kafka_positions", lambda: _kafka_positions(consumer)),
     ]:
         try:
-            state[name] = read()
+            state[name] = read()  # type: ignore[no-untyped-call]
         except Exception as e:  # noqa: BLE001 - a diagnostic must not fail
             state[name] = f"unavailable ({type(e).__name__})"
     return state

@@ -16,16 +16,14 @@ from itertools import islice
 
 from aiokafka import AIOKafkaProducer
 
+from streamrec.events import ClickEvent, encode_event
 from streamrec.kafka import Kafka, client_kwargs
-from streams.events import ClickEvent, encode_event
 
 
 @dataclass(frozen=True)
 class ReplayStats:
     sent: int
     seconds: float
-    first_ts: int
-    last_ts: int
 
 
 def interleave(users: Sequence[str], seqs: Sequence[Sequence[str]]) -> Iterator[tuple[str, int, str]]:
@@ -49,7 +47,7 @@ async def send_paced(kafka: Kafka, topic: str, records: Iterable[tuple[bytes, by
     await producer.start()
     start = time.monotonic()
     sent = 0
-    pending: list[asyncio.Future] = []
+    pending: list[asyncio.Future[object]] = []
     try:
         for key, value in records:
             if rate:
@@ -70,16 +68,13 @@ async def send_paced(kafka: Kafka, topic: str, records: Iterable[tuple[bytes, by
 async def replay(kafka: Kafka, topic: str, users: Sequence[str], seqs: Sequence[Sequence[str]],
                  *, rate: float | None = None, id_prefix: str = "", limit: int | None = None) -> ReplayStats:
     """Send the events; ``rate`` in events/s (None = as fast as possible)."""
-    stamps: list[int] = []
-
     def events() -> Iterator[tuple[bytes, bytes]]:
         for user, pos, item in islice(interleave(users, seqs), limit):
-            ts = int(time.time() * 1000)
-            stamps.append(ts)
+            ts = int(time.time() * 1000)  # stamped at send time
             yield user.encode(), encode_event(ClickEvent(f"{id_prefix}{user}:{pos}", user, item, ts))
 
     sent, seconds = await send_paced(kafka, topic, events(), rate)
-    return ReplayStats(sent, seconds, stamps[0] if stamps else 0, stamps[-1] if stamps else 0)
+    return ReplayStats(sent, seconds)
 
 
 async def send_raw(kafka: Kafka, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:

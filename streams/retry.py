@@ -79,7 +79,8 @@ class StatusReporter:
         while self._pending:
             fields, self._pending = self._pending, {}
             try:
-                await retry_transient(lambda: self._write(fields), what="status report")
+                await retry_transient(lambda fields=fields: self._write(fields),  # type: ignore[misc]
+                                      what="status report")
             except Exception as e:  # noqa: BLE001 - informational: log, never crash the caller
                 log.error("could not write worker status: %s", e)
 

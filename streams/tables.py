@@ -26,12 +26,12 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from streams.session import Session
+from streamrec.session import Session
 
 log = logging.getLogger(__name__)
 
 
-class SessionTable(faust.Table):
+class SessionTable(faust.Table[bytes, Session]):
     """``faust.Table`` of ``user key -> Session`` written with ``put(key, value, partition)``."""
 
     _partition: int | None = None
@@ -55,7 +55,7 @@ class SessionTable(faust.Table):
             raise TypeError("SessionTable is written with put(key, value, partition) only")
         return self._partition
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         before = self.stale_skipped
         super().apply_changelog_batch(list(self._not_older(batch)))
         if self.stale_skipped > before:
@@ -64,7 +64,7 @@ class SessionTable(faust.Table):
             log.info("changelog: kept %d newer sessions over older records (%d so far)",
                      self.stale_skipped - before, self.stale_skipped)
 
-    def _not_older(self, batch: Iterable[EventT]) -> Iterator[EventT]:
+    def _not_older(self, batch: Iterable[EventT[Any]]) -> Iterator[EventT[Any]]:
         accepted: dict[Any, int] = {}
         for event in batch:
             value = event.value
@@ -86,3 +86,12 @@ class SessionTable(faust.Table):
                 continue
             accepted[key] = seq
             yield event
+
+
+def session_table(app: faust.App, partitions: int) -> SessionTable:
+    """The session table, registered with ``app``: raw ``bytes`` keys (the record key,
+    the user id), plain-dict values through the json codec, one changelog partition
+    per clicks partition."""
+    table = SessionTable(app=app, name="sessions", partitions=partitions, key_type=bytes)
+    app.tables.add(table)
+    return table

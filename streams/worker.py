@@ -4,9 +4,9 @@ pipeline per batch, offsets acked only once a batch's lists are written."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -16,9 +16,10 @@ import numpy as np
 from serving.latency import bucket_counts
 from serving.recommend import recommend
 from serving.store import RecsWriter
-from streams.batch import BatchOutcome, BatchRules, DeadLetter, Record, Sessions, apply_batch
+from streamrec.session import SessionRules
+from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
 from streams.fencing import Fencing
-from streams.model import ModelHolder
+from streams.hotswap import ModelHolder
 from streams.retry import StatusReporter, retry_transient
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class ClickWorker:
         model: ModelHolder,
         writer: RecsWriter,
         executor: Executor,
-        rules: BatchRules,
+        rules: SessionRules,
         top_n: int,
         worker_id: str,
         fencing: Fencing,

@@ -8,7 +8,6 @@ It ranks with the same code as SASRec (``training.evaluate``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import Split, item_counts
+from training.early_stop import EarlyStopping
 from training.evaluate import full_ranks_of, popularity_ranks, popularity_sampled_ranks
 from training.metrics import hr_ndcg
 from training.train import seed_everything
@@ -69,8 +69,7 @@ def train_bpr(split: Split, cfg: BPRConfig, progress: bool = True) -> tuple[BPRM
     model = BPRMF(len(split.train), n_items, cfg.dim)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best, best_epoch, best_state, best_valid = -1.0, 0, None, {}
-    start = time.monotonic()
+    stop = EarlyStopping(cfg.patience)
     valid_inputs, valid_targets = split.inputs("valid"), split.targets("valid")
     for epoch in (bar := tqdm(range(1, cfg.epochs + 1), desc="bpr", disable=not progress)):
         model.train()
@@ -83,14 +82,10 @@ def train_bpr(split: Split, cfg: BPRConfig, progress: bool = True) -> tuple[BPRM
         item_vecs = model.item.weight.detach().numpy()[1:]
         valid = hr_ndcg(full_ranks_of(_user_rows(model, split), item_vecs, valid_inputs, valid_targets))
         bar.set_postfix(ndcg10=f"{valid['ndcg@10']:.4f}")
-        if valid["ndcg@10"] > best:
-            best, best_epoch, best_valid = valid["ndcg@10"], epoch, valid
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        if epoch - best_epoch >= cfg.patience:
+        if stop.update(epoch, valid["ndcg@10"], model, valid):
             break
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    return model, best_valid, best_epoch, time.monotonic() - start
+    stop.restore(model)
+    return model, stop.best_valid, stop.best_epoch, stop.seconds
 
 
 def bpr_metrics(model: BPRMF, split: Split, which: str, seed: int = 0) -> dict[str, dict[str, float]]:

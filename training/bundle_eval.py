@@ -1,4 +1,8 @@
-"""Evaluate a bundle as served: ONNX Runtime user vectors against the FAISS index's vectors."""
+"""Evaluate a bundle as served: ONNX Runtime user vectors against the FAISS index's vectors.
+
+The serving stack (ONNX Runtime, FAISS) is imported when a bundle is evaluated,
+not with this module.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from serving.bundle import load_bundle
+from serving.vocab import Vocabulary
 from training.data import SequenceData, leave_one_out
 from training.evaluate import encode_all, evaluate_vectors
 
 
 def remap(data: SequenceData, vocab_ids: tuple[str, ...]) -> tuple[SequenceData, int]:
     """Re-index ``data`` onto a bundle's vocabulary; returns the data and the dropped clicks."""
-    from serving.vocab import Vocabulary
-
     vocab = Vocabulary(vocab_ids)
     seqs, dropped = [], 0
     for s in data.seqs:
@@ -27,6 +29,8 @@ def remap(data: SequenceData, vocab_ids: tuple[str, ...]) -> tuple[SequenceData,
 
 
 def evaluate_bundle(path: Path, data: SequenceData, split: str = "test", seed: int = 0) -> dict[str, Any]:
+    from serving.bundle import load_bundle
+
     bundle = load_bundle(path)
     mapped, dropped = remap(data, bundle.vocab.ids)
     s = leave_one_out(mapped)
@@ -35,5 +39,5 @@ def evaluate_bundle(path: Path, data: SequenceData, split: str = "test", seed: i
     inputs = s.inputs(split)
     users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
     result = evaluate_vectors(users, item_vecs, inputs, s.targets(split), seed)
-    return {**result, "users": int(len(s.eval_users)), "bundle": bundle.version, "split": split,
+    return {**result, "users": len(s.eval_users), "bundle": bundle.version, "split": split,
             "unknown_clicks_dropped": dropped}

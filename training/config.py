@@ -70,3 +70,15 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
     if tcfg.loss not in ("ce", "sampled", "bce"):
         raise ConfigError(f"loss must be ce, sampled or bce, not {tcfg.loss!r}")
     return chosen, pick("sasrec", sasrec), tcfg, bcfg
+
+
+def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
+                  ) -> tuple[str, dict[str, Any], TrainConfig, BPRConfig]:
+    """Like :func:`resolve`, with command-line flags named like config keys: each flag
+    goes to every table that has a key of its name (``--dim`` sets SASRec's and BPR's)."""
+    tables = {t: {k: v for k, v in flags.items() if k in keys} for t, keys in _TABLES.items()}
+    chosen, mcfg, tcfg, bcfg = resolve(cfg, model, tables["sasrec"], tables["train"], tables["bpr"])
+    dim, heads = mcfg.get("dim", 64), mcfg.get("heads", 2)
+    if chosen == "sasrec" and dim % heads:
+        raise ConfigError(f"dim {dim} must be divisible by heads {heads}")
+    return chosen, mcfg, tcfg, bcfg

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from serving.recommend import pad_batch
+from streamrec.sequences import pad_batch
 from training.metrics import hr_ndcg, mask_history, ranks_from_scores
 
 EncodeFn = Callable[[np.ndarray], np.ndarray]  # (B, L) int64 -> (B, D) float32

@@ -1,35 +1,41 @@
 """Export a trained model as a serving bundle (see :mod:`serving.manifest`).
 
 The ONNX encoder must agree with torch on real sequences (max abs difference
-<= 1e-4) or export fails. The bundle is written to a temporary directory next
-to the target and renamed into place, so readers never see half a bundle.
+at most ``serving.manifest.REFERENCE_ATOL``, the tolerance workers check the
+stored reference outputs with) or export fails. The bundle is written to a
+temporary directory next to the target and renamed into place
+(:func:`streamrec.files.atomic_directory`), so readers never see half a bundle.
+ONNX Runtime and FAISS are imported when a bundle is written, not with this
+module: training imports neither.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 import orjson
 import torch
 
-from serving.bundle import sha256_file
-from serving.encoder import Encoder, make_session
-from serving.index import build_index, resolve_index_type
-from serving.manifest import MANIFEST, Manifest, Signature, TensorSpec, encode_manifest
-from serving.recommend import left_pad
+from serving.manifest import (
+    MANIFEST,
+    REFERENCE_ATOL,
+    Manifest,
+    Signature,
+    TensorSpec,
+    encode_manifest,
+)
 from serving.vocab import Vocabulary
 from streamrec.errors import StreamrecError
+from streamrec.files import atomic_directory, sha256_file
+from streamrec.sequences import left_pad
 from training.model import SASRec
 
-PARITY_ATOL = 1e-4
+if TYPE_CHECKING:
+    from serving.encoder import Encoder
 INPUT, OUTPUT = "item_seq", "user_vec"
 
 
@@ -60,8 +66,8 @@ def check_parity(model: SASRec, encoder: Encoder, seqs: np.ndarray) -> float:
         ref = model(torch.from_numpy(seqs)).numpy()
     got = encoder.encode(seqs)
     diff = float(np.abs(ref - got).max())
-    if not np.isfinite(got).all() or diff > PARITY_ATOL:
-        raise ExportError(f"ONNX Runtime and torch disagree: max abs diff {diff:.3e} > {PARITY_ATOL}")
+    if not np.isfinite(got).all() or diff > REFERENCE_ATOL:
+        raise ExportError(f"ONNX Runtime and torch disagree: max abs diff {diff:.3e} > {REFERENCE_ATOL}")
     return diff
 
 
@@ -85,12 +91,15 @@ def write_bundle(
     index_type: str = "auto",
 ) -> Manifest:
     """Export, check parity, and atomically write the bundle directory ``out``."""
+    import faiss
+
+    from serving.encoder import Encoder, make_session
+    from serving.index import build_index, resolve_index_type
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     version = make_version(model, now)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         export_onnx(model, tmp / "encoder.onnx")
         seqs = left_pad(sample_inputs[:256] or [[1]], model.cfg.max_len)
         encoder = Encoder(make_session(tmp / "encoder.onnx"))
@@ -113,20 +122,4 @@ def write_bundle(
                 outputs=[TensorSpec(OUTPUT, "float32", ["batch", model.cfg.dim])]),
             metrics={**metrics, "onnx_parity_max_abs_diff": parity}, dataset=dataset, files=files)
         (tmp / MANIFEST).write_bytes(encode_manifest(manifest))
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is swapped out, then removed."""
-    os.chmod(new, 0o755)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)

@@ -8,7 +8,7 @@ with one relevant item the ideal DCG is 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ def ranks_from_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return higher + ties
 
 
-def mask_history(scores: np.ndarray, histories: Sequence[Iterable[int]]) -> None:
+def mask_history(scores: np.ndarray, histories: Sequence[Sequence[int]]) -> None:
     """Set the scores of PAD (column 0) and of each user's history items to -inf, in place."""
     scores[:, 0] = -np.inf
     rows = [np.full(len(h), r) for r, h in enumerate(histories) if len(h)]

@@ -95,6 +95,8 @@ class Block(nn.Module):
 
 
 class SASRec(nn.Module):
+    causal: torch.Tensor  # [max_len, max_len] bool, a buffer
+
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -122,7 +124,7 @@ class SASRec(nn.Module):
         pad columns change nothing. ``last_only`` returns (B, 1, D), computing the
         final block for the last position alone.
         """
-        B, L = seq.shape
+        L = seq.shape[1]
         keep = (seq > 0).unsqueeze(-1)  # (B, L, 1)
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
         x = self.item_emb(seq) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
@@ -176,14 +178,13 @@ class SASRec(nn.Module):
         if kind == "sampled":
             neg_logit = h @ E[neg].T  # (M, K)
             neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == y.unsqueeze(1), -1e9)
-            logits = [pos_logit.unsqueeze(1), neg_logit]
+            parts = [pos_logit.unsqueeze(1), neg_logit]
             if hard and neighbours is not None:
                 cols = torch.randint(0, neighbours.shape[1], (len(y), hard), device=y.device)
                 hn = neighbours[y].gather(1, cols)  # (M, hard)
                 hard_logit = (h.unsqueeze(1) * E[hn]).sum(-1)  # (M, hard)
-                logits.append(hard_logit.masked_fill(hn == y.unsqueeze(1), -1e9))
-            logits = torch.cat(logits, dim=1)
-            return F.cross_entropy(logits, torch.zeros_like(y))
+                parts.append(hard_logit.masked_fill(hn == y.unsqueeze(1), -1e9))
+            return F.cross_entropy(torch.cat(parts, dim=1), torch.zeros_like(y))
         raise ValueError(f"unknown loss {kind!r}: use ce, sampled or bce")
 
 

@@ -1,8 +1,10 @@
-"""Train -> evaluate -> export, as one call (what ``streamrec train`` runs)."""
+"""Train -> evaluate -> export, as one call (what ``streamrec train`` runs), and its inputs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,17 @@ from typing import Any
 import numpy as np
 
 from serving.manifest import Manifest
+from streamrec.errors import ConfigError
+from streamrec.session import SessionRules
+from streamrec.settings import Settings
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
-from training.data import SequenceData, item_counts, leave_one_out
+from training.config import load_config, resolve_flags
+from training.data import SequenceData, item_counts, leave_one_out, load_dataset
 from training.evaluate import encode_all, evaluate_vectors
 from training.export import write_bundle
+from training.from_topic import read_topic
 from training.model import SASRecConfig
+from training.synthetic import generate
 from training.train import TrainConfig, torch_encode, train_sasrec
 
 POPULAR_K = 500
@@ -64,6 +72,38 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
         dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
                        result.best_epoch, valid, test, pop)
+
+
+def load_training_data(data: Path | None = None, *, synthetic: bool = False,
+                       topic: Settings | None = None, since_ms: int | None = None,
+                       on_read: Callable[[str], None] | None = None) -> SequenceData:
+    """The sequences to train on: a file, generated data, or the clicks topic (``topic``: the
+    settings naming it; read with the workers' rules, see :mod:`training.from_topic`)."""
+    if sum([data is not None, synthetic, topic is not None]) != 1:
+        raise ConfigError("give exactly one of --data PATH, --synthetic or --from-topic")
+    if synthetic:
+        return generate()
+    if data is not None:
+        return load_dataset(data)
+    assert topic is not None
+    read = asyncio.run(read_topic(topic, topic.clicks_topic, since_ms,
+                                  SessionRules.from_settings(topic)))
+    if on_read:
+        on_read(f"read {read.records} records from {topic.clicks_topic}: {read.invalid} invalid, "
+                f"{read.duplicates} duplicate, {len(read.data.users)} users")
+    return read.data
+
+
+def run_training(data: SequenceData, out: Path, *, config: Path | None, model: str | None,
+                 flags: dict[str, Any], index_type: str = "auto", progress: bool = True,
+                 ) -> dict[str, Any]:
+    """What ``streamrec train`` does: resolve the configuration (file < flags), then train
+    SASRec and export its bundle to ``out``, or run a baseline (which exports nothing)."""
+    chosen, mcfg, tcfg, bcfg = resolve_flags(load_config(config), model, flags)
+    if chosen != "sasrec":
+        return run_baseline(chosen, data, bcfg, progress=progress)
+    return train_and_export(data, out, mcfg, tcfg, progress=progress,
+                            index_type=index_type).to_dict()
 
 
 def run_baseline(model: str, data: SequenceData, cfg: BPRConfig, progress: bool = True) -> dict[str, Any]:

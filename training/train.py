@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -12,8 +11,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from serving.recommend import left_pad
+from streamrec.sequences import left_pad
 from training.data import Split
+from training.early_stop import EarlyStopping
 from training.evaluate import evaluate_full
 from training.model import SASRec, SASRecConfig, nearest_items
 
@@ -120,7 +120,11 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig, cfg: TrainConf
     inputs, targets = training_pairs(seqs, mcfg.max_len)
     lengths = (targets > 0).sum(dim=1)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best, best_epoch, best_state, history = -1.0, 0, None, []
+    history: list[dict[str, float]] = []
+    # The refit trains on the validation items (no honest validation): every epoch is
+    # "best" (score = epoch) and it runs its fixed number of epochs.
+    stop = EarlyStopping(cfg.patience if select else cfg.epochs + 1,
+                         cfg.max_minutes if select else None)
     start = time.monotonic()
     bar = tqdm(range(1, cfg.epochs + 1), desc="sasrec" if select else "refit", unit="epoch",
                disable=not progress)
@@ -137,21 +141,18 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig, cfg: TrainConf
             loss.backward()
             opt.step()
             total, n = total + loss.item(), n + 1
-        if not select:  # the refit trains on the validation items: no honest validation
+        if not select:
             history.append({"epoch": epoch, "loss": total / max(n, 1), "seconds": time.monotonic() - start})
-            best, best_epoch, best_state = 0.0, epoch, model.state_dict()
+            stop.update(epoch, float(epoch), model)
             continue
         valid = evaluate_model(model, split, "valid")
         history.append({"epoch": epoch, "loss": total / max(n, 1), **valid,
                         "seconds": time.monotonic() - start})
         bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid['ndcg@10']:.4f}")
-        if valid["ndcg@10"] > best:
-            best, best_epoch, best_state = valid["ndcg@10"], epoch, copy.deepcopy(model.state_dict())
-        out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
-        if epoch - best_epoch >= cfg.patience or out_of_time:
+        if stop.update(epoch, valid["ndcg@10"], model):
             break
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    stop.restore(model)
     model.eval()
+    best_epoch = stop.best_epoch
     return TrainResult(model, best_epoch, len(history), time.monotonic() - start,
                        history[best_epoch - 1], history)

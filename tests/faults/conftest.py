@@ -14,8 +14,8 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.reader import RecsReader
+from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
-from streams.admin import ensure_topics
 from tests.faults.harness import Cluster, PersistentBroker, RedisServer, Workload, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -85,7 +85,7 @@ def scenario(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Callable[..., Sc
             broker = PersistentBroker(tmp_path)
             broker.start()
             overrides.setdefault("kafka_bootstrap", broker.bootstrap)
-        base: dict[str, object] = dict(
+        base: dict[str, object] = dict(  # noqa: C408 - keyword style reads as settings
             app_id=f"f-{run}", clicks_topic=f"f-{run}-clicks", dlq_topic=f"f-{run}-dlq",
             model_updates_topic=f"f-{run}-models", key_prefix=f"fault:{run}:",
             topic_partitions=PARTITIONS, redis_url=server.url,

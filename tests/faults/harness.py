@@ -17,7 +17,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,10 @@ import orjson
 import redis
 
 from serving.reader import RecsReader
+from streamrec.events import ClickEvent, encode_event
+from streamrec.harness import WorkerProcess
 from streamrec.settings import Settings
-from streamrec.waiting import poll_until, stop_process
-from streams.events import ClickEvent, encode_event
+from streamrec.waiting import poll_until
 from streams.replay import send_raw
 
 Record = tuple[bytes | None, bytes | None]
@@ -168,32 +168,7 @@ def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes], timeout: flo
                interval=0.05)
 
 
-@dataclass
-class Worker:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    ended_by_scenario: bool = False
-
-    def kill(self) -> None:
-        self.ended_by_scenario = True
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def pause(self) -> None:
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.ended_by_scenario = True
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a paused worker cannot handle SIGTERM
-        stop_process(self.proc)
-
-    def tail(self, n: int = 12000) -> str:
-        return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]
+Worker = WorkerProcess  # the shared harness (streamrec.harness)
 
 
 @dataclass
@@ -207,13 +182,8 @@ class Cluster:
 
     def start(self, name: str, **env_overrides: str) -> Worker:
         """Start a worker process named ``name``; ``env_overrides``: extra STREAMREC_* variables."""
-        log = self.logdir / f"{name}.log"
-        env = {**os.environ, **self.settings.to_env(), "STREAMREC_BUNDLE_PATH": str(self.bundle),
-               "STREAMREC_WORKER_ID": name, **env_overrides}
-        with log.open("a") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
-                                    stdout=f, stderr=subprocess.STDOUT)
-        w = Worker(name, proc, log)
+        w = WorkerProcess.start(self.settings.model_copy(update={"worker_id": name}),
+                                self.logdir / f"{name}.log", bundle=self.bundle, env=env_overrides)
         self.workers.append(w)
         return w
 
@@ -223,7 +193,7 @@ class Cluster:
     def exited(self) -> list[str]:
         """Workers that ended on their own (not killed by the scenario)."""
         return [f"{w.name} exited with {w.proc.returncode}" for w in self.workers
-                if w.proc.poll() is not None and not w.ended_by_scenario]
+                if w.proc.poll() is not None and not w.ended_by_caller]
 
     def logs(self) -> str:
         return "\n".join(w.tail() for w in self.workers)

@@ -7,24 +7,20 @@ never collide with each other or with the demo.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from serving.keys import worker_key
+from streamrec.harness import WorkerProcess
+from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
-from streamrec.waiting import ProcessExited, WaitTimedOut, poll_until, stop_process
-from streams.admin import ensure_topics
+from streamrec.waiting import ProcessExited, WaitTimedOut
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +44,7 @@ def services() -> None:
 def make_settings(services: None) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
         run = uuid.uuid4().hex[:10]
-        base: dict[str, object] = dict(
+        base: dict[str, object] = dict(  # noqa: C408 - keyword style reads as settings
             app_id=f"t-{run}", clicks_topic=f"t-{run}-clicks", dlq_topic=f"t-{run}-dlq",
             model_updates_topic=f"t-{run}-models", key_prefix=f"test:{run}:", topic_partitions=4,
             worker_id=f"w-{run}", rebalance_timeout_s=3.0, session_timeout_s=10.0,
@@ -60,36 +56,15 @@ def make_settings(services: None) -> Callable[..., Settings]:
     return make
 
 
-@dataclass
-class WorkerProc:
-    settings: Settings
-    proc: subprocess.Popen
-    log: Path
-    client: redis.Redis = field(init=False)
+class WorkerProc(WorkerProcess):
+    """The shared harness (:mod:`streamrec.harness`), failing the test with the log's tail."""
 
-    def __post_init__(self) -> None:
-        self.client = redis.Redis.from_url(self.settings.redis_url.get_secret_value(),
-                                           decode_responses=True)
-
-    @property
-    def key(self) -> str:
-        assert self.settings.worker_id
-        return worker_key(self.settings.key_prefix, self.settings.worker_id)
-
-    def status(self) -> dict[str, str]:
-        return self.client.hgetall(self.key)
-
-    def wait_for(self, cond: Callable[[dict[str, str]], bool], timeout: float, what: str) -> dict[str, str]:
+    def wait_for(self, cond: Callable[[dict[str, str]], bool], timeout: float, what: str,
+                 interval: float = 0.2) -> dict[str, str]:
         try:
-            return poll_until(self.status, cond, timeout=timeout, procs=[self.proc], what=what)
+            return super().wait_for(cond, timeout, what, interval)
         except (ProcessExited, WaitTimedOut) as e:
             pytest.fail(f"{e}\n" + self.log.read_text()[-3000:])
-
-    def wait_events(self, n: int, timeout: float = 120) -> dict[str, str]:
-        return self.wait_for(lambda st: int(st.get("events", 0)) >= n, timeout, f"{n} events")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 @pytest.fixture
@@ -97,12 +72,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings, Path], WorkerPr
     started: list[WorkerProc] = []
 
     def start(settings: Settings, bundle: Path) -> WorkerProc:
-        log = tmp_path / f"{settings.worker_id}.log"
-        env = {**os.environ, **settings.to_env(), "STREAMREC_BUNDLE_PATH": str(bundle)}
-        with log.open("w") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
-                                    stdout=f, stderr=subprocess.STDOUT)
-        w = WorkerProc(settings, proc, log)
+        w = WorkerProc.start(settings, tmp_path / f"{settings.worker_id}.log", bundle=bundle)
+        assert isinstance(w, WorkerProc)
         started.append(w)
         w.wait_for(lambda st: "model_version" in st, 90, "worker start")
         return w

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
-from streams.events import ClickEvent, encode_event
 from streams.replay import replay, send_raw
 from training.from_topic import read_topic
 from training.synthetic import SyntheticSpec, generate

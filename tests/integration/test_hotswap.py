@@ -14,10 +14,9 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.keys import recs_key
-from serving.registry import Announcement, BundleStore
+from serving.registry import Announcement, BundleStore, announce, publish_bundle
+from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
-from streams.events import ClickEvent, encode_event
-from streams.models import announce, publish_bundle
 from streams.replay import send_raw
 from tests.integration.conftest import WorkerProc
 from tests.unit.test_corrupt_bundles import CASES, rewrite_manifest

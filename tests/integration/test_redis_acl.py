@@ -15,8 +15,8 @@ import redis
 
 from serving.bundle import load_bundle
 from serving.reader import RecsReader
+from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
-from streams.events import ClickEvent, encode_event
 from streams.replay import send_raw
 from tests.integration.conftest import WorkerProc
 
@@ -64,7 +64,7 @@ def test_wrong_redis_password_is_a_clear_error_at_start(
     name, _, prefix = acl_user
     s = make_settings(key_prefix=prefix, redis_url=f"redis://{name}:wrong@127.0.0.1:6379/0")
     env = {**os.environ, **s.to_env(), "STREAMREC_BUNDLE_PATH": str(tiny_bundle_dir)}
-    done = subprocess.run([sys.executable, "-m", "streamrec.cli", "worker"], env=env,
+    done = subprocess.run(check=False, args=[sys.executable, "-m", "streamrec.cli", "worker"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "refused the worker" in done.stderr and "wrong" not in done.stderr  # no secret echoed

@@ -8,9 +8,9 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
+from serving.lists import Provenance, Ranked
 from serving.reader import RecsReader
-from serving.recommend import Ranked
-from serving.store import Provenance, RecsWriter
+from serving.store import RecsWriter
 from streamrec.settings import Settings
 
 pytestmark = pytest.mark.integration

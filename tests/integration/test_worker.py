@@ -14,8 +14,8 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.reader import RecsReader
+from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
-from streams.events import ClickEvent, encode_event
 from streams.replay import send_raw
 from tests.integration.conftest import WorkerProc, consume
 

@@ -3,10 +3,10 @@ import hashlib
 
 import orjson
 
-from streams.batch import BatchRules, DeadLetter, Record, apply_batch
-from streams.session import Session
+from streamrec.session import Session, SessionRules
+from streams.batch import DeadLetter, Record, apply_batch
 
-RULES = BatchRules(max_len=10, dedup_window=10, max_event_bytes=2048)
+RULES = SessionRules(max_len=10, dedup_window=10, max_event_bytes=2048)
 
 
 class Sessions(dict[bytes, Session]):

@@ -12,11 +12,11 @@ import orjson
 import pytest
 import torch
 
-from serving.bundle import load_bundle, sha256_file
+from serving.bundle import QualityGate, load_bundle
 from serving.index import build_flat_ip
-from serving.registry import BundleStore
+from serving.registry import BundleStore, load_announced
 from streamrec.errors import BundleRejected
-from streams.models import QualityGate, load_announced
+from streamrec.files import sha256_file
 from training.export import export_onnx
 from training.model import SASRec, SASRecConfig
 

@@ -2,7 +2,7 @@ import orjson
 import pytest
 
 from streamrec.errors import EventError
-from streams.events import ClickEvent, decode_event, encode_event
+from streamrec.events import ClickEvent, decode_event, encode_event
 
 MAX = 1024
 

@@ -49,7 +49,7 @@ def test_sampled_protocol_is_deterministic_and_excludes_history() -> None:
 
     rng = np.random.default_rng(0)
     item_vecs = rng.normal(size=(300, 8)).astype(np.float32)
-    encode = lambda seqs: item_vecs[np.maximum(seqs[:, -1], 1) - 1]  # noqa: E731
+    encode = lambda seqs: item_vecs[np.maximum(seqs[:, -1], 1) - 1]
     inputs = [[1, 2, 3], [4, 5], [7]]
     targets = np.array([10, 20, 30])
     a = sampled_ranks(encode, item_vecs, inputs, targets, 5, seed=3)
@@ -57,7 +57,7 @@ def test_sampled_protocol_is_deterministic_and_excludes_history() -> None:
     assert a.tolist() == b.tolist() and (a >= 0).all() and (a <= 100).all()
     # a perfect scorer (target vector = user vector, others orthogonal-ish) ranks first
     perfect = np.eye(300, 300, dtype=np.float32)
-    enc2 = lambda seqs: perfect[np.array([9, 19, 29])[: len(seqs)]]  # noqa: E731
+    enc2 = lambda seqs: perfect[np.array([9, 19, 29])[: len(seqs)]]
     assert sampled_ranks(enc2, perfect, inputs, targets, 5, seed=1).tolist() == [0, 0, 0]
 
 

@@ -3,7 +3,9 @@ from pathlib import Path
 import numpy as np
 
 from serving.bundle import load_bundle
-from serving.recommend import SOURCE_MODEL, SOURCE_POPULAR, left_pad, recommend
+from serving.lists import SOURCE_MODEL, SOURCE_POPULAR
+from serving.recommend import recommend
+from streamrec.sequences import left_pad
 
 
 def test_left_pad_keeps_last_items_right_aligned() -> None:

@@ -1,4 +1,4 @@
-from streams.session import apply_event, new_session
+from streamrec.session import apply_event, new_session
 
 
 def test_append_and_seq() -> None:

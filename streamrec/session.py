@@ -22,13 +22,50 @@ at-least-once delivery). An event counts as applied before when
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamrec.settings import Settings
 
 Session = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    """What the workers apply, and what training from the topic must apply too.
+
+    ``max_len``: items kept per session; ``dedup_window``: recent event ids kept
+    for duplicate detection; ``max_event_bytes``: larger records are rejected.
+    """
+
+    max_len: int
+    dedup_window: int
+    max_event_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionRules:
+        return cls(settings.session_max_len, settings.dedup_window, settings.max_event_bytes)
+
+    @classmethod
+    def defaults(cls) -> SessionRules:
+        """The rules of a worker started without overrides (the settings' defaults)."""
+        from streamrec.settings import Settings
+
+        f = Settings.model_fields
+        return cls(f["session_max_len"].default, f["dedup_window"].default,
+                   f["max_event_bytes"].default)
+
+
 def new_session() -> Session:
     return {"items": [], "ids": [], "seq": 0, "last_id": "", "last_ts": 0, "p": -1, "o": -1}
+
+
+def already_applied(s: Session, event_id: str, partition: int = -1, offset: int = -1) -> bool:
+    """Whether the event was applied to ``s`` before (a redelivery, or a recent id)."""
+    if partition >= 0 and partition == s.get("p") and offset <= s.get("o", -1):
+        return True
+    return event_id in s["ids"]
 
 
 def apply_event(
@@ -43,9 +80,7 @@ def apply_event(
 ) -> Session | None:
     """New state after the event, or None if the event was already applied."""
     s = state if state is not None else new_session()
-    if partition >= 0 and partition == s.get("p") and offset <= s.get("o", -1):
-        return None
-    if event_id in s["ids"]:
+    if already_applied(s, event_id, partition, offset):
         return None
     return {
         "items": (s["items"] + [item_id])[-max_len:],

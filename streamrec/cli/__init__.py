@@ -1,0 +1,32 @@
+"""The ``streamrec`` command line: one module per job, each command a thin shell over a package.
+
+* :mod:`streamrec.cli.run`: running (worker, replay, recs, status, demo)
+* :mod:`streamrec.cli.models`: models (publish, models, rollback)
+* :mod:`streamrec.cli.data`: data and evaluation (generate, train, evaluate)
+* :mod:`streamrec.cli.bench`: benchmarks (bench, bench-index, bench-swap, bench-state)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import ValidationError
+
+# Registers the commands; this order is the order of the help panels.
+from streamrec.cli import bench, data, models, run  # noqa: F401
+from streamrec.cli.base import app
+from streamrec.errors import StreamrecError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    try:
+        app()
+    except StreamrecError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except ValidationError as e:  # settings from the environment
+        typer.secho(f"error: invalid settings: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

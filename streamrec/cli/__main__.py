@@ -1,0 +1,5 @@
+"""``python -m streamrec.cli``: the same as the ``streamrec`` script."""
+
+from streamrec.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""Benchmarks: end to end, catalogue scaling, hot-swap under load, state size (:mod:`bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamrec.cli.base import BENCHMARKS, app, fail, print_json, settings
+
+BENCH_DIR = Path("var/bench")
+
+
+def _numbers(text: str, what: str, cast: type[int | float]) -> list[int] | list[float]:
+    try:
+        values = [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"{what} must be numbers, comma-separated; got {text!r}", 2)
+    if not values or min(values) <= 0:
+        fail(f"{what} must be positive numbers, comma-separated; got {text!r}", 2)
+    return values
+
+
+@app.command(rich_help_panel=BENCHMARKS)
+def bench(
+    bundle: Annotated[Path | None, typer.Option(help="Bundle to serve (default: random Beauty-sized).")] = None,
+    rates: Annotated[str, typer.Option(help="Offered rates, events/s, comma-separated; 'max' = as fast as possible.")] = "250,1000,2000,4000,max",
+    seconds: Annotated[float, typer.Option(min=1, help="Measurement window per offered rate.")] = 10.0,
+    max_events: Annotated[int, typer.Option(min=100, help="Events for the 'max' rate.")] = 30_000,
+    workers: Annotated[int, typer.Option(min=1, max=16)] = 1,
+    naive: Annotated[bool, typer.Option(help="Also run the naive baseline at 'max' and 1000/s.")] = True,
+    users: Annotated[int, typer.Option(min=1)] = 10_000,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-latest.json"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """End-to-end benchmark: throughput, event-to-Redis latency, CPU and memory per worker."""
+    parts = [r.strip() for r in rates.split(",") if r.strip()]
+    numbers = [p for p in parts if p != "max"]
+    by_rate = iter(_numbers(",".join(numbers), "--rates", float) if numbers else [])
+    offered = [None if p == "max" else float(next(by_rate)) for p in parts]
+    if not offered:
+        fail("--rates needs at least one rate (a number or 'max')", 2)
+    from bench.run import run_bench, write_results
+
+    report = run_bench(settings(), bundle, offered=offered, seconds=seconds, max_events=max_events,
+                       workers=workers, naive=naive, users=users, log_dir=BENCH_DIR / "logs",
+                       on_result=(lambda r: None) if json_out else (lambda r: typer.echo(r.row())))
+    write_results(out, report)
+    if json_out:
+        print_json(report)
+        return
+    if "throughput_ratio_vs_naive" in report:
+        typer.echo(f"throughput ratio vs naive (max rate): {report['throughput_ratio_vs_naive']}x")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("bench-index", rich_help_panel=BENCHMARKS)
+def bench_index(
+    sizes: Annotated[str, typer.Option(help="Catalogue sizes, comma-separated.")] = "10000,100000,1000000",
+    dim: int = 64,
+    ef_construction: Annotated[int, typer.Option(min=8)] = 80,
+    ef_search: Annotated[str, typer.Option(help="HNSW efSearch values, comma-separated.")] = "64,128,256",
+    nprobe: Annotated[str, typer.Option(help="IVF lists probed per query, comma-separated.")] = "32,64,128",
+    spread: Annotated[float, typer.Option(min=0.01, max=10.0, help="Within-cluster spread of the synthetic vectors (0.35 tight, 1.0 overlapping).")] = 0.35,
+    hnsw: Annotated[bool, typer.Option("--hnsw/--no-hnsw", help="Also build HNSW (slow at 1M items).")] = True,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-index.json"),
+) -> None:
+    """Catalogue scaling: exact versus IVF and HNSW search latency and recall@100."""
+    ns = [int(x) for x in _numbers(sizes, "--sizes", int)]
+    efs = tuple(int(x) for x in _numbers(ef_search, "--ef-search", int))
+    probes = tuple(int(x) for x in _numbers(nprobe, "--nprobe", int))
+    from bench.index import as_dict, run
+    from bench.run import write_results
+
+    results = run(ns, dim, ef_construction=ef_construction, ef_search=efs, nprobe=probes,
+                  spread=spread, hnsw=hnsw, on_result=lambda r: typer.echo(r.row()))
+    write_results(out, {"spread": spread, "results": as_dict(results)})
+    typer.echo(f"wrote {out}")
+
+
+@app.command("bench-swap", rich_help_panel=BENCHMARKS)
+def bench_swap(
+    rate: Annotated[float, typer.Option(min=1)] = 500.0,
+    seconds: Annotated[float, typer.Option(min=4)] = 12.0,
+) -> None:
+    """Swap a Beauty-sized bundle under load: validation time and latency around the swap."""
+    from bench.bundle import random_bundle
+    from bench.swap import measure_swap
+
+    logs = BENCH_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    a = random_bundle(BENCH_DIR, seed=0)
+    b = random_bundle(BENCH_DIR / "b", seed=1)
+    print_json(measure_swap(settings(), a, b, rate=rate, seconds=seconds, items=12_101, log_dir=logs))
+
+
+@app.command("bench-state", rich_help_panel=BENCHMARKS)
+def bench_state() -> None:
+    """Bytes per user of session state, and what 10M users would need."""
+    from bench.state import state_rows
+
+    s = settings()
+    for row in state_rows(s.session_max_len, s.dedup_window):
+        typer.echo(row)

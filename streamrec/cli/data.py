@@ -1,0 +1,146 @@
+"""Data and evaluation: synthetic data, training (with export and publishing), evaluation."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from streamrec.cli.base import DATA, app, fail, print_json, settings
+
+
+class Loss(str, Enum):
+    ce = "ce"
+    sampled = "sampled"
+    bce = "bce"
+
+
+class ModelName(str, Enum):
+    sasrec = "sasrec"
+    bpr = "bpr"
+    pop = "pop"
+
+
+class IndexType(str, Enum):
+    auto = "auto"
+    flat_ip = "flat_ip"
+    ivf_ip = "ivf_ip"
+    hnsw_ip = "hnsw_ip"
+
+
+class SplitName(str, Enum):
+    test = "test"
+    valid = "valid"
+
+
+@app.command(rich_help_panel=DATA)
+def generate(
+    out: Annotated[Path, typer.Option(help="Output sequence file.")],
+    users: Annotated[int, typer.Option(min=1)] = 2000,
+    items: Annotated[int, typer.Option(min=10)] = 1000,
+    seed: int = 7,
+) -> None:
+    """Write a synthetic click log with sequential structure (``user item item …`` per line)."""
+    from training.data import write_sequences
+    from training.synthetic import SyntheticSpec
+    from training.synthetic import generate as gen
+
+    data = gen(SyntheticSpec(users=users, items=items, seed=seed))
+    write_sequences(out, data.users, [data.vocab.decode(s) for s in data.seqs])
+    typer.echo(f"wrote {len(data.users)} users, {data.num_interactions} clicks to {out}")
+
+
+@app.command(rich_help_panel=DATA)
+def train(
+    data: Annotated[Path | None, typer.Option(help="Sequence file or MovieLens ratings.dat.")] = None,
+    synthetic: Annotated[bool, typer.Option(help="Train on generated data.")] = False,
+    from_topic: Annotated[bool, typer.Option(help="Read sequences from the clicks topic.")] = False,
+    since: Annotated[int | None, typer.Option(help="With --from-topic: first event time, epoch ms.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config (training/configs/*.toml).")] = None,
+    model: Annotated[ModelName | None, typer.Option(help="Overrides the config's model.")] = None,
+    out: Annotated[Path, typer.Option(help="Bundle directory to write (replaced atomically).")] = Path("var/bundles/current"),
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    max_minutes: Annotated[float | None, typer.Option(min=0.1, help="Wall-clock budget.")] = None,
+    patience: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option(min=1e-6, max=1.0)] = None,
+    weight_decay: Annotated[float | None, typer.Option(min=0.0)] = None,
+    loss: Annotated[Loss | None, typer.Option()] = None,
+    negatives: Annotated[int | None, typer.Option(min=1)] = None,
+    hard_negatives: Annotated[int | None, typer.Option(min=0, help="With --loss sampled.")] = None,
+    refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="Retrain on train+valid for the selected epochs.")] = None,
+    mask_seen: Annotated[bool | None, typer.Option("--mask-seen/--no-mask-seen", help="With --loss ce: leave each position's history out of its softmax.")] = None,
+    max_len: Annotated[int | None, typer.Option(min=2)] = None,
+    dim: Annotated[int | None, typer.Option(min=4)] = None,
+    layers: Annotated[int | None, typer.Option(min=1)] = None,
+    heads: Annotated[int | None, typer.Option(min=1)] = None,
+    dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
+    lowpass: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Share of the causal low-pass branch per block (0 = plain SASRec).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
+    publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Train a model (SASRec by default, or the pop/BPR baselines), evaluate, export a bundle."""
+    # Every model and training flag is named like its config key (training/config.py).
+    flags = {"epochs": epochs, "max_minutes": max_minutes, "patience": patience,
+             "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+             "loss": loss.value if loss else None, "negatives": negatives,
+             "hard_negatives": hard_negatives, "refit": refit, "mask_seen": mask_seen,
+             "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
+             "lowpass": lowpass, "seed": seed}
+    from streamrec.errors import ConfigError
+    from training.config import load_config, resolve_flags
+    from training.pipeline import load_training_data, run_training
+
+    try:  # a bad flag combination is a usage error (exit 2), before any data is read
+        resolve_flags(load_config(config), model.value if model else None, flags)
+        dataset = load_training_data(data, synthetic=synthetic,
+                                     topic=settings() if from_topic else None, since_ms=since,
+                                     on_read=lambda msg: typer.echo(msg, err=True))
+    except ConfigError as e:
+        fail(str(e), 2)
+    result = run_training(dataset, out, config=config, model=model.value if model else None,
+                          flags=flags, index_type=index_type.value, progress=not json_out)
+    if publish and "bundle" in result:
+        from serving.registry import publish_bundle
+
+        result["announced"] = asyncio.run(publish_bundle(settings(), out)).uri
+    print_json(result) if json_out else _print_metrics(result)
+
+
+def _print_metrics(report: dict[str, Any]) -> None:
+    head = {k: v for k, v in report.items() if not isinstance(v, dict)}
+    typer.echo("  ".join(f"{k}={v}" for k, v in head.items()))
+    for name, block in report.items():
+        if isinstance(block, dict):
+            for proto, m in block.items():
+                if isinstance(m, dict):
+                    typer.echo(f"  {name:16s} {proto:8s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}")
+
+
+@app.command(rich_help_panel=DATA)
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: Annotated[Path, typer.Option(help="Sequence file or MovieLens ratings.dat.")],
+    split: SplitName = SplitName.test,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled protocol's negatives.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Evaluate a bundle as served (ONNX + FAISS), full ranking and 100-negative sampled."""
+    from training.bundle_eval import evaluate_bundle
+    from training.data import load_dataset
+
+    if not (bundle / "manifest.json").is_file():
+        fail(f"{bundle} is not a bundle directory (no manifest.json)", 2)
+    result = evaluate_bundle(bundle, load_dataset(data), split.value, seed)
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(f"bundle {result['bundle']}, {result['users']} users, split {split.value}")
+    for proto in ("full", "sampled"):
+        m = result[proto]
+        typer.echo(f"  {proto:8s} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))

@@ -1,0 +1,100 @@
+"""Running: a worker, replaying events, reading lists and statuses, the demo."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamrec.cli.base import RUNNING, app, fail, print_json, settings
+
+
+@app.command(rich_help_panel=RUNNING)
+def worker(
+    bundle: Annotated[Path | None, typer.Option(help="Bundle directory (default: STREAMREC_BUNDLE_PATH).")] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a stream worker (same as ``faust -A streams.app worker``)."""
+    s = settings().model_copy(update={"bundle_path": bundle}) if bundle else settings()
+    if not (s.bundle_path / "manifest.json").is_file():
+        typer.secho(f"warning: no bundle at {s.bundle_path}; the worker serves the last "
+                    f"version announced on {s.model_updates_topic}, and waits for one if "
+                    "none was", fg=typer.colors.YELLOW, err=True)
+    from faust.worker import Worker
+
+    from serving.store import check_redis
+    from streams.app import create_app
+
+    check_redis(s)
+    Worker(create_app(s), loglevel=loglevel).execute_from_commandline()
+
+
+@app.command(rich_help_panel=RUNNING)
+def replay(
+    data: Annotated[Path, typer.Option(help="Sequence file or MovieLens ratings.dat.")],
+    rate: Annotated[float | None, typer.Option(min=0.001, help="Events per second (default: max).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
+    id_prefix: Annotated[str, typer.Option(help="Prefix for event ids (new prefix = new events).")] = "",
+) -> None:
+    """Send a dataset as click events to the clicks topic."""
+    from streamrec.kafka import ensure_topics
+    from streams.replay import replay as run
+    from training.data import load_dataset
+
+    s = settings()
+    ds = load_dataset(data)
+    seqs = [ds.vocab.decode(x) for x in ds.seqs]
+    asyncio.run(ensure_topics(s))
+    stats = asyncio.run(run(s, s.clicks_topic, ds.users, seqs, rate=rate, id_prefix=id_prefix,
+                            limit=limit))
+    typer.echo(f"sent {stats.sent} events in {stats.seconds:.1f}s "
+               f"({stats.sent / max(stats.seconds, 1e-9):.0f}/s) to {s.clicks_topic}")
+
+
+@app.command(rich_help_panel=RUNNING)
+def recs(
+    user_id: str,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a user's current recommendations from Redis."""
+    from serving.reader import RecsReader
+
+    s = settings()
+    r = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix).get_recommendations(user_id)
+    if r is None:
+        fail(f"no recommendations for user {user_id!r} (never seen, or expired)")
+    if json_out:
+        print_json(r.to_dict())
+        return
+    typer.echo(f"user {r.user_id}: model {r.model_version} ({r.source}), after event "
+               f"{r.last_event_id} (#{r.seq})")
+    for rank, (item, score) in enumerate(zip(r.items, r.scores, strict=True), 1):
+        typer.echo(f"  {rank:3d}. {item}" + (f"  {score:.3f}" if score is not None else ""))
+
+
+@app.command(rich_help_panel=RUNNING)
+def status() -> None:
+    """Print every worker's status hash from Redis."""
+    from serving.reader import RecsReader
+
+    s = settings()
+    statuses = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix).worker_statuses()
+    if not statuses:
+        typer.echo("no worker has reported")
+    for wid, fields in statuses.items():
+        typer.echo(f"{wid}: {fields}")
+
+
+@app.command(rich_help_panel=RUNNING)
+def demo(
+    users: Annotated[int, typer.Option(min=10)] = 2000,
+    items: Annotated[int, typer.Option(min=10)] = 1000,
+    train_minutes: Annotated[float, typer.Option(min=0.1)] = 2.5,
+    rate: Annotated[float, typer.Option(min=0.0, help="Replay rate, events/s (0 = full speed); the default is below one local worker's capacity.")] = 500.0,
+) -> None:
+    """The main job end to end on local services: data, training, worker, replay, summary."""
+    from streamrec.demo import run_demo
+
+    run_demo(settings(), users=users, items=items, train_minutes=train_minutes, rate=rate or None)

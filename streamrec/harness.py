@@ -1,0 +1,105 @@
+"""Worker processes started from settings: the one harness of the demo, the benchmarks and the tests.
+
+A :class:`WorkerProcess` is a ``streamrec worker`` (or any module that reports
+to the same status hash, such as ``bench.naive``) run in a child process whose
+environment is exactly ``settings.to_env()``, logging to a file, and watched
+through the status hash it writes to Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import redis
+
+from serving.keys import worker_key
+from streamrec.settings import Settings
+from streamrec.waiting import poll_until, stop_process
+
+Status = dict[str, str]
+
+
+@dataclass
+class WorkerProcess:
+    settings: Settings  # ``worker_id`` set: it names the status hash
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ended_by_caller: bool = False  # killed or stopped on purpose (not a crash)
+    client: redis.Redis = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client = redis.Redis.from_url(self.settings.redis_url.get_secret_value(),
+                                           decode_responses=True)
+
+    @classmethod
+    def start(cls, settings: Settings, log: Path, *, bundle: Path | None = None,
+              module: str = "streamrec.cli", args: Sequence[str] = ("worker",),
+              env: Mapping[str, str] | None = None) -> Self:
+        """Start ``python -m module args`` with ``settings`` (and ``bundle``, extra ``env``)."""
+        if not settings.worker_id:
+            raise ValueError("a harnessed worker needs settings.worker_id (its status hash)")
+        if bundle is not None:
+            settings = settings.model_copy(update={"bundle_path": bundle})
+        log.parent.mkdir(parents=True, exist_ok=True)
+        child_env = {**os.environ, **settings.to_env(), **(env or {})}
+        with log.open("a") as f:
+            proc = subprocess.Popen([sys.executable, "-m", module, *args], env=child_env,
+                                    stdout=f, stderr=subprocess.STDOUT)
+        return cls(settings, proc, log)
+
+    @property
+    def name(self) -> str:
+        return self.settings.worker_id or str(self.proc.pid)
+
+    @property
+    def key(self) -> str:
+        return worker_key(self.settings.key_prefix, self.name)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def status(self) -> Status:
+        return self.client.hgetall(self.key)  # type: ignore[return-value]
+
+    def wait_for(self, cond: Callable[[Status], bool], timeout: float, what: str,
+                 interval: float = 0.2) -> Status:
+        """Poll the status until ``cond`` holds (raises ``ProcessExited``/``WaitTimedOut``)."""
+        return poll_until(self.status, cond, timeout=timeout, procs=[self.proc], what=what,
+                          interval=interval)
+
+    def wait_ready(self, timeout: float = 120) -> Status:
+        """Until the worker owns partitions and serves a model."""
+        return self.wait_for(lambda st: "rebalanced_at" in st and "model_version" in st, timeout,
+                             f"worker {self.name} ready")
+
+    def wait_events(self, n: int, timeout: float = 120) -> Status:
+        return self.wait_for(lambda st: int(st.get("events", 0)) >= n, timeout, f"{n} events")
+
+    def kill(self) -> None:
+        self.ended_by_caller = True
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL after ``timeout``; a paused worker is resumed first."""
+        self.ended_by_caller = True
+        if self.alive:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+        stop_process(self.proc, timeout)
+
+    def tail(self, n: int = 12000) -> str:
+        return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]

@@ -1,0 +1,141 @@
+"""The worker's side of model updates: the bundle it serves, and the listener that swaps it.
+
+:class:`ModelHolder` is the one reference to the current bundle. Swapping is
+one attribute assignment on the event loop, so a batch that took ``current``
+before a swap finishes on that bundle, and every batch after it uses the new
+one (contract 2: atomic swap, never a gap).
+
+:class:`ModelUpdates` listens to the announcements (:mod:`serving.registry`)
+with **no consumer group** (every worker assigns all partitions and reads from
+the beginning), so each worker sees each announcement; a group would hand each
+one to a single worker. On start a worker reads up to the end of the topic and
+loads the *last* announcement before its first click; with none, it falls back
+to ``bundle_path``.
+
+A new bundle is loaded and validated (:func:`serving.registry.load_announced`)
+in its own thread, so serving goes on with the old one meanwhile; only a
+bundle that passes every check replaces the reference. A refused bundle is
+logged, counted and reported; the worker keeps serving the version it has,
+and the listener keeps listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from pathlib import Path
+
+from serving.bundle import ModelBundle, QualityGate, load_bundle
+from serving.registry import Announcement, decode_or_none, load_announced
+from streamrec.errors import BundleRejected
+from streamrec.kafka import drain, partition_reader
+from streamrec.settings import Settings
+from streams.retry import StatusReporter
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The bundle a worker serves; ``swap`` replaces it in one assignment."""
+
+    def __init__(self) -> None:
+        self._bundle: ModelBundle | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def current(self) -> ModelBundle:
+        if self._bundle is None:
+            raise RuntimeError("no model bundle loaded yet; await wait_ready() first")
+        return self._bundle
+
+    @property
+    def loaded(self) -> bool:
+        return self._bundle is not None
+
+    def swap(self, bundle: ModelBundle) -> None:
+        self._bundle = bundle
+        self._ready.set()
+
+    async def wait_ready(self) -> ModelBundle:
+        await self._ready.wait()
+        return self.current
+
+
+class ModelUpdates:
+    """The worker's model-update listener (one per worker process)."""
+
+    def __init__(self, settings: Settings, holder: ModelHolder, status: StatusReporter,
+                 executor: Executor) -> None:
+        self.settings, self.holder, self.status = settings, holder, status
+        self.executor = executor
+        self.gate = QualityGate(settings.min_valid_ndcg, settings.max_ndcg_drop)
+        self.rejected = 0
+
+    async def run(self) -> None:
+        consumer, tps = await partition_reader(self.settings, self.settings.model_updates_topic,
+                                               default_partitions={0})
+        try:
+            latest = None
+            async for m in drain(consumer, tps):
+                latest = decode_or_none(m.value) or latest
+            if latest is not None:
+                await self.apply(latest)
+            if not self.holder.loaded:
+                await self._load_fallback()
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    for m in msgs:
+                        if (a := decode_or_none(m.value)) is not None:
+                            await self.apply(a)
+        finally:
+            await consumer.stop()
+
+    async def apply(self, a: Announcement) -> None:
+        current = self.holder.current if self.holder.loaded else None
+        if current is not None and current.version == a.version:
+            return
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            bundle = await loop.run_in_executor(self.executor, load_announced, a,
+                                                self.settings.compute_threads, self.gate, current)
+        except BundleRejected as e:
+            self._rejected(e)
+            return
+        await self._swap(bundle, time.monotonic() - t0, a.reason)
+
+    async def _load_fallback(self) -> None:
+        path: Path = self.settings.bundle_path
+        if not (path / "manifest.json").is_file():
+            log.warning("no announced model and no bundle at %s: waiting for an announcement on %s",
+                        path, self.settings.model_updates_topic)
+            return
+        t0 = time.monotonic()
+        try:
+            bundle = await asyncio.get_running_loop().run_in_executor(
+                self.executor, load_bundle, path, self.settings.compute_threads)
+        except BundleRejected as e:
+            self._rejected(e)
+            log.error("the fallback bundle at %s is unusable: no clicks are processed until a "
+                      "valid bundle is announced on %s", path, self.settings.model_updates_topic)
+            return
+        await self._swap(bundle, time.monotonic() - t0, "startup")
+
+    def _rejected(self, e: BundleRejected) -> None:
+        self.rejected += 1
+        log.error("%s", e)
+        self.status.report({"bundles_rejected": self.rejected, "last_rejection": str(e)[:500],
+                            "last_rejection_at": int(time.time() * 1000)})
+
+    async def _swap(self, bundle: ModelBundle, seconds: float, reason: str) -> None:
+        previous = self.holder.current.version if self.holder.loaded else ""
+        self.holder.swap(bundle)  # one reference: the next batch uses the new bundle
+        log.info("serving model %s (was %s, %s), validated in %.0f ms", bundle.version,
+                 previous or "none", reason, seconds * 1000)
+        self.status.report({
+            "model_version": bundle.version, "previous_version": previous,
+            "swapped_at": int(time.time() * 1000), "swap_ms": round(seconds * 1000, 1),
+            "swap_reason": reason})
