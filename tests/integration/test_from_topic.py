@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from streamrec.events import ClickEvent, encode_event
+from streamrec.session import SessionRules
 from streamrec.settings import Settings
 from streams.replay import replay, send_raw
 from training.from_topic import read_topic
@@ -43,3 +44,22 @@ def test_read_topic_since_skips_older_events(make_settings: Callable[..., Settin
     asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, new))
     read = asyncio.run(read_topic(s.kafka_bootstrap, s.clicks_topic, since_ms=cut))
     assert read.data.vocab.decode(read.data.seqs[0]) == ["new0", "new1"]
+
+
+def test_read_topic_keeps_exactly_what_the_workers_apply(make_settings: Callable[..., Settings]) -> None:
+    """One rule for both: the workers' size limit and duplicate window (SessionRules)."""
+    s = make_settings(dedup_window=2, max_event_bytes=200)
+
+    def ev(eid: str, item: str, pad: int = 0) -> tuple[bytes, bytes]:
+        value = encode_event(ClickEvent(eid, "u", item, 1_000))
+        return b"u", value[:-1] + b',"pad":"' + b"x" * pad + b'"}' if pad else value
+
+    records = [ev("e0", "a"), ev("e1", "b"), ev("e2", "c"),
+               ev("e2", "c"),  # inside the window of 2 ids: a duplicate
+               ev("e0", "a"),  # older than the window: applied again, as a worker would
+               ev("e3", "d", pad=300)]  # over the workers' 200-byte limit: invalid
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, records))
+    read = asyncio.run(read_topic(s.kafka_bootstrap, s.clicks_topic,
+                                  rules=SessionRules.from_settings(s)))
+    assert (read.records, read.invalid, read.duplicates) == (6, 1, 1)
+    assert read.data.vocab.decode(read.data.seqs[0]) == ["a", "b", "c", "a"]

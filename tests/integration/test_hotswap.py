@@ -19,7 +19,7 @@ from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
 from streams.replay import send_raw
 from tests.integration.conftest import WorkerProc
-from tests.unit.test_corrupt_bundles import CASES, rewrite_manifest
+from tests.corrupt import CASES, rewrite_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`streamrec.waiting`."""
+
+from __future__ import annotations
+
 import subprocess
 import sys
 
@@ -22,3 +26,4 @@ def test_a_dead_process_ends_the_wait_at_once() -> None:
     proc.wait()
     with pytest.raises(ProcessExited, match="exited with 3 while waiting for ready"):
         poll_until(lambda: 0, lambda v: False, timeout=60, procs=[proc], what="ready")
+

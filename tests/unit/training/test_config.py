@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`training.config`."""
+
+from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
@@ -39,15 +43,3 @@ def test_bad_loss_is_rejected() -> None:
     with pytest.raises(ConfigError, match="loss must be"):
         resolve({}, None, {}, {"loss": "mse"}, {})
 
-
-def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pydantic import SecretStr
-
-    from streamrec.settings import Settings
-
-    s = Settings(redis_url=SecretStr("redis://x:1/2"), top_n=7, key_prefix="p:")
-    env = s.to_env()
-    assert env["STREAMREC_REDIS_URL"] == "redis://x:1/2" and "STREAMREC_WORKER_ID" not in env
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    assert Settings() == s

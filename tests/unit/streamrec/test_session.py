@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`streamrec.session`."""
+
+from __future__ import annotations
+
 from streamrec.session import apply_event, new_session
 
 
@@ -49,3 +53,4 @@ def test_kafka_redelivery_is_a_duplicate_however_old() -> None:
     assert nxt is not None and nxt["seq"] == 11
     # another partition's offsets say nothing (the producer re-keyed): ids decide
     assert apply_event(s, "e0", "x", 0, 10, 2, partition=4, offset=0) is not None
+

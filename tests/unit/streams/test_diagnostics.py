@@ -1,4 +1,4 @@
-"""The SIGUSR1 task dump shows the whole chain of awaits, through async generators."""
+"""Unit tests of :mod:`streams.diagnostics`."""
 
 from __future__ import annotations
 
@@ -37,3 +37,4 @@ def test_dump_shows_the_chain_of_awaits_through_an_async_generator() -> None:
     names = [line.rsplit(" ", 1)[-1] for line in section.strip().splitlines()]
     assert names[:3] == ["_outer", "_consume", "_gen"], section
     assert "wait" in names[3:], section
+

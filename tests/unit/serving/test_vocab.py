@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`serving.vocab`."""
+
+from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
@@ -25,3 +29,4 @@ def test_save_load(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"a": 1}')
     with pytest.raises(ValueError, match="list of strings"):
         Vocabulary.load(tmp_path / "bad.json")
+

@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`serving.topk`."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 
@@ -22,3 +26,4 @@ def test_all_masked_row_still_returns_k() -> None:
     s[1, 5] = 1.0
     idx, val = top_k_rows(s, 3)
     assert idx.shape == (2, 3) and idx[1, 0] == 5 and np.isneginf(val[0]).all()
+

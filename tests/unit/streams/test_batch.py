@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`streams.batch`."""
+
+from __future__ import annotations
+
 import base64
 import hashlib
 
@@ -146,3 +150,4 @@ def test_small_dead_letter_is_whole() -> None:
     letter = orjson.loads(DeadLetter(Record(b"k", b"{bad", "clicks", 1, 2), "r").encode("w"))
     assert letter["truncated"] is False and base64.b64decode(letter["value_b64"]) == b"{bad"
     assert base64.b64decode(letter["key_b64"]) == b"k"
+

@@ -1,4 +1,6 @@
-"""The batch pipeline: order of state updates, bounded overlap, acks only after a batch finishes."""
+"""Unit tests of :mod:`streams.worker`."""
+
+from __future__ import annotations
 
 import asyncio
 
@@ -127,3 +129,4 @@ def test_settle_cancels_what_does_not_finish_in_time() -> None:
         assert acks.batches == [0, 0] and not p.inflight  # batch 1 cancelled, never acked
 
     asyncio.run(scenario())
+

@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`serving.recommend`."""
+
+from __future__ import annotations
+
 from pathlib import Path
 
 import numpy as np
@@ -5,13 +9,6 @@ import numpy as np
 from serving.bundle import load_bundle
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR
 from serving.recommend import recommend
-from streamrec.sequences import left_pad
-
-
-def test_left_pad_keeps_last_items_right_aligned() -> None:
-    out = left_pad([[1, 2, 3, 4], [5], []], 3)
-    assert out.tolist() == [[2, 3, 4], [0, 0, 5], [0, 0, 0]]
-    assert out.dtype == np.int64
 
 
 def test_dense_and_faiss_paths_agree_and_skip_seen(tiny_bundle_dir: Path) -> None:
@@ -57,3 +54,4 @@ def test_unknown_items_are_ignored_and_empty_history_gets_popular(tiny_bundle_di
     only = recommend(b, [[known]], top_n=5)[0]
     single = recommend(b, [["nope", known, "nope2"]], top_n=5)[0]
     assert only.items == single.items  # unknown items are not fed to the model
+

@@ -1,3 +1,7 @@
+"""Unit tests of :mod:`streamrec.events`."""
+
+from __future__ import annotations
+
 import orjson
 import pytest
 
@@ -44,3 +48,4 @@ def test_bad_events_raise_specific_reason(key: bytes | None, value: bytes | None
     with pytest.raises(EventError) as e:
         decode_event(key, value, MAX)
     assert reason in e.value.reason
+

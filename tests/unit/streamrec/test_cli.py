@@ -1,0 +1,72 @@
+"""Unit tests of :mod:`streamrec.cli`: help grouped by job, usage errors named, settings built once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from streamrec.cli import app
+from streamrec.cli.base import settings
+
+runner = CliRunner()
+
+JOBS = {
+    "Running": ["worker", "replay", "recs", "status", "demo"],
+    "Models": ["publish", "models", "rollback"],
+    "Data and evaluation": ["generate", "train", "evaluate"],
+    "Benchmarks": ["bench", "bench-index", "bench-swap", "bench-state"],
+}
+
+
+def test_help_groups_every_command_by_job() -> None:
+    out = runner.invoke(app, ["--help"], terminal_width=200).output
+    panels = [line for line in out.splitlines() if line.startswith("╭─ ")]
+    assert [p.split("─ ")[1].split(" ─")[0] for p in panels] == ["Options", *JOBS]
+    for job, commands in JOBS.items():
+        section = out.split(f"╭─ {job} ")[1].split("╰")[0]
+        for command in commands:
+            assert f"│ {command} " in section, (job, command)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train"], "give exactly one of --data PATH, --synthetic or --from-topic"),
+    (["train", "--synthetic", "--data", "x.txt"], "give exactly one of"),
+    (["train", "--synthetic", "--dim", "30", "--heads", "4"], "dim 30 must be divisible by heads 4"),
+    (["train", "--synthetic", "--config", "nope.toml"], "config file nope.toml does not exist"),
+    (["bench", "--rates", "1000,fast"], "--rates must be numbers, comma-separated; got '1000,fast'"),
+    (["bench", "--rates", "0,max"], "--rates must be positive numbers"),
+    (["bench-index", "--sizes", "10,x"], "--sizes must be numbers"),
+    (["publish", "/nonexistent/bundle"], "/nonexistent/bundle is not a bundle directory"),
+    (["evaluate", "/nonexistent/bundle", "--data", "x.txt"], "is not a bundle directory"),
+])
+def test_usage_errors_exit_2_and_say_what_is_wrong(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_todays_command_names_and_flags_still_parse() -> None:
+    """Users' scripts call these: each must reach its own validation, not a usage error."""
+    for args in (["train", "--help"], ["bench", "--help"], ["bench-index", "--help"],
+                 ["bench-swap", "--help"], ["bench-state", "--help"], ["rollback", "--help"],
+                 ["replay", "--help"], ["recs", "--help"], ["status", "--help"],
+                 ["worker", "--help"], ["demo", "--help"], ["models", "--help"]):
+        assert runner.invoke(app, args).exit_code == 0, args
+    flags = runner.invoke(app, ["train", "--help"], terminal_width=300).output
+    for flag in ("--from-topic", "--since", "--max-minutes", "--hard-negatives", "--refit",
+                 "--mask-seen", "--lowpass", "--index-type", "--publish", "--json"):
+        assert flag in flags
+
+
+def test_generate_writes_a_sequence_file(tmp_path: Path) -> None:
+    out = tmp_path / "clicks.txt"
+    result = runner.invoke(app, ["generate", "--out", str(out), "--users", "20", "--items", "30"])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 20 and all(len(line.split()) >= 2 for line in lines)
+
+
+def test_settings_are_built_once() -> None:
+    assert settings() is settings()

@@ -1,0 +1,47 @@
+"""Unit tests of :mod:`training.export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from serving.bundle import load_bundle
+from serving.encoder import Encoder, make_session
+from serving.manifest import REFERENCE_ATOL
+from training.export import ExportError, check_parity
+from training.model import SASRec, SASRecConfig
+from training.pipeline import TrainReport
+
+
+def test_parity_check_rejects_a_different_model(tiny_report: TrainReport) -> None:
+    cfg = SASRecConfig(**{k: v for k, v in load_bundle(tiny_report.bundle).manifest.model_config.items()
+                          if k != "train"})
+    torch.manual_seed(123)
+    other = SASRec(cfg).eval()
+    enc = Encoder(make_session(tiny_report.bundle / "encoder.onnx"))
+    seqs = np.arange(1, 2 * cfg.max_len + 1, dtype=np.int64).reshape(2, cfg.max_len) % cfg.num_items + 1
+    with pytest.raises(ExportError, match="disagree"):
+        check_parity(other, enc, seqs)
+
+
+def test_lowpass_bundle_exports_with_parity(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.pipeline import train_and_export
+    from training.train import TrainConfig
+
+    r = train_and_export(tiny_data, tmp_path / "lp", {"max_len": 20, "dim": 16, "layers": 2,
+                                                      "lowpass": 0.7},
+                         TrainConfig(epochs=1, patience=1, batch_size=64), progress=False)
+    assert r.manifest.metrics["onnx_parity_max_abs_diff"] <= REFERENCE_ATOL
+    assert r.manifest.model_config["lowpass"] == 0.7
+    assert load_bundle(tmp_path / "lp").manifest.version == r.manifest.version
+
+
+def test_onnx_encoder_accepts_any_length_up_to_max_len(tiny_bundle_dir: Path) -> None:
+    b = load_bundle(tiny_bundle_dir)
+    full = np.zeros((2, b.max_len), dtype=np.int64)
+    full[0, -3:], full[1, -1:] = [1, 2, 3], [4]
+    assert np.allclose(b.encoder.encode(full), b.encoder.encode(full[:, -3:]), atol=1e-5)
+
