@@ -8,17 +8,20 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 from pydantic import ValidationError
 
-# Registers the commands; this order is the order of the help panels.
-from streamrec.cli import bench, data, models, run  # noqa: F401
 from streamrec.cli.base import app
 from streamrec.errors import StreamrecError
 
 __all__ = ["app", "main"]
+
+# Importing a job's module registers its commands; this order is the order of the help panels.
+for _job in ("run", "models", "data", "bench"):
+    importlib.import_module(f"streamrec.cli.{_job}")
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from serving.registry import Announcement, BundleStore, announce, publish_bundle
 from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
 from streams.replay import send_raw
-from tests.integration.conftest import WorkerProc
 from tests.corrupt import CASES, rewrite_manifest
+from tests.integration.conftest import WorkerProc
 
 pytestmark = pytest.mark.integration
 
