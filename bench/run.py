@@ -33,7 +33,7 @@ from pathlib import Path
 import redis
 
 from bench.load import produce
-from serving.latency import diff, percentiles
+from serving.latency import FIELD, diff, percentiles
 from streamrec.harness import WorkerProcess
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
@@ -111,6 +111,13 @@ class Fleet:
     def status(self) -> list[dict[str, str]]:
         return [w.status() for w in self.workers] or [{} for _ in self.ids]
 
+    def latency(self) -> list[dict[str, int]]:
+        """Each worker's latency histogram now (``lat_le_{ms}`` counts): streamrec workers
+        export it at ``/metrics``; the naive baseline keeps it in its status hash."""
+        if self.pipeline == "streamrec":
+            return [w.latency_fields() for w in self.workers]
+        return [{k: int(v) for k, v in st.items() if k.startswith(FIELD)} for st in self.status()]
+
     def events(self) -> int:
         return sum(int(s.get("events", 0)) for s in self.status())
 
@@ -147,13 +154,13 @@ def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: 
         asyncio.run(produce(s, s.clicks_topic, events=warmup, rate=rate, users=users,
                             items=items, run="warm", seed=1))
         fleet.wait_events(warmup)
-        before, cpu0 = fleet.status(), [_cpu_s(p.pid) for p in fleet.procs]
+        before, cpu0 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
         t0 = time.monotonic()
         asyncio.run(produce(s, s.clicks_topic, events=events, rate=rate, users=users,
                             items=items, run="measure", seed=2))
         fleet.wait_events(warmup + events)
         seconds = time.monotonic() - t0
-        after, cpu1 = fleet.status(), [_cpu_s(p.pid) for p in fleet.procs]
+        after, cpu1 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
         hist: dict[str, int] = {}
         for a, b in zip(after, before, strict=True):
             for k, v in diff(a, b).items():

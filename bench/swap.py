@@ -31,18 +31,18 @@ def measure_swap(base: Settings, a: Path, b: Path, *, rate: float, seconds: floa
             run="swap")))
         load.start()
         time.sleep(seconds / 2)
-        before = fleet.status()[0]
+        before = fleet.latency()[0]
         announced = asyncio.run(publish_bundle(s, b, validate=False))
         fleet.wait_until(lambda st: st[0].get("model_version") == announced.version, 120)
         time.sleep(1.0)
-        across = fleet.status()[0]
+        across, swapped = fleet.latency()[0], fleet.status()[0]
         load.join()
         fleet.wait_events(events)
-        after = fleet.status()[0]
-        return {"rate": rate, "swap_ms": float(across["swap_ms"]), "items": items,
+        after, status = fleet.latency()[0], fleet.status()[0]
+        return {"rate": rate, "swap_ms": float(swapped["swap_ms"]), "items": items,
                 "first_half": percentiles({k: str(v) for k, v in diff(before, {}).items()}),
                 "swap_window": percentiles({k: str(v) for k, v in diff(across, before).items()}),
                 "after": percentiles({k: str(v) for k, v in diff(after, across).items()}),
-                "events": int(after["events"]), "version_after": after["model_version"]}
+                "events": int(status["events"]), "version_after": status["model_version"]}
     finally:
         fleet.stop()

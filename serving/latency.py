@@ -1,4 +1,4 @@
-"""A fixed-bucket latency histogram (ms), cheap to update per batch and to merge in Redis.
+"""A fixed-bucket latency histogram (ms): the edges the worker exports, and percentiles of it.
 
 Buckets are 1 ms wide up to 20 ms, then coarser. A percentile is reported as
 the upper edge of the bucket that reaches it: never optimistic.
@@ -15,12 +15,16 @@ EDGES = np.array([*range(1, 21), 25, 30, 40, 50, 60, 80, 100, 125, 150, 200, 250
 FIELD = "lat_le_"  # Redis hash field prefix: lat_le_{upper edge}
 
 
-def bucket_counts(lags_ms: np.ndarray) -> dict[str, int]:
-    """Histogram fields for a batch of latencies: {"lat_le_5": n, …} (non-zero buckets only)."""
+def bucket_array(lags_ms: np.ndarray) -> np.ndarray:
+    """Counts per bucket (``len(EDGES)``) of a batch of latencies in ms."""
     # lags beyond the last edge (clock skew, replayed old events) land in the last bucket
     idx = np.minimum(np.searchsorted(EDGES, np.maximum(lags_ms, 0), side="left"), len(EDGES) - 1)
-    counts = np.bincount(idx, minlength=len(EDGES))
-    return {f"{FIELD}{EDGES[i]}": int(c) for i, c in enumerate(counts) if c}
+    return np.bincount(idx, minlength=len(EDGES))
+
+
+def bucket_counts(lags_ms: np.ndarray) -> dict[str, int]:
+    """Histogram fields for a batch of latencies: {"lat_le_5": n, …} (non-zero buckets only)."""
+    return {f"{FIELD}{EDGES[i]}": int(c) for i, c in enumerate(bucket_array(lags_ms)) if c}
 
 
 def percentiles(fields: Mapping[str, str | int], qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
@@ -39,6 +43,33 @@ def percentiles(fields: Mapping[str, str | int], qs: tuple[float, ...] = (50, 95
     return out
 
 
-def diff(after: Mapping[str, str], before: Mapping[str, str]) -> dict[str, int]:
+def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seconds") -> dict[str, int]:
+    """The histogram fields (``lat_le_{ms}``) of a Prometheus histogram in exposition text.
+
+    The worker exports its latency histogram with these edges (in seconds) at
+    ``/metrics`` (:mod:`streams.metrics`); this turns it back into per-bucket counts,
+    so a benchmark can take windows (``diff``) and ``percentiles`` of it.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cumulative: dict[int, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                le = sample.labels["le"]
+                edge = int(EDGES[-1]) if le == "+Inf" else round(float(le) * 1000)
+                cumulative[edge] = sample.value
+    out, below = {}, 0.0
+    for edge in sorted(cumulative):
+        n = int(cumulative[edge] - below)
+        below = cumulative[edge]
+        if n:
+            out[f"{FIELD}{edge}"] = n
+    return out
+
+
+def diff(after: Mapping[str, str | int], before: Mapping[str, str | int]) -> dict[str, int]:
     """Histogram fields of ``after`` minus ``before`` (a measurement window)."""
     return {k: int(v) - int(before.get(k, 0)) for k, v in after.items() if k.startswith(FIELD)}

@@ -135,21 +135,6 @@ class RecsWriter:
         self._add_status(pipe, worker_id, status)
         await pipe.execute()
 
-    async def record_latency(self, worker_id: str, batch_id: str, lag_sum_ms: int,
-                             buckets: Mapping[str, int]) -> None:
-        """Add a batch's latencies to the worker's histogram (``serving.latency``), once."""
-        deltas = [x for name, n in {"lag_ms_sum": lag_sum_ms, **buckets}.items() if n
-                  for x in (name, n)]
-        if not deltas:
-            return
-        keys = (worker_key(self.prefix, worker_id),
-                batch_token_key(self.prefix, worker_id, f"{batch_id}:lat"))
-        try:
-            await self.client.evalsha(self._count_sha, 2, *keys, _TOKEN_TTL_MS, *deltas)
-        except NoScriptError:
-            await self.load_scripts()
-            await self.client.evalsha(self._count_sha, 2, *keys, _TOKEN_TTL_MS, *deltas)
-
 
 def _sha1(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()

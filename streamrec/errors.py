@@ -39,10 +39,12 @@ class BundleRejected(BundleError):
 
 
 class EventError(StreamrecError):
-    """A click event is malformed. ``reason`` goes to the dead-letter record."""
+    """A click event is malformed. ``reason`` goes to the dead-letter record; ``kind`` is a
+    short fixed name for the class of failure (a metric label: ``too_large``,
+    ``malformed_json``, ``invalid_event``, …)."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: str, kind: str = "invalid_event") -> None:
+        self.reason, self.kind = reason, kind
         super().__init__(reason)
 
 

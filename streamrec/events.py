@@ -40,23 +40,25 @@ def decode_event(key: bytes | None, value: bytes | None, max_bytes: int) -> Clic
     the same record after every restart).
     """
     if value is None:
-        raise EventError("empty value (tombstone)")
+        raise EventError("empty value (tombstone)", "tombstone")
     if len(value) > max_bytes:
-        raise EventError(f"event is {len(value)} bytes, limit is {max_bytes}")
+        raise EventError(f"event is {len(value)} bytes, limit is {max_bytes}", "too_large")
     try:
         event = _decoder.decode(value)
     except msgspec.ValidationError as e:
-        raise EventError(f"invalid event: {e}") from None
+        raise EventError(f"invalid event: {e}", "invalid_event") from None
     except msgspec.DecodeError as e:
-        raise EventError(f"malformed JSON: {e}") from None
+        raise EventError(f"malformed JSON: {e}", "malformed_json") from None
     except UnicodeDecodeError as e:
-        raise EventError(f"invalid UTF-8 in a JSON string at byte {e.start}: {e.reason}") from None
+        raise EventError(f"invalid UTF-8 in a JSON string at byte {e.start}: {e.reason}",
+                         "invalid_utf8") from None
     except Exception as e:  # noqa: BLE001 - contract 4: no record may stop the stream
-        raise EventError(f"undecodable record: {type(e).__name__}: {e}") from None
+        raise EventError(f"undecodable record: {type(e).__name__}: {e}", "undecodable") from None
     if key is None:
-        raise EventError("record has no key; events must be keyed by user_id")
+        raise EventError("record has no key; events must be keyed by user_id", "no_key")
     if key != event.user_id.encode():
-        raise EventError(f"record key {key[:64]!r} does not match user_id {event.user_id[:64]!r}")
+        raise EventError(f"record key {key[:64]!r} does not match user_id {event.user_id[:64]!r}",
+                         "key_mismatch")
     return event
 
 

@@ -3,15 +3,20 @@
 A :class:`WorkerProcess` is a ``streamrec worker`` (or any module that reports
 to the same status hash, such as ``bench.naive``) run in a child process whose
 environment is exactly ``settings.to_env()``, logging to a file, and watched
-through the status hash it writes to Redis.
+through the status hash it writes to Redis and its HTTP port (``/metrics``,
+``/ready``, …). Unless the settings name a web port, each worker gets a free
+one, so several can run on one machine.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +25,18 @@ from typing import Self
 import redis
 
 from serving.keys import worker_key
+from serving.latency import fields_from_prometheus
 from streamrec.settings import Settings
 from streamrec.waiting import poll_until, stop_process
 
 Status = dict[str, str]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -47,6 +60,8 @@ class WorkerProcess:
             raise ValueError("a harnessed worker needs settings.worker_id (its status hash)")
         if bundle is not None:
             settings = settings.model_copy(update={"bundle_path": bundle})
+        if "web_port" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"web_port": free_port()})
         log.parent.mkdir(parents=True, exist_ok=True)
         child_env = {**os.environ, **settings.to_env(), **(env or {})}
         with log.open("a") as f:
@@ -100,6 +115,22 @@ class WorkerProcess:
         if self.alive:
             self.proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
         stop_process(self.proc, timeout)
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """``GET http://127.0.0.1:{web_port}{path}``: (status, body); HTTP errors are returned."""
+        url = f"http://127.0.0.1:{self.settings.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def latency_fields(self) -> dict[str, int]:
+        """The worker's event → Redis latency histogram as ``lat_le_{ms}`` counts (``/metrics``)."""
+        status, body = self.get("/metrics")
+        if status != 200:
+            raise RuntimeError(f"worker {self.name}: /metrics answered {status}")
+        return fields_from_prometheus(body.decode())
 
     def tail(self, n: int = 12000) -> str:
         return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]

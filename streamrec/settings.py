@@ -92,6 +92,12 @@ class Settings(BaseSettings):
 
     # Worker identity (status key in Redis); default derived from host and pid.
     worker_id: str | None = None
+    # The worker's HTTP port: /health, /ready, /metrics (Prometheus), /recs/{user_id}.
+    web_port: int = Field(6066, ge=1, le=65535)
+    web_bind: str = "0.0.0.0"
+    # Where Faust keeps its local files (table stores, offsets): must be writable.
+    # Unset: Faust's default, "{app_id}-data" in the working directory.
+    data_dir: Path | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -27,9 +27,10 @@ from serving.store import RecsWriter
 from streamrec.kafka import ensure_topics
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
-from streams.diagnostics import consumer_state, install_task_dump
+from streams.diagnostics import consumer_lag, consumer_state, install_task_dump
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
+from streams.metrics import WorkerMetrics
 from streams.retry import StatusReporter
 from streams.tables import SessionTable
 from streams.topics import Topics
@@ -49,8 +50,10 @@ class WorkerContext:
     status: StatusReporter
     fencing: Fencing
     compute: Executor  # the one thread that runs ONNX Runtime and FAISS
+    metrics: WorkerMetrics
     worker_id: str
     started_at_ms: int
+    rebalanced: bool = False  # a partition assignment has completed (readiness)
 
 
 async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: WorkerContext) -> None:
@@ -64,7 +67,7 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
     worker = ClickWorker(
         table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
         executor=ctx.compute, rules=SessionRules.from_settings(s), top_n=s.top_n,
-        worker_id=ctx.worker_id, fencing=ctx.fencing, status=ctx.status,
+        worker_id=ctx.worker_id, fencing=ctx.fencing, status=ctx.status, metrics=ctx.metrics,
         dead_letter_max_bytes=s.dead_letter_max_bytes)
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
@@ -81,6 +84,7 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
 async def follow_model_updates(app: faust.App, ctx: WorkerContext) -> None:
     """The model-update listener, plus the process-wide compute limits and diagnostics."""
     install_task_dump(asyncio.get_running_loop(), lambda: consumer_state(app.consumer))
+    ctx.metrics.watch_consumer(lambda: consumer_lag(app.consumer))
     # One compute budget for ONNX Runtime, FAISS and numpy's BLAS: more threads than
     # the quota fight the event loop (measured: 256x12k GEMM median 16 ms on 2 BLAS
     # threads under load versus 7 ms on one).
@@ -101,5 +105,6 @@ def on_rebalance_complete(app: faust.App, ctx: WorkerContext) -> None:
     """Report the clicks partitions this worker now owns."""
     assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                       if tp.topic == ctx.settings.clicks_topic)
+    ctx.rebalanced = True
     ctx.status.report({"rebalanced_at": int(time.time() * 1000),
                        "partitions": ",".join(map(str, assigned))})

@@ -22,10 +22,11 @@ from serving.keys import epoch_key
 from serving.store import RecsWriter
 from streamrec.kafka import faust_credentials
 from streamrec.settings import Settings
-from streams import agents
+from streams import agents, web
 from streams.consumer import install_consumer
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
+from streams.metrics import WorkerMetrics
 from streams.retry import StatusReporter
 from streams.tables import session_table
 from streams.topics import worker_topics
@@ -42,7 +43,11 @@ def faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication_factor,
         broker_credentials=faust_credentials(settings),
         consumer_auto_offset_reset="earliest",
-        web_enabled=False,
+        # one HTTP port per worker: /health, /ready, /metrics, /recs (streams/web.py)
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        datadir=str(settings.data_dir) if settings.data_dir else None,
         table_cleanup_interval=3600.0,
         # batch changelog records instead of one produce request each (profiled: the
         # socket writes of unbatched changelog sends were ~20% of the worker's time)
@@ -62,6 +67,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     # Status is best-effort and written in the background: no Redis outage may stop a worker.
     status = StatusReporter(lambda fields: writer.report_status(worker_id, fields))
     holder = ModelHolder()
+    metrics = WorkerMetrics()
     # Bundles are validated in their own thread, so serving goes on during a swap.
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-loader")
     return agents.WorkerContext(
@@ -69,11 +75,12 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         topics=worker_topics(app, settings),
         sessions=session_table(app, settings.topic_partitions),
         holder=holder,
-        updates=ModelUpdates(settings, holder, status, loader),
+        updates=ModelUpdates(settings, holder, status, loader, metrics),
         writer=writer,
         status=status,
         fencing=Fencing(lambda: client.incr(epoch_key(settings.key_prefix))),
         compute=ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute"),
+        metrics=metrics,
         worker_id=worker_id,
         started_at_ms=int(time.time() * 1000),
     )
@@ -83,6 +90,8 @@ def create_app(settings: Settings) -> faust.App:
     """A worker's Faust app: the context built, the agents registered. Nothing else."""
     app = faust_app(settings)
     ctx = worker_context(app, settings)
+
+    web.register(app, ctx)
 
     @app.agent(ctx.topics.clicks, name="process_clicks")
     async def process_clicks(stream: faust.StreamT[bytes]) -> None:

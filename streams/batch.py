@@ -49,6 +49,7 @@ _LETTER_OVERHEAD = 4096
 class DeadLetter:
     record: Record
     reason: str
+    kind: str = "invalid_event"  # EventError.kind: a fixed name, for metrics
 
     def encode(self, worker_id: str, max_bytes: int = 262_144) -> bytes:
         """The dead-letter value: reason, origin, the original bytes, their size and sha256.
@@ -106,7 +107,7 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
         try:
             ev = decode_event(rec.key, rec.value, rules.max_event_bytes)
         except EventError as e:
-            out.dead.append(DeadLetter(rec, e.reason))
+            out.dead.append(DeadLetter(rec, e.reason, e.kind))
             continue
         key = rec.key
         assert key is not None  # decode_event checked it

@@ -81,6 +81,20 @@ def _kafka_positions(consumer: Any) -> dict[str, object]:
     return out
 
 
+def consumer_lag(consumer: Any) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (high watermark, fetch position), for every assigned partition
+    whose both are known (the last fetch response tells the high watermark)."""
+    aiokafka_consumer = consumer._thread._ensure_consumer()
+    assignment = aiokafka_consumer._subscription.subscription.assignment
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for tp in assignment.tps:
+        st = assignment.state_value(tp)
+        high = aiokafka_consumer.highwater(tp)
+        if st.has_valid_position and high is not None:
+            out[(tp.topic, tp.partition)] = (int(high), int(st.position))
+    return out
+
+
 def install_task_dump(loop: asyncio.AbstractEventLoop,
                       extra: Callable[[], dict[str, object]] | None = None) -> None:
     """Log ``dump_tasks()`` (and ``extra()``) at WARNING whenever the process gets SIGUSR1."""

@@ -32,6 +32,7 @@ from serving.registry import Announcement, decode_or_none, load_announced
 from streamrec.errors import BundleRejected
 from streamrec.kafka import drain, partition_reader
 from streamrec.settings import Settings
+from streams.metrics import WorkerMetrics
 from streams.retry import StatusReporter
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,10 @@ class ModelUpdates:
     """The worker's model-update listener (one per worker process)."""
 
     def __init__(self, settings: Settings, holder: ModelHolder, status: StatusReporter,
-                 executor: Executor) -> None:
+                 executor: Executor, metrics: WorkerMetrics | None = None) -> None:
         self.settings, self.holder, self.status = settings, holder, status
         self.executor = executor
+        self.metrics = metrics or WorkerMetrics()
         self.gate = QualityGate(settings.min_valid_ndcg, settings.max_ndcg_drop)
         self.rejected = 0
 
@@ -126,6 +128,7 @@ class ModelUpdates:
 
     def _rejected(self, e: BundleRejected) -> None:
         self.rejected += 1
+        self.metrics.refusals.labels(e.check).inc()
         log.error("%s", e)
         self.status.report({"bundles_rejected": self.rejected, "last_rejection": str(e)[:500],
                             "last_rejection_at": int(time.time() * 1000)})
@@ -133,6 +136,9 @@ class ModelUpdates:
     async def _swap(self, bundle: ModelBundle, seconds: float, reason: str) -> None:
         previous = self.holder.current.version if self.holder.loaded else ""
         self.holder.swap(bundle)  # one reference: the next batch uses the new bundle
+        self.metrics.swaps.inc()
+        self.metrics.model.info({"version": bundle.version, "model": bundle.manifest.model,
+                                 "reason": reason})
         log.info("serving model %s (was %s, %s), validated in %.0f ms", bundle.version,
                  previous or "none", reason, seconds * 1000)
         self.status.report({

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from serving.latency import bucket_counts
 from serving.recommend import recommend
 from serving.store import RecsWriter
 from streamrec.session import SessionRules
 from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder
+from streams.metrics import WorkerMetrics
 from streams.retry import StatusReporter, retry_transient
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,14 @@ class ClickWorker:
         worker_id: str,
         fencing: Fencing,
         status: StatusReporter,
+        metrics: WorkerMetrics | None = None,
         dead_letter_max_bytes: int = 262_144,
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
         self.fencing, self.status = fencing, status
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.metrics = metrics or WorkerMetrics()
         self._batch_ids = itertools.count()
         self._dead_log = RateLimitedLog(interval_s=1.0)
 
@@ -60,8 +62,15 @@ class ClickWorker:
                           e.message.offset) for e in events]
         epoch = await self.fencing.current()
         out = apply_batch(self.table, records, self.rules, epoch)
+        m = self.metrics
+        m.events.inc(len(records))
+        m.batch_size.observe(len(records))
+        m.applied.inc(len(out.applied_ts))
+        m.duplicates.inc(out.duplicates)
         if out.dead:
             await self._dead_letter(out.dead)
+            for d in out.dead:
+                m.dead_lettered.labels(d.kind).inc()
         return out
 
     async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
@@ -113,11 +122,14 @@ class ClickWorker:
         ranked = []
         if users:
             histories = [out.histories[u] for u in users]
+            t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
                 self.executor, recommend, bundle, histories, self.top_n)
+            self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = str(next(self._batch_ids))
-        await retry_transient(lambda: self.writer.write(
+        t0 = time.perf_counter()
+        written = await retry_transient(lambda: self.writer.write(
             [(out.touched[u], r) for u, r in zip(users, ranked, strict=True)],
             model_version=bundle.version,
             epoch=out.epoch,
@@ -138,10 +150,10 @@ class ClickWorker:
                 "last_batch_size": n_records,
             },
         ))
+        self.metrics.redis_write.observe(time.perf_counter() - t0)
+        self.metrics.lists_written.inc(written)
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
-            lags = int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64)
-            await retry_transient(lambda: self.writer.record_latency(
-                self.worker_id, batch_id, int(lags.sum()), bucket_counts(lags)))
+            self.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
 
 
 class Pipeline:

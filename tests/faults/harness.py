@@ -27,18 +27,12 @@ import redis
 
 from serving.reader import RecsReader
 from streamrec.events import ClickEvent, encode_event
-from streamrec.harness import WorkerProcess
+from streamrec.harness import WorkerProcess, free_port
 from streamrec.settings import Settings
 from streamrec.waiting import poll_until
 from streams.replay import send_raw
 
 Record = tuple[bytes | None, bytes | None]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

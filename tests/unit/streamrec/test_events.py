@@ -49,3 +49,19 @@ def test_bad_events_raise_specific_reason(key: bytes | None, value: bytes | None
         decode_event(key, value, MAX)
     assert reason in e.value.reason
 
+
+
+@pytest.mark.parametrize(("key", "value", "kind"), [
+    (b"u1", None, "tombstone"),
+    (b"u1", b"x" * 5000, "too_large"),
+    (b"u1", b"{not json", "malformed_json"),
+    (b"u1", b'{"event_id":"\xff\xfe","user_id":"u1","item_id":"i","ts":1}', "invalid_utf8"),
+    (b"u1", b'{"event_id":"e","user_id":"u1","item_id":"i","ts":"soon"}', "invalid_event"),
+    (None, b'{"event_id":"e","user_id":"u1","item_id":"i","ts":1}', "no_key"),
+    (b"u2", b'{"event_id":"e","user_id":"u1","item_id":"i","ts":1}', "key_mismatch"),
+])
+def test_every_refusal_has_a_fixed_kind_for_metrics(key: bytes | None, value: bytes | None,
+                                                    kind: str) -> None:
+    with pytest.raises(EventError) as e:
+        decode_event(key, value, 4096)
+    assert e.value.kind == kind

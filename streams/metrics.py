@@ -1,0 +1,101 @@
+"""The worker's Prometheus metrics (served at ``/metrics`` by :mod:`streams.web`).
+
+One registry per worker process. Counters and histograms are updated per batch
+by :class:`streams.worker.ClickWorker`, swaps and refusals by
+:mod:`streams.hotswap`; consumer lag is read from the consumer at scrape time.
+The event → Redis latency histogram is kept as bucket counts in numpy
+(``serving.latency.EDGES``, in ms) and added per batch in one call, not one
+``observe`` per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from serving.latency import EDGES, bucket_array
+
+# (topic, partition) -> (high watermark, position): what a lag gauge needs
+LagSource = Callable[[], Mapping[tuple[str, int], tuple[int, int]]]
+
+
+class LatencyHistogram(Collector):
+    """``streamrec_event_to_redis_seconds``: event time → its list acknowledged by Redis."""
+
+    name = "streamrec_event_to_redis_seconds"
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(EDGES), dtype=np.int64)
+        self.sum_ms = 0
+
+    def add(self, lags_ms: np.ndarray) -> None:
+        self.counts += bucket_array(lags_ms)
+        self.sum_ms += int(lags_ms.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cum = np.cumsum(self.counts)
+        buckets = [(f"{edge / 1000:g}", int(c)) for edge, c in zip(EDGES[:-1], cum[:-1], strict=True)]
+        buckets.append(("+Inf", int(cum[-1])))
+        yield HistogramMetricFamily(self.name, "Event time to the Redis write of its list, seconds",
+                                    buckets=buckets, sum_value=self.sum_ms / 1000)
+
+
+class ConsumerLag(Collector):
+    """``streamrec_consumer_lag_records{topic,partition}``: high watermark minus position."""
+
+    def __init__(self, source: LagSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("streamrec_consumer_lag_records",
+                              "Records in the partition not yet consumed by this worker",
+                              labels=["topic", "partition"])
+        try:
+            positions = self.source()
+        except Exception:  # noqa: BLE001 - a scrape during a rebalance shows no lag, never fails
+            positions = {}
+        for (topic, partition), (high, pos) in sorted(positions.items()):
+            g.add_metric([topic, str(partition)], max(0, high - pos))
+        yield g
+
+
+class WorkerMetrics:
+    """Every metric a worker exports. ``registry`` is what ``/metrics`` renders."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.events = Counter("streamrec_events", "Records consumed from the clicks topic",
+                              registry=r)
+        self.applied = Counter("streamrec_events_applied", "Events applied to session state",
+                               registry=r)
+        self.duplicates = Counter("streamrec_events_duplicate",
+                                  "Events recognised as already applied", registry=r)
+        self.dead_lettered = Counter("streamrec_dead_lettered", "Records sent to the dead-letter "
+                                     "topic, by kind of failure (streamrec.errors.EventError.kind)",
+                                     ["reason"], registry=r)
+        self.lists_written = Counter("streamrec_lists_written", "Lists written to Redis",
+                                     registry=r)
+        self.batch_size = Histogram("streamrec_batch_size", "Records per micro-batch",
+                                    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+                                    registry=r)
+        self.compute = Histogram("streamrec_compute_seconds", "Encoder + index + filtering per "
+                                 "batch", buckets=_SECONDS, registry=r)
+        self.redis_write = Histogram("streamrec_redis_write_seconds", "The batch's Redis "
+                                     "pipeline, retries included", buckets=_SECONDS, registry=r)
+        self.latency = LatencyHistogram()
+        r.register(self.latency)
+        self.model = Info("streamrec_model", "The bundle this worker serves", registry=r)
+        self.swaps = Counter("streamrec_model_swaps", "Bundles swapped in", registry=r)
+        self.refusals = Counter("streamrec_model_refusals", "Bundles refused, by check",
+                                ["check"], registry=r)
+        self.ready = Gauge("streamrec_ready", "1 when the worker serves (see /ready)", registry=r)
+
+    def watch_consumer(self, source: LagSource) -> None:
+        self.registry.register(ConsumerLag(source))
+
+
+_SECONDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
