@@ -28,10 +28,11 @@ status:
 demo: up
 	$(BIN)/streamrec demo
 
-## Lint (ruff) and types (mypy: strict on streams/ and serving/); warnings are errors.
+## Lint (ruff), types (mypy: strict on streams/ and serving/), the compose file (config).
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	deploy/check-compose.sh
 
 ## The whole test suite, fault suite included; starts the services it needs and stops the ones it started.
 test: $(STAMP)

@@ -54,8 +54,9 @@ class WorkerProcess:
     @classmethod
     def start(cls, settings: Settings, log: Path, *, bundle: Path | None = None,
               module: str = "streamrec.cli", args: Sequence[str] = ("worker",),
-              env: Mapping[str, str] | None = None) -> Self:
-        """Start ``python -m module args`` with ``settings`` (and ``bundle``, extra ``env``)."""
+              env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Self:
+        """Start ``python -m module args`` with ``settings`` (and ``bundle``, extra ``env``),
+        in ``cwd`` (default: this process's working directory)."""
         if not settings.worker_id:
             raise ValueError("a harnessed worker needs settings.worker_id (its status hash)")
         if bundle is not None:
@@ -64,9 +65,12 @@ class WorkerProcess:
             settings = settings.model_copy(update={"web_port": free_port()})
         log.parent.mkdir(parents=True, exist_ok=True)
         child_env = {**os.environ, **settings.to_env(), **(env or {})}
+        if cwd is not None:  # the code is imported from here, not from the working directory
+            child_env["PYTHONPATH"] = os.pathsep.join(
+                [str(Path(__file__).resolve().parents[1]), child_env.get("PYTHONPATH", "")])
         with log.open("a") as f:
             proc = subprocess.Popen([sys.executable, "-m", module, *args], env=child_env,
-                                    stdout=f, stderr=subprocess.STDOUT)
+                                    stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
         return cls(settings, proc, log)
 
     @property

@@ -14,6 +14,7 @@ broadcast, training from the clicks topic).
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamrec.settings import Settings
 
 if TYPE_CHECKING:
     import faust
+
+log = logging.getLogger(__name__)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -79,22 +83,54 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
 
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
-    """Create the clicks, dead-letter and model-update topics if missing (idempotent)."""
+    """Create the clicks, dead-letter and model-update topics if missing (idempotent).
+
+    The model-update topic has one partition and is **compacted** (announcements
+    are keyed by version): the last announcement of every version stays, so a
+    restarted worker finds the current model and ``rollback`` the earlier ones,
+    however long ago they were published. An existing model-update topic that is
+    not compacted is switched to compaction where the broker allows it
+    (AlterConfigs); where it does not (Tansu 0.6), a warning says what to set.
+    """
     names = names or [settings.clicks_topic, settings.dlq_topic, settings.model_updates_topic]
+    updates = settings.model_updates_topic
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(n, num_partitions=settings.topic_partitions if n != settings.model_updates_topic
-                        else 1, replication_factor=settings.topic_replication_factor)
+        new = [NewTopic(n, num_partitions=1 if n == updates else settings.topic_partitions,
+                        replication_factor=settings.topic_replication_factor,
+                        topic_configs=dict(COMPACTED) if n == updates else {})
                for n in names if n not in existing]
         if new:
             try:
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # a concurrent creator won
+        if updates in names and updates in existing \
+                and await topic_config(admin, updates, "cleanup.policy") != "compact":
+            try:
+                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, updates,
+                                                          dict(COMPACTED))])
+            except KafkaError as e:
+                log.warning("the model-update topic %s is not compacted and the broker refused "
+                            "to change it (%s): set cleanup.policy=compact on it, or its "
+                            "announcements expire with the retention time", updates, e)
     finally:
         await admin.close()
+
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+async def topic_config(admin: AIOKafkaAdminClient, topic: str, key: str) -> str | None:
+    """One configuration value of ``topic`` as the broker reports it."""
+    for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)]):
+        for resource in response.resources:
+            for entry in resource[4]:
+                if entry[0] == key:
+                    return str(entry[1])
+    return None
 
 
 async def partition_reader(kafka: Kafka, topic: str, *, since_ms: int | None = None,
