@@ -14,6 +14,7 @@ a test can build a context of its own and call them directly.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from concurrent.futures import Executor
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import faiss
 import faust
+import redis.asyncio as aioredis
 from threadpoolctl import threadpool_limits
 
 from serving.store import RecsWriter
@@ -51,9 +53,11 @@ class WorkerContext:
     fencing: Fencing
     compute: Executor  # the one thread that runs ONNX Runtime and FAISS
     metrics: WorkerMetrics
+    reads: aioredis.Redis  # the HTTP API's own connections (bounded; never the writer's)
     worker_id: str
     started_at_ms: int
     rebalanced: bool = False  # a partition assignment has completed (readiness)
+    heap_frozen: bool = False  # see settle_heap
 
 
 async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: WorkerContext) -> None:
@@ -64,6 +68,7 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
     # A batch writes one record per touched user, so let a few batches' worth wait.
     app.producer.buffer.max_messages = max(100, 4 * s.batch_size)
     await ctx.holder.wait_ready()
+    settle_heap(ctx)
     worker = ClickWorker(
         table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
         executor=ctx.compute, rules=SessionRules.from_settings(s), top_n=s.top_n,
@@ -96,6 +101,22 @@ async def follow_model_updates(app: faust.App, ctx: WorkerContext) -> None:
     await ctx.updates.run()
 
 
+def settle_heap(ctx: WorkerContext) -> None:
+    """Once the worker first serves, move what start-up made out of the collector's reach.
+
+    Python's full (generation 2) collection walks every tracked object; in a worker
+    most of them are start-up's (Faust, aiokafka, the bundle, the recovered table) and
+    live for good. Measured with 10,000 sessions: full collections of 65–111 ms on the
+    event loop, every few seconds under load; after ``gc.freeze()`` of the start-up
+    heap, 7–27 ms. Objects made later (sessions, batches) are collected as before.
+    """
+    if ctx.heap_frozen or not (ctx.rebalanced and ctx.holder.loaded):
+        return
+    gc.collect()
+    gc.freeze()
+    ctx.heap_frozen = True
+
+
 def on_partitions_assigned(ctx: WorkerContext) -> None:
     """A new fencing epoch for every assignment (:mod:`streams.fencing`)."""
     ctx.fencing.on_assigned()
@@ -106,5 +127,6 @@ def on_rebalance_complete(app: faust.App, ctx: WorkerContext) -> None:
     assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                       if tp.topic == ctx.settings.clicks_topic)
     ctx.rebalanced = True
+    settle_heap(ctx)
     ctx.status.report({"rebalanced_at": int(time.time() * 1000),
                        "partitions": ",".join(map(str, assigned))})

@@ -31,6 +31,8 @@ from streams.retry import StatusReporter
 from streams.tables import session_table
 from streams.topics import worker_topics
 
+READ_CONNECTIONS = 16  # Redis connections of a worker's HTTP read API
+
 
 def faust_app(settings: Settings) -> faust.App:
     """The bare Faust app with the worker's broker, consumer and rebalance settings."""
@@ -81,6 +83,9 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         fencing=Fencing(lambda: client.incr(epoch_key(settings.key_prefix))),
         compute=ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute"),
         metrics=metrics,
+        # requests beyond the pool wait for a connection (up to the timeout), not fail
+        reads=aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url.get_secret_value(), max_connections=READ_CONNECTIONS, timeout=2)),
         worker_id=worker_id,
         started_at_ms=int(time.time() * 1000),
     )

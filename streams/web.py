@@ -43,7 +43,7 @@ def readiness(app: faust.App, ctx: WorkerContext) -> list[str]:
 
 async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, Any]:
     """The stored list of ``user_id`` (at most ``n`` items), or the popularity fallback."""
-    raw = await ctx.writer.client.hgetall(recs_key(ctx.settings.key_prefix, user_id))
+    raw = await ctx.reads.hgetall(recs_key(ctx.settings.key_prefix, user_id))
     if raw:
         rec = parse(user_id, raw).to_dict()
         rec["items"], rec["scores"] = rec["items"][:n], rec["scores"][:n]  # type: ignore[index]

@@ -95,6 +95,27 @@ def bench_swap(
     print_json(measure_swap(settings(), a, b, rate=rate, seconds=seconds, items=12_101, log_dir=logs))
 
 
+@app.command("bench-http", rich_help_panel=BENCHMARKS)
+def bench_http(
+    rate: Annotated[float, typer.Option(min=1, help="Requests per second, offered open-loop.")] = 1000.0,
+    seconds: Annotated[float, typer.Option(min=1)] = 10.0,
+    users: Annotated[int, typer.Option(min=10)] = 10_000,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-http.json"),
+) -> None:
+    """The HTTP read API: GET /recs/{user} latency at a fixed request rate on one worker."""
+    from bench.bundle import random_bundle
+    from bench.http import measure_reads
+    from bench.run import write_results
+
+    logs = BENCH_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    result = measure_reads(settings(), random_bundle(BENCH_DIR), rate=rate, seconds=seconds,
+                           users=users, items=12_101, log_dir=logs)
+    write_results(out, result)
+    print_json(result)
+    typer.echo(f"wrote {out}")
+
+
 @app.command("bench-state", rich_help_panel=BENCHMARKS)
 def bench_state() -> None:
     """Bytes per user of session state, and what 10M users would need."""
