@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     # The worker's HTTP port: /health, /ready, /metrics (Prometheus), /recs/{user_id}.
     web_port: int = Field(6066, ge=1, le=65535)
     web_bind: str = "0.0.0.0"
+    # Logs: "text" (Faust's default) or "json" (one object per line: streamrec/logs.py).
+    log_format: Literal["text", "json"] = "text"
     # Where Faust keeps its local files (table stores, offsets): must be writable.
     # Unset: Faust's default, "{app_id}-data" in the working directory.
     data_dir: Path | None = None
@@ -139,6 +141,13 @@ class Settings(BaseSettings):
                     value = value.get_secret_value()
                 env[f"STREAMREC_{name.upper()}"] = str(value)
         return env
+
+    @property
+    def worker_name(self) -> str:
+        """``worker_id``, or ``{host}-{pid}`` when it is not set."""
+        import socket
+
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def redis_host(self) -> str:

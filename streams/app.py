@@ -10,8 +10,6 @@ Where things live: topics in :mod:`streams.topics`, the session table in
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -65,7 +63,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     """The agents' shared objects. Builds clients but does no I/O (redis-py connects lazily)."""
     client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
     writer = RecsWriter(client, settings.key_prefix, settings.recs_ttl_s)
-    worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    worker_id = settings.worker_name
     # Status is best-effort and written in the background: no Redis outage may stop a worker.
     status = StatusReporter(lambda fields: writer.report_status(worker_id, fields))
     holder = ModelHolder()

@@ -129,7 +129,7 @@ class ModelUpdates:
     def _rejected(self, e: BundleRejected) -> None:
         self.rejected += 1
         self.metrics.refusals.labels(e.check).inc()
-        log.error("%s", e)
+        log.error("%s", e, extra={"model_version": e.bundle, "check": e.check, "path": e.path})
         self.status.report({"bundles_rejected": self.rejected, "last_rejection": str(e)[:500],
                             "last_rejection_at": int(time.time() * 1000)})
 
@@ -140,7 +140,9 @@ class ModelUpdates:
         self.metrics.model.info({"version": bundle.version, "model": bundle.manifest.model,
                                  "reason": reason})
         log.info("serving model %s (was %s, %s), validated in %.0f ms", bundle.version,
-                 previous or "none", reason, seconds * 1000)
+                 previous or "none", reason, seconds * 1000,
+                 extra={"model_version": bundle.version, "previous_version": previous,
+                        "swap_reason": reason, "swap_ms": round(seconds * 1000, 1)})
         self.status.report({
             "model_version": bundle.version, "previous_version": previous,
             "swapped_at": int(time.time() * 1000), "swap_ms": round(seconds * 1000, 1),

@@ -82,7 +82,9 @@ class ClickWorker:
         """
         for d in dead:
             self._dead_log.add(f"{d.record.topic}[{d.record.partition}]@{d.record.offset}: "
-                               f"{d.reason[:200]}")
+                               f"{d.reason[:200]}", topic=d.record.topic,
+                               partition=d.record.partition, offset=d.record.offset,
+                               reason=d.kind)
         delay, failures = 0.1, 0
         while True:
             try:
@@ -224,11 +226,14 @@ class RateLimitedLog:
         self._last = 0.0
         self._suppressed = 0
 
-    def add(self, message: str) -> None:
+    def add(self, message: str, **context: object) -> None:
+        """Log ``message`` unless one was logged within the interval; ``context`` goes to
+        the record (fields of a JSON log line)."""
         now = time.monotonic()
         if now - self._last < self.interval_s:
             self._suppressed += 1
             return
         more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
-        log.warning("dead-lettered %s%s", message, more)
+        log.warning("dead-lettered %s%s", message, more,
+                    extra={**context, "suppressed": self._suppressed})
         self._last, self._suppressed = now, 0

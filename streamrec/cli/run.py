@@ -25,10 +25,13 @@ def worker(
     from faust.worker import Worker
 
     from serving.store import check_redis
+    from streamrec.logs import logging_config
     from streams.app import create_app
 
     check_redis(s)
-    Worker(create_app(s), loglevel=loglevel).execute_from_commandline()
+    config = logging_config(loglevel, s.log_format, s.worker_name)
+    Worker(create_app(s), loglevel=loglevel, logging_config=config,
+           quiet=config is not None).execute_from_commandline()
 
 
 @app.command(rich_help_panel=RUNNING)

@@ -80,6 +80,24 @@ def test_health_ready_metrics_and_recs(
         assert w.get(bad)[0] == 400, bad
 
 
+def test_json_logs_are_one_object_per_line(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    s = make_settings(log_format="json")
+    w = start_worker(s, tiny_bundle_dir)
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, [(b"u1", b"{bad")]))
+    w.wait_events(1)
+    w.stop()
+    lines = [line for line in w.log.read_text().splitlines() if line.strip()]
+    parsed = [orjson.loads(line) for line in lines]  # every line is one JSON object
+    assert all(p["worker_id"] == s.worker_id for p in parsed)
+    dead = [p for p in parsed if p["msg"].startswith("dead-lettered")]
+    assert dead and dead[0]["reason"] == "malformed_json" and dead[0]["offset"] == 0
+    swaps = [p for p in parsed if p["msg"].startswith("serving model")]
+    assert swaps and swaps[0]["model_version"] == load_bundle(tiny_bundle_dir).version
+
+
 def test_not_ready_without_a_bundle(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     s = make_settings()
     w = WorkerProc.start(s, tmp_path / "w.log", bundle=Path("/nonexistent/bundle"))
