@@ -51,10 +51,21 @@ class RecsReader:
         return parse(user_id, raw) if raw else None
 
     def worker_statuses(self) -> dict[str, dict[str, str]]:
-        """Every worker that has reported: its id -> its status hash, by id."""
+        """Every live worker: its id -> its status hash, by id.
+
+        A worker's hash expires when it stops writing and heart-beating
+        (``STREAMREC_STATUS_TTL_S``); such a worker is dropped from the set here.
+        """
         ids = sorted(_text(i) for i in self.client.smembers(workers_set(self.prefix)))
-        return {wid: {_text(k): _text(v) for k, v in
-                      self.client.hgetall(worker_key(self.prefix, wid)).items()} for wid in ids}
+        out = {}
+        for wid in ids:
+            fields = {_text(k): _text(v) for k, v in
+                      self.client.hgetall(worker_key(self.prefix, wid)).items()}
+            if fields:
+                out[wid] = fields
+            else:
+                self.client.srem(workers_set(self.prefix), wid)
+        return out
 
 
 def _text(x: bytes | str) -> str:

@@ -70,10 +70,13 @@ _TOKEN_TTL_MS = 3_600_000
 class RecsWriter:
     """Writes a batch of lists plus the worker's counters in one round trip."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int,
+                 status_ttl_s: int | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_ms = ttl_s * 1000
+        # every status write renews the worker's hash; a dead worker's expires
+        self.status_ttl_ms = status_ttl_s * 1000 if status_ttl_s else None
         self._write_sha = _sha1(_WRITE_IF_NEWER)
         self._count_sha = _sha1(_COUNT_ONCE)
 
@@ -125,8 +128,11 @@ class RecsWriter:
                 pipe.hincrby(wkey, name, delta)
 
     def _add_status(self, pipe: Any, worker_id: str, status: Mapping[str, str | int | float]) -> None:
+        key = worker_key(self.prefix, worker_id)
         if status:
-            pipe.hset(worker_key(self.prefix, worker_id), mapping=dict(status))
+            pipe.hset(key, mapping=dict(status))
+        if self.status_ttl_ms:
+            pipe.pexpire(key, self.status_ttl_ms)
         pipe.sadd(workers_set(self.prefix), worker_id)
 
     async def report_status(self, worker_id: str, status: Mapping[str, str | int | float]) -> None:

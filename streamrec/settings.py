@@ -92,6 +92,9 @@ class Settings(BaseSettings):
 
     # Worker identity (status key in Redis); default derived from host and pid.
     worker_id: str | None = None
+    # A worker's status hash expires this long after its last write or heartbeat (one every
+    # sixth of it): a dead worker leaves `streamrec status` on its own.
+    status_ttl_s: int = Field(60, ge=6, le=86_400)
     # The worker's HTTP port: /health, /ready, /metrics (Prometheus), /recs/{user_id}.
     web_port: int = Field(6066, ge=1, le=65535)
     web_bind: str = "0.0.0.0"

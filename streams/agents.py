@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -115,6 +116,13 @@ def settle_heap(ctx: WorkerContext) -> None:
     gc.collect()
     gc.freeze()
     ctx.heap_frozen = True
+
+
+def heartbeat(ctx: WorkerContext) -> None:
+    """Renew the worker's status hash (it expires ``status_ttl_s`` after the last write) and
+    say where its HTTP port is, so ``streamrec status`` can read its metrics."""
+    ctx.status.report({"heartbeat_at": int(time.time() * 1000),
+                       "web": f"{socket.gethostname()}:{ctx.settings.web_port}"})
 
 
 def on_partitions_assigned(ctx: WorkerContext) -> None:

@@ -62,7 +62,7 @@ def faust_app(settings: Settings) -> faust.App:
 def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     """The agents' shared objects. Builds clients but does no I/O (redis-py connects lazily)."""
     client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
-    writer = RecsWriter(client, settings.key_prefix, settings.recs_ttl_s)
+    writer = RecsWriter(client, settings.key_prefix, settings.recs_ttl_s, settings.status_ttl_s)
     worker_id = settings.worker_name
     # Status is best-effort and written in the background: no Redis outage may stop a worker.
     status = StatusReporter(lambda fields: writer.report_status(worker_id, fields))
@@ -103,6 +103,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.task  # type: ignore[untyped-decorator]
     async def follow_model_updates() -> None:
         await agents.follow_model_updates(app, ctx)
+
+    @app.timer(interval=settings.status_ttl_s / 6)  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        agents.heartbeat(ctx)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def take_epoch(sender: faust.App, assigned: set[object], **kwargs: object) -> None:

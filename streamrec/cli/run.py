@@ -78,16 +78,31 @@ def recs(
 
 
 @app.command(rich_help_panel=RUNNING)
-def status() -> None:
-    """Print every worker's status hash from Redis."""
+def status(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every live worker's status (Redis) and event-to-Redis latency percentiles (its /metrics)."""
+    from serving.latency import scrape_percentiles
     from serving.reader import RecsReader
 
     s = settings()
     statuses = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix).worker_statuses()
-    if not statuses:
-        typer.echo("no worker has reported")
+    report: dict[str, dict[str, object]] = {}
     for wid, fields in statuses.items():
-        typer.echo(f"{wid}: {fields}")
+        latency: dict[str, object] = {}
+        if "web" in fields:
+            try:
+                latency = dict(scrape_percentiles(fields["web"]))
+            except OSError as e:
+                latency = {"unreachable": f"{fields['web']}: {e}"}
+        report[wid] = {**fields, "latency_ms": latency}
+    if json_out:
+        print_json({"workers": report})
+        return
+    if not report:
+        typer.echo("no live worker")
+    for wid, row in report.items():
+        typer.echo(f"{wid}: {row}")
 
 
 @app.command(rich_help_panel=RUNNING)
