@@ -1,6 +1,15 @@
-"""Redis key layout, in one place (documented in the README)."""
+"""Redis key layout, in one place (documented in the README, "Redis layout").
+
+A list hash carries ``schema``, the version of its layout. Within a version,
+fields are only ever added: a reader must ignore fields it does not know, and
+may rely on every field the version documents. A change that removes or
+redefines a field bumps the version. Lists written before versioning have no
+``schema`` field (read as 0; same fields as version 1).
+"""
 
 from __future__ import annotations
+
+SCHEMA_VERSION = 1
 
 
 def recs_key(prefix: str, user_id: str) -> str:

@@ -29,6 +29,7 @@ class Recommendations:
     last_event_ts: int  # epoch ms
     seq: int  # events applied to the user's session when this list was made
     epoch: int = 0  # fencing epoch of the worker that wrote it (0: written before epochs)
+    schema: int = 0  # layout version (serving.keys.SCHEMA_VERSION; 0: written before versions)
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -73,6 +74,8 @@ def _text(x: bytes | str) -> str:
 
 
 def parse(user_id: str, raw: Mapping[bytes | str, bytes | str]) -> Recommendations:
+    """A stored list hash as :class:`Recommendations`; fields it does not know are ignored
+    (a newer writer may add some within the same schema version)."""
     g = {_text(k): _text(v) for k, v in raw.items()}
     return Recommendations(
         user_id=user_id,
@@ -85,4 +88,5 @@ def parse(user_id: str, raw: Mapping[bytes | str, bytes | str]) -> Recommendatio
         last_event_ts=int(g["last_event_ts"]),
         seq=int(g["seq"]),
         epoch=int(g.get("epoch", 0)),
+        schema=int(g.get("schema", 0)),
     )

@@ -31,7 +31,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, ResponseError
 
-from serving.keys import batch_token_key, epoch_key, recs_key, worker_key, workers_set
+from serving.keys import (
+    SCHEMA_VERSION,
+    batch_token_key,
+    epoch_key,
+    recs_key,
+    worker_key,
+    workers_set,
+)
 from serving.lists import Provenance, Ranked
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
@@ -39,7 +46,7 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 
 # KEYS[1] = recs key; ARGV = epoch, seq, items, scores, source, model_version, generated_at,
-# last_event_id, last_event_ts, ttl_ms. Returns 1 if written, 0 if a later list is stored.
+# last_event_id, last_event_ts, ttl_ms, schema. Returns 1 if written, 0 if a later list is stored.
 _WRITE_IF_NEWER = """
 local cur = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if cur[2] then
@@ -50,7 +57,7 @@ if cur[2] then
 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2], 'items', ARGV[3], 'scores', ARGV[4],
   'source', ARGV[5], 'model_version', ARGV[6], 'generated_at', ARGV[7],
-  'last_event_id', ARGV[8], 'last_event_ts', ARGV[9])
+  'last_event_id', ARGV[8], 'last_event_ts', ARGV[9], 'schema', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return 1
 """
@@ -101,7 +108,8 @@ class RecsWriter:
         for p, r in lists:
             pipe.evalsha(self._write_sha, 1, recs_key(self.prefix, p.user_id), epoch, p.seq,
                          orjson.dumps(r.items), orjson.dumps(r.scores), r.source, model_version,
-                         generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms)
+                         generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms,
+                         SCHEMA_VERSION)
         deltas = [x for name, d in counters.items() if d for x in (name, d)]
         if deltas and batch_id is not None:
             pipe.evalsha(self._count_sha, 2, worker_key(self.prefix, worker_id),

@@ -8,6 +8,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
+from serving.keys import SCHEMA_VERSION
 from serving.lists import Provenance, Ranked
 from serving.reader import RecsReader
 from serving.store import RecsWriter
@@ -41,6 +42,7 @@ def test_lists_are_ordered_by_epoch_then_seq_never_by_event_time(services: None)
     assert asyncio.run(write(4, 1, 20, "fresh")) == 1
     r = reader.get_recommendations("u")
     assert r is not None and r.items == ["fresh"] and r.seq == 1 and r.epoch == 4
+    assert r.schema == SCHEMA_VERSION  # every write carries the layout version
     ttl = reader.client.pttl(f"{prefix}recs:u")
     assert 0 < ttl <= 60_000
     reader.client.delete(f"{prefix}recs:u", f"{prefix}workers")
