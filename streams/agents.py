@@ -6,6 +6,9 @@
 * :func:`follow_model_updates`, a Faust task: the model-update listener.
 * :func:`on_partitions_assigned` and :func:`on_rebalance_complete`: the
   rebalance hooks (a new fencing epoch; the assignment in the worker's status).
+* :func:`heartbeat`, a Faust timer: keeps the worker's status hash alive.
+* :func:`settle_heap`: once the worker first serves, start-up's objects leave
+  the garbage collector's scans.
 
 ``streams.app.create_app`` builds the context and registers these with Faust;
 a test can build a context of its own and call them directly.
