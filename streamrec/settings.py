@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # The worker's HTTP port: /health, /ready, /metrics (Prometheus), /recs/{user_id}.
     web_port: int = Field(6066, ge=1, le=65535)
     web_bind: str = "0.0.0.0"
+    # The worker's event loop: asyncio's, or uvloop's (needs the uvloop package).
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     # Logs: "text" (Faust's default) or "json" (one object per line: streamrec/logs.py).
     log_format: Literal["text", "json"] = "text"
     # Where Faust keeps its local files (table stores, offsets): must be writable.

@@ -100,7 +100,9 @@ async def follow_model_updates(app: faust.App, ctx: WorkerContext) -> None:
     threads = ctx.settings.compute_threads
     faiss.omp_set_num_threads(threads)
     threadpool_limits(limits=threads, user_api="blas")
-    ctx.status.report({"started_at": ctx.started_at_ms, "pid": os.getpid()})
+    loop = type(asyncio.get_running_loop())
+    ctx.status.report({"started_at": ctx.started_at_ms, "pid": os.getpid(),
+                       "event_loop": f"{loop.__module__}.{loop.__qualname__}"})
     await ensure_topics(ctx.settings, [ctx.settings.model_updates_topic])
     await ctx.updates.run()
 

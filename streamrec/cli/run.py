@@ -22,6 +22,12 @@ def worker(
         typer.secho(f"warning: no bundle at {s.bundle_path}; the worker serves the last "
                     f"version announced on {s.model_updates_topic}, and waits for one if "
                     "none was", fg=typer.colors.YELLOW, err=True)
+    if s.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            fail("STREAMREC_EVENT_LOOP=uvloop needs the uvloop package (pip install uvloop)", 2)
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from faust.worker import Worker
 
     from serving.store import check_redis

@@ -116,3 +116,12 @@ def test_not_ready_without_a_bundle(make_settings: Callable[..., Settings], tmp_
         assert w.get("/health")[0] == 200  # alive, only not ready
     finally:
         w.stop()
+
+
+def test_the_worker_runs_on_uvloop_when_asked(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    pytest.importorskip("uvloop")
+    w = start_worker(make_settings(event_loop="uvloop"), tiny_bundle_dir)
+    assert w.wait_for(lambda st: "event_loop" in st, 30, "status")["event_loop"].startswith("uvloop")
