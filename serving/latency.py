@@ -70,12 +70,13 @@ def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seco
     return out
 
 
-def scrape_percentiles(address: str, timeout_s: float = 2.0) -> dict[str, float]:
-    """Latency percentiles of the worker whose HTTP port is at ``address`` (``host:port``)."""
+def scrape_fields(address: str, timeout_s: float = 2.0) -> dict[str, int]:
+    """The latency histogram fields of the worker whose HTTP port is at ``address``
+    (``host:port``), read from its ``/metrics``."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as r:
-        return percentiles(fields_from_prometheus(r.read().decode()))
+        return fields_from_prometheus(r.read().decode())
 
 
 def diff(after: Mapping[str, str | int], before: Mapping[str, str | int]) -> dict[str, int]:

@@ -25,7 +25,7 @@ from typing import Self
 import redis
 
 from serving.keys import worker_key
-from serving.latency import fields_from_prometheus
+from serving.latency import scrape_fields
 from streamrec.settings import Settings
 from streamrec.waiting import poll_until, stop_process
 
@@ -131,10 +131,7 @@ class WorkerProcess:
 
     def latency_fields(self) -> dict[str, int]:
         """The worker's event → Redis latency histogram as ``lat_le_{ms}`` counts (``/metrics``)."""
-        status, body = self.get("/metrics")
-        if status != 200:
-            raise RuntimeError(f"worker {self.name}: /metrics answered {status}")
-        return fields_from_prometheus(body.decode())
+        return scrape_fields(f"127.0.0.1:{self.settings.web_port}", timeout_s=5.0)
 
     def tail(self, n: int = 12000) -> str:
         return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]

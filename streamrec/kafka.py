@@ -82,6 +82,9 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
     return None
 
 
+COMPACTED = {"cleanup.policy": "compact"}
+
+
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
     """Create the clicks, dead-letter and model-update topics if missing (idempotent).
 
@@ -118,9 +121,6 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
                             "announcements expire with the retention time", updates, e)
     finally:
         await admin.close()
-
-
-COMPACTED = {"cleanup.policy": "compact"}
 
 
 async def topic_config(admin: AIOKafkaAdminClient, topic: str, key: str) -> str | None:

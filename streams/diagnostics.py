@@ -68,10 +68,15 @@ def consumer_state(consumer: Any) -> dict[str, object]:
     return state
 
 
+def _aiokafka_assignment(consumer: Any) -> tuple[Any, Any]:
+    """The aiokafka consumer under a Faust consumer, and its current assignment."""
+    aiokafka_consumer = consumer._thread._ensure_consumer()
+    return aiokafka_consumer, aiokafka_consumer._subscription.subscription.assignment
+
+
 def _kafka_positions(consumer: Any) -> dict[str, object]:
     """aiokafka's own view: fetch position, paused, awaiting an offset reset, per partition."""
-    aiokafka_consumer = consumer._thread._ensure_consumer()
-    assignment = aiokafka_consumer._subscription.subscription.assignment
+    _, assignment = _aiokafka_assignment(consumer)
     out: dict[str, object] = {}
     for tp in sorted(assignment.tps):
         st = assignment.state_value(tp)
@@ -84,8 +89,7 @@ def _kafka_positions(consumer: Any) -> dict[str, object]:
 def consumer_lag(consumer: Any) -> dict[tuple[str, int], tuple[int, int]]:
     """(topic, partition) -> (high watermark, fetch position), for every assigned partition
     whose both are known (the last fetch response tells the high watermark)."""
-    aiokafka_consumer = consumer._thread._ensure_consumer()
-    assignment = aiokafka_consumer._subscription.subscription.assignment
+    aiokafka_consumer, assignment = _aiokafka_assignment(consumer)
     out: dict[tuple[str, int], tuple[int, int]] = {}
     for tp in assignment.tps:
         st = assignment.state_value(tp)

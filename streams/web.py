@@ -56,6 +56,7 @@ async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, An
 
 def register(app: faust.App, ctx: WorkerContext) -> None:
     """Add the worker's pages to ``app``'s web server."""
+    ctx.metrics.ready.set_function(lambda: 0.0 if readiness(app, ctx) else 1.0)
 
     @app.page("/health")
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -64,14 +65,12 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     @app.page("/ready")
     async def ready(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         waiting = readiness(app, ctx)
-        ctx.metrics.ready.set(0 if waiting else 1)
         body = {"ready": not waiting, "waiting_for": waiting, "worker_id": ctx.worker_id,
                 "model_version": ctx.holder.current.version if ctx.holder.loaded else None}
         return self.json(body, status=503 if waiting else 200)
 
     @app.page("/metrics")
     async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        ctx.metrics.ready.set(0 if readiness(app, ctx) else 1)
         # aiohttp takes the charset apart from the content type
         return self.bytes(generate_latest(ctx.metrics.registry), content_type=METRICS_TYPE)
 

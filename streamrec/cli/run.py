@@ -88,7 +88,7 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Every live worker's status (Redis) and event-to-Redis latency percentiles (its /metrics)."""
-    from serving.latency import scrape_percentiles
+    from serving.latency import percentiles, scrape_fields
     from serving.reader import RecsReader
 
     s = settings()
@@ -98,7 +98,7 @@ def status(
         latency: dict[str, object] = {}
         if "web" in fields:
             try:
-                latency = dict(scrape_percentiles(fields["web"]))
+                latency = dict(percentiles(scrape_fields(fields["web"])))
             except OSError as e:
                 latency = {"unreachable": f"{fields['web']}: {e}"}
         report[wid] = {**fields, "latency_ms": latency}
