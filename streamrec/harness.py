@@ -5,7 +5,10 @@ to the same status hash, such as ``bench.naive``) run in a child process whose
 environment is exactly ``settings.to_env()``, logging to a file, and watched
 through the status hash it writes to Redis and its HTTP port (``/metrics``,
 ``/ready``, …). Unless the settings name a web port, each worker gets a free
-one, so several can run on one machine.
+one, so several can run on one machine, and unless they name a data directory,
+each gets its own beside its log (``{worker_id}-data``: RocksDB allows one
+process per database, and a worker restarted under the same name finds its
+table store again).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class WorkerProcess:
             settings = settings.model_copy(update={"bundle_path": bundle})
         if "web_port" not in settings.model_fields_set:
             settings = settings.model_copy(update={"web_port": free_port()})
+        if settings.data_dir is None:  # one per worker name: a restart under the name reuses it
+            settings = settings.model_copy(update={"data_dir": log.parent / f"{settings.worker_id}-data"})
         log.parent.mkdir(parents=True, exist_ok=True)
         child_env = {**os.environ, **settings.to_env(), **(env or {})}
         if cwd is not None:  # the code is imported from here, not from the working directory

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # Where Faust keeps its local files (table stores, offsets): must be writable.
     # Unset: Faust's default, "{app_id}-data" in the working directory.
     data_dir: Path | None = None
+    # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
+    # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
+    # owned partition: bounded by disk, and a restart reads only the changelog's tail).
+    table_store: Literal["memory", "rocksdb"] = "memory"
 
     @model_validator(mode="before")
     @classmethod

@@ -94,6 +94,7 @@ async def follow_model_updates(app: faust.App, ctx: WorkerContext) -> None:
     """The model-update listener, plus the process-wide compute limits and diagnostics."""
     install_task_dump(asyncio.get_running_loop(), lambda: consumer_state(app.consumer))
     ctx.metrics.watch_consumer(lambda: consumer_lag(app.consumer))
+    ctx.metrics.changelog_applied.set_function(lambda: float(ctx.sessions.changelog_applied))
     # One compute budget for ONNX Runtime, FAISS and numpy's BLAS: more threads than
     # the quota fight the event loop (measured: 256x12k GEMM median 16 ms on 2 BLAS
     # threads under load versus 7 ms on one).
@@ -144,4 +145,6 @@ def on_rebalance_complete(app: faust.App, ctx: WorkerContext) -> None:
     ctx.rebalanced = True
     settle_heap(ctx)
     ctx.status.report({"rebalanced_at": int(time.time() * 1000),
-                       "partitions": ",".join(map(str, assigned))})
+                       "partitions": ",".join(map(str, assigned)),
+                       "table_store": ctx.settings.table_store,
+                       "changelog_applied": ctx.sessions.changelog_applied})

@@ -38,7 +38,7 @@ def faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,
-        store="memory://",
+        store=f"{settings.table_store}://",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         broker_credentials=faust_credentials(settings),

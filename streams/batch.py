@@ -25,6 +25,10 @@ from streamrec.session import Session, SessionRules, apply_event
 
 
 class Sessions(Protocol):
+    @property
+    def persistent(self) -> bool:
+        """State survives the process (a disk store): it may be ahead of the changelog."""
+
     def get(self, key: bytes) -> Session | None: ...
 
     def put(self, key: bytes, value: Session, partition: int) -> None: ...
@@ -94,6 +98,11 @@ class BatchOutcome:
     epoch: int = 0  # the fencing epoch current when the batch was applied (streams.fencing)
 
 
+def redelivered(state: Session, rec: Record) -> bool:
+    """Whether ``rec`` is a Kafka redelivery of an event ``state`` has applied (the offset rule)."""
+    return rec.partition == state.get("p") and rec.offset <= state.get("o", -1)
+
+
 def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
                 epoch: int = 0) -> BatchOutcome:
     """Validate each record, apply valid ones in order, collect the touched users.
@@ -116,6 +125,14 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
                           rec.partition, rec.offset)
         if new is None:
             out.duplicates += 1
+            if (table.persistent and state is not None and key not in changed
+                    and redelivered(state, rec)):
+                # Kafka redelivers what was applied but not committed. With a disk store,
+                # the session that applied it may never have reached the changelog (the
+                # write survived a kill -9 that lost the buffered changelog send): send
+                # it again before these offsets are committed. (In memory, state after a
+                # start comes from the changelog, so it is there already.)
+                changed[key] = (state, rec.partition)
             if state is not None and state["last_id"] == ev.event_id and ev.user_id not in out.touched:
                 # A redelivery of the user's latest event: the worker that applied it may
                 # have died before its list reached Redis, so compute the list again

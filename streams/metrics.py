@@ -93,6 +93,10 @@ class WorkerMetrics:
         self.refusals = Counter("streamrec_model_refusals", "Bundles refused, by check",
                                 ["check"], registry=r)
         self.ready = Gauge("streamrec_ready", "1 when the worker serves (see /ready)", registry=r)
+        self.changelog_applied = Gauge(
+            "streamrec_changelog_applied", "Changelog records read into the session table "
+            "since start (recovery and standbys; with the rocksdb store, only the tail a "
+            "restart missed)", registry=r)
 
     def watch_consumer(self, source: LagSource) -> None:
         self.registry.register(ConsumerLag(source))

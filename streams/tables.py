@@ -15,6 +15,9 @@ Two rules that Faust's plain ``Table`` does not give us:
   (paused, partitioned away) can append its stale state *after* the new
   owner's. Sessions carry ``seq``, the count of applied events, and a record
   whose ``seq`` is below the stored one is skipped.
+
+The table lives in memory or in RocksDB (:mod:`streams.stores`), by the app's
+``store`` URL.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import faust
 from faust.types import EventT
 
 from streamrec.session import Session
+from streams.stores import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class SessionTable(faust.Table[bytes, Session]):
 
     _partition: int | None = None
     stale_skipped: int = 0
+    changelog_applied: int = 0  # changelog records read into the store (recovery, standbys)
 
     def put(self, key: bytes, value: Session, partition: int) -> None:
         """Set ``key`` and send it to changelog ``partition`` (the record's source partition)."""
@@ -50,6 +55,19 @@ class SessionTable(faust.Table[bytes, Session]):
         if known is not None:
             known[key] = partition
 
+    @property
+    def persistent(self) -> bool:
+        """Whether sessions outlive the process (the rocksdb store)."""
+        return isinstance(self.data, SessionStore)
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        if str(url).startswith("rocksdb:"):  # Faust's store, with our partition rule
+            return SessionStore(url, self.app, self, table_name=self.name, key_type=self.key_type,
+                                key_serializer=self.key_serializer,
+                                value_serializer=self.value_serializer,
+                                value_type=self.value_type, loop=self.loop, options=self.options)
+        return super()._new_store_by_url(url)
+
     def partition_for_key(self, key: Any) -> int | None:
         if self._partition is None:
             raise TypeError("SessionTable is written with put(key, value, partition) only")
@@ -57,7 +75,9 @@ class SessionTable(faust.Table[bytes, Session]):
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         before = self.stale_skipped
-        super().apply_changelog_batch(list(self._not_older(batch)))
+        accepted = list(self._not_older(batch))
+        super().apply_changelog_batch(accepted)
+        self.changelog_applied += len(accepted)
         if self.stale_skipped > before:
             # normal for a standby that owned the partition before (its state is ahead of
             # the records it re-reads); a fenced-out writer's records land here too

@@ -116,6 +116,37 @@ def bench_http(
     typer.echo(f"wrote {out}")
 
 
+@app.command("bench-restart", rich_help_panel=BENCHMARKS)
+def bench_restart(
+    users: Annotated[int, typer.Option(min=10, help="Users with a session before the restart.")] = 100_000,
+    stores: Annotated[str, typer.Option(help="Table stores, comma-separated: memory, rocksdb.")] = "memory,rocksdb",
+    kill: Annotated[bool, typer.Option("--kill/--sigterm", help="Stop the first worker with SIGKILL (a crash) instead of SIGTERM (a deploy).")] = False,
+    probe: Annotated[int, typer.Option(min=1, help="Users clicked after the restart, whose lists must be fresh.")] = 100,
+    bundle: Annotated[Path | None, typer.Option(help="Bundle to serve (default: random Beauty-sized).")] = None,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-restart.json"),
+) -> None:
+    """Restart to ready with N users' sessions, on each table store (STREAMREC_TABLE_STORE)."""
+    from bench.bundle import random_bundle
+    from bench.restart import as_dict, measure_restart
+    from bench.run import write_results
+    from streams.stores import STORES
+
+    names = [x.strip() for x in stores.split(",") if x.strip()]
+    if not names or any(n not in STORES for n in names):
+        fail(f"--stores must name stores among {', '.join(STORES)}; got {stores!r}", 2)
+    logs = BENCH_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = bundle or random_bundle(BENCH_DIR)
+    results = []
+    for name in names:
+        r = measure_restart(settings(), path, store=name, users=users, probe=min(probe, users),
+                            kill=kill, log_dir=logs)
+        typer.echo(r.row())
+        results.append(r)
+    write_results(out, {"users": users, "results": as_dict(results)})
+    typer.echo(f"wrote {out}")
+
+
 @app.command("bench-state", rich_help_panel=BENCHMARKS)
 def bench_state() -> None:
     """Bytes per user of session state, and what 10M users would need."""

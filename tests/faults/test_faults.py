@@ -68,10 +68,11 @@ def test_poison_records_are_dead_lettered_and_survive_restarts(scenario: Callabl
     assert any("invalid UTF-8" in r for r in reasons), reasons
 
 
-@pytest.mark.parametrize("producer", ["murmur2", "crc32", "explicit"])
+@pytest.mark.parametrize(("producer", "store"), [
+    ("murmur2", "memory"), ("crc32", "memory"), ("explicit", "memory"), ("crc32", "rocksdb")])
 def test_state_follows_the_source_partition_when_a_worker_joins(
-        scenario: Callable[..., Scenario], producer: str) -> None:
-    sc = scenario()
+        scenario: Callable[..., Scenario], producer: str, store: str) -> None:
+    sc = scenario(table_store=store)
     sc.cluster.start("w1")
     sc.send(sc.work.wave(3), producer)
     sc.wait_caught_up()
@@ -85,8 +86,11 @@ def test_state_follows_the_source_partition_when_a_worker_joins(
     sc.check()
 
 
-def test_paused_worker_never_overwrites_newer_state(scenario: Callable[..., Scenario]) -> None:
-    sc = scenario()
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_paused_worker_never_overwrites_newer_state(scenario: Callable[..., Scenario],
+                                                    store: str) -> None:
+    # with rocksdb, the zombie also keeps its stale sessions on disk and reopens them
+    sc = scenario(table_store=store)
     a, b = sc.cluster.start("a"), sc.cluster.start("b")
     sc.send(sc.work.wave(3))
     sc.wait_caught_up()
@@ -109,19 +113,30 @@ def test_paused_worker_never_overwrites_newer_state(scenario: Callable[..., Scen
     sc.check()
 
 
-def test_kill9_three_times_mid_stream(scenario: Callable[..., Scenario]) -> None:
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_kill9_three_times_mid_stream(scenario: Callable[..., Scenario], tmp_path: Path,
+                                      store: str) -> None:
     # a dedup window of 2 ids: only the offset rule can recognise the redelivered batches
-    sc = scenario(dedup_window=2)
-    worker = sc.cluster.start("k0")
+    sc = scenario(dedup_window=2, table_store=store)
+    # one disk for every restart: with rocksdb, each restart reopens sessions written
+    # locally whose changelog records the kill may have lost
+    disk = {"STREAMREC_DATA_DIR": str(tmp_path / "disk")}
+    worker = sc.cluster.start("k0", **disk)
     for n in range(3):
         sc.send(sc.work.wave(4))
         time.sleep(0.3 + 0.3 * n)  # mid-stream: some batches applied, some not yet
         worker.kill()
-        worker = sc.cluster.start(f"k{n + 1}")
+        worker = sc.cluster.start(f"k{n + 1}", **disk)
     sc.send(sc.work.wave(1))
     seconds = sc.wait_caught_up()
     sc.check()
-    record("kill9_x3", users=len(sc.work.users), last_restart_to_caught_up_s=seconds)
+    # and the changelog alone must hold the same: a worker on a fresh disk takes over
+    worker.kill()
+    sc.cluster.start("fresh")
+    sc.send(sc.work.wave(1))
+    sc.wait_caught_up()
+    sc.check()
+    record(f"kill9_x3_{store}", users=len(sc.work.users), last_restart_to_caught_up_s=seconds)
 
 
 def test_failover_when_one_of_two_workers_is_killed(scenario: Callable[..., Scenario]) -> None:
@@ -140,20 +155,25 @@ def test_failover_when_one_of_two_workers_is_killed(scenario: Callable[..., Scen
            kill_to_all_lists_fresh_s=failover)
 
 
-def test_restart_to_ready_with_2000_users(scenario: Callable[..., Scenario]) -> None:
-    sc = scenario(users=2000)
-    slot = {"STREAMREC_GROUP_INSTANCE_ID": "slot-0"}  # static membership (README, "Failover")
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_restart_to_ready_with_2000_users(scenario: Callable[..., Scenario], tmp_path: Path,
+                                          store: str) -> None:
+    sc = scenario(users=2000, table_store=store)
+    slot = {"STREAMREC_GROUP_INSTANCE_ID": "slot-0",  # static membership (README, "Failover")
+            "STREAMREC_DATA_DIR": str(tmp_path / "slot-0")}  # the slot's disk
     sc.cluster.start("s1", **slot)
     sc.send(sc.work.wave(3))
     sc.wait_caught_up(timeout=120)
     sc.cluster.workers[0].kill()
     t0 = time.monotonic()
-    sc.cluster.start("s2", **slot)  # takes s1's place in the group; recovers 2,000 sessions from the changelog
+    # takes s1's place in the group; recovers 2,000 sessions from the changelog (memory)
+    # or reopens them on the slot's disk (rocksdb)
+    sc.cluster.start("s2", **slot)
     sc.send(sc.work.wave(1))
     sc.wait_caught_up(timeout=120)
     seconds = time.monotonic() - t0
     sc.check()
-    record("restart_2000_users", users=len(sc.work.users),
+    record(f"restart_2000_users_{store}", users=len(sc.work.users),
            process_start_to_all_lists_fresh_s=seconds)
 
 

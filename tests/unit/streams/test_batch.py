@@ -16,8 +16,9 @@ RULES = SessionRules(max_len=10, dedup_window=10, max_event_bytes=2048)
 class Sessions(dict[bytes, Session]):
     """The table as a dict that remembers which changelog partition each key went to."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
         super().__init__()
+        self.persistent = persistent
         self.partition: dict[bytes, int] = {}
         self.puts = 0
 
@@ -75,6 +76,36 @@ def test_redelivered_latest_event_recomputes_the_list_without_changing_state() -
     p = out.touched["u1"]
     assert (p.seq, p.last_event_id, p.last_event_ts) == (2, "b", 9)
     assert out.histories["u1"] == ["i1", "i2"]
+
+
+def test_a_redelivery_sends_a_disk_stored_session_to_the_changelog_again() -> None:
+    # A disk store can hold a session whose changelog send died with the worker: the
+    # redelivered records are duplicates, and the session is written once more (same
+    # value, same partition) before their offsets can be committed.
+    table = Sessions(persistent=True)
+    apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1)], RULES)
+    before, puts = dict(table[b"u1"]), table.puts
+    out = apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1)], RULES)
+    assert out.duplicates == 2 and table.puts == puts + 1
+    assert table[b"u1"] == before and table.partition[b"u1"] == 3
+
+
+def test_a_redelivery_writes_nothing_to_a_memory_store() -> None:
+    # in memory, a session after a start was read from the changelog: nothing to resend
+    table = Sessions()
+    apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1)], RULES)
+    puts = table.puts
+    out = apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1)], RULES)
+    assert out.duplicates == 2 and table.puts == puts
+
+
+def test_a_producer_duplicate_is_not_written_again() -> None:
+    # the same event id at a new offset: nothing Kafka redelivered, nothing to resend
+    table = Sessions(persistent=True)
+    apply_batch(table, [rec("u1", "a", "i1", 0), rec("u1", "b", "i2", 1)], RULES)
+    puts = table.puts
+    out = apply_batch(table, [rec("u1", "a", "i1", 2)], RULES)
+    assert out.duplicates == 1 and table.puts == puts
 
 
 def test_retry_transient_retries_connection_errors_only() -> None:

@@ -1,0 +1,140 @@
+"""Restart to ready, per table store: how long a worker holding N users' sessions is away.
+
+For each store (``STREAMREC_TABLE_STORE``), on its own app id, topics and
+Redis prefix:
+
+1. One click for each of ``users`` users; a worker (static member ``bench-slot``,
+   its own data directory) applies them all and writes them to the changelog.
+2. The worker is stopped: SIGTERM (a rolling deploy; it commits and closes its
+   stores) or, with ``kill``, SIGKILL (a crash).
+3. A new worker process starts in the same slot on the same data directory.
+   Measured from its process start: **ready** (``/ready`` answers 200: bundle
+   loaded, partitions assigned, table recovered) and **fresh** (a click for
+   each of ``probe`` users, sent once it is ready, has reached their lists);
+   the changelog records it read (``streamrec_changelog_applied``) and its
+   peak RSS.
+
+The workers write every changelog record as its own batch
+(``producer_max_batch_bytes=1``): Tansu 0.6's changelog recovery needs it
+(README, "Local broker caveats"), and recovery is what this measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+
+from bench.run import _peak_rss_mb
+from serving.keys import recs_key
+from streamrec.events import ClickEvent, encode_event
+from streamrec.harness import WorkerProcess
+from streamrec.kafka import ensure_topics
+from streamrec.settings import Settings
+from streamrec.waiting import poll_until
+from streams.replay import send_paced
+
+COMMIT_WAIT_S = 7.0  # two of Faust's offset commits (every 2.8 s), and a second
+
+
+@dataclass
+class RestartResult:
+    store: str
+    users: int
+    stop: str  # "sigterm" or "sigkill"
+    load_s: float  # first worker: all clicks applied
+    ready_s: float  # process start -> /ready 200
+    fresh_s: float  # process start -> the probe users' lists reflect their new click
+    changelog_read: int  # changelog records the restarted worker read
+    peak_rss_mb: float
+
+    def row(self) -> str:
+        return (f"{self.store:8s} {self.users:>8d} users  {self.stop:7s}  ready {self.ready_s:6.1f} s  "
+                f"fresh {self.fresh_s:6.1f} s  changelog read {self.changelog_read:>8d}  "
+                f"rss {self.peak_rss_mb:5.0f} MB  (load {self.load_s:.0f} s)")
+
+
+def _clicks(users: int, run: str) -> Iterator[tuple[bytes, bytes]]:
+    for u in range(users):
+        user = f"u{u}"
+        yield user.encode(), encode_event(ClickEvent(f"{run}/{u}", user, f"i{1 + u % 1000}",
+                                                     int(time.time() * 1000)))
+
+
+def _metric(w: WorkerProcess, name: str) -> float:
+    body = w.get("/metrics")[1].decode()
+    return float(next(line.split()[1] for line in body.splitlines() if line.startswith(name + " ")))
+
+
+def _ready(w: WorkerProcess) -> int:
+    try:
+        return w.get("/ready", timeout=2)[0]
+    except OSError:  # not listening yet
+        return 0
+
+
+def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, probe: int,
+                    kill: bool, log_dir: Path) -> RestartResult:
+    run = uuid.uuid4().hex[:8]
+    s = base.model_copy(update={
+        "app_id": f"restart-{run}", "clicks_topic": f"restart-{run}-clicks",
+        "dlq_topic": f"restart-{run}-dlq", "model_updates_topic": f"restart-{run}-models",
+        "key_prefix": f"restart:{run}:", "table_store": store, "producer_max_batch_bytes": 1,
+        "group_instance_id": "bench-slot", "data_dir": log_dir / f"restart-{run}-disk",
+        "rebalance_timeout_s": 5.0, "session_timeout_s": 10.0})
+    asyncio.run(ensure_topics(s))
+    client = redis.Redis.from_url(s.redis_url.get_secret_value(), decode_responses=True)
+    workers: list[WorkerProcess] = []
+    try:
+        t0 = time.monotonic()
+        asyncio.run(send_paced(s, s.clicks_topic, _clicks(users, "load")))
+        first = WorkerProcess.start(s.model_copy(update={"worker_id": f"restart-{run}-a"}),
+                                    log_dir / f"restart-{run}-a.log", bundle=bundle)
+        workers.append(first)
+        first.wait_for(lambda st: int(st.get("events", 0)) >= users, 3600, f"{users} clicks applied",
+                       interval=0.5)
+        load_s = time.monotonic() - t0
+        time.sleep(COMMIT_WAIT_S)  # offsets committed, as between deploys
+        if kill:
+            first.kill()
+        else:
+            first.stop(timeout=120)
+        t0 = time.monotonic()
+        second = WorkerProcess.start(s.model_copy(update={"worker_id": f"restart-{run}-b"}),
+                                     log_dir / f"restart-{run}-b.log", bundle=bundle)
+        workers.append(second)
+        poll_until(lambda: _ready(second), lambda code: code == 200, timeout=3600,
+                   procs=[second.proc], what="restarted worker ready", interval=0.05)
+        ready_s = time.monotonic() - t0
+        probes = [(f"u{u}".encode(), encode_event(ClickEvent(f"probe/{u}", f"u{u}", "i1",
+                                                             int(time.time() * 1000))))
+                  for u in range(0, users, max(1, users // probe))][:probe]
+        asyncio.run(send_paced(s, s.clicks_topic, iter(probes)))
+
+        def fresh() -> int:
+            pipe = client.pipeline(transaction=False)
+            for key, _ in probes:
+                pipe.hget(recs_key(s.key_prefix, key.decode()), "last_event_id")
+            return sum(1 for v in pipe.execute() if v and v.startswith("probe/"))
+
+        poll_until(fresh, lambda n: n == len(probes), timeout=3600, procs=[second.proc],
+                   what="probe lists fresh", interval=0.05)
+        fresh_s = time.monotonic() - t0
+        return RestartResult(store, users, "sigkill" if kill else "sigterm", load_s, ready_s,
+                             fresh_s, int(_metric(second, "streamrec_changelog_applied")),
+                             _peak_rss_mb(second.proc.pid))
+    finally:
+        for w in workers:
+            w.stop()
+        keys = list(client.scan_iter(f"{s.key_prefix}*", count=10_000))
+        for lo in range(0, len(keys), 5000):
+            client.delete(*keys[lo:lo + 5000])
+
+
+def as_dict(results: list[RestartResult]) -> list[dict[str, object]]:
+    return [asdict(r) for r in results]

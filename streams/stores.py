@@ -1,0 +1,51 @@
+"""Where the session table keeps its state: in memory, or in RocksDB on local disk.
+
+``STREAMREC_TABLE_STORE=memory`` (the default) holds every owned session in the
+worker's heap and rebuilds it from the changelog at each start.
+``STREAMREC_TABLE_STORE=rocksdb`` keeps one RocksDB database per owned
+partition under ``STREAMREC_DATA_DIR`` (Faust's RocksDB store, through the
+``rocksdict`` binding): state is bounded by disk, not RAM, and a worker that
+restarts on the same data directory reads only the changelog written since its
+last write (the offset each database keeps), not the whole changelog.
+
+Faust's RocksDB store picks the partition database of a read or a write from
+the *current stream event*. That does not hold here: the session table is
+written after a batch, with the partition each user's record came from
+(:meth:`streams.tables.SessionTable.put`), and a batch spans partitions. So
+:class:`SessionStore` writes to the partition ``put`` names and reads through
+the key → partition index (falling back to every owned database), never from
+the current event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.stores import rocksdb
+
+MEMORY, ROCKSDB = "memory", "rocksdb"
+STORES = (MEMORY, ROCKSDB)
+
+
+class SessionStore(rocksdb.Store):
+    """Faust's RocksDB store, with the partition chosen by the writer, not by the current event."""
+
+    def __init__(self, url: Any, app: Any, table: Any, **kwargs: Any) -> None:
+        if not rocksdb.USE_ROCKSDICT:
+            raise RuntimeError("STREAMREC_TABLE_STORE=rocksdb needs the rocksdict package "
+                               "(pip install 'streamrec[worker]')")
+        super().__init__(url, app, table, driver="rocksdict", **kwargs)
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        partition = getattr(self.table, "_partition", None)
+        if partition is None:
+            raise TypeError("SessionStore is written through SessionTable.put(key, value, partition)")
+        self._key_index[key] = partition
+        self._db_for_partition(partition).put(key, value)
+
+    def _get(self, key: bytes) -> bytes | None:
+        found = self._get_bucket_for_key(key)
+        return None if found is None else found.value
+
+    def _contains(self, key: bytes) -> bool:
+        return self._get(key) is not None
