@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SOURCE_MODEL = "model"
-SOURCE_POPULAR = "popular"
+SOURCE_POPULAR = "popular"  # no usable history: the bundle's training-time popularity
+SOURCE_TRENDING = "trending"  # no usable history: clicks of the last hours (serving.trending)
 
 
 @dataclass(frozen=True, slots=True)

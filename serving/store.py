@@ -40,6 +40,7 @@ from serving.keys import (
     workers_set,
 )
 from serving.lists import Provenance, Ranked
+from serving.trending import ADD_CLICKS, landmark_key, trending_key
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
 
@@ -78,10 +79,14 @@ class RecsWriter:
     """Writes a batch of lists plus the worker's counters in one round trip."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int,
-                 status_ttl_s: int | None = None) -> None:
+                 status_ttl_s: int | None = None, trending_half_life_s: float = 3600.0,
+                 trending_max_items: int = 10_000) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_ms = ttl_s * 1000
+        self.trending_half_life_ms = int(trending_half_life_s * 1000)
+        self.trending_max_items = trending_max_items
+        self._trend_sha = _sha1(ADD_CLICKS)
         # every status write renews the worker's hash; a dead worker's expires
         self.status_ttl_ms = status_ttl_s * 1000 if status_ttl_s else None
         self._write_sha = _sha1(_WRITE_IF_NEWER)
@@ -97,11 +102,13 @@ class RecsWriter:
         counters: Mapping[str, int],
         status: Mapping[str, str | int | float],
         batch_id: str | None = None,
+        clicked: Mapping[str, int] | None = None,
     ) -> int:
         """Store ``lists``; returns how many were written (the rest were older than stored).
+        ``clicked``: the batch's applied clicks per item, added to trending.
 
         Safe to retry after any failure: list writes are conditional and, given a
-        ``batch_id`` unique to the batch, its counters are added once.
+        ``batch_id`` unique to the batch, its counters and clicks are added once.
         """
         pipe = self.client.pipeline(transaction=False)
         # plain EVALSHA: redis-py's Script wrapper costs more per call than the script
@@ -116,18 +123,25 @@ class RecsWriter:
                          batch_token_key(self.prefix, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
         elif deltas:
             self._add_counters(pipe, worker_id, counters)
+        if clicked and batch_id is not None:
+            pipe.evalsha(self._trend_sha, 3, trending_key(self.prefix), landmark_key(self.prefix),
+                         batch_token_key(self.prefix, worker_id, batch_id + ":trending"),
+                         generated_at_ms, self.trending_half_life_ms, self.trending_max_items,
+                         _TOKEN_TTL_MS, *[x for pair in clicked.items() for x in pair])
         self._add_status(pipe, worker_id, status)
         try:
             results = await pipe.execute()
         except NoScriptError:  # Redis restarted or flushed its script cache: load, run again
             await self.load_scripts()
             return await self.write(lists, model_version, epoch, generated_at_ms, worker_id,
-                                    counters if batch_id is not None else {}, status, batch_id)
+                                    counters if batch_id is not None else {}, status, batch_id,
+                                    clicked if batch_id is not None else None)
         return sum(results[: len(lists)])
 
     async def load_scripts(self) -> None:
         await self.client.script_load(_WRITE_IF_NEWER)
         await self.client.script_load(_COUNT_ONCE)
+        await self.client.script_load(ADD_CLICKS)
 
     def _add_counters(self, pipe: Any, worker_id: str, counters: Mapping[str, int]) -> None:
         wkey = worker_key(self.prefix, worker_id)

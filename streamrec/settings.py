@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # Where Faust keeps its local files (table stores, offsets): must be writable.
     # Unset: Faust's default, "{app_id}-data" in the working directory.
     data_dir: Path | None = None
+    # Trending (serving/trending.py), the fallback for users with no usable history:
+    # clicks weigh half as much every half-life; the set keeps the top max_items; each
+    # worker re-reads the top refresh_s after its last read.
+    trending_half_life_s: float = Field(3600.0, ge=1.0, le=30 * 86_400)
+    trending_max_items: int = Field(10_000, ge=100, le=10_000_000)
+    trending_refresh_s: float = Field(1.0, ge=0.1, le=3600)
     # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).

@@ -7,6 +7,7 @@
 * :func:`on_partitions_assigned` and :func:`on_rebalance_complete`: the
   rebalance hooks (a new fencing epoch; the assignment in the worker's status).
 * :func:`heartbeat`, a Faust timer: keeps the worker's status hash alive.
+* :func:`refresh_trending`, a Faust timer: re-reads the trending fallback list.
 * :func:`settle_heap`: once the worker first serves, start-up's objects leave
   the garbage collector's scans.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import socket
 import time
@@ -30,6 +32,7 @@ import redis.asyncio as aioredis
 from threadpoolctl import threadpool_limits
 
 from serving.store import RecsWriter
+from serving.trending import TrendingCache
 from streamrec.kafka import ensure_topics
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
@@ -41,6 +44,8 @@ from streams.retry import StatusReporter
 from streams.tables import SessionTable
 from streams.topics import Topics
 from streams.worker import ClickWorker, Pipeline
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,6 +63,7 @@ class WorkerContext:
     compute: Executor  # the one thread that runs ONNX Runtime and FAISS
     metrics: WorkerMetrics
     reads: aioredis.Redis  # the HTTP API's own connections (bounded; never the writer's)
+    trending: TrendingCache  # the fallback list's trending part, re-read by a timer
     worker_id: str
     started_at_ms: int
     rebalanced: bool = False  # a partition assignment has completed (readiness)
@@ -77,7 +83,7 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
         table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
         executor=ctx.compute, rules=SessionRules.from_settings(s), top_n=s.top_n,
         worker_id=ctx.worker_id, fencing=ctx.fencing, status=ctx.status, metrics=ctx.metrics,
-        dead_letter_max_bytes=s.dead_letter_max_bytes)
+        dead_letter_max_bytes=s.dead_letter_max_bytes, trending=ctx.trending)
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface
@@ -131,6 +137,17 @@ def heartbeat(ctx: WorkerContext) -> None:
     say where its HTTP port is, so ``streamrec status`` can read its metrics."""
     ctx.status.report({"heartbeat_at": int(time.time() * 1000),
                        "web": f"{socket.gethostname()}:{ctx.settings.web_port}"})
+
+
+async def refresh_trending(ctx: WorkerContext) -> None:
+    """Re-read the trending list (the fallback of users with no usable history). Twice the
+    list length, since a user's seen items are left out; a Redis outage keeps the last."""
+    s = ctx.settings
+    try:
+        await ctx.trending.refresh(ctx.reads, s.key_prefix, int(s.trending_half_life_s * 1000),
+                                   2 * s.top_n)
+    except Exception as e:  # noqa: BLE001 - best effort: the lists go on with the last read
+        log.debug("trending not refreshed: %s: %s", type(e).__name__, e)
 
 
 def on_partitions_assigned(ctx: WorkerContext) -> None:

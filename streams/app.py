@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from serving.keys import epoch_key
 from serving.store import RecsWriter
+from serving.trending import TrendingCache
 from streamrec.kafka import faust_credentials
 from streamrec.settings import Settings
 from streams import agents, web
@@ -62,7 +63,8 @@ def faust_app(settings: Settings) -> faust.App:
 def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     """The agents' shared objects. Builds clients but does no I/O (redis-py connects lazily)."""
     client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
-    writer = RecsWriter(client, settings.key_prefix, settings.recs_ttl_s, settings.status_ttl_s)
+    writer = RecsWriter(client, settings.key_prefix, settings.recs_ttl_s, settings.status_ttl_s,
+                        settings.trending_half_life_s, settings.trending_max_items)
     worker_id = settings.worker_name
     # Status is best-effort and written in the background: no Redis outage may stop a worker.
     status = StatusReporter(lambda fields: writer.report_status(worker_id, fields))
@@ -84,6 +86,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         # requests beyond the pool wait for a connection (up to the timeout), not fail
         reads=aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url.get_secret_value(), max_connections=READ_CONNECTIONS, timeout=2)),
+        trending=TrendingCache(),
         worker_id=worker_id,
         started_at_ms=int(time.time() * 1000),
     )
@@ -107,6 +110,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=settings.status_ttl_s / 6)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         agents.heartbeat(ctx)
+
+    @app.timer(interval=settings.trending_refresh_s)  # type: ignore[untyped-decorator]
+    async def refresh_trending() -> None:
+        await agents.refresh_trending(ctx)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def take_epoch(sender: faust.App, assigned: set[object], **kwargs: object) -> None:

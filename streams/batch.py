@@ -94,6 +94,7 @@ class BatchOutcome:
     histories: dict[str, list[str]] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     applied_ts: list[int] = field(default_factory=list)
+    clicked: list[str] = field(default_factory=list)  # item of each applied event (trending)
     duplicates: int = 0
     epoch: int = 0  # the fencing epoch current when the batch was applied (streams.fencing)
 
@@ -143,6 +144,7 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
             continue
         changed[key] = (new, rec.partition)
         out.applied_ts.append(ev.ts)
+        out.clicked.append(ev.item_id)
         out.touched[ev.user_id] = Provenance(ev.user_id, new["seq"], ev.event_id, ev.ts)
         out.histories[ev.user_id] = new["items"]
     for key, (state, partition) in changed.items():

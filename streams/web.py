@@ -6,8 +6,9 @@
                           assigned and table recovery is done; else 503 with the reasons
 ``GET /metrics``          Prometheus exposition of :mod:`streams.metrics`
 ``GET /recs/{user_id}``   the user's stored list with its provenance (``?n=`` items at
-                          most); a user with no list gets the current bundle's
-                          popularity list, marked ``"fallback": true`` (never a 404)
+                          most); a user with no list gets the fallback list (trending,
+                          topped up from the bundle's popularity list), marked
+                          ``"fallback": true`` and ``source`` (never a 404)
 ========================  =========================================================
 
 Every response is JSON except ``/metrics``.
@@ -22,7 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from serving.keys import recs_key
+from serving.lists import SOURCE_POPULAR, SOURCE_TRENDING
 from serving.reader import parse
+from serving.trending import fallback_list
 from streams.agents import WorkerContext
 
 MAX_N = 1000
@@ -42,16 +45,20 @@ def readiness(app: faust.App, ctx: WorkerContext) -> list[str]:
 
 
 async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, Any]:
-    """The stored list of ``user_id`` (at most ``n`` items), or the popularity fallback."""
+    """The stored list of ``user_id`` (at most ``n`` items), or the fallback list: the
+    trending items (the worker's last read), topped up from the bundle's popularity list."""
     raw = await ctx.reads.hgetall(recs_key(ctx.settings.key_prefix, user_id))
     if raw:
         rec = parse(user_id, raw).to_dict()
         rec["items"], rec["scores"] = rec["items"][:n], rec["scores"][:n]  # type: ignore[index]
         return {**rec, "fallback": False}
     bundle = ctx.holder.current
-    return {"user_id": user_id, "items": bundle.vocab.decode(list(bundle.popular[:n])),
-            "scores": None, "source": "popular", "model_version": bundle.version,
-            "fallback": True}
+    ids = bundle.vocab.ids
+    items, from_trending = fallback_list(ctx.trending.items, (ids[i - 1] for i in bundle.popular),
+                                         set(), n)
+    return {"user_id": user_id, "items": items, "scores": None,
+            "source": SOURCE_TRENDING if from_trending else SOURCE_POPULAR,
+            "model_version": bundle.version, "fallback": True}
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 
 from serving.recommend import recommend
 from serving.store import RecsWriter
+from serving.trending import TrendingCache, clicks_by_item
 from streamrec.session import SessionRules
 from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
 from streams.fencing import Fencing
@@ -43,12 +45,17 @@ class ClickWorker:
         status: StatusReporter,
         metrics: WorkerMetrics | None = None,
         dead_letter_max_bytes: int = 262_144,
+        trending: TrendingCache | None = None,
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
         self.fencing, self.status = fencing, status
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.metrics = metrics or WorkerMetrics()
+        self.trending = trending or TrendingCache()
+        # batch ids name the Redis tokens that make a retried write count once: unique
+        # per process, since a restarted worker may keep its name (a container's pid 1)
+        self._run = uuid.uuid4().hex[:12]
         self._batch_ids = itertools.count()
         self._dead_log = RateLimitedLog(interval_s=1.0)
 
@@ -126,10 +133,10 @@ class ClickWorker:
             histories = [out.histories[u] for u in users]
             t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
-                self.executor, recommend, bundle, histories, self.top_n)
+                self.executor, recommend, bundle, histories, self.top_n, self.trending.items)
             self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
-        batch_id = str(next(self._batch_ids))
+        batch_id = f"{self._run}:{next(self._batch_ids)}"
         t0 = time.perf_counter()
         written = await retry_transient(lambda: self.writer.write(
             [(out.touched[u], r) for u, r in zip(users, ranked, strict=True)],
@@ -151,6 +158,7 @@ class ClickWorker:
                 "last_batch_at": now_ms,
                 "last_batch_size": n_records,
             },
+            clicked=clicks_by_item(out.clicked),
         ))
         self.metrics.redis_write.observe(time.perf_counter() - t0)
         self.metrics.lists_written.inc(written)

@@ -71,10 +71,23 @@ def test_health_ready_metrics_and_recs(
     assert len(rec["items"]) == 2 and rec["last_event_id"] == "e1-3" and rec["seq"] == 4
     assert not set(rec["items"]) & set(items[5:9])  # nothing the user clicked
 
-    status, body = w.get("/recs/never-seen?n=4")
+    # a user with no list: what is trending (the 12 items clicked just now), from the
+    # worker's last read of the trending set (once a second)
+    clicked = {items[u * 5 + i] for i in range(4) for u in range(3)}
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = w.get("/recs/never-seen?n=4")
+        rec = orjson.loads(body)
+        if rec["source"] == "trending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200 and rec["fallback"] is True and rec["source"] == "trending"
+    assert len(rec["items"]) == 4 and set(rec["items"]) <= clicked and rec["scores"] is None
+    status, body = w.get("/recs/never-seen?n=20")  # more than trending holds: popularity tops up
     rec = orjson.loads(body)
-    assert status == 200 and rec["fallback"] is True and rec["source"] == "popular"
-    assert rec["items"] == bundle.vocab.decode(list(bundle.popular[:4]))
+    assert set(rec["items"][:12]) == clicked and len(rec["items"]) == 20
+    assert rec["items"][12:] == [x for x in bundle.vocab.decode(list(bundle.popular))
+                                 if x not in clicked][:8]
 
     for bad in ("/recs/u1?n=abc", "/recs/u1?n=0", "/recs/u1?n=100000"):
         assert w.get(bad)[0] == 400, bad

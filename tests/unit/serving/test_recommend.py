@@ -55,3 +55,17 @@ def test_unknown_items_are_ignored_and_empty_history_gets_popular(tiny_bundle_di
     single = recommend(b, [["nope", known, "nope2"]], top_n=5)[0]
     assert only.items == single.items  # unknown items are not fed to the model
 
+
+
+def test_no_usable_history_gets_trending_then_popular(tiny_bundle_dir: Path) -> None:
+    b = load_bundle(tiny_bundle_dir)
+    popular = b.vocab.decode(list(b.popular[:5]))
+    trending = ["new-item", popular[0]]
+    r_seen, r_new, r_modelled = recommend(
+        b, [["x-unknown", "new-item"], [], [popular[1]]], 5, trending)
+    assert r_new.source == "trending" and r_new.items[:2] == trending
+    assert r_new.items[2:] == [p for p in popular if p not in trending][:3]
+    assert "new-item" not in r_seen.items and r_seen.source == "trending"  # seen: left out
+    assert r_modelled.source == "model"  # trending is only the fallback
+    r_none = recommend(b, [[]], 5, [])[0]
+    assert r_none.source == "popular" and r_none.items == popular
