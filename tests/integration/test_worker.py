@@ -145,3 +145,24 @@ def test_session_state_recovers_from_the_changelog_on_another_worker(
         r = reader.get_recommendations(f"r{u}")
         assert r is not None and r.seq == 4 and r.last_event_id == f"r{u}/3"
         assert not set(r.items) & set(items[:4])  # the recovered history is still filtered
+
+
+def test_a_worker_restarted_under_its_name_keeps_counting(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    # Counters are added once per batch through a token named by the batch's id. A
+    # container's worker keeps its name across restarts (same host, pid 1): its batch
+    # ids must not repeat the previous life's, or its first hour of counts is dropped.
+    s = make_settings()
+    items = load_bundle(tiny_bundle_dir).vocab.ids
+    w = start_worker(s, tiny_bundle_dir)
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic,
+                         [click(f"c{u}", f"c{u}/0", items[0]) for u in range(10)]))
+    w.wait_events(10)
+    w.stop()
+    w2 = start_worker(s, tiny_bundle_dir)  # the same worker_id: the same status hash
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic,
+                         [click(f"c{u}", f"c{u}/1", items[1]) for u in range(10)]))
+    st = w2.wait_events(20)
+    assert int(st["events"]) == 20 and int(st["applied"]) == 20
