@@ -8,6 +8,13 @@ A bundle is one directory::
     vocab.json      external item ids, position k = item index k + 1
     popular.json    item indexes by training popularity (fallback list)
     samples.npz     warm-up sequences ``seqs`` [S, L] and reference outputs ``vecs`` [S, D]
+
+and, for a model with an item tower (training.model, item attributes):
+
+    item_tower.onnx attribute indexes [B, A] int64 (0 pads) -> item vector [B, D] float32:
+                    the attribute part of an item's vector, all a new item has
+    attributes.json {"tokens": [attribute token, …] (index = position + 1),
+                     "items": {item id: [token, …]}}
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ REQUIRED_FILES = ("encoder.onnx", "items.faiss", "vocab.json", "popular.json", "
 # The encoder must reproduce ``samples.npz``'s reference outputs within this (max abs
 # difference): checked against torch at export and against the file at every load.
 REFERENCE_ATOL = 1e-4
+TOWER_FILES = ("item_tower.onnx", "attributes.json")  # both or neither
 
 
 class TensorSpec(msgspec.Struct, frozen=True):

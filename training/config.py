@@ -3,7 +3,7 @@
 A file has a top-level ``model`` and one table per part::
 
     model = "sasrec"          # sasrec | bpr | pop
-    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass
+    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, id_dropout
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives, patience,
               max_minutes, refit, mask_seen, seed
@@ -25,7 +25,8 @@ from training.train import TrainConfig
 
 MODELS = ("sasrec", "bpr", "pop")
 CONFIG_DIR = Path(__file__).parent / "configs"
-_SASREC_KEYS = {f.name for f in fields(SASRecConfig)} - {"num_items"}
+# the tower's sizes come from the attribute data, not from configuration
+_SASREC_KEYS = {f.name for f in fields(SASRecConfig)} - {"num_items", "attributes", "max_attrs"}
 _TABLES = {"sasrec": _SASREC_KEYS, "bpr": {f.name for f in fields(BPRConfig)},
            "train": {f.name for f in fields(TrainConfig)}}
 

@@ -32,11 +32,13 @@ from serving.vocab import Vocabulary
 from streamrec.errors import StreamrecError
 from streamrec.files import atomic_directory, sha256_file
 from streamrec.sequences import left_pad
+from training.attributes import ItemAttributes
 from training.model import SASRec
 
 if TYPE_CHECKING:
     from serving.encoder import Encoder
 INPUT, OUTPUT = "item_seq", "user_vec"
+ATTRS, ITEM_VEC = "item_attrs", "item_vec"
 
 
 class ExportError(StreamrecError):
@@ -58,6 +60,37 @@ def export_onnx(model: SASRec, path: Path) -> None:
     torch.onnx.export(_Encoder(model).eval(), (example,), str(path), input_names=[INPUT],
                       output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch", 1: "seq"}, OUTPUT: {0: "batch"}},
                       opset_version=17, dynamo=False)
+
+
+class _ItemTower(torch.nn.Module):
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_attrs: torch.Tensor) -> torch.Tensor:
+        return self.model.content_vectors(item_attrs)
+
+
+def export_item_tower(model: SASRec, path: Path) -> float:
+    """The attribute part of the item tower as ONNX; returns its max abs difference from
+    torch on the catalogue's own attribute rows (raises above tolerance)."""
+    import onnxruntime as ort
+
+    model.eval()
+    example = model.item_attrs[1:3].clone()
+    torch.onnx.export(_ItemTower(model).eval(), (example,), str(path), input_names=[ATTRS],
+                      output_names=[ITEM_VEC],
+                      dynamic_axes={ATTRS: {0: "batch", 1: "attrs"}, ITEM_VEC: {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    rows = model.item_attrs[1:513]
+    with torch.no_grad():
+        ref = model.content_vectors(rows).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {ATTRS: rows.numpy()})[0]
+    diff = float(np.abs(ref - got).max())
+    if not np.isfinite(got).all() or diff > REFERENCE_ATOL:
+        raise ExportError(f"item tower: ONNX Runtime and torch disagree: max abs diff {diff:.3e}")
+    return diff
 
 
 def check_parity(model: SASRec, encoder: Encoder, seqs: np.ndarray) -> float:
@@ -89,8 +122,10 @@ def write_bundle(
     dataset: dict[str, Any],
     train_config: dict[str, Any],
     index_type: str = "auto",
+    attributes: ItemAttributes | None = None,
 ) -> Manifest:
-    """Export, check parity, and atomically write the bundle directory ``out``."""
+    """Export, check parity, and atomically write the bundle directory ``out`` (with the
+    item tower and ``attributes`` when the model has one)."""
     import faiss
 
     from serving.encoder import Encoder, make_session
@@ -99,11 +134,20 @@ def write_bundle(
     out = Path(out)
     now = dt.datetime.now(dt.UTC)
     version = make_version(model, now)
+    tower = model.attr_emb is not None
+    if tower and attributes is None:
+        raise ExportError("a model with an item tower needs its attributes to be exported")
+    serving = model.frozen() if tower else model
+    extra: dict[str, Any] = {}
     with atomic_directory(out) as tmp:
-        export_onnx(model, tmp / "encoder.onnx")
+        export_onnx(serving, tmp / "encoder.onnx")
         seqs = left_pad(sample_inputs[:256] or [[1]], model.cfg.max_len)
         encoder = Encoder(make_session(tmp / "encoder.onnx"))
         parity = check_parity(model, encoder, seqs)
+        if tower:
+            assert attributes is not None
+            extra["item_tower_parity_max_abs_diff"] = export_item_tower(model, tmp / "item_tower.onnx")
+            (tmp / "attributes.json").write_bytes(attributes.to_json(vocab.ids))
         items = model.item_vectors()[1:].detach().numpy().astype(np.float32)
         kind = resolve_index_type(index_type, len(items))
         index, index_params = build_index(items, kind)
@@ -120,6 +164,7 @@ def write_bundle(
             signature=Signature(
                 inputs=[TensorSpec(INPUT, "int64", ["batch", "seq"])],
                 outputs=[TensorSpec(OUTPUT, "float32", ["batch", model.cfg.dim])]),
-            metrics={**metrics, "onnx_parity_max_abs_diff": parity}, dataset=dataset, files=files)
+            metrics={**metrics, "onnx_parity_max_abs_diff": parity, **extra}, dataset=dataset,
+            files=files)
         (tmp / MANIFEST).write_bytes(encode_manifest(manifest))
     return manifest

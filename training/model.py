@@ -4,12 +4,22 @@ Sequences are left-padded with 0, so the last position always holds the most
 recent item and its hidden state is the user vector. The item embedding table
 is shared for input and scoring: score(user, item) = <h_user, E[item]>, which
 is what lets serving use an inner-product FAISS index over E.
+
+**Item tower** (with item attributes, ``cfg.attributes > 0``): an item's vector
+is its ID embedding plus a projection of the mean of its attribute embeddings,
+``E[i] = id[i] + W · mean(attr[a] for a in attrs(i))``. With ``id_dropout``,
+each training step drops the ID part of that share of items (input and output
+side alike), so the attribute part alone must be a usable vector in the same
+space: a new item with no interactions gets ``W · mean(attr)``
+(:meth:`SASRec.content_vectors`), which the user encoder and the index
+understand. Serving never sees the tower inside the encoder:
+:meth:`SASRec.frozen` bakes the final table into a plain embedding.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +40,11 @@ class SASRecConfig:
     # running mean of the block's input up to each position; a learned per-dimension
     # beta rescales what is left (the high-frequency part).
     lowpass: float = 0.0
+    # Item tower (module docstring): the attribute vocabulary size (0 = no tower), the
+    # most attributes per item, and the share of items whose ID part each step drops.
+    attributes: int = 0
+    max_attrs: int = 0
+    id_dropout: float = 0.0
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -96,11 +111,22 @@ class Block(nn.Module):
 
 class SASRec(nn.Module):
     causal: torch.Tensor  # [max_len, max_len] bool, a buffer
+    item_attrs: torch.Tensor  # [N + 1, max_attrs] int64 (item tower only), a buffer
+    has_attrs: torch.Tensor  # [N + 1] bool (item tower only), a buffer
 
-    def __init__(self, cfg: SASRecConfig) -> None:
+    def __init__(self, cfg: SASRecConfig, item_attrs: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.dim, padding_idx=0)
+        self.attr_emb: nn.Embedding | None = None
+        self.attr_proj: nn.Linear | None = None
+        if cfg.attributes:
+            if item_attrs is None or tuple(item_attrs.shape) != (cfg.num_items + 1, cfg.max_attrs):
+                raise ValueError("an item tower needs item_attrs of shape (num_items + 1, max_attrs)")
+            self.attr_emb = nn.Embedding(cfg.attributes + 1, cfg.dim, padding_idx=0)
+            self.attr_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)  # no bias: no attributes -> 0
+            self.register_buffer("item_attrs", item_attrs.to(torch.long), persistent=False)
+            self.register_buffer("has_attrs", (item_attrs > 0).any(dim=1), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
@@ -116,7 +142,8 @@ class SASRec(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def hidden(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def hidden(self, seq: torch.Tensor, last_only: bool = False,
+               table: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) int64 item indexes, left-padded, L <= max_len -> (B, L, D) hidden states.
 
         Positions count back from the end (the last item always has position
@@ -127,7 +154,8 @@ class SASRec(nn.Module):
         L = seq.shape[1]
         keep = (seq > 0).unsqueeze(-1)  # (B, L, 1)
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
-        x = self.item_emb(seq) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
+        E = self.item_table() if table is None else table
+        x = E[seq] * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
         x = self.drop(x) * keep
         mask = self.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
         count = keep.to(x.dtype).cumsum(dim=1) if self.cfg.lowpass else None
@@ -142,8 +170,41 @@ class SASRec(nn.Module):
         return self.hidden(seq, last_only=True)[:, -1, :]
 
     def item_vectors(self) -> torch.Tensor:
-        """(N + 1, D) item embedding table; row 0 is PAD."""
-        return self.item_emb.weight
+        """(N + 1, D) item vectors (ID part + attribute part); row 0 is PAD."""
+        return self.item_table(train_dropout=False)
+
+    def content_vectors(self, attrs: torch.Tensor) -> torch.Tensor:
+        """(B, A) 0-padded attribute indexes -> (B, D): the attribute part of an item's
+        vector, which is all a new item (no ID embedding trained) has."""
+        assert self.attr_emb is not None and self.attr_proj is not None, "no item tower"
+        # the mean over real attributes (an embedding plus a mask, not EmbeddingBag: its
+        # padding_idx has no ONNX export); no attributes give 0
+        real = (attrs > 0).unsqueeze(-1).to(self.attr_emb.weight.dtype)  # (B, A, 1)
+        mean = (self.attr_emb(attrs) * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+        return self.attr_proj(mean)
+
+    def item_table(self, train_dropout: bool = True) -> torch.Tensor:
+        """The item vectors the model reads and scores with. In training with
+        ``id_dropout``, a fresh share of the items with attributes lose their ID part."""
+        ids = self.item_emb.weight
+        if self.attr_emb is None:
+            return ids
+        content = self.content_vectors(self.item_attrs)
+        if train_dropout and self.training and self.cfg.id_dropout > 0:
+            drop = (torch.rand(len(ids), device=ids.device) < self.cfg.id_dropout) & self.has_attrs
+            ids = ids * (~drop).unsqueeze(1).to(ids.dtype)
+        return ids + content
+
+    @torch.no_grad()
+    def frozen(self) -> SASRec:
+        """A copy without the tower: the final item table baked into a plain embedding
+        (what the exported encoder runs; same outputs, no attribute work per call)."""
+        cfg = replace(self.cfg, attributes=0, max_attrs=0, id_dropout=0.0)
+        plain = SASRec(cfg)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("attr_")}
+        state["item_emb.weight"] = self.item_vectors().detach().clone()
+        plain.load_state_dict(state)
+        return plain.eval()
 
     def loss(self, seq: torch.Tensor, pos: torch.Tensor, kind: str, negatives: int = 1,
              neighbours: torch.Tensor | None = None, hard: int = 0,
@@ -161,9 +222,9 @@ class SASRec(nn.Module):
         later positions of the same user, against the co-occurrence the model should learn.
         """
         where = pos > 0
-        h = self.hidden(seq)[where]  # (M, D)
+        E = self.item_table()  # one draw of the ID dropout for the inputs and the scores
+        h = self.hidden(seq, table=E)[where]  # (M, D)
         y = pos[where]  # (M,)
-        E = self.item_emb.weight
         if kind == "ce":
             logits = h @ E[1:].T  # (M, N)
             if mask_seen:
@@ -205,7 +266,7 @@ def _seen_before(seq: torch.Tensor, where: torch.Tensor, y: torch.Tensor, num_it
 @torch.no_grad()
 def nearest_items(model: SASRec, k: int = 50, chunk: int = 2048) -> torch.Tensor:
     """(N + 1, k) item indexes nearest to each item by inner product (row 0 unused)."""
-    E = model.item_emb.weight[1:]  # (N, D)
+    E = model.item_vectors()[1:]  # (N, D)
     out = torch.zeros((E.shape[0] + 1, k), dtype=torch.long, device=E.device)
     for lo in range(0, E.shape[0], chunk):
         sims = E[lo:lo + chunk] @ E.T  # (c, N)

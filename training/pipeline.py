@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from serving.manifest import Manifest
 from streamrec.errors import ConfigError
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
+from training.attributes import ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
+from training.cold import attribute_knn_ranks, by_target, choose_cold, cold_split, vector_ranks
 from training.config import load_config, resolve_flags
 from training.data import SequenceData, item_counts, leave_one_out, load_dataset
-from training.evaluate import encode_all, evaluate_vectors
+from training.evaluate import encode_all, evaluate_vectors, popularity_ranks
 from training.export import write_bundle
 from training.from_topic import read_topic
 from training.model import SASRecConfig
@@ -26,6 +29,7 @@ from training.synthetic import generate
 from training.train import TrainConfig, torch_encode, train_sasrec
 
 POPULAR_K = 500
+MAX_ATTRS = 16  # attributes kept per item (Beauty: at most 10, LastFM tags: more)
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,28 @@ class TrainReport:
                 "popularity_test": self.popularity_test}
 
 
+def tower_inputs(data: SequenceData, attributes: ItemAttributes | None,
+                 mcfg: dict[str, Any]) -> tuple[SASRecConfig, torch.Tensor | None]:
+    """SASRec's configuration, with an item tower over ``attributes`` when given."""
+    if attributes is None:
+        return SASRecConfig(num_items=data.num_items, **mcfg), None
+    ids = data.vocab.ids
+    most = max((len(attributes.of.get(i, ())) for i in ids), default=0)
+    if not most:
+        raise ConfigError("no item of the data has attributes in the attributes file")
+    max_attrs = min(most, MAX_ATTRS)
+    matrix = torch.from_numpy(attributes.matrix(ids, max_attrs))
+    return SASRecConfig(num_items=data.num_items, attributes=attributes.size, max_attrs=max_attrs,
+                        **mcfg), matrix
+
+
 def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: TrainConfig,
-                     progress: bool = True, index_type: str = "auto") -> TrainReport:
+                     progress: bool = True, index_type: str = "auto",
+                     attributes: ItemAttributes | None = None) -> TrainReport:
     split = leave_one_out(data)
     counts = item_counts(split.train, data.num_items)
-    result = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
+    cfg, item_attrs = tower_inputs(data, attributes, mcfg)
+    result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
     valid = {k: v for k, v in result.valid.items() if "@" in k}
     model = result.model
     inputs = split.inputs("test")
@@ -69,7 +90,8 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                  "train_seconds": round(result.seconds, 1),
                  "protocol": "leave-one-out; full = all items, history masked; sampled = 100 "
                              "uniform unseen negatives, seed 0"},
-        dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type)
+        dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type,
+        attributes=attributes)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
                        result.best_epoch, valid, test, pop)
 
@@ -96,14 +118,59 @@ def load_training_data(data: Path | None = None, *, synthetic: bool = False,
 
 def run_training(data: SequenceData, out: Path, *, config: Path | None, model: str | None,
                  flags: dict[str, Any], index_type: str = "auto", progress: bool = True,
-                 ) -> dict[str, Any]:
+                 attributes: ItemAttributes | None = None) -> dict[str, Any]:
     """What ``streamrec train`` does: resolve the configuration (file < flags), then train
-    SASRec and export its bundle to ``out``, or run a baseline (which exports nothing)."""
+    SASRec (with an item tower over ``attributes`` when given) and export its bundle to
+    ``out``, or run a baseline (which exports nothing)."""
     chosen, mcfg, tcfg, bcfg = resolve_flags(load_config(config), model, flags)
     if chosen != "sasrec":
         return run_baseline(chosen, data, bcfg, progress=progress)
-    return train_and_export(data, out, mcfg, tcfg, progress=progress,
-                            index_type=index_type).to_dict()
+    return train_and_export(data, out, mcfg, tcfg, progress=progress, index_type=index_type,
+                            attributes=attributes).to_dict()
+
+
+def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,
+                   flags: dict[str, Any], fraction: float, seed: int, id_only: bool = True,
+                   progress: bool = True) -> dict[str, Any]:
+    """The cold-start protocol (:mod:`training.cold`): SASRec with its item tower, cold
+    items embedded from attributes alone, beside ID-only SASRec, attribute k-NN and
+    popularity, on cold and on warm test targets (full ranking, test split)."""
+    _, mcfg, tcfg, _ = resolve_flags(load_config(config), "sasrec", flags)
+    tcfg = replace(tcfg, refit=False)  # the published protocol: train split only
+    cold = choose_cold(data.num_items, fraction, seed)
+    split = cold_split(data, cold)
+    inputs, targets = split.inputs("test"), split.targets("test")
+    report: dict[str, Any] = {
+        "protocol": f"cold start: {cold.sum()} of {data.num_items} items ({fraction:.0%}, seed "
+                    f"{seed}) removed from every training sequence and input; full ranking over "
+                    "all items on the test split; cold items embedded from attributes only",
+        "cold_items": int(cold.sum()), "attribute_coverage": attributes.coverage(data.vocab.ids)}
+    cfg, item_attrs = tower_inputs(data, attributes, mcfg)
+    assert item_attrs is not None
+    result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
+    model = result.model
+    users = encode_all(torch_encode(model), inputs, model.cfg.max_len)
+    with torch.no_grad():
+        vecs = model.item_vectors().clone()
+        vecs[torch.from_numpy(cold)] = model.content_vectors(item_attrs[torch.from_numpy(cold)])
+    report["sasrec_tower"] = {**by_target(vector_ranks(users, vecs[1:].numpy(), inputs, targets),
+                                          targets, cold),
+                              "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+                              "train_seconds": round(result.seconds, 1)}
+    if id_only:
+        plain = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
+        m = plain.model
+        u = encode_all(torch_encode(m), inputs, m.cfg.max_len)
+        report["sasrec_id_only"] = {
+            **by_target(vector_ranks(u, m.item_vectors()[1:].detach().numpy(), inputs, targets),
+                        targets, cold),
+            "epochs": plain.epochs_run, "best_epoch": plain.best_epoch,
+            "train_seconds": round(plain.seconds, 1)}
+    report["attribute_knn"] = by_target(
+        attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets), targets, cold)
+    counts = item_counts(split.train, data.num_items)
+    report["popularity"] = by_target(popularity_ranks(counts, inputs, targets), targets, cold)
+    return report
 
 
 def run_baseline(model: str, data: SequenceData, cfg: BPRConfig, progress: bool = True) -> dict[str, Any]:

@@ -10,6 +10,11 @@ clusters. A user starts on a popular item and then, at each step:
 
 So the next item depends strongly on the current one, which a sequence model
 can learn and a popularity ranking cannot. Same seed, same data.
+
+:func:`item_attributes` gives each item content that says something about it:
+its cluster (what a sequence continues within), one of a few "brands" per
+cluster, and a random tag that says nothing (noise the item tower must learn
+to ignore).
 """
 
 from __future__ import annotations
@@ -72,3 +77,14 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> SequenceData:
         users.append(str(u + 1))
         seqs.append([str(i + 1) for i in seq])
     return from_id_sequences("synthetic", users, seqs)
+
+
+def item_attributes(spec: SyntheticSpec = SyntheticSpec(), brands: int = 3,
+                    tags: int = 40) -> dict[str, list[str]]:
+    """Attribute tokens per item id of :func:`generate` with the same ``spec``."""
+    cluster_of = np.random.default_rng(spec.seed).integers(0, spec.clusters, spec.items)
+    rng = np.random.default_rng(spec.seed + 1)
+    brand = rng.integers(0, brands, spec.items)
+    tag = rng.integers(0, tags, spec.items)
+    return {str(i + 1): [f"cluster-{cluster_of[i]}", f"brand-{cluster_of[i]}-{brand[i]}",
+                         f"tag-{tag[i]}"] for i in range(spec.items)}

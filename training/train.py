@@ -96,26 +96,28 @@ def evaluate_model(model: SASRec, split: Split, which: str) -> dict[str, float]:
                          model.cfg.max_len)
 
 
-def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: bool = True) -> TrainResult:
-    result = _fit(split, split.train, mcfg, cfg, progress, select=True)
+def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: bool = True,
+                 item_attrs: torch.Tensor | None = None) -> TrainResult:
+    """Train SASRec (with an item tower when ``mcfg.attributes`` and ``item_attrs`` are given)."""
+    result = _fit(split, split.train, mcfg, cfg, progress, select=True, item_attrs=item_attrs)
     if not cfg.refit:
         return result
     seqs = list(split.train)
     for u, v in zip(split.eval_users, split.valid_target, strict=True):
         seqs[u] = split.train[u] + [int(v)]
     again = replace(cfg, epochs=result.best_epoch, patience=result.best_epoch + 1, max_minutes=None)
-    refit = _fit(split, seqs, mcfg, again, progress, select=False)
+    refit = _fit(split, seqs, mcfg, again, progress, select=False, item_attrs=item_attrs)
     return TrainResult(refit.model, result.best_epoch, result.epochs_run + refit.epochs_run,
                        result.seconds + refit.seconds, result.valid, result.history + refit.history)
 
 
 def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig, cfg: TrainConfig, progress: bool,
-         select: bool) -> TrainResult:
+         select: bool, item_attrs: torch.Tensor | None = None) -> TrainResult:
     """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = SASRec(mcfg)
+    model = SASRec(mcfg, item_attrs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     inputs, targets = training_pairs(seqs, mcfg.max_len)
     lengths = (targets > 0).sum(dim=1)

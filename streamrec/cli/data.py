@@ -42,15 +42,22 @@ def generate(
     users: Annotated[int, typer.Option(min=1)] = 2000,
     items: Annotated[int, typer.Option(min=10)] = 1000,
     seed: int = 7,
+    attributes_out: Annotated[Path | None, typer.Option(help="Also write item attributes (item2attributes JSON).")] = None,
 ) -> None:
     """Write a synthetic click log with sequential structure (``user item item …`` per line)."""
+    import orjson
+
     from training.data import write_sequences
-    from training.synthetic import SyntheticSpec
+    from training.synthetic import SyntheticSpec, item_attributes
     from training.synthetic import generate as gen
 
-    data = gen(SyntheticSpec(users=users, items=items, seed=seed))
+    spec = SyntheticSpec(users=users, items=items, seed=seed)
+    data = gen(spec)
     write_sequences(out, data.users, [data.vocab.decode(s) for s in data.seqs])
     typer.echo(f"wrote {len(data.users)} users, {data.num_interactions} clicks to {out}")
+    if attributes_out is not None:
+        attributes_out.write_bytes(orjson.dumps(item_attributes(spec)))
+        typer.echo(f"wrote the attributes of {items} items to {attributes_out}")
 
 
 @app.command(rich_help_panel=DATA)
@@ -80,6 +87,8 @@ def train(
     dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
     lowpass: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Share of the causal low-pass branch per block (0 = plain SASRec).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
+    id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
     index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -91,8 +100,9 @@ def train(
              "loss": loss.value if loss else None, "negatives": negatives,
              "hard_negatives": hard_negatives, "refit": refit, "mask_seen": mask_seen,
              "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
-             "lowpass": lowpass, "seed": seed}
-    from streamrec.errors import ConfigError
+             "lowpass": lowpass, "seed": seed, "id_dropout": id_dropout}
+    from streamrec.errors import ConfigError, DataError
+    from training.attributes import load_attributes
     from training.config import load_config, resolve_flags
     from training.pipeline import load_training_data, run_training
 
@@ -101,10 +111,12 @@ def train(
         dataset = load_training_data(data, synthetic=synthetic,
                                      topic=settings() if from_topic else None, since_ms=since,
                                      on_read=lambda msg: typer.echo(msg, err=True))
-    except ConfigError as e:
+        attrs = load_attributes(attributes) if attributes is not None else None
+        result = run_training(dataset, out, config=config, model=model.value if model else None,
+                              flags=flags, index_type=index_type.value, progress=not json_out,
+                              attributes=attrs)
+    except (ConfigError, DataError) as e:
         fail(str(e), 2)
-    result = run_training(dataset, out, config=config, model=model.value if model else None,
-                          flags=flags, index_type=index_type.value, progress=not json_out)
     if publish and "bundle" in result:
         from serving.registry import publish_bundle
 
@@ -120,6 +132,41 @@ def _print_metrics(report: dict[str, Any]) -> None:
             for proto, m in block.items():
                 if isinstance(m, dict):
                     typer.echo(f"  {name:16s} {proto:8s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}")
+
+
+@app.command("cold-start", rich_help_panel=DATA)
+def cold_start(
+    data: Annotated[Path, typer.Option(help="Sequence file.")],
+    attributes: Annotated[Path, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines).")],
+    cold_items: Annotated[float, typer.Option(min=0.001, max=0.9, help="Share of items held out of training.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out items.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="TOML config (training/configs/*.toml); refit is off.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    max_minutes: Annotated[float | None, typer.Option(min=0.1, help="Wall-clock budget per model.")] = None,
+    id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
+    id_only: Annotated[bool, typer.Option("--id-only/--no-id-only", help="Also train the ID-only baseline.")] = True,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/cold-start.json"),
+) -> None:
+    """The cold-start protocol: items never trained on, ranked from their attributes, vs baselines."""
+    from bench.run import write_results
+    from streamrec.errors import ConfigError, DataError
+    from training.attributes import load_attributes
+    from training.data import load_dataset
+    from training.pipeline import run_cold_start
+
+    flags = {"epochs": epochs, "max_minutes": max_minutes, "id_dropout": id_dropout}
+    try:
+        report = run_cold_start(load_dataset(data), load_attributes(attributes), config=config,
+                                flags=flags, fraction=cold_items, seed=seed, id_only=id_only)
+    except (ConfigError, DataError) as e:
+        fail(str(e), 2)
+    write_results(out, report)
+    for name, block in report.items():
+        if isinstance(block, dict):
+            typer.echo(f"  {name:16s} cold ({block['cold_users']} users) HR@10 "
+                       f"{block['cold']['hr@10']:.4f} NDCG@10 {block['cold']['ndcg@10']:.4f}   warm "
+                       f"HR@10 {block['warm']['hr@10']:.4f} NDCG@10 {block['warm']['ndcg@10']:.4f}")
+    typer.echo(f"wrote {out}")
 
 
 @app.command(rich_help_panel=DATA)

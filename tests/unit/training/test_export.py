@@ -45,3 +45,36 @@ def test_onnx_encoder_accepts_any_length_up_to_max_len(tiny_bundle_dir: Path) ->
     full[0, -3:], full[1, -1:] = [1, 2, 3], [4]
     assert np.allclose(b.encoder.encode(full), b.encoder.encode(full[:, -3:]), atol=1e-5)
 
+
+
+def test_item_tower_bundle_has_its_tower_attributes_and_parity(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+    import orjson
+
+    from training.attributes import build
+    from training.pipeline import train_and_export
+    from training.synthetic import item_attributes
+    from training.train import TrainConfig
+    from tests.conftest import TINY
+
+    attrs = build(item_attributes(TINY))
+    r = train_and_export(tiny_data, tmp_path / "tower", {"max_len": 20, "dim": 16, "layers": 1,
+                                                         "id_dropout": 0.3},
+                         TrainConfig(epochs=2, patience=2, batch_size=64), progress=False,
+                         attributes=attrs)
+    m = r.manifest
+    assert m.model_config["attributes"] == attrs.size and m.model_config["max_attrs"] == 3
+    assert m.metrics["item_tower_parity_max_abs_diff"] <= REFERENCE_ATOL
+    assert {"item_tower.onnx", "attributes.json"} <= set(m.files)
+    bundle = load_bundle(tmp_path / "tower")  # the worker loads it as any bundle
+    saved = orjson.loads((tmp_path / "tower" / "attributes.json").read_bytes())
+    assert saved["tokens"] == list(attrs.tokens)
+    first = bundle.vocab.ids[0]
+    assert saved["items"][first] == list(attrs.of[first])
+    # the tower embeds attributes into the index's space: an item's own attributes give a
+    # vector that scores like (not equal to: the ID part is missing) the item
+    session = ort.InferenceSession(str(tmp_path / "tower" / "item_tower.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    rows = attrs.matrix(bundle.vocab.ids, 3)[1:4]
+    vecs = session.run(None, {"item_attrs": rows})[0]
+    assert vecs.shape == (3, 16) and np.isfinite(vecs).all()

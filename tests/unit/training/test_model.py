@@ -46,3 +46,49 @@ def test_nearest_items_excludes_itself() -> None:
     assert nb.shape == (41, 5)
     assert all(i not in nb[i].tolist() for i in range(1, 41)) and (nb[1:] >= 1).all()
 
+
+
+def _tower(id_dropout: float = 0.0) -> SASRec:
+    torch.manual_seed(0)
+    attrs = torch.tensor([[0, 0], [1, 2], [1, 0], [0, 0], [3, 1]])  # items 1..4; item 3 has none
+    cfg = SASRecConfig(num_items=4, max_len=6, dim=8, layers=1, heads=2, attributes=3,
+                       max_attrs=2, id_dropout=id_dropout)
+    return SASRec(cfg, attrs)
+
+
+def test_item_tower_vectors_are_id_plus_attribute_part() -> None:
+    m = _tower().eval()
+    with torch.no_grad():
+        content = m.content_vectors(m.item_attrs)
+        assert torch.equal(content[0], torch.zeros(8)) and torch.equal(content[3], torch.zeros(8))
+        assert torch.allclose(m.item_vectors(), m.item_emb.weight + content)
+        # the attribute part is the same for the same attributes, whatever the item
+        assert torch.allclose(m.content_vectors(torch.tensor([[2, 1]])), content[1:2])
+
+
+def test_id_dropout_drops_the_id_part_of_items_with_attributes_in_training_only() -> None:
+    m = _tower(id_dropout=0.9)
+    m.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        content = m.content_vectors(m.item_attrs)
+        table = m.item_table()
+        dropped = [i for i in range(1, 5) if torch.allclose(table[i], content[i])]
+        assert dropped and 3 not in dropped  # item 3 has no attributes: its ID is all it has
+        m.eval()
+        assert torch.allclose(m.item_table(), m.item_emb.weight + content)
+
+
+def test_frozen_copy_serves_the_same_user_vectors_without_the_tower() -> None:
+    m = _tower().eval()
+    plain = m.frozen()
+    seqs = torch.tensor([[0, 0, 1, 2, 3, 4], [0, 0, 0, 0, 4, 1]])
+    with torch.no_grad():
+        assert plain.attr_emb is None
+        assert torch.allclose(plain(seqs), m(seqs), atol=1e-6)
+        assert torch.allclose(plain.item_vectors(), m.item_vectors())
+
+
+def test_a_tower_needs_the_attribute_matrix() -> None:
+    with pytest.raises(ValueError, match="item_attrs"):
+        SASRec(SASRecConfig(num_items=4, attributes=3, max_attrs=2))

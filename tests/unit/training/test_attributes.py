@@ -1,0 +1,81 @@
+"""Item attributes (training.attributes) and the cold-start split (training.cold)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from streamrec.errors import DataError
+from training.attributes import build, encode_rows, load_attributes
+from training.cold import attribute_knn_ranks, by_target, choose_cold, cold_split
+from training.data import from_id_sequences
+from training.synthetic import SyntheticSpec, generate, item_attributes
+
+
+def test_item2attributes_json_and_text_lines_read_alike(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_bytes(orjson.dumps({"10": [1, 2], "11": [2], "12": []}))
+    (tmp_path / "a.tsv").write_text("10\t1 2\n11\t2\n\n12\t \n".replace("12\t \n", ""))
+    for name in ("a.json", "a.tsv"):
+        a = load_attributes(tmp_path / name)
+        assert a.tokens == ("2", "1")  # by frequency, then name
+        assert a.of["10"] == ("1", "2") and a.of["11"] == ("2",)
+    m = load_attributes(tmp_path / "a.json").matrix(["11", "10", "99"], max_attrs=3)
+    assert m.tolist() == [[0, 0, 0], [1, 0, 0], [2, 1, 0], [0, 0, 0]]  # row 0 pads; 99 has none
+
+
+def test_bad_attribute_files_say_what_is_wrong(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="expected an object"):
+        load_attributes(tmp_path / "x.json")
+    (tmp_path / "y.tsv").write_text("item-without-tab\n")
+    with pytest.raises(DataError, match=r"y.tsv:1: expected"):
+        load_attributes(tmp_path / "y.tsv")
+    with pytest.raises(DataError, match="cannot read"):
+        load_attributes(tmp_path / "missing.json")
+
+
+def test_rare_tokens_are_dropped_and_rows_are_cut_to_max_attrs() -> None:
+    a = build({"1": ["x", "y", "rare"], "2": ["x", "y"]}, min_count=2)
+    assert set(a.tokens) == {"x", "y"} and a.of["1"] == ("x", "y")
+    assert encode_rows({"x": 1, "y": 2}, [["y", "x", "z"]], 1).tolist() == [[2]]
+
+
+def test_cold_items_leave_every_sequence_but_the_test_target() -> None:
+    data = from_id_sequences("t", ["u1", "u2", "u3"],
+                             [["a", "b", "c", "d", "e"], ["a", "e", "b", "c", "d"], ["e", "a"]])
+    cold = np.zeros(data.num_items + 1, dtype=bool)
+    e, d = data.vocab.encode(["e"])[0], data.vocab.encode(["d"])[0]
+    cold[[e]] = True
+    split = cold_split(data, cold)
+    seen = {i for s in split.train for i in s} | set(split.valid_target.tolist())
+    assert e not in seen  # never trained on, never an input, never validated
+    test = dict(zip(split.eval_users.tolist(), split.test_target.tolist(), strict=True))
+    assert test == {0: e, 1: d}  # u1 keeps its cold target; u2's input loses its e
+    assert e not in [i for s in split.inputs("test") for i in s]
+    r = by_target(np.array([0, 50]), split.targets("test"), cold)
+    assert r["cold_users"] == 1 and r["cold"]["hr@10"] == 1.0 and r["warm"]["hr@10"] == 0.0
+
+
+def test_choose_cold_is_seeded_and_never_pad() -> None:
+    a, b = choose_cold(100, 0.1, seed=3), choose_cold(100, 0.1, seed=3)
+    assert (a == b).all() and a.sum() == 10 and not a[0]
+    with pytest.raises(ValueError):
+        choose_cold(100, 1.5, 0)
+
+
+def test_attribute_knn_ranks_items_sharing_the_history_attributes_first() -> None:
+    attrs = np.array([[0, 0], [1, 2], [1, 0], [3, 0], [1, 2]])  # items 1..4
+    ranks = attribute_knn_ranks(attrs, 3, [[1]], np.array([4]))  # 4 shares both with 1
+    assert ranks.tolist() == [0]
+    ranks = attribute_knn_ranks(attrs, 3, [[1]], np.array([3]))  # 3 shares nothing
+    assert ranks.tolist() == [2]
+
+
+def test_synthetic_attributes_cover_every_item_and_carry_the_cluster() -> None:
+    spec = SyntheticSpec(users=50, items=60, clusters=6, seed=1)
+    data, attrs = generate(spec), item_attributes(spec)
+    assert set(data.vocab.ids) <= set(attrs) and all(len(a) == 3 for a in attrs.values())
+    assert len({a[0] for a in attrs.values()}) <= 6
