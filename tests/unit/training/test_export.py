@@ -51,11 +51,11 @@ def test_item_tower_bundle_has_its_tower_attributes_and_parity(tiny_data, tmp_pa
     import onnxruntime as ort
     import orjson
 
+    from tests.conftest import TINY
     from training.attributes import build
     from training.pipeline import train_and_export
     from training.synthetic import item_attributes
     from training.train import TrainConfig
-    from tests.conftest import TINY
 
     attrs = build(item_attributes(TINY))
     r = train_and_export(tiny_data, tmp_path / "tower", {"max_len": 20, "dim": 16, "layers": 1,
