@@ -84,6 +84,7 @@ def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, pro
     s = base.model_copy(update={
         "app_id": f"restart-{run}", "clicks_topic": f"restart-{run}-clicks",
         "dlq_topic": f"restart-{run}-dlq", "model_updates_topic": f"restart-{run}-models",
+        "items_topic": f"restart-{run}-items",
         "key_prefix": f"restart:{run}:", "table_store": store, "producer_max_batch_bytes": 1,
         "group_instance_id": "bench-slot", "data_dir": log_dir / f"restart-{run}-disk",
         "rebalance_timeout_s": 5.0, "session_timeout_s": 10.0})

@@ -87,6 +87,7 @@ class Fleet:
         self.settings = base.model_copy(update={
             "app_id": f"bench-{run}", "clicks_topic": f"bench-{run}-clicks",
             "dlq_topic": f"bench-{run}-dlq", "model_updates_topic": f"bench-{run}-models",
+            "items_topic": f"bench-{run}-items",
             "key_prefix": f"bench:{run}:", "rebalance_timeout_s": 5.0, "session_timeout_s": 10.0,
             "producer_max_batch_bytes": Settings.model_fields["producer_max_batch_bytes"].default})
         asyncio.run(ensure_topics(self.settings))

@@ -24,7 +24,15 @@ import orjson
 
 from serving.encoder import Encoder, make_session
 from serving.index import ItemIndex, configure
-from serving.manifest import MANIFEST, REFERENCE_ATOL, REQUIRED_FILES, Manifest, decode_manifest
+from serving.manifest import (
+    MANIFEST,
+    REFERENCE_ATOL,
+    REQUIRED_FILES,
+    TOWER_FILES,
+    Manifest,
+    decode_manifest,
+)
+from serving.tower import ItemTower
 from serving.vocab import Vocabulary
 from streamrec.errors import BundleRejected
 from streamrec.files import sha256_file
@@ -40,6 +48,7 @@ class ModelBundle:
     index: ItemIndex
     vocab: Vocabulary
     popular: tuple[int, ...]
+    tower: ItemTower | None = None  # with item attributes: embeds new items (serving.tower)
 
     @property
     def version(self) -> str:
@@ -81,7 +90,8 @@ def _load(root: Path, threads: int) -> ModelBundle:
                              f"items, manifest says {manifest.num_items}", "items.faiss")
     popular = _load_popular(root, manifest, len(vocab))
     _warm_up(root, manifest, encoder)
-    return ModelBundle(root, manifest, encoder, index, vocab, popular)
+    tower = _load_tower(root, manifest, threads)
+    return ModelBundle(root, manifest, encoder, index, vocab, popular, tower)
 
 
 def _read_manifest(root: Path) -> Manifest:
@@ -129,6 +139,37 @@ def _load_encoder(root: Path, m: Manifest, threads: int) -> Encoder:
         raise BundleRejected(m.version, "signature", f"output dim {out_dim} != manifest dim {m.dim}",
                              rel)
     return Encoder(session)
+
+
+def _load_tower(root: Path, m: Manifest, threads: int) -> ItemTower | None:
+    """The item tower, when the bundle has one: both files listed, the graph loads, its
+    tokens are a JSON list, and it embeds to the bundle's dimension."""
+    listed = [f for f in TOWER_FILES if f in m.files]
+    if not listed:
+        return None
+    if len(listed) != len(TOWER_FILES):
+        raise BundleRejected(m.version, "tower", f"{listed[0]} without "
+                             f"{next(f for f in TOWER_FILES if f not in listed)}", listed[0])
+    try:
+        session = make_session(root / "item_tower.onnx", threads)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise BundleRejected(m.version, "tower", f"cannot load: {e}", "item_tower.onnx") from None
+    try:
+        data = orjson.loads((root / "attributes.json").read_bytes())
+        tokens = data["tokens"]
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError("'tokens' is not a list of strings")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise BundleRejected(m.version, "tower", f"bad attributes: {e}", "attributes.json") from None
+    tower = ItemTower(session, tokens, int(m.model_config.get("max_attrs", 0)))
+    try:
+        out = tower.embed([tokens[:2]])
+    except Exception as e:  # noqa: BLE001
+        raise BundleRejected(m.version, "tower", f"inference failed: {e}", "item_tower.onnx") from None
+    if out.shape != (1, m.dim) or not np.isfinite(out).all():
+        raise BundleRejected(m.version, "tower", f"output shape {out.shape} or values wrong, "
+                             f"expected (1, {m.dim}) finite", "item_tower.onnx")
+    return tower
 
 
 def _ort_type(dtype: str) -> str:

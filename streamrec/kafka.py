@@ -86,7 +86,9 @@ COMPACTED = {"cleanup.policy": "compact"}
 
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
-    """Create the clicks, dead-letter and model-update topics if missing (idempotent).
+    """Create the clicks, dead-letter, model-update and items topics if missing (idempotent).
+
+    The items topic (the live catalogue, keyed by item id) is compacted too.
 
     The model-update topic has one partition and is **compacted** (announcements
     are keyed by version): the last announcement of every version stays, so a
@@ -95,15 +97,17 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
     not compacted is switched to compaction where the broker allows it
     (AlterConfigs); where it does not (Tansu 0.6), a warning says what to set.
     """
-    names = names or [settings.clicks_topic, settings.dlq_topic, settings.model_updates_topic]
+    names = names or [settings.clicks_topic, settings.dlq_topic, settings.model_updates_topic,
+                      settings.items_topic]
     updates = settings.model_updates_topic
+    compacted = {updates, settings.items_topic}  # the latest record of each key is the state
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         new = [NewTopic(n, num_partitions=1 if n == updates else settings.topic_partitions,
                         replication_factor=settings.topic_replication_factor,
-                        topic_configs=dict(COMPACTED) if n == updates else {})
+                        topic_configs=dict(COMPACTED) if n in compacted else {})
                for n in names if n not in existing]
         if new:
             try:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     clicks_topic: str = "clicks"
     dlq_topic: str = "clicks-dlq"
     model_updates_topic: str = "model-updates"
+    # The live item catalogue (streamrec/items.py): compacted, read in full by every worker.
+    items_topic: str = "items"
     topic_partitions: int = Field(8, ge=1)
     # How long the group coordinator waits for members to (re)join. Some brokers (Tansu)
     # hold a new group's first join for this long, so it bounds worker start-up time.

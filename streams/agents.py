@@ -4,6 +4,7 @@
   go through :class:`streams.worker.Pipeline` (state in order, lists computed
   off the loop, one Redis pipeline per batch, offsets acked after the write).
 * :func:`follow_model_updates`, a Faust task: the model-update listener.
+* :func:`follow_items`, a Faust task: the items-topic listener (the live catalogue).
 * :func:`on_partitions_assigned` and :func:`on_rebalance_complete`: the
   rebalance hooks (a new fencing epoch; the assignment in the worker's status).
 * :func:`heartbeat`, a Faust timer: keeps the worker's status hash alive.
@@ -31,11 +32,13 @@ import faust
 import redis.asyncio as aioredis
 from threadpoolctl import threadpool_limits
 
+from serving.catalogue import Catalogue
 from serving.store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import ensure_topics
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
+from streams.catalogue import ItemUpdates
 from streams.diagnostics import consumer_lag, consumer_state, install_task_dump
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
@@ -64,6 +67,8 @@ class WorkerContext:
     metrics: WorkerMetrics
     reads: aioredis.Redis  # the HTTP API's own connections (bounded; never the writer's)
     trending: TrendingCache  # the fallback list's trending part, re-read by a timer
+    catalogue: Catalogue  # the live item catalogue (new and withdrawn items)
+    items: ItemUpdates  # its listener
     worker_id: str
     started_at_ms: int
     rebalanced: bool = False  # a partition assignment has completed (readiness)
@@ -78,12 +83,14 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
     # A batch writes one record per touched user, so let a few batches' worth wait.
     app.producer.buffer.max_messages = max(100, 4 * s.batch_size)
     await ctx.holder.wait_ready()
+    await ctx.items.ready.wait()  # the whole catalogue, before the first list
     settle_heap(ctx)
     worker = ClickWorker(
         table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
         executor=ctx.compute, rules=SessionRules.from_settings(s), top_n=s.top_n,
         worker_id=ctx.worker_id, fencing=ctx.fencing, status=ctx.status, metrics=ctx.metrics,
-        dead_letter_max_bytes=s.dead_letter_max_bytes, trending=ctx.trending)
+        dead_letter_max_bytes=s.dead_letter_max_bytes, trending=ctx.trending,
+        catalogue=ctx.catalogue)
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface
@@ -137,6 +144,11 @@ def heartbeat(ctx: WorkerContext) -> None:
     say where its HTTP port is, so ``streamrec status`` can read its metrics."""
     ctx.status.report({"heartbeat_at": int(time.time() * 1000),
                        "web": f"{socket.gethostname()}:{ctx.settings.web_port}"})
+
+
+async def follow_items(ctx: WorkerContext) -> None:
+    """The items-topic listener (:mod:`streams.catalogue`)."""
+    await ctx.items.run()
 
 
 async def refresh_trending(ctx: WorkerContext) -> None:

@@ -11,17 +11,21 @@ Where things live: topics in :mod:`streams.topics`, the session table in
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
 import redis.asyncio as aioredis
 
+from serving.catalogue import Catalogue
 from serving.keys import epoch_key
 from serving.store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import faust_credentials
 from streamrec.settings import Settings
 from streams import agents, web
+from streams.batch import DeadLetter
+from streams.catalogue import ItemUpdates
 from streams.consumer import install_consumer
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
@@ -72,12 +76,21 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     metrics = WorkerMetrics()
     # Bundles are validated in their own thread, so serving goes on during a swap.
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-loader")
+    topics = worker_topics(app, settings)
+    catalogue = Catalogue()
+
+    async def send_dead(letters: Sequence[DeadLetter]) -> None:
+        for d in letters:
+            await topics.dead_letters.send(key=d.record.key, value=d.encode(worker_id,
+                                                                            settings.dead_letter_max_bytes))
+
+    items = ItemUpdates(settings, holder, catalogue, send_dead, metrics)
     return agents.WorkerContext(
         settings=settings,
-        topics=worker_topics(app, settings),
+        topics=topics,
         sessions=session_table(app, settings.topic_partitions),
         holder=holder,
-        updates=ModelUpdates(settings, holder, status, loader, metrics),
+        updates=ModelUpdates(settings, holder, status, loader, metrics, on_swap=items.on_swap),
         writer=writer,
         status=status,
         fencing=Fencing(lambda: client.incr(epoch_key(settings.key_prefix))),
@@ -87,6 +100,8 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         reads=aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             settings.redis_url.get_secret_value(), max_connections=READ_CONNECTIONS, timeout=2)),
         trending=TrendingCache(),
+        catalogue=catalogue,
+        items=items,
         worker_id=worker_id,
         started_at_ms=int(time.time() * 1000),
     )
@@ -110,6 +125,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=settings.status_ttl_s / 6)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         agents.heartbeat(ctx)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_items() -> None:
+        await agents.follow_items(ctx)
 
     @app.timer(interval=settings.trending_refresh_s)  # type: ignore[untyped-decorator]
     async def refresh_trending() -> None:

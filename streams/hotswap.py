@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -68,8 +69,10 @@ class ModelUpdates:
     """The worker's model-update listener (one per worker process)."""
 
     def __init__(self, settings: Settings, holder: ModelHolder, status: StatusReporter,
-                 executor: Executor, metrics: WorkerMetrics | None = None) -> None:
+                 executor: Executor, metrics: WorkerMetrics | None = None,
+                 on_swap: Callable[[ModelBundle], None] | None = None) -> None:
         self.settings, self.holder, self.status = settings, holder, status
+        self.on_swap = on_swap  # runs before the swap, on the loop (the catalogue re-embeds)
         self.executor = executor
         self.metrics = metrics or WorkerMetrics()
         self.gate = QualityGate(settings.min_valid_ndcg, settings.max_ndcg_drop)
@@ -135,6 +138,8 @@ class ModelUpdates:
 
     async def _swap(self, bundle: ModelBundle, seconds: float, reason: str) -> None:
         previous = self.holder.current.version if self.holder.loaded else ""
+        if self.on_swap is not None:  # what depends on the bundle is ready before its first batch
+            self.on_swap(bundle)
         self.holder.swap(bundle)  # one reference: the next batch uses the new bundle
         self.metrics.swaps.inc()
         self.metrics.model.info({"version": bundle.version, "model": bundle.manifest.model,

@@ -93,6 +93,11 @@ class WorkerMetrics:
         self.refusals = Counter("streamrec_model_refusals", "Bundles refused, by check",
                                 ["check"], registry=r)
         self.ready = Gauge("streamrec_ready", "1 when the worker serves (see /ready)", registry=r)
+        self.item_to_live = Histogram("streamrec_item_to_live_seconds", "Items topic: record "
+                                      "timestamp -> in the live catalogue", buckets=_SECONDS,
+                                      registry=r)
+        self.live_items = Gauge("streamrec_live_items", "New items retrievable beside the "
+                                "bundle (embedded by its item tower)", registry=r)
         self.changelog_applied = Gauge(
             "streamrec_changelog_applied", "Changelog records read into the session table "
             "since start (recovery and standbys; with the rocksdb store, only the tail a "

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.catalogue import Catalogue
 from serving.recommend import recommend
 from serving.store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
@@ -46,6 +47,7 @@ class ClickWorker:
         metrics: WorkerMetrics | None = None,
         dead_letter_max_bytes: int = 262_144,
         trending: TrendingCache | None = None,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
@@ -53,6 +55,7 @@ class ClickWorker:
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.metrics = metrics or WorkerMetrics()
         self.trending = trending or TrendingCache()
+        self.catalogue = catalogue or Catalogue()
         # batch ids name the Redis tokens that make a retried write count once: unique
         # per process, since a restarted worker may keep its name (a container's pid 1)
         self._run = uuid.uuid4().hex[:12]
@@ -133,7 +136,8 @@ class ClickWorker:
             histories = [out.histories[u] for u in users]
             t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
-                self.executor, recommend, bundle, histories, self.top_n, self.trending.items)
+                self.executor, recommend, bundle, histories, self.top_n, self.trending.items,
+                self.catalogue.live)
             self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"

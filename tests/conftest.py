@@ -38,3 +38,16 @@ def tiny_bundle_b(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceD
     return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
                             TrainConfig(epochs=3, patience=3, batch_size=64, seed=2),
                             progress=False).bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_tower_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
+    """The tiny model with an item tower over the synthetic attributes."""
+    from training.attributes import build
+    from training.synthetic import item_attributes
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-tower"
+    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2,
+                                             "id_dropout": 0.5},
+                            TrainConfig(epochs=20, patience=20, batch_size=64, seed=1),
+                            progress=False, attributes=build(item_attributes(TINY))).bundle

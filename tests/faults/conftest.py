@@ -87,7 +87,8 @@ def scenario(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Callable[..., Sc
             overrides.setdefault("kafka_bootstrap", broker.bootstrap)
         base: dict[str, object] = dict(  # noqa: C408 - keyword style reads as settings
             app_id=f"f-{run}", clicks_topic=f"f-{run}-clicks", dlq_topic=f"f-{run}-dlq",
-            model_updates_topic=f"f-{run}-models", key_prefix=f"fault:{run}:",
+            model_updates_topic=f"f-{run}-models", items_topic=f"f-{run}-items",
+            key_prefix=f"fault:{run}:",
             topic_partitions=PARTITIONS, redis_url=server.url,
             # documented failover settings (README, "Failover"): a dead worker is noticed
             # after the session timeout, and a new group forms within the rebalance timeout

@@ -1,0 +1,102 @@
+"""The live item catalogue: items added and withdrawn since the bundle was trained.
+
+Fed by the ``items`` topic (:mod:`streamrec.items`; the worker's listener is
+:mod:`streams.catalogue`). :class:`Catalogue` keeps the latest record of every
+item (the topic's state, independent of any model) and, for the bundle being
+served, a :class:`LiveItems` snapshot that retrieval reads:
+
+* **new items** (not in the bundle's vocabulary) with the vectors the bundle's
+  item tower gives their attributes: retrieved beside the bundle's index, in the
+  same space, for any user, at once;
+* **withdrawn items** (``"available": false``): never in a list written after.
+
+A snapshot is immutable and replaced in one assignment, so a batch computes
+against one consistent view. A new bundle rebuilds it (:meth:`Catalogue.rebuild`):
+its tower re-embeds every item it does not know, and items it was trained on
+leave the "new" set. A bundle without a tower cannot embed new items; they are
+counted (``unembedded``) and not retrieved until one with a tower is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.bundle import ModelBundle
+from streamrec.items import ItemRecord
+
+
+@dataclass(frozen=True)
+class LiveItems:
+    """What the catalogue adds to the bundle ``version``: new items and their vectors
+    (row r of ``vecs`` is ``ids[r]``), withdrawn bundle item indexes, withdrawn ids."""
+
+    version: str = ""
+    ids: tuple[str, ...] = ()
+    vecs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    blocked: frozenset[int] = frozenset()
+    blocked_ids: frozenset[str] = frozenset()
+    unembedded: int = 0  # new items the bundle cannot embed (no tower, no known attribute)
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+EMPTY = LiveItems()
+
+
+class Catalogue:
+    """Every item's latest record, and the snapshot for the bundle being served."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ItemRecord] = {}
+        self.live = EMPTY
+        self._vecs: dict[str, np.ndarray] = {}  # new item id -> vector, for live.version
+
+    def apply(self, records: Sequence[ItemRecord], bundle: ModelBundle | None) -> LiveItems:
+        """Take ``records`` (in log order: the later record of an item wins) and return the
+        new snapshot for ``bundle`` (None: none served yet; only the records are kept)."""
+        for r in records:
+            self.records[r.item_id] = r
+        if bundle is None:
+            return self.live
+        if bundle.version != self.live.version:
+            return self.rebuild(bundle)
+        changed = {r.item_id: self.records[r.item_id] for r in records}
+        self._embed(bundle, [r for r in changed.values() if r.available])
+        for r in changed.values():
+            if not r.available:
+                self._vecs.pop(r.item_id, None)
+        return self._publish(bundle)
+
+    def rebuild(self, bundle: ModelBundle) -> LiveItems:
+        """The snapshot for a newly served ``bundle``: every new item embedded by its tower."""
+        self._vecs = {}
+        self.live = LiveItems(version=bundle.version)
+        self._embed(bundle, [r for r in self.records.values() if r.available])
+        return self._publish(bundle)
+
+    def _embed(self, bundle: ModelBundle, records: Sequence[ItemRecord]) -> None:
+        new = [r for r in records if bundle.vocab.index(r.item_id) is None]
+        tower = bundle.tower
+        if tower is None:
+            return
+        usable = [r for r in new if tower.known(r.attributes)]
+        if usable:
+            vecs = tower.embed([r.attributes for r in usable])
+            for r, v in zip(usable, vecs, strict=True):
+                self._vecs[r.item_id] = v
+
+    def _publish(self, bundle: ModelBundle) -> LiveItems:
+        withdrawn = frozenset(i for i, r in self.records.items() if not r.available)
+        blocked = frozenset(ix for i in withdrawn if (ix := bundle.vocab.index(i)) is not None)
+        ids = tuple(self._vecs)
+        vecs = (np.stack([self._vecs[i] for i in ids]) if ids
+                else np.zeros((0, bundle.manifest.dim), dtype=np.float32))
+        unembedded = sum(1 for i, r in self.records.items() if r.available and i not in self._vecs
+                         and bundle.vocab.index(i) is None)
+        self.live = LiveItems(bundle.version, ids, vecs, blocked, withdrawn, unembedded)
+        return self.live
