@@ -139,6 +139,7 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str, key: str) -> str 
 
 async def partition_reader(kafka: Kafka, topic: str, *, since_ms: int | None = None,
                            default_partitions: set[int] | None = None,
+                           fetch_max_wait_ms: int = 500,
                            ) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     """A started consumer with no group, assigned every partition of ``topic``.
 
@@ -146,11 +147,14 @@ async def partition_reader(kafka: Kafka, topic: str, *, since_ms: int | None = N
     ``since_ms``. Every process reads every record (a group would split them).
     A missing topic raises :class:`DataError` unless ``default_partitions`` says
     what to assign (the model-update listener waits on a topic created later).
+    ``fetch_max_wait_ms``: how long the broker may hold a fetch with no new data (the
+    delay a follower adds to a record that arrives while a fetch is held).
     The caller stops the consumer.
     """
     from streamrec.errors import DataError
 
-    consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=fetch_max_wait_ms)
     await consumer.start()
     try:
         await consumer.topics()  # refreshes metadata

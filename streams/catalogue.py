@@ -47,8 +47,9 @@ class ItemUpdates:
 
     async def run(self) -> None:
         topic = self.settings.items_topic
-        consumer, tps = await partition_reader(self.settings, topic,
-                                               default_partitions=set(range(self.settings.topic_partitions)))
+        consumer, tps = await partition_reader(
+            self.settings, topic, default_partitions=set(range(self.settings.topic_partitions)),
+            fetch_max_wait_ms=int(self.settings.fetch_max_wait_s * 1000))  # as the clicks
         try:
             pending: list[Any] = []
             async for m in drain(consumer, tps):
@@ -59,7 +60,7 @@ class ItemUpdates:
                      len(self.catalogue.records), topic, self.catalogue.live.size,
                      len(self.catalogue.live.blocked_ids))
             while True:
-                batch = await consumer.getmany(timeout_ms=200)
+                batch = await consumer.getmany(timeout_ms=500)
                 records = [m for msgs in batch.values() for m in msgs]
                 if records:
                     await self.apply(records)

@@ -94,7 +94,8 @@ class WorkerMetrics:
                                 ["check"], registry=r)
         self.ready = Gauge("streamrec_ready", "1 when the worker serves (see /ready)", registry=r)
         self.item_to_live = Histogram("streamrec_item_to_live_seconds", "Items topic: record "
-                                      "timestamp -> in the live catalogue", buckets=_SECONDS,
+                                      "timestamp -> in the live catalogue",
+                                      buckets=tuple(float(e) / 1000 for e in EDGES[:-1]),
                                       registry=r)
         self.live_items = Gauge("streamrec_live_items", "New items retrievable beside the "
                                 "bundle (embedded by its item tower)", registry=r)

@@ -147,6 +147,28 @@ def bench_restart(
     typer.echo(f"wrote {out}")
 
 
+@app.command("bench-items", rich_help_panel=BENCHMARKS)
+def bench_items(
+    items: Annotated[int, typer.Option(min=1, help="New-item records to send.")] = 2000,
+    rate: Annotated[float, typer.Option(min=1, help="Records per second.")] = 200.0,
+    bundle: Annotated[Path | None, typer.Option(help="A bundle with an item tower (default: a small synthetic one).")] = None,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-items.json"),
+) -> None:
+    """New items on the items topic: record timestamp -> retrievable (p50/p95/p99)."""
+    from bench.items import measure_items, tower_bundle
+    from bench.run import write_results
+
+    path = bundle or tower_bundle(BENCH_DIR)
+    if not (path / "item_tower.onnx").is_file():
+        fail(f"{path} has no item tower (train with --attributes)", 2)
+    logs = BENCH_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    result = measure_items(settings(), path, items=items, rate=rate, log_dir=logs)
+    write_results(out, result)
+    print_json(result)
+    typer.echo(f"wrote {out}")
+
+
 @app.command("bench-state", rich_help_panel=BENCHMARKS)
 def bench_state() -> None:
     """Bytes per user of session state, and what 10M users would need."""

@@ -1,0 +1,84 @@
+"""New items on the items topic: record timestamp -> in a worker's live catalogue.
+
+One worker serving a bundle with an item tower; ``items`` new-item records are
+sent at ``rate``/s, each stamped with its send time; the worker's
+``streamrec_item_to_live_seconds`` histogram (record timestamp -> the item is
+retrievable: decoded, embedded by the tower, in the snapshot the next batch
+reads) gives the percentiles, as bucket upper edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from bench.run import Fleet
+from serving.latency import fields_from_prometheus, percentiles
+from streamrec.items import ItemRecord, encode_item
+from streamrec.settings import Settings
+from streamrec.waiting import poll_until
+from streams.replay import send_paced
+
+METRIC = "streamrec_item_to_live_seconds"
+
+
+def tower_bundle(out: Path) -> Path:
+    """A small bundle with an item tower (synthetic data and attributes), trained once."""
+    from training.attributes import build
+    from training.pipeline import train_and_export
+    from training.synthetic import SyntheticSpec, generate, item_attributes
+    from training.train import TrainConfig
+
+    bundle = out / "synthetic-tower"
+    if (bundle / "manifest.json").is_file():
+        return bundle
+    spec = SyntheticSpec()
+    train_and_export(generate(spec), bundle, {"max_len": 50, "dim": 64, "id_dropout": 0.5},
+                     TrainConfig(epochs=3, patience=3), progress=False,
+                     attributes=build(item_attributes(spec)))
+    return bundle
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def measure_items(base: Settings, bundle: Path, *, items: int, rate: float,
+                  log_dir: Path) -> dict[str, object]:
+    attributes = orjson.loads((bundle / "attributes.json").read_bytes())["tokens"]
+    fleet = Fleet(base, bundle, "streamrec", 1, log_dir)
+    s = fleet.settings
+    try:
+        fleet.start()
+        port = fleet.workers[0].settings.web_port
+
+        def records() -> Iterator[tuple[bytes, bytes]]:
+            for n in range(items):
+                item_id = f"bench-new-{n}"
+                tokens = [attributes[(n * 7 + k) % len(attributes)] for k in range(3)]
+                yield item_id.encode(), encode_item(ItemRecord(item_id, int(time.time() * 1000),
+                                                               tokens))
+
+        t0 = time.monotonic()
+        asyncio.run(send_paced(s, s.items_topic, records(), rate))
+
+        def live() -> float:
+            text = _scrape(port)
+            return next((float(line.split()[1]) for line in text.splitlines()
+                         if line.startswith("streamrec_live_items ")), 0.0)
+
+        poll_until(live, lambda n: n >= items, timeout=120, procs=fleet.procs,
+                   what=f"{items} new items live", interval=0.1)
+        seconds = time.monotonic() - t0
+        fields = fields_from_prometheus(_scrape(port), METRIC)
+        return {"items": items, "rate": rate, "seconds": round(seconds, 2),
+                "item_to_live_ms": percentiles({k: str(v) for k, v in fields.items()}),
+                "bundle": str(bundle)}
+    finally:
+        fleet.stop()
