@@ -1,0 +1,194 @@
+"""Re-ranking: pure functions from ranked candidates to the final list, each item with a reason.
+
+The last stage of the funnel (retrieval -> ranking -> re-ranking). Every step
+takes and returns a list of :class:`Candidate` (best first) and is configured
+per deployment (:class:`RerankConfig`). The order of application
+(:func:`rerank`):
+
+1. **blocklist**: listed items never reach a list;
+2. **freshness**: ``score += boost * 2 ** (-age / half_life)`` for items with a
+   known catalogue age; a candidate whose boost moves it up is marked ``fresh``;
+3. **maximal marginal relevance** (λ): greedily pick the candidate maximising
+   ``λ · relevance − (1 − λ) · max similarity to the items already picked``,
+   with similarity from item vectors (cosine) or attributes (Jaccard); λ = 1
+   keeps the order;
+4. **caps**: at most ``M`` items per attribute value (e.g. per brand) in the
+   top ``N``; the excess moves below position ``N``, in order;
+5. **pins**: fixed items at fixed positions (marked ``pinned``), the rest
+   shifting down.
+
+Relevance for MMR is the score min-max scaled over the candidates, so λ means
+the same whatever the score's units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+REASON_SEQUENCE = "sequence"  # retrieved for the user's sequence (the model's vector)
+REASON_CONTENT = "content"  # a new item found through its attributes (the item tower)
+REASON_TRENDING = "trending"  # the fallback: clicked a lot lately
+REASON_POPULAR = "popular"  # the fallback: popular in the training data
+REASON_FRESH = "fresh"  # moved up by the freshness boost
+REASON_PINNED = "pinned"  # a business rule put it at this position
+REASONS = (REASON_SEQUENCE, REASON_CONTENT, REASON_TRENDING, REASON_POPULAR, REASON_FRESH,
+           REASON_PINNED)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    item: str
+    score: float
+    reason: str = REASON_SEQUENCE
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """What a deployment asks of its lists. The defaults change nothing."""
+
+    blocklist: frozenset[str] = frozenset()
+    mmr_lambda: float = 1.0  # 1 = relevance only
+    freshness_boost: float = 0.0  # added to the scaled relevance of a brand-new item
+    freshness_half_life_s: float = 86_400.0
+    max_per_value: int = 0  # 0 = no cap
+    cap_attribute: str = ""  # attribute prefix that names the value, e.g. "brand:" ("" = any)
+    cap_top: int = 20
+    pins: Mapping[int, str] = field(default_factory=dict)  # 0-based position -> item
+
+    @property
+    def active(self) -> bool:
+        return bool(self.blocklist or self.mmr_lambda < 1.0 or self.freshness_boost
+                    or self.max_per_value or self.pins)
+
+
+Similarity = Callable[[str, str], float]
+
+
+def blocklisted(cands: Sequence[Candidate], blocklist: frozenset[str]) -> list[Candidate]:
+    return [c for c in cands if c.item not in blocklist]
+
+
+def scaled(cands: Sequence[Candidate]) -> list[float]:
+    """Scores min-max scaled to [0, 1] (all equal -> 1); NaN scores count as the minimum."""
+    raw = [c.score if math.isfinite(c.score) else -math.inf for c in cands]
+    finite = [s for s in raw if math.isfinite(s)]
+    if not finite:
+        return [1.0] * len(cands)
+    lo, hi = min(finite), max(finite)
+    span = hi - lo
+    if span == 0:
+        return [1.0 if math.isfinite(s) else 0.0 for s in raw]
+    return [(max(s, lo) - lo) / span for s in raw]
+
+
+def freshness(cands: Sequence[Candidate], age_s: Callable[[str], float | None], boost: float,
+              half_life_s: float) -> list[Candidate]:
+    """Scaled relevance plus ``boost * 2 ** (-age / half_life)``, re-sorted; items whose
+    rank improved are marked ``fresh``. Items of unknown age get no boost."""
+    if not boost or not cands:
+        return list(cands)
+    rel = scaled(cands)
+    boosted = []
+    for rank, (c, r) in enumerate(zip(cands, rel, strict=True)):
+        age = age_s(c.item)
+        bonus = 0.0 if age is None else boost * 2.0 ** (-max(age, 0.0) / half_life_s)
+        boosted.append((r + bonus, -rank, rank, c))
+    boosted.sort(key=lambda x: (x[0], x[1]), reverse=True)
+    return [replace(c, score=s, reason=REASON_FRESH) if new < old and c.reason != REASON_PINNED
+            else replace(c, score=s)
+            for new, (s, _, old, c) in enumerate(boosted)]
+
+
+def mmr(cands: Sequence[Candidate], lam: float, similarity: Similarity, k: int) -> list[Candidate]:
+    """Maximal marginal relevance: the first ``k`` by λ·relevance − (1−λ)·max similarity to
+    those picked before; then the rest in their order."""
+    if lam >= 1.0 or len(cands) < 2:
+        return list(cands)
+    rel = scaled(cands)
+    left = list(range(len(cands)))
+    picked: list[int] = []
+    worst = [0.0] * len(cands)  # max similarity to the picked ones, per candidate
+    while left and len(picked) < k:
+        best = max(left, key=lambda i: (lam * rel[i] - (1 - lam) * worst[i], -i))
+        picked.append(best)
+        left.remove(best)
+        for i in left:
+            worst[i] = max(worst[i], similarity(cands[i].item, cands[best].item))
+    return [cands[i] for i in picked] + [cands[i] for i in left]
+
+
+def cap_per_value(cands: Sequence[Candidate], values: Callable[[str], Sequence[str]], most: int,
+                  top: int) -> list[Candidate]:
+    """At most ``most`` items sharing any value (``values(item)``) in the first ``top``; the
+    items over it move just below position ``top``, in their order."""
+    if most <= 0:
+        return list(cands)
+    kept: list[Candidate] = []
+    moved: list[Candidate] = []
+    count: dict[str, int] = {}
+    for c in cands:
+        vs = values(c.item)
+        if len(kept) < top and all(count.get(v, 0) < most for v in vs):
+            kept.append(c)
+            for v in vs:
+                count[v] = count.get(v, 0) + 1
+        elif len(kept) < top:
+            moved.append(c)
+        else:
+            kept.append(c)
+    return kept[:top] + moved + kept[top:]
+
+
+def pin(cands: Sequence[Candidate], pins: Mapping[int, str], n: int) -> list[Candidate]:
+    """Put each pinned item at its position (0-based), the others shifting down; a pinned
+    item elsewhere in the list moves to its pin. Positions past the list's end append."""
+    if not pins:
+        return list(cands)
+    pinned_items = set(pins.values())
+    rest = [c for c in cands if c.item not in pinned_items]
+    out: list[Candidate] = []
+    for pos in range(n):
+        if pos in pins:
+            out.append(Candidate(pins[pos], math.nan, REASON_PINNED))
+        elif rest:
+            out.append(rest.pop(0))
+    return out
+
+
+def rerank(cands: Sequence[Candidate], cfg: RerankConfig, n: int, *,
+           similarity: Similarity | None = None,
+           values: Callable[[str], Sequence[str]] | None = None,
+           age_s: Callable[[str], float | None] | None = None) -> list[Candidate]:
+    """The final list of ``n`` from ranked ``cands`` under ``cfg`` (module docstring)."""
+    out = blocklisted(cands, cfg.blocklist) if cfg.blocklist else list(cands)
+    if cfg.freshness_boost and age_s is not None:
+        out = freshness(out, age_s, cfg.freshness_boost, cfg.freshness_half_life_s)
+    if cfg.mmr_lambda < 1.0 and similarity is not None:
+        out = mmr(out, cfg.mmr_lambda, similarity, n)
+    if cfg.max_per_value and values is not None:
+        out = cap_per_value(out, values, cfg.max_per_value, min(cfg.cap_top, n))
+    return pin(out, cfg.pins, n) if cfg.pins else out[:n]
+
+
+def cosine(vectors: Mapping[str, np.ndarray]) -> Similarity:
+    """Similarity of two items by the cosine of their vectors (0 for an unknown item)."""
+    def sim(a: str, b: str) -> float:
+        va, vb = vectors.get(a), vectors.get(b)
+        if va is None or vb is None:
+            return 0.0
+        den = float(np.linalg.norm(va) * np.linalg.norm(vb))
+        return float(va @ vb) / den if den else 0.0
+    return sim
+
+
+def jaccard(attributes: Mapping[str, Sequence[str]]) -> Similarity:
+    """Similarity of two items by the Jaccard index of their attribute sets."""
+    def sim(a: str, b: str) -> float:
+        sa, sb = set(attributes.get(a, ())), set(attributes.get(b, ()))
+        union = len(sa | sb)
+        return len(sa & sb) / union if union else 0.0
+    return sim

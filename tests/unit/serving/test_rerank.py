@@ -1,0 +1,112 @@
+"""Re-ranking on small hand-made lists (serving.rerank)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from serving.rerank import (
+    Candidate,
+    RerankConfig,
+    cap_per_value,
+    cosine,
+    freshness,
+    jaccard,
+    mmr,
+    pin,
+    rerank,
+    scaled,
+)
+
+
+def cands(*items: str) -> list[Candidate]:
+    return [Candidate(i, float(len(items) - k)) for k, i in enumerate(items)]  # best first
+
+
+def names(cs: list[Candidate]) -> list[str]:
+    return [c.item for c in cs]
+
+
+ATTRS = {"a1": ["brand:x", "cat:lip"], "a2": ["brand:x", "cat:lip"], "a3": ["brand:x", "cat:eye"],
+         "b1": ["brand:y", "cat:lip"], "c1": ["brand:z", "cat:nail"]}
+
+
+def test_defaults_change_nothing() -> None:
+    cs = cands("a1", "a2", "b1")
+    assert not RerankConfig().active
+    assert rerank(cs, RerankConfig(), 3) == cs
+
+
+def test_blocklisted_items_never_reach_the_list() -> None:
+    out = rerank(cands("a1", "a2", "b1", "c1"), RerankConfig(blocklist=frozenset({"a2", "zz"})), 3)
+    assert names(out) == ["a1", "b1", "c1"]
+
+
+def test_mmr_lambda_trades_relevance_for_diversity() -> None:
+    cs = cands("a1", "a2", "a3", "b1", "c1")
+    sim = jaccard(ATTRS)
+    assert names(mmr(cs, 1.0, sim, 5)) == names(cs)  # λ = 1: relevance only
+    diverse = names(mmr(cs, 0.3, sim, 5))
+    assert diverse[0] == "a1"  # the most relevant always first
+    assert diverse[1] == "c1"  # shares nothing with a1: beats the near-copies a2, a3
+    assert diverse.index("a2") > diverse.index("b1")  # a2 is a1's twin: last resort
+    assert sorted(diverse) == sorted(names(cs))
+
+
+def test_mmr_with_vector_similarity() -> None:
+    vecs = {"p": np.array([1.0, 0.0]), "q": np.array([0.99, 0.1]), "r": np.array([0.0, 1.0])}
+    cs = [Candidate("p", 1.0), Candidate("q", 0.95), Candidate("r", 0.5)]
+    assert names(mmr(cs, 0.5, cosine(vecs), 3)) == ["p", "r", "q"]
+    assert cosine(vecs)("p", "unknown") == 0.0
+
+
+def test_freshness_boosts_new_items_and_marks_them() -> None:
+    cs = cands("old1", "old2", "new")
+    ages = {"old1": 30 * 86_400.0, "old2": None, "new": 0.0}
+    out = freshness(cs, ages.get, boost=1.5, half_life_s=86_400.0)
+    assert names(out) == ["new", "old1", "old2"] and out[0].reason == "fresh"
+    assert out[1].reason == "sequence"
+    # a day old: half the boost; not enough to move up here
+    ages["new"] = 86_400.0 * 3
+    assert names(freshness(cs, ages.get, 1.5, 86_400.0)) == ["old1", "old2", "new"]
+
+
+def test_at_most_m_per_attribute_value_in_the_top_n() -> None:
+    cs = cands("a1", "a2", "a3", "b1", "c1")
+    brand = lambda i: [v for v in ATTRS[i] if v.startswith("brand:")]
+    out = names(cap_per_value(cs, brand, 2, 3))
+    assert out == ["a1", "a2", "b1", "a3", "c1"]  # a3 (3rd of brand x) moved below the top 3
+    assert names(cap_per_value(cs, brand, 1, 5)) == ["a1", "b1", "c1", "a2", "a3"]
+
+
+def test_pins_take_their_positions_and_the_rest_shift_down() -> None:
+    out = pin(cands("a1", "a2", "b1", "c1"), {0: "promo", 2: "b1"}, 4)
+    assert names(out) == ["promo", "a1", "b1", "a2"]  # b1 moved from 3rd to its pin
+    assert out[0].reason == "pinned" and math.isnan(out[0].score) and out[2].reason == "pinned"
+    assert names(pin(cands("a1"), {3: "late"}, 5)) == ["a1", "late"]  # past the end: appended
+
+
+def test_all_rules_together_in_order() -> None:
+    cfg = RerankConfig(blocklist=frozenset({"a3"}), mmr_lambda=0.5, max_per_value=1,
+                       cap_attribute="brand:", cap_top=3, pins={1: "sponsored"})
+    assert cfg.active
+    brand = lambda i: [v for v in ATTRS.get(i, []) if v.startswith("brand:")]
+    out = rerank(cands("a1", "a2", "a3", "b1", "c1"), cfg, 4, similarity=jaccard(ATTRS),
+                 values=brand)
+    assert "a3" not in names(out) and names(out)[1] == "sponsored" and len(out) == 4
+    top = [i for i in names(out) if i != "sponsored"][:3]
+    assert len({brand(i)[0] for i in top}) == 3  # one per brand among the first three
+
+
+def test_scaling_is_unit_free() -> None:
+    assert scaled([Candidate("a", 10.0), Candidate("b", 5.0), Candidate("c", 0.0)]) == [1, 0.5, 0]
+    assert scaled([Candidate("a", float("nan")), Candidate("b", 2.0)]) == [0.0, 1.0]
+    assert scaled([Candidate("a", 3.0), Candidate("b", 3.0)]) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_mmr_never_loses_or_duplicates_items(lam: float) -> None:
+    cs = cands("a1", "a2", "a3", "b1", "c1")
+    assert sorted(names(mmr(cs, lam, jaccard(ATTRS), 3))) == sorted(names(cs))
