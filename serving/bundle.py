@@ -15,7 +15,8 @@ the one announced).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -49,6 +50,7 @@ class ModelBundle:
     vocab: Vocabulary
     popular: tuple[int, ...]
     tower: ItemTower | None = None  # with item attributes: embeds new items (serving.tower)
+    attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # item -> tokens
 
     @property
     def version(self) -> str:
@@ -90,8 +92,8 @@ def _load(root: Path, threads: int) -> ModelBundle:
                              f"items, manifest says {manifest.num_items}", "items.faiss")
     popular = _load_popular(root, manifest, len(vocab))
     _warm_up(root, manifest, encoder)
-    tower = _load_tower(root, manifest, threads)
-    return ModelBundle(root, manifest, encoder, index, vocab, popular, tower)
+    tower, attributes = _load_tower(root, manifest, threads)
+    return ModelBundle(root, manifest, encoder, index, vocab, popular, tower, attributes)
 
 
 def _read_manifest(root: Path) -> Manifest:
@@ -141,12 +143,13 @@ def _load_encoder(root: Path, m: Manifest, threads: int) -> Encoder:
     return Encoder(session)
 
 
-def _load_tower(root: Path, m: Manifest, threads: int) -> ItemTower | None:
+def _load_tower(root: Path, m: Manifest, threads: int,
+                ) -> tuple[ItemTower | None, dict[str, tuple[str, ...]]]:
     """The item tower, when the bundle has one: both files listed, the graph loads, its
     tokens are a JSON list, and it embeds to the bundle's dimension."""
     listed = [f for f in TOWER_FILES if f in m.files]
     if not listed:
-        return None
+        return None, {}
     if len(listed) != len(TOWER_FILES):
         raise BundleRejected(m.version, "tower", f"{listed[0]} without "
                              f"{next(f for f in TOWER_FILES if f not in listed)}", listed[0])
@@ -159,7 +162,8 @@ def _load_tower(root: Path, m: Manifest, threads: int) -> ItemTower | None:
         tokens = data["tokens"]
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise ValueError("'tokens' is not a list of strings")
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        attributes = {str(i): tuple(map(str, ts)) for i, ts in data["items"].items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise BundleRejected(m.version, "tower", f"bad attributes: {e}", "attributes.json") from None
     tower = ItemTower(session, tokens, int(m.model_config.get("max_attrs", 0)))
     try:
@@ -169,7 +173,7 @@ def _load_tower(root: Path, m: Manifest, threads: int) -> ItemTower | None:
     if out.shape != (1, m.dim) or not np.isfinite(out).all():
         raise BundleRejected(m.version, "tower", f"output shape {out.shape} or values wrong, "
                              f"expected (1, {m.dim}) finite", "item_tower.onnx")
-    return tower
+    return tower, attributes
 
 
 def _ort_type(dtype: str) -> str:

@@ -19,7 +19,7 @@ counted (``unembedded``) and not retrieved until one with a tower is served.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,9 @@ class LiveItems:
     blocked: frozenset[int] = frozenset()
     blocked_ids: frozenset[str] = frozenset()
     unembedded: int = 0  # new items the bundle cannot embed (no tower, no known attribute)
+    # every available item with a record: its attributes and its record's time (epoch ms)
+    attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    stamped_ms: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -98,5 +101,8 @@ class Catalogue:
                 else np.zeros((0, bundle.manifest.dim), dtype=np.float32))
         unembedded = sum(1 for i, r in self.records.items() if r.available and i not in self._vecs
                          and bundle.vocab.index(i) is None)
-        self.live = LiveItems(bundle.version, ids, vecs, blocked, withdrawn, unembedded)
+        available = [r for r in self.records.values() if r.available]
+        self.live = LiveItems(bundle.version, ids, vecs, blocked, withdrawn, unembedded,
+                              {r.item_id: tuple(r.attributes) for r in available},
+                              {r.item_id: r.ts for r in available})
         return self.live

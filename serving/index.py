@@ -66,6 +66,12 @@ class ItemIndex:
                 out_i[r, :len(keep)], out_s[r, :len(keep)] = zip(*keep, strict=True)
         return out_i, out_s
 
+    def vector(self, item: int) -> np.ndarray:
+        """The vector of item index ``item`` (1-based)."""
+        if self._dense is not None:
+            return np.asarray(self._dense[item - 1])
+        return np.asarray(self.index.reconstruct(item - 1))
+
     def vectors(self) -> np.ndarray:
         """All item vectors [N, D] (for exact full-catalogue scoring in evaluation)."""
         vecs: np.ndarray = self.index.reconstruct_n(0, self.size)

@@ -20,6 +20,7 @@ class Ranked:
     items: list[str]
     scores: list[float]
     source: str
+    reasons: list[str] | None = None  # one per item (serving.rerank.REASONS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ class Recommendations:
     user_id: str
     items: list[str]
     scores: list[float | None]
-    source: str  # "model" or "popular"
+    source: str  # "model", or for a user with no usable history "trending" or "popular"
     model_version: str
     generated_at: int  # epoch ms
     last_event_id: str
@@ -30,6 +30,7 @@ class Recommendations:
     seq: int  # events applied to the user's session when this list was made
     epoch: int = 0  # fencing epoch of the worker that wrote it (0: written before epochs)
     schema: int = 0  # layout version (serving.keys.SCHEMA_VERSION; 0: written before versions)
+    reasons: list[str] | None = None  # why each item is there (serving.rerank); None: older writer
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -89,4 +90,5 @@ def parse(user_id: str, raw: Mapping[bytes | str, bytes | str]) -> Recommendatio
         seq=int(g["seq"]),
         epoch=int(g.get("epoch", 0)),
         schema=int(g.get("schema", 0)),
+        reasons=orjson.loads(g["reasons"]) if "reasons" in g else None,
     )

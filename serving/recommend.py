@@ -14,16 +14,31 @@ excluded like seen ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
+from serving.rerank import (
+    REASON_CONTENT,
+    REASON_POPULAR,
+    REASON_SEQUENCE,
+    REASON_TRENDING,
+    Candidate,
+    RerankConfig,
+    cosine,
+    jaccard,
+    rerank,
+)
 from serving.topk import top_k_rows
 from serving.trending import fallback_list
 from streamrec.sequences import PAD, pad_batch
+
+NO_RULES = RerankConfig()
 
 
 def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
@@ -31,41 +46,93 @@ def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
 
 
 def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: int,
-              trending: Sequence[str] = (), live: LiveItems = EMPTY) -> list[Ranked]:
+              trending: Sequence[str] = (), live: LiveItems = EMPTY,
+              rules: RerankConfig = NO_RULES, candidates: int = 200,
+              now_ms: int | None = None) -> list[Ranked]:
     """Top-``top_n`` unseen items for each history (external ids, oldest first);
     ``trending``: the current trending item ids, for histories the model cannot use;
-    ``live``: the catalogue's additions and withdrawals for this bundle."""
+    ``live``: the catalogue's additions and withdrawals for this bundle; ``rules``: the
+    re-ranking (with any rule on, retrieval returns ``candidates`` items per user first)."""
     vocab = bundle.vocab
     if live.version != bundle.version:
         live = EMPTY  # built for another bundle: its vectors are in another space
+    excluded = live.blocked
+    if rules.blocklist:
+        excluded = excluded | {i for x in rules.blocklist if (i := vocab.index(x)) is not None}
     encoded = [vocab.encode(h) for h in histories]
-    seen = [set(e) | live.blocked if live.blocked else set(e) for e in encoded]
+    seen = [set(e) | excluded if excluded else set(e) for e in encoded]
     modelled = [u for u, e in enumerate(encoded) if e]
+    k = max(top_n, candidates) if rules.active else top_n
+    rerank_of = _reranker(bundle, live, rules, now_ms) if rules.active else None
     results: list[Ranked | None] = [None] * len(histories)
     if modelled:
         seqs = pad_batch([encoded[u] for u in modelled], bundle.max_len)
         vecs = bundle.encoder.encode(seqs)
-        items, scores = bundle.index.top_k_unseen(vecs, top_n, [seen[u] for u in modelled])
-        new_idx, new_scores = _live_top(vecs, live, [histories[u] for u in modelled], top_n)
+        items, scores = bundle.index.top_k_unseen(vecs, k, [seen[u] for u in modelled])
+        new_idx, new_scores = _live_top(vecs, live, [histories[u] for u in modelled], k)
         for row, u in enumerate(modelled):
             real = items[row] != PAD
             ids, sc = vocab.decode(items[row][real].tolist()), scores[row][real].tolist()
+            why = [REASON_SEQUENCE] * len(ids)
             if new_idx is not None:
-                ids, sc = _merge(ids, sc, live, new_idx[row], new_scores[row], top_n)
+                ids, sc, why = _merge(ids, sc, live, new_idx[row], new_scores[row], k)
+            if rerank_of is not None:
+                ids, sc, why = rerank_of([Candidate(i, s, r) for i, s, r in zip(ids, sc, why,
+                                                                                 strict=True)], top_n)
             if len(ids) < top_n:  # tiny catalogues: top up from popularity
                 have = seen[u] | set(vocab.encode(ids))
-                extra = vocab.decode(popular_for(bundle, have, top_n - len(ids)))
+                extra = [i for i in vocab.decode(popular_for(bundle, have, top_n))
+                         if i not in rules.blocklist and i not in ids][:top_n - len(ids)]
                 ids, sc = ids + extra, sc + [float("nan")] * len(extra)
-            results[u] = Ranked(ids, sc, SOURCE_MODEL)
+                why = why + [REASON_POPULAR] * len(extra)
+            results[u] = Ranked(ids, sc, SOURCE_MODEL, why)
     ids_of = vocab.ids
+    fallback_rules = replace(rules, mmr_lambda=1.0, freshness_boost=0.0)  # no scores to trade
     for u, r in enumerate(results):
         if r is None:
             popular = (ids_of[i - 1] for i in bundle.popular)  # decoded as far as needed
-            ids, from_trending = fallback_list(trending, popular,
-                                               set(histories[u]) | live.blocked_ids, top_n)
-            results[u] = Ranked(ids, [float("nan")] * len(ids),
-                                SOURCE_TRENDING if from_trending else SOURCE_POPULAR)
+            banned = set(histories[u]) | live.blocked_ids | rules.blocklist
+            ids, from_trending = fallback_list(trending, popular, banned, top_n)
+            why = [REASON_TRENDING] * from_trending + [REASON_POPULAR] * (len(ids) - from_trending)
+            sc = [float("nan")] * len(ids)
+            if fallback_rules.active:
+                out = rerank([Candidate(i, s, w) for i, s, w in zip(ids, sc, why, strict=True)],
+                             fallback_rules, top_n, values=_values(bundle, live, rules))
+                ids, sc, why = [c.item for c in out], [c.score for c in out], [c.reason for c in out]
+            results[u] = Ranked(ids, sc, SOURCE_TRENDING if from_trending else SOURCE_POPULAR, why)
     return results  # type: ignore[return-value]
+
+
+def _values(bundle: ModelBundle, live: LiveItems, rules: RerankConfig,
+            ) -> Callable[[str], Sequence[str]]:
+    """An item's capped values: its attribute tokens that start with ``cap_attribute``."""
+    prefix = rules.cap_attribute
+
+    def values(item: str) -> Sequence[str]:
+        tokens = live.attributes.get(item) or bundle.attributes.get(item) or ()
+        return [t for t in tokens if t.startswith(prefix)]
+    return values
+
+
+def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms: int | None,
+              ) -> Callable[[list[Candidate], int], tuple[list[str], list[float], list[str]]]:
+    """The re-ranking step of one batch, with its similarity, capped values and item ages."""
+    now = time.time() * 1000 if now_ms is None else now_ms
+    if rules.mmr_similarity == "attributes":
+        similarity = jaccard(_AttributeView(bundle, live))
+    else:
+        similarity = cosine(_VectorView(bundle, live))
+
+    def age_s(item: str) -> float | None:
+        ts = live.stamped_ms.get(item)
+        return None if ts is None else (now - ts) / 1000
+
+    values = _values(bundle, live, rules)
+
+    def run(cands: list[Candidate], n: int) -> tuple[list[str], list[float], list[str]]:
+        out = rerank(cands, rules, n, similarity=similarity, values=values, age_s=age_s)
+        return [c.item for c in out], [c.score for c in out], [c.reason for c in out]
+    return run
 
 
 def _live_top(vecs: np.ndarray, live: LiveItems, histories: Sequence[Sequence[str]],
@@ -83,11 +150,51 @@ def _live_top(vecs: np.ndarray, live: LiveItems, histories: Sequence[Sequence[st
 
 
 def _merge(ids: list[str], sc: list[float], live: LiveItems, new_idx: np.ndarray,
-           new_sc: np.ndarray, k: int) -> tuple[list[str], list[float]]:
+           new_sc: np.ndarray, k: int) -> tuple[list[str], list[float], list[str]]:
     """The best ``k`` of the bundle's list and the new items, by score (one space)."""
-    pairs = list(zip(sc, ids, strict=True)) + [(float(s), live.ids[int(p)])
-                                              for p, s in zip(new_idx, new_sc, strict=True)
-                                              if np.isfinite(s)]
+    pairs = [(s, i, REASON_SEQUENCE) for s, i in zip(sc, ids, strict=True)] + \
+        [(float(s), live.ids[int(p)], REASON_CONTENT)
+         for p, s in zip(new_idx, new_sc, strict=True) if np.isfinite(s)]
     pairs.sort(key=lambda x: -x[0])
     top = pairs[:k]
-    return [i for _, i in top], [s for s, _ in top]
+    return [i for _, i, _ in top], [s for s, _, _ in top], [r for _, _, r in top]
+
+
+class _VectorView(Mapping[str, np.ndarray]):
+    """Item id -> vector: the bundle's index rows and the live items' tower vectors."""
+
+    def __init__(self, bundle: ModelBundle, live: LiveItems) -> None:
+        self.bundle, self.live = bundle, live
+        self.position = {i: p for p, i in enumerate(live.ids)}
+
+    def __getitem__(self, item: str) -> np.ndarray:
+        if (p := self.position.get(item)) is not None:
+            return np.asarray(self.live.vecs[p])
+        if (ix := self.bundle.vocab.index(item)) is not None:
+            return self.bundle.index.vector(ix)
+        raise KeyError(item)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.bundle.vocab.ids)
+
+    def __len__(self) -> int:
+        return len(self.bundle.vocab) + self.live.size
+
+
+class _AttributeView(Mapping[str, Sequence[str]]):
+    """Item id -> attribute tokens: the catalogue's records first, then the bundle's."""
+
+    def __init__(self, bundle: ModelBundle, live: LiveItems) -> None:
+        self.bundle, self.live = bundle, live
+
+    def __getitem__(self, item: str) -> Sequence[str]:
+        got = self.live.attributes.get(item) or self.bundle.attributes.get(item)
+        if got is None:
+            raise KeyError(item)
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.bundle.attributes)
+
+    def __len__(self) -> int:
+        return len(self.bundle.attributes)

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from streamrec.errors import ConfigError
+from streamrec.settings import Settings
+
 REASON_SEQUENCE = "sequence"  # retrieved for the user's sequence (the model's vector)
 REASON_CONTENT = "content"  # a new item found through its attributes (the item tower)
 REASON_TRENDING = "trending"  # the fallback: clicked a lot lately
@@ -52,12 +55,30 @@ class RerankConfig:
 
     blocklist: frozenset[str] = frozenset()
     mmr_lambda: float = 1.0  # 1 = relevance only
+    mmr_similarity: str = "vectors"  # "vectors" (cosine of item vectors) or "attributes" (Jaccard)
     freshness_boost: float = 0.0  # added to the scaled relevance of a brand-new item
     freshness_half_life_s: float = 86_400.0
     max_per_value: int = 0  # 0 = no cap
     cap_attribute: str = ""  # attribute prefix that names the value, e.g. "brand:" ("" = any)
     cap_top: int = 20
     pins: Mapping[int, str] = field(default_factory=dict)  # 0-based position -> item
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RerankConfig:
+        """The deployment's rules (``STREAMREC_RERANK_*``); a malformed pin is a ConfigError."""
+        pins: dict[int, str] = {}
+        for part in filter(None, (p.strip() for p in s.rerank_pins.split(","))):
+            pos, sep, item = part.partition(":")
+            if not sep or not pos.strip().isdigit() or not item.strip():
+                raise ConfigError(f"STREAMREC_RERANK_PINS: {part!r} is not 'position:item' "
+                                  "(0-based position)")
+            pins[int(pos)] = item.strip()
+        return cls(blocklist=frozenset(filter(None, (i.strip() for i in s.rerank_blocklist.split(",")))),
+                   mmr_lambda=s.rerank_mmr_lambda, mmr_similarity=s.rerank_mmr_similarity,
+                   freshness_boost=s.rerank_freshness_boost,
+                   freshness_half_life_s=s.rerank_freshness_half_life_s,
+                   max_per_value=s.rerank_max_per_value, cap_attribute=s.rerank_cap_attribute,
+                   cap_top=s.rerank_cap_top, pins=pins)
 
     @property
     def active(self) -> bool:

@@ -39,7 +39,8 @@ from serving.keys import (
     worker_key,
     workers_set,
 )
-from serving.lists import Provenance, Ranked
+from serving.lists import SOURCE_MODEL, Provenance, Ranked
+from serving.rerank import REASON_SEQUENCE
 from serving.trending import ADD_CLICKS, landmark_key, trending_key
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
@@ -47,7 +48,8 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 
 # KEYS[1] = recs key; ARGV = epoch, seq, items, scores, source, model_version, generated_at,
-# last_event_id, last_event_ts, ttl_ms, schema. Returns 1 if written, 0 if a later list is stored.
+# last_event_id, last_event_ts, ttl_ms, schema, reasons. Returns 1 if written, 0 if a later
+# list is stored.
 _WRITE_IF_NEWER = """
 local cur = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
 if cur[2] then
@@ -58,7 +60,7 @@ if cur[2] then
 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2], 'items', ARGV[3], 'scores', ARGV[4],
   'source', ARGV[5], 'model_version', ARGV[6], 'generated_at', ARGV[7],
-  'last_event_id', ARGV[8], 'last_event_ts', ARGV[9], 'schema', ARGV[11])
+  'last_event_id', ARGV[8], 'last_event_ts', ARGV[9], 'schema', ARGV[11], 'reasons', ARGV[12])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return 1
 """
@@ -116,7 +118,7 @@ class RecsWriter:
             pipe.evalsha(self._write_sha, 1, recs_key(self.prefix, p.user_id), epoch, p.seq,
                          orjson.dumps(r.items), orjson.dumps(r.scores), r.source, model_version,
                          generated_at_ms, p.last_event_id, p.last_event_ts, self.ttl_ms,
-                         SCHEMA_VERSION)
+                         SCHEMA_VERSION, orjson.dumps(r.reasons or _default_reasons(r)))
         deltas = [x for name, d in counters.items() if d for x in (name, d)]
         if deltas and batch_id is not None:
             pipe.evalsha(self._count_sha, 2, worker_key(self.prefix, worker_id),
@@ -162,6 +164,11 @@ class RecsWriter:
         pipe = self.client.pipeline(transaction=False)
         self._add_status(pipe, worker_id, status)
         await pipe.execute()
+
+
+def _default_reasons(r: Ranked) -> list[str]:
+    reason = {SOURCE_MODEL: REASON_SEQUENCE}.get(r.source, r.source)
+    return [reason] * len(r.items)
 
 
 def _sha1(script: str) -> str:

@@ -113,6 +113,18 @@ class Settings(BaseSettings):
     trending_half_life_s: float = Field(3600.0, ge=1.0, le=30 * 86_400)
     trending_max_items: int = Field(10_000, ge=100, le=10_000_000)
     trending_refresh_s: float = Field(1.0, ge=0.1, le=3600)
+    # Re-ranking (serving/rerank.py; README "Re-ranking"): retrieval returns `candidates`
+    # items per user when any rule is on; the rules pick the final top_n.
+    candidates: int = Field(200, ge=1, le=10_000)
+    rerank_blocklist: str = ""  # item ids, comma-separated: never in a list
+    rerank_mmr_lambda: float = Field(1.0, ge=0.0, le=1.0)  # 1 = relevance only
+    rerank_mmr_similarity: Literal["vectors", "attributes"] = "vectors"
+    rerank_freshness_boost: float = Field(0.0, ge=0.0, le=100.0)
+    rerank_freshness_half_life_s: float = Field(86_400.0, ge=1.0)
+    rerank_max_per_value: int = Field(0, ge=0)  # 0 = no cap
+    rerank_cap_attribute: str = ""  # attribute token prefix naming the capped value ("brand:")
+    rerank_cap_top: int = Field(20, ge=1)
+    rerank_pins: str = ""  # "position:item,…" (0-based positions)
     # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from threadpoolctl import threadpool_limits
 
 from serving.catalogue import Catalogue
+from serving.rerank import RerankConfig
 from serving.store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import ensure_topics
@@ -69,6 +70,7 @@ class WorkerContext:
     trending: TrendingCache  # the fallback list's trending part, re-read by a timer
     catalogue: Catalogue  # the live item catalogue (new and withdrawn items)
     items: ItemUpdates  # its listener
+    rerank: RerankConfig  # the deployment's re-ranking (serving.rerank)
     worker_id: str
     started_at_ms: int
     rebalanced: bool = False  # a partition assignment has completed (readiness)
@@ -90,7 +92,7 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
         executor=ctx.compute, rules=SessionRules.from_settings(s), top_n=s.top_n,
         worker_id=ctx.worker_id, fencing=ctx.fencing, status=ctx.status, metrics=ctx.metrics,
         dead_letter_max_bytes=s.dead_letter_max_bytes, trending=ctx.trending,
-        catalogue=ctx.catalogue)
+        catalogue=ctx.catalogue, rerank=ctx.rerank, candidates=s.candidates)
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface

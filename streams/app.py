@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from serving.catalogue import Catalogue
 from serving.keys import epoch_key
+from serving.rerank import RerankConfig
 from serving.store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import faust_credentials
@@ -102,6 +103,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         trending=TrendingCache(),
         catalogue=catalogue,
         items=items,
+        rerank=RerankConfig.from_settings(settings),  # a malformed rule stops the start
         worker_id=worker_id,
         started_at_ms=int(time.time() * 1000),
     )

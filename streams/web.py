@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from serving.keys import recs_key
 from serving.lists import SOURCE_POPULAR, SOURCE_TRENDING
 from serving.reader import parse
+from serving.rerank import REASON_POPULAR, REASON_TRENDING
 from serving.trending import fallback_list
 from streams.agents import WorkerContext
 
@@ -51,13 +52,17 @@ async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, An
     if raw:
         rec = parse(user_id, raw).to_dict()
         rec["items"], rec["scores"] = rec["items"][:n], rec["scores"][:n]  # type: ignore[index]
+        if rec["reasons"] is not None:
+            rec["reasons"] = rec["reasons"][:n]  # type: ignore[index]
         return {**rec, "fallback": False}
     bundle = ctx.holder.current
     ids = bundle.vocab.ids
+    banned = set(ctx.catalogue.live.blocked_ids | ctx.rerank.blocklist)
     items, from_trending = fallback_list(ctx.trending.items, (ids[i - 1] for i in bundle.popular),
-                                         set(), n)
+                                         banned, n)
     return {"user_id": user_id, "items": items, "scores": None,
             "source": SOURCE_TRENDING if from_trending else SOURCE_POPULAR,
+            "reasons": [REASON_TRENDING] * from_trending + [REASON_POPULAR] * (len(items) - from_trending),
             "model_version": bundle.version, "fallback": True}
 
 

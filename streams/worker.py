@@ -16,6 +16,7 @@ import numpy as np
 
 from serving.catalogue import Catalogue
 from serving.recommend import recommend
+from serving.rerank import RerankConfig
 from serving.store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
 from streamrec.session import SessionRules
@@ -48,6 +49,8 @@ class ClickWorker:
         dead_letter_max_bytes: int = 262_144,
         trending: TrendingCache | None = None,
         catalogue: Catalogue | None = None,
+        rerank: RerankConfig | None = None,
+        candidates: int = 200,
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
@@ -56,6 +59,7 @@ class ClickWorker:
         self.metrics = metrics or WorkerMetrics()
         self.trending = trending or TrendingCache()
         self.catalogue = catalogue or Catalogue()
+        self.rerank, self.candidates = rerank or RerankConfig(), candidates
         # batch ids name the Redis tokens that make a retried write count once: unique
         # per process, since a restarted worker may keep its name (a container's pid 1)
         self._run = uuid.uuid4().hex[:12]
@@ -137,7 +141,7 @@ class ClickWorker:
             t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
                 self.executor, recommend, bundle, histories, self.top_n, self.trending.items,
-                self.catalogue.live)
+                self.catalogue.live, self.rerank, self.candidates)
             self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"

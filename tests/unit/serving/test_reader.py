@@ -17,8 +17,13 @@ def test_a_stored_list_reads_back_with_its_provenance() -> None:
 
 
 def test_fields_a_newer_writer_adds_are_ignored() -> None:
-    r = parse("u1", {**STORED, b"reasons": b'["sequence","fresh"]', b"ab_arm": b"b"})
-    assert r.items == ["a", "b"] and not hasattr(r, "reasons")
+    r = parse("u1", {**STORED, b"ab_arm": b"b"})
+    assert r.items == ["a", "b"] and not hasattr(r, "ab_arm")
+
+
+def test_reasons_are_read_when_present() -> None:
+    assert parse("u1", {**STORED, b"reasons": b'["sequence","fresh"]'}).reasons == ["sequence", "fresh"]
+    assert parse("u1", STORED).reasons is None  # a list written before reasons
 
 
 def test_lists_written_before_versions_and_epochs_still_read() -> None:

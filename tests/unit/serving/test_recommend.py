@@ -69,3 +69,20 @@ def test_no_usable_history_gets_trending_then_popular(tiny_bundle_dir: Path) -> 
     assert r_modelled.source == "model"  # trending is only the fallback
     r_none = recommend(b, [[]], 5, [])[0]
     assert r_none.source == "popular" and r_none.items == popular
+
+
+def test_every_item_has_a_reason_and_rules_apply_to_every_list(tiny_bundle_dir: Path) -> None:
+    from serving.rerank import RerankConfig
+
+    b = load_bundle(tiny_bundle_dir)
+    histories = [list(b.vocab.ids[:3]), [], ["unknown"]]
+    plain = recommend(b, histories, 5, trending=["t1"])
+    assert plain[0].reasons == ["sequence"] * 5
+    assert plain[1].reasons == ["trending"] + ["popular"] * 4
+    banned = {plain[0].items[0], plain[1].items[1]}
+    rules = RerankConfig(blocklist=frozenset(banned), pins={0: "promo"}, mmr_lambda=0.5)
+    out = recommend(b, histories, 5, trending=["t1"], rules=rules, candidates=50)
+    for r in out:
+        assert not banned & set(r.items) and r.items[0] == "promo" and len(r.items) == 5
+        assert r.reasons is not None and r.reasons[0] == "pinned" and len(r.reasons) == 5
+    assert out[0].source == "model" and set(out[0].reasons[1:]) <= {"sequence", "popular"}

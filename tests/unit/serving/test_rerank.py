@@ -110,3 +110,14 @@ def test_scaling_is_unit_free() -> None:
 def test_mmr_never_loses_or_duplicates_items(lam: float) -> None:
     cs = cands("a1", "a2", "a3", "b1", "c1")
     assert sorted(names(mmr(cs, lam, jaccard(ATTRS), 3))) == sorted(names(cs))
+
+
+def test_rules_from_settings_and_a_bad_pin_is_refused() -> None:
+    from streamrec.errors import ConfigError
+    from streamrec.settings import Settings
+
+    cfg = RerankConfig.from_settings(Settings(rerank_blocklist="a, b,", rerank_pins="0:x, 3:y",
+                                              rerank_mmr_lambda=0.7))
+    assert cfg.blocklist == {"a", "b"} and cfg.pins == {0: "x", 3: "y"} and cfg.mmr_lambda == 0.7
+    with pytest.raises(ConfigError, match="position:item"):
+        RerankConfig.from_settings(Settings(rerank_pins="first:x"))
