@@ -66,6 +66,11 @@ class ItemIndex:
                 out_i[r, :len(keep)], out_s[r, :len(keep)] = zip(*keep, strict=True)
         return out_i, out_s
 
+    @property
+    def dense(self) -> np.ndarray | None:
+        """All vectors [N, D] of an exact index (row r = item r + 1); None for approximate."""
+        return self._dense
+
     def vector(self, item: int) -> np.ndarray:
         """The vector of item index ``item`` (1-based)."""
         if self._dense is not None:

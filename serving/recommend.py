@@ -119,9 +119,10 @@ def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms:
     """The re-ranking step of one batch, with its similarity, capped values and item ages."""
     now = time.time() * 1000 if now_ms is None else now_ms
     if rules.mmr_similarity == "attributes":
-        similarity = jaccard(_AttributeView(bundle, live))
+        view = _AttributeView(bundle, live)
+        similarity = jaccard(lambda i: view.get(i) or ())
     else:
-        similarity = cosine(_VectorView(bundle, live))
+        similarity = cosine(_VectorView(bundle, live).rows)
 
     def age_s(item: str) -> float | None:
         ts = live.stamped_ms.get(item)
@@ -160,25 +161,30 @@ def _merge(ids: list[str], sc: list[float], live: LiveItems, new_idx: np.ndarray
     return [i for _, i, _ in top], [s for s, _, _ in top], [r for _, _, r in top]
 
 
-class _VectorView(Mapping[str, np.ndarray]):
-    """Item id -> vector: the bundle's index rows and the live items' tower vectors."""
+class _VectorView:
+    """Item vectors by id: the bundle's index rows and the live items' tower vectors."""
 
     def __init__(self, bundle: ModelBundle, live: LiveItems) -> None:
         self.bundle, self.live = bundle, live
         self.position = {i: p for p, i in enumerate(live.ids)}
+        self.dense = bundle.index.dense  # None for approximate indexes
 
-    def __getitem__(self, item: str) -> np.ndarray:
-        if (p := self.position.get(item)) is not None:
-            return np.asarray(self.live.vecs[p])
-        if (ix := self.bundle.vocab.index(item)) is not None:
-            return self.bundle.index.vector(ix)
-        raise KeyError(item)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.bundle.vocab.ids)
-
-    def __len__(self) -> int:
-        return len(self.bundle.vocab) + self.live.size
+    def rows(self, items: Sequence[str]) -> np.ndarray:
+        """[n, D] vectors of ``items`` (zeros for an unknown one), one gather for the bundle's."""
+        out = np.zeros((len(items), self.bundle.manifest.dim), dtype=np.float32)
+        index = self.bundle.vocab.index
+        known = [(r, ix) for r, i in enumerate(items) if (ix := index(i)) is not None]
+        if known:
+            rows, ixs = zip(*known, strict=True)
+            if self.dense is not None:
+                out[list(rows)] = self.dense[np.asarray(ixs) - 1]
+            else:
+                for r, ix in known:
+                    out[r] = self.bundle.index.vector(ix)
+        for r, i in enumerate(items):
+            if (p := self.position.get(i)) is not None:
+                out[r] = self.live.vecs[p]
+        return out
 
 
 class _AttributeView(Mapping[str, Sequence[str]]):

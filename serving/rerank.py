@@ -86,7 +86,8 @@ class RerankConfig:
                     or self.max_per_value or self.pins)
 
 
-Similarity = Callable[[str, str], float]
+# items -> their pairwise similarity matrix [n, n] (one call per list, not per pair)
+Similarity = Callable[[Sequence[str]], np.ndarray]
 
 
 def blocklisted(cands: Sequence[Candidate], blocklist: frozenset[str]) -> list[Candidate]:
@@ -129,17 +130,19 @@ def mmr(cands: Sequence[Candidate], lam: float, similarity: Similarity, k: int) 
     those picked before; then the rest in their order."""
     if lam >= 1.0 or len(cands) < 2:
         return list(cands)
-    rel = scaled(cands)
-    left = list(range(len(cands)))
+    rel = np.asarray(scaled(cands), dtype=np.float64)
+    sim = np.asarray(similarity([c.item for c in cands]), dtype=np.float64)
+    n = len(cands)
+    left = np.ones(n, dtype=bool)
+    worst = np.zeros(n)  # max similarity to the picked ones, per candidate
     picked: list[int] = []
-    worst = [0.0] * len(cands)  # max similarity to the picked ones, per candidate
-    while left and len(picked) < k:
-        best = max(left, key=lambda i: (lam * rel[i] - (1 - lam) * worst[i], -i))
+    for _ in range(min(k, n)):
+        gain = np.where(left, lam * rel - (1 - lam) * worst, -np.inf)
+        best = int(np.argmax(gain))  # ties: the earlier (more relevant) candidate
         picked.append(best)
-        left.remove(best)
-        for i in left:
-            worst[i] = max(worst[i], similarity(cands[i].item, cands[best].item))
-    return [cands[i] for i in picked] + [cands[i] for i in left]
+        left[best] = False
+        worst = np.maximum(worst, sim[:, best])
+    return [cands[i] for i in picked] + [cands[int(i)] for i in np.flatnonzero(left)]
 
 
 def cap_per_value(cands: Sequence[Candidate], values: Callable[[str], Sequence[str]], most: int,
@@ -195,21 +198,27 @@ def rerank(cands: Sequence[Candidate], cfg: RerankConfig, n: int, *,
     return pin(out, cfg.pins, n) if cfg.pins else out[:n]
 
 
-def cosine(vectors: Mapping[str, np.ndarray]) -> Similarity:
-    """Similarity of two items by the cosine of their vectors (0 for an unknown item)."""
-    def sim(a: str, b: str) -> float:
-        va, vb = vectors.get(a), vectors.get(b)
-        if va is None or vb is None:
-            return 0.0
-        den = float(np.linalg.norm(va) * np.linalg.norm(vb))
-        return float(va @ vb) / den if den else 0.0
-    return sim
+def cosine(vectors: Callable[[Sequence[str]], np.ndarray]) -> Similarity:
+    """Pairwise cosine of the items' vectors (``vectors(items)`` -> [n, D]; zero rows for
+    unknown items give similarity 0)."""
+    def matrix(items: Sequence[str]) -> np.ndarray:
+        m = np.asarray(vectors(items), dtype=np.float32)
+        norms = np.linalg.norm(m, axis=1)
+        unit = m / np.where(norms > 0, norms, 1.0)[:, None]
+        return np.asarray(unit @ unit.T)
+    return matrix
 
 
-def jaccard(attributes: Mapping[str, Sequence[str]]) -> Similarity:
-    """Similarity of two items by the Jaccard index of their attribute sets."""
-    def sim(a: str, b: str) -> float:
-        sa, sb = set(attributes.get(a, ())), set(attributes.get(b, ()))
-        union = len(sa | sb)
-        return len(sa & sb) / union if union else 0.0
-    return sim
+def jaccard(attributes: Callable[[str], Sequence[str]]) -> Similarity:
+    """Pairwise Jaccard index of the items' attribute sets (``attributes(item)``)."""
+    def matrix(items: Sequence[str]) -> np.ndarray:
+        sets = [set(attributes(i)) for i in items]
+        vocab = {t: j for j, t in enumerate({t for s in sets for t in s})}
+        onehot = np.zeros((len(items), max(len(vocab), 1)), dtype=np.float32)
+        for r, s in enumerate(sets):
+            onehot[r, [vocab[t] for t in s]] = 1.0
+        inter = onehot @ onehot.T
+        sizes = onehot.sum(axis=1)
+        union = sizes[:, None] + sizes[None, :] - inter
+        return np.asarray(np.where(union > 0, inter / np.maximum(union, 1), 0.0))
+    return matrix

@@ -46,7 +46,7 @@ def test_blocklisted_items_never_reach_the_list() -> None:
 
 def test_mmr_lambda_trades_relevance_for_diversity() -> None:
     cs = cands("a1", "a2", "a3", "b1", "c1")
-    sim = jaccard(ATTRS)
+    sim = jaccard(lambda i: ATTRS.get(i, []))
     assert names(mmr(cs, 1.0, sim, 5)) == names(cs)  # λ = 1: relevance only
     diverse = names(mmr(cs, 0.3, sim, 5))
     assert diverse[0] == "a1"  # the most relevant always first
@@ -58,8 +58,12 @@ def test_mmr_lambda_trades_relevance_for_diversity() -> None:
 def test_mmr_with_vector_similarity() -> None:
     vecs = {"p": np.array([1.0, 0.0]), "q": np.array([0.99, 0.1]), "r": np.array([0.0, 1.0])}
     cs = [Candidate("p", 1.0), Candidate("q", 0.95), Candidate("r", 0.5)]
-    assert names(mmr(cs, 0.5, cosine(vecs), 3)) == ["p", "r", "q"]
-    assert cosine(vecs)("p", "unknown") == 0.0
+    def rows(items: list[str]) -> np.ndarray:
+        return np.stack([vecs.get(i, np.zeros(2)) for i in items])
+
+    assert names(mmr(cs, 0.5, cosine(rows), 3)) == ["p", "r", "q"]
+    m = cosine(rows)(["p", "unknown", "p"])
+    assert m[0, 1] == 0.0 and m[0, 2] == pytest.approx(1.0)
 
 
 def test_freshness_boosts_new_items_and_marks_them() -> None:
@@ -93,7 +97,8 @@ def test_all_rules_together_in_order() -> None:
                        cap_attribute="brand:", cap_top=3, pins={1: "sponsored"})
     assert cfg.active
     brand = lambda i: [v for v in ATTRS.get(i, []) if v.startswith("brand:")]
-    out = rerank(cands("a1", "a2", "a3", "b1", "c1"), cfg, 4, similarity=jaccard(ATTRS),
+    out = rerank(cands("a1", "a2", "a3", "b1", "c1"), cfg, 4,
+                 similarity=jaccard(lambda i: ATTRS.get(i, [])),
                  values=brand)
     assert "a3" not in names(out) and names(out)[1] == "sponsored" and len(out) == 4
     top = [i for i in names(out) if i != "sponsored"][:3]
@@ -109,7 +114,12 @@ def test_scaling_is_unit_free() -> None:
 @pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
 def test_mmr_never_loses_or_duplicates_items(lam: float) -> None:
     cs = cands("a1", "a2", "a3", "b1", "c1")
-    assert sorted(names(mmr(cs, lam, jaccard(ATTRS), 3))) == sorted(names(cs))
+    assert sorted(names(mmr(cs, lam, jaccard(lambda i: ATTRS.get(i, [])), 3))) == sorted(names(cs))
+
+
+def test_jaccard_matrix() -> None:
+    m = jaccard(lambda i: ATTRS.get(i, []))(["a1", "a2", "a3", "c1", "none"])
+    assert m[0, 1] == 1.0 and m[0, 2] == pytest.approx(1 / 3) and m[0, 3] == 0.0 and m[4, 4] == 0.0
 
 
 def test_rules_from_settings_and_a_bad_pin_is_refused() -> None:
