@@ -43,6 +43,7 @@ from serving.lists import SOURCE_MODEL, Provenance, Ranked
 from serving.rerank import REASON_SEQUENCE
 from serving.trending import ADD_CLICKS, landmark_key, trending_key
 from streamrec.errors import ConfigError
+from streamrec.logs import RateLimitedLog
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class RecsWriter:
         self.trending_half_life_ms = int(trending_half_life_s * 1000)
         self.trending_max_items = trending_max_items
         self._trend_sha = _sha1(ADD_CLICKS)
+        # e.g. an ACL user without the sorted-set commands (README, "Redis security")
+        self._trend_log = RateLimitedLog(interval_s=60.0, what="trending not updated:", logger=log)
         # every status write renews the worker's hash; a dead worker's expires
         self.status_ttl_ms = status_ttl_s * 1000 if status_ttl_s else None
         self._write_sha = _sha1(_WRITE_IF_NEWER)
@@ -125,19 +128,28 @@ class RecsWriter:
                          batch_token_key(self.prefix, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
         elif deltas:
             self._add_counters(pipe, worker_id, counters)
+        trend_at = None
         if clicked and batch_id is not None:
+            trend_at = len(pipe.command_stack)
             pipe.evalsha(self._trend_sha, 3, trending_key(self.prefix), landmark_key(self.prefix),
                          batch_token_key(self.prefix, worker_id, batch_id + ":trending"),
                          generated_at_ms, self.trending_half_life_ms, self.trending_max_items,
                          _TOKEN_TTL_MS, *[x for pair in clicked.items() for x in pair])
         self._add_status(pipe, worker_id, status)
-        try:
-            results = await pipe.execute()
-        except NoScriptError:  # Redis restarted or flushed its script cache: load, run again
+        results = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in results):
+            # Redis restarted or flushed its script cache: load, run again (conditional
+            # writes and batch tokens make the repeat harmless)
             await self.load_scripts()
             return await self.write(lists, model_version, epoch, generated_at_ms, worker_id,
                                     counters if batch_id is not None else {}, status, batch_id,
                                     clicked if batch_id is not None else None)
+        for at, r in enumerate(results):
+            if isinstance(r, Exception):
+                if at == trend_at:  # trending is best effort: the lists are written
+                    self._trend_log.add(f"{type(r).__name__}: {r}")
+                    continue
+                raise r
         return sum(results[: len(lists)])
 
     async def load_scripts(self) -> None:

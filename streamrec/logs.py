@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -49,3 +50,26 @@ def logging_config(level: str, fmt: str, worker_id: str | None) -> dict[str, Any
                                  "stream": "ext://sys.stdout"}},
         "root": {"level": level.upper(), "handlers": ["default"]},
     }
+
+
+class RateLimitedLog:
+    """Logs at most one line per ``interval_s`` for a stream of similar events, with a count:
+    ``"{what} {message}"``, e.g. one dead letter a second, however many arrive."""
+
+    def __init__(self, interval_s: float, what: str, logger: logging.Logger | None = None) -> None:
+        self.interval_s, self.what = interval_s, what
+        self.log = logger or logging.getLogger("streamrec")
+        self._last = 0.0
+        self._suppressed = 0
+
+    def add(self, message: str, **context: object) -> None:
+        """Log ``message`` unless one was logged within the interval; ``context`` goes to
+        the record (fields of a JSON log line)."""
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._suppressed += 1
+            return
+        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+        self.log.warning("%s %s%s", self.what, message, more,
+                         extra={**context, "suppressed": self._suppressed})
+        self._last, self._suppressed = now, 0

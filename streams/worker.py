@@ -19,6 +19,7 @@ from serving.recommend import recommend
 from serving.rerank import RerankConfig
 from serving.store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
+from streamrec.logs import RateLimitedLog
 from streamrec.session import SessionRules
 from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
 from streams.fencing import Fencing
@@ -64,7 +65,7 @@ class ClickWorker:
         # per process, since a restarted worker may keep its name (a container's pid 1)
         self._run = uuid.uuid4().hex[:12]
         self._batch_ids = itertools.count()
-        self._dead_log = RateLimitedLog(interval_s=1.0)
+        self._dead_log = RateLimitedLog(interval_s=1.0, what="dead-lettered", logger=log)
 
     async def prepare(self, events: Sequence[Any]) -> BatchOutcome:
         """Validate and apply a batch to session state, dead-letter the bad records.
@@ -232,24 +233,3 @@ class Pipeline:
     def _raise_failed(self) -> None:
         if self.error is not None:
             raise self.error
-
-
-class RateLimitedLog:
-    """Logs at most one line per ``interval_s`` for a stream of similar events, with a count."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last = 0.0
-        self._suppressed = 0
-
-    def add(self, message: str, **context: object) -> None:
-        """Log ``message`` unless one was logged within the interval; ``context`` goes to
-        the record (fields of a JSON log line)."""
-        now = time.monotonic()
-        if now - self._last < self.interval_s:
-            self._suppressed += 1
-            return
-        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
-        log.warning("dead-lettered %s%s", message, more,
-                    extra={**context, "suppressed": self._suppressed})
-        self._last, self._suppressed = now, 0

@@ -24,15 +24,19 @@ pytestmark = pytest.mark.integration
 
 # What a worker needs: its key prefix, and these commands (README, "Redis security").
 WORKER_COMMANDS = ["+ping", "+evalsha", "+script|load", "+hset", "+hmget", "+hincrby", "+pexpire",
-                   "+sadd", "+set", "+incr", "+incrby", "+hgetall"]
+                   "+sadd", "+set", "+get", "+incr", "+incrby", "+hgetall", "+zincrby",
+                   "+zunionstore", "+zcard", "+zremrangebyrank", "+zrevrange"]
+# Before trending existed (an operator who has not updated the ACL): lists must still flow.
+WITHOUT_TRENDING = [c for c in WORKER_COMMANDS if not c.startswith("+z") and c != "+get"]
 
 
-@pytest.fixture
-def acl_user(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, str, str]]:
+@pytest.fixture(params=["documented", "without-trending"])
+def acl_user(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
     admin = redis.Redis.from_url(Settings().redis_url.get_secret_value())
     name, password, prefix = f"sr-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex, f"acl:{uuid.uuid4().hex[:8]}:"
+    commands = WORKER_COMMANDS if request.param == "documented" else WITHOUT_TRENDING
     admin.acl_setuser(name, enabled=True, passwords=[f"+{password}"], keys=[f"{prefix}*"],
-                      commands=WORKER_COMMANDS)
+                      commands=commands)
     yield name, password, prefix
     admin.acl_deluser(name)
     keys = admin.keys(f"{prefix}*")
