@@ -10,7 +10,7 @@ Extra fields are allowed and ignored (they stay in the log). Types are strict:
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 
@@ -39,14 +39,26 @@ def decode_event(key: bytes | None, value: bytes | None, max_bytes: int) -> Clic
     decoded must be dead-lettered, never crash the agent (it would crash again on
     the same record after every restart).
     """
+    event = decode_record(_decoder, value, max_bytes, "event", "empty value (tombstone)")
+    check_key(key, event.user_id, "user_id", "events must be keyed by user_id")
+    return event
+
+
+T = TypeVar("T")
+
+
+def decode_record(decoder: msgspec.json.Decoder[T], value: bytes | None, max_bytes: int,
+                  what: str, tombstone: str) -> T:
+    """One JSON record through ``decoder``; every failure an :class:`EventError` whose kind
+    names it (``tombstone``, ``too_large``, ``invalid_{what}``, ``malformed_json``, …)."""
     if value is None:
-        raise EventError("empty value (tombstone)", "tombstone")
+        raise EventError(tombstone, "tombstone")
     if len(value) > max_bytes:
-        raise EventError(f"event is {len(value)} bytes, limit is {max_bytes}", "too_large")
+        raise EventError(f"{what} is {len(value)} bytes, limit is {max_bytes}", "too_large")
     try:
-        event = _decoder.decode(value)
+        return decoder.decode(value)
     except msgspec.ValidationError as e:
-        raise EventError(f"invalid event: {e}", "invalid_event") from None
+        raise EventError(f"invalid {what}: {e}", f"invalid_{what}") from None
     except msgspec.DecodeError as e:
         raise EventError(f"malformed JSON: {e}", "malformed_json") from None
     except UnicodeDecodeError as e:
@@ -54,12 +66,15 @@ def decode_event(key: bytes | None, value: bytes | None, max_bytes: int) -> Clic
                          "invalid_utf8") from None
     except Exception as e:  # noqa: BLE001 - contract 4: no record may stop the stream
         raise EventError(f"undecodable record: {type(e).__name__}: {e}", "undecodable") from None
+
+
+def check_key(key: bytes | None, expected: str, field: str, rule: str) -> None:
+    """The record key must be present and equal to the record's ``field`` (UTF-8)."""
     if key is None:
-        raise EventError("record has no key; events must be keyed by user_id", "no_key")
-    if key != event.user_id.encode():
-        raise EventError(f"record key {key[:64]!r} does not match user_id {event.user_id[:64]!r}",
+        raise EventError(f"record has no key; {rule}", "no_key")
+    if key != expected.encode():
+        raise EventError(f"record key {key[:64]!r} does not match {field} {expected[:64]!r}",
                          "key_mismatch")
-    return event
 
 
 def encode_event(event: ClickEvent) -> bytes:

@@ -18,8 +18,7 @@ from typing import Annotated
 
 import msgspec
 
-from streamrec.errors import EventError
-from streamrec.events import EpochMs, Id
+from streamrec.events import EpochMs, Id, check_key, decode_record
 
 MAX_ATTRIBUTES = 64
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -38,23 +37,9 @@ _encoder = msgspec.json.Encoder()
 
 def decode_item(key: bytes | None, value: bytes | None, max_bytes: int) -> ItemRecord:
     """Decode and validate one items-topic record; raise :class:`EventError` saying why."""
-    if value is None:
-        raise EventError("empty value (tombstone); mark an item unavailable instead", "tombstone")
-    if len(value) > max_bytes:
-        raise EventError(f"item record is {len(value)} bytes, limit is {max_bytes}", "too_large")
-    try:
-        item = _decoder.decode(value)
-    except msgspec.ValidationError as e:
-        raise EventError(f"invalid item: {e}", "invalid_item") from None
-    except msgspec.DecodeError as e:
-        raise EventError(f"malformed JSON: {e}", "malformed_json") from None
-    except Exception as e:  # noqa: BLE001 - no record may stop the listener
-        raise EventError(f"undecodable record: {type(e).__name__}: {e}", "undecodable") from None
-    if key is None:
-        raise EventError("record has no key; items are keyed by item_id", "no_key")
-    if key != item.item_id.encode():
-        raise EventError(f"record key {key[:64]!r} does not match item_id {item.item_id[:64]!r}",
-                         "key_mismatch")
+    item = decode_record(_decoder, value, max_bytes, "item",
+                         "empty value (tombstone); mark an item unavailable instead")
+    check_key(key, item.item_id, "item_id", "items are keyed by item_id")
     return item
 
 
