@@ -118,20 +118,16 @@ def fallback_list(trending: Iterable[str], popular: Iterable[str], seen: set[str
     without ``seen`` items or repeats. Returns (items, how many came from trending)."""
     out: list[str] = []
     taken: set[str] = set(seen)
-    for item in trending:
-        if len(out) == n:
-            break
-        if item not in taken:
-            out.append(item)
-            taken.add(item)
-    from_trending = len(out)
-    for item in popular:
-        if len(out) == n:
-            break
-        if item not in taken:
-            out.append(item)
-            taken.add(item)
-    return out, from_trending
+    counts = []
+    for source in (trending, popular):
+        for item in source:
+            if len(out) == n:
+                break
+            if item not in taken:
+                out.append(item)
+                taken.add(item)
+        counts.append(len(out))
+    return out, counts[0]
 
 
 def clicks_by_item(items: Sequence[str]) -> Mapping[str, int]:
