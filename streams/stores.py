@@ -36,6 +36,28 @@ class SessionStore(rocksdb.Store):
                                "(pip install 'streamrec[worker]')")
         super().__init__(url, app, table, driver="rocksdict", **kwargs)
 
+    _reading = False  # inside apply_changelog_batch: offsets come from the log itself
+
+    def apply_changelog_batch(self, batch: Any, to_key: Any, to_value: Any) -> None:
+        self._reading = True
+        try:
+            super().apply_changelog_batch(batch, to_key, to_value)
+        finally:
+            self._reading = False
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        """Faust records the offset of each changelog record this worker *sends* as read.
+        That is only true when no other writer appended in between: a paused worker that
+        wakes up still owning its partitions sends its late records after the new
+        owner's, and the jump would skip the new owner's records at the next recovery
+        (seen in the paused-worker fault scenario: sessions lost). So an own write moves
+        the offset only from the one just before it."""
+        if not self._reading:
+            last = self.persisted_offset(tp)
+            if last is not None and offset != last + 1:
+                return  # a gap: someone else wrote; recovery reads on from ``last``
+        super().set_persisted_offset(tp, offset)
+
     def _set(self, key: bytes, value: bytes | None) -> None:
         partition = getattr(self.table, "_partition", None)
         if partition is None:
