@@ -27,12 +27,14 @@ from serving.encoder import Encoder, make_session
 from serving.index import ItemIndex, configure
 from serving.manifest import (
     MANIFEST,
+    RANKER_FILES,
     REFERENCE_ATOL,
     REQUIRED_FILES,
     TOWER_FILES,
     Manifest,
     decode_manifest,
 )
+from serving.ranking import FEATS, FEATURES, ITEMS, SCORES, USER, Ranker
 from serving.tower import ItemTower
 from serving.vocab import Vocabulary
 from streamrec.errors import BundleRejected
@@ -51,6 +53,7 @@ class ModelBundle:
     popular: tuple[int, ...]
     tower: ItemTower | None = None  # with item attributes: embeds new items (serving.tower)
     attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # item -> tokens
+    ranker: Ranker | None = None  # the ranking stage (serving.ranking), when trained
 
     @property
     def version(self) -> str:
@@ -93,7 +96,8 @@ def _load(root: Path, threads: int) -> ModelBundle:
     popular = _load_popular(root, manifest, len(vocab))
     _warm_up(root, manifest, encoder)
     tower, attributes = _load_tower(root, manifest, threads)
-    return ModelBundle(root, manifest, encoder, index, vocab, popular, tower, attributes)
+    ranker = _load_ranker(root, manifest, threads)
+    return ModelBundle(root, manifest, encoder, index, vocab, popular, tower, attributes, ranker)
 
 
 def _read_manifest(root: Path) -> Manifest:
@@ -174,6 +178,57 @@ def _load_tower(root: Path, m: Manifest, threads: int,
         raise BundleRejected(m.version, "tower", f"output shape {out.shape} or values wrong, "
                              f"expected (1, {m.dim}) finite", "item_tower.onnx")
     return tower, attributes
+
+
+def _load_ranker(root: Path, m: Manifest, threads: int) -> Ranker | None:
+    """The ranking stage, when the bundle has one: both files listed, the graph's signature,
+    the side tables' shapes, and a warm-up equal to the stored reference scores."""
+    listed = [f for f in RANKER_FILES if f in m.files]
+    if not listed:
+        return None
+    if len(listed) != len(RANKER_FILES):
+        raise BundleRejected(m.version, "ranker", f"{listed[0]} without "
+                             f"{next(f for f in RANKER_FILES if f not in listed)}", listed[0])
+    try:
+        session = make_session(root / "ranker.onnx", threads)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise BundleRejected(m.version, "ranker", f"cannot load: {e}", "ranker.onnx") from None
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if names != ([USER, ITEMS, FEATS], [SCORES]):
+        raise BundleRejected(m.version, "ranker", f"graph has inputs/outputs {names}, expected "
+                             f"{[USER, ITEMS, FEATS]} -> {[SCORES]}", "ranker.onnx")
+    rel = "ranker.npz"
+    try:
+        with np.load(root / rel, allow_pickle=False) as z:
+            data = {k: z[k] for k in ("log_pop", "item_attrs", "tokens", "user", "items", "feats",
+                                      "scores")}
+    except Exception as e:  # noqa: BLE001 - zipfile, EOF, a missing key: all a bad archive
+        raise BundleRejected(m.version, "ranker", f"cannot read: {type(e).__name__}: {e}", rel) from None
+    n, tokens = m.num_items + 1, data["tokens"]
+    attrs = data["item_attrs"]
+    if data["log_pop"].shape != (n,) or not np.isfinite(data["log_pop"]).all() or attrs.ndim != 2 \
+            or attrs.shape[0] != n or tokens.ndim != 1 or (attrs < 0).any() \
+            or (attrs > len(tokens)).any():
+        raise BundleRejected(m.version, "ranker", f"side tables do not fit {m.num_items} items: "
+                             f"log_pop {data['log_pop'].shape}, item_attrs {attrs.shape}, "
+                             f"{len(tokens)} tokens", rel)
+    if data["feats"].ndim != 3 or data["feats"].shape[-1] != len(FEATURES):
+        raise BundleRejected(m.version, "ranker", f"sample features have shape {data['feats'].shape}, "
+                             f"expected [B, K, {len(FEATURES)}]", rel)
+    enabled = (m.metrics.get("ranker") or {}).get("enabled")
+    if not isinstance(enabled, bool):
+        raise BundleRejected(m.version, "ranker", "metrics.ranker.enabled (bool) is missing", MANIFEST)
+    ranker = Ranker(session, data["log_pop"], attrs, [str(t) for t in tokens], enabled)
+    try:
+        out = ranker.run(data["user"], data["items"], data["feats"])
+    except Exception as e:  # noqa: BLE001
+        raise BundleRejected(m.version, "ranker", f"inference failed: {e}", "ranker.onnx") from None
+    ref = data["scores"]
+    if out.shape != ref.shape or not np.isfinite(out).all() or \
+            float(np.abs(out - ref).max()) > REFERENCE_ATOL * max(1.0, float(np.abs(ref).max())):
+        raise BundleRejected(m.version, "ranker", "warm-up scores differ from the reference",
+                             "ranker.onnx")
+    return ranker
 
 
 def _ort_type(dtype: str) -> str:

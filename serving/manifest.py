@@ -15,7 +15,14 @@ and, for a model with an item tower (training.model, item attributes):
                     the attribute part of an item's vector, all a new item has
     attributes.json {"tokens": [attribute token, …] (index = position + 1),
                      "items": {item id: [token, …]}}
+
+and, with a ranking stage (serving.ranking, training.ranker):
+
+    ranker.onnx     user [B, D], items [B, K, D], feats [B, K, F] float32 -> scores [B, K]
+    ranker.npz      log_pop [N + 1], item_attrs [N + 1, A] (indexes into tokens), tokens [T],
+                    and a warm-up sample user/items/feats with its reference scores
 """
+
 
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ REQUIRED_FILES = ("encoder.onnx", "items.faiss", "vocab.json", "popular.json", "
 # difference): checked against torch at export and against the file at every load.
 REFERENCE_ATOL = 1e-4
 TOWER_FILES = ("item_tower.onnx", "attributes.json")  # both or neither
+RANKER_FILES = ("ranker.onnx", "ranker.npz")  # both or neither
 
 
 class TensorSpec(msgspec.Struct, frozen=True):

@@ -10,6 +10,11 @@ With a live catalogue (``serving.catalogue``), items added since the bundle was
 trained are scored against the same user vectors (one product with their
 tower vectors) and merged into each list by score, and withdrawn items are
 excluded like seen ones.
+
+The funnel: retrieval (the above) -> ranking (the bundle's ranker, when on:
+one ONNX call re-scores every user's candidates, :mod:`serving.ranking`) ->
+re-ranking (:mod:`serving.rerank`). With the ranker or a rule on, retrieval
+returns ``candidates`` items per user instead of ``top_n``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
+from serving.ranking import profiles_of
 from serving.rerank import (
     REASON_CONTENT,
     REASON_POPULAR,
@@ -48,11 +54,13 @@ def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
 def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: int,
               trending: Sequence[str] = (), live: LiveItems = EMPTY,
               rules: RerankConfig = NO_RULES, candidates: int = 200,
-              now_ms: int | None = None) -> list[Ranked]:
+              now_ms: int | None = None, ranking: str = "auto") -> list[Ranked]:
     """Top-``top_n`` unseen items for each history (external ids, oldest first);
     ``trending``: the current trending item ids, for histories the model cannot use;
     ``live``: the catalogue's additions and withdrawals for this bundle; ``rules``: the
-    re-ranking (with any rule on, retrieval returns ``candidates`` items per user first)."""
+    re-ranking (with any rule on, retrieval returns ``candidates`` items per user first);
+    ``ranking``: ``auto`` runs the bundle's ranker where training found it better than
+    retrieval alone, ``on`` whenever the bundle has one, ``off`` never."""
     vocab = bundle.vocab
     if live.version != bundle.version:
         live = EMPTY  # built for another bundle: its vectors are in another space
@@ -62,7 +70,9 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     encoded = [vocab.encode(h) for h in histories]
     seen = [set(e) | excluded if excluded else set(e) for e in encoded]
     modelled = [u for u, e in enumerate(encoded) if e]
-    k = max(top_n, candidates) if rules.active else top_n
+    ranker = bundle.ranker if ranking == "on" or (ranking == "auto" and bundle.ranker is not None
+                                                   and bundle.ranker.enabled) else None
+    k = max(top_n, candidates) if rules.active or ranker is not None else top_n
     rerank_of = _reranker(bundle, live, rules, now_ms) if rules.active else None
     results: list[Ranked | None] = [None] * len(histories)
     if modelled:
@@ -70,15 +80,22 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         vecs = bundle.encoder.encode(seqs)
         items, scores = bundle.index.top_k_unseen(vecs, k, [seen[u] for u in modelled])
         new_idx, new_scores = _live_top(vecs, live, [histories[u] for u in modelled], k)
-        for row, u in enumerate(modelled):
+        retrieved = []
+        for row in range(len(modelled)):
             real = items[row] != PAD
             ids, sc = vocab.decode(items[row][real].tolist()), scores[row][real].tolist()
             why = [REASON_SEQUENCE] * len(ids)
             if new_idx is not None:
                 ids, sc, why = _merge(ids, sc, live, new_idx[row], new_scores[row], k)
+            retrieved.append((ids, sc, why))
+        if ranker is not None:
+            retrieved = _rank(bundle, live, vecs, retrieved, [encoded[u] for u in modelled])
+        for (ids, sc, why), u in zip(retrieved, modelled, strict=True):
             if rerank_of is not None:
                 ids, sc, why = rerank_of([Candidate(i, s, r) for i, s, r in zip(ids, sc, why,
                                                                                  strict=True)], top_n)
+            elif len(ids) > top_n:  # the ranker's candidates, no rules: its best top_n
+                ids, sc, why = ids[:top_n], sc[:top_n], why[:top_n]
             if len(ids) < top_n:  # tiny catalogues: top up from popularity
                 have = seen[u] | set(vocab.encode(ids))
                 extra = [i for i in vocab.decode(popular_for(bundle, have, top_n))
@@ -101,6 +118,42 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
                 ids, sc, why = [c.item for c in out], [c.score for c in out], [c.reason for c in out]
             results[u] = Ranked(ids, sc, SOURCE_TRENDING if from_trending else SOURCE_POPULAR, why)
     return results  # type: ignore[return-value]
+
+
+Lists = list[tuple[list[str], list[float], list[str]]]  # per user: ids, scores, reasons
+
+
+def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
+          histories: Sequence[Sequence[int]]) -> Lists:
+    """Every user's candidates re-scored by the bundle's ranker in one call, and re-sorted
+    (new items: their tower vectors and attribute tokens, no training popularity)."""
+    ranker = bundle.ranker
+    assert ranker is not None
+    width = max((len(ids) for ids, _, _ in lists), default=0)
+    if not width:
+        return lists
+    n = len(lists)
+    cand_idx = np.zeros((n, width), dtype=np.int64)
+    cand_scores = np.full((n, width), -np.inf, dtype=np.float32)
+    cand_vecs = np.zeros((n, width, users.shape[1]), dtype=np.float32)
+    cand_attrs = np.zeros((n, width, ranker.item_attrs.shape[1]), dtype=np.int64)
+    view = _VectorView(bundle, live)
+    index = bundle.vocab.index
+    for r, (ids, sc, _) in enumerate(lists):
+        m = len(ids)
+        ix = [index(i) or 0 for i in ids]
+        cand_idx[r, :m], cand_scores[r, :m], cand_vecs[r, :m] = ix, sc, view.rows(ids)
+        cand_attrs[r, :m] = ranker.item_attrs[ix]
+        for j, x in enumerate(ix):
+            if not x and (tokens := live.attributes.get(ids[j])):
+                cand_attrs[r, j] = ranker.attrs_of_tokens(tokens)
+    profiles = profiles_of(histories, ranker.item_attrs, ranker.num_attrs)
+    new = ranker.score(users, cand_vecs, cand_idx, cand_scores, cand_attrs, profiles)
+    out: Lists = []
+    for r, (ids, _, why) in enumerate(lists):
+        order = np.argsort(-new[r, :len(ids)], kind="stable")
+        out.append(([ids[j] for j in order], new[r, order].tolist(), [why[j] for j in order]))
+    return out
 
 
 def _values(bundle: ModelBundle, live: LiveItems, rules: RerankConfig,

@@ -113,8 +113,11 @@ class Settings(BaseSettings):
     trending_half_life_s: float = Field(3600.0, ge=1.0, le=30 * 86_400)
     trending_max_items: int = Field(10_000, ge=100, le=10_000_000)
     trending_refresh_s: float = Field(1.0, ge=0.1, le=3600)
+    # Ranking (serving/ranking.py; README "Ranking"): "auto" runs the bundle's ranker where
+    # training measured it better than retrieval alone, "on" whenever there is one, "off" never.
+    ranker: Literal["auto", "on", "off"] = "auto"
     # Re-ranking (serving/rerank.py; README "Re-ranking"): retrieval returns `candidates`
-    # items per user when any rule is on; the rules pick the final top_n.
+    # items per user when the ranker or any rule is on; they pick the final top_n.
     candidates: int = Field(200, ge=1, le=10_000)
     rerank_blocklist: str = ""  # item ids, comma-separated: never in a list
     rerank_mmr_lambda: float = Field(1.0, ge=0.0, le=1.0)  # 1 = relevance only

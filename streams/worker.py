@@ -52,6 +52,7 @@ class ClickWorker:
         catalogue: Catalogue | None = None,
         rerank: RerankConfig | None = None,
         candidates: int = 200,
+        ranking: str = "auto",
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
@@ -60,7 +61,7 @@ class ClickWorker:
         self.metrics = metrics or WorkerMetrics()
         self.trending = trending or TrendingCache()
         self.catalogue = catalogue or Catalogue()
-        self.rerank, self.candidates = rerank or RerankConfig(), candidates
+        self.rerank, self.candidates, self.ranking = rerank or RerankConfig(), candidates, ranking
         # batch ids name the Redis tokens that make a retried write count once: unique
         # per process, since a restarted worker may keep its name (a container's pid 1)
         self._run = uuid.uuid4().hex[:12]
@@ -142,7 +143,7 @@ class ClickWorker:
             t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
                 self.executor, recommend, bundle, histories, self.top_n, self.trending.items,
-                self.catalogue.live, self.rerank, self.candidates)
+                self.catalogue.live, self.rerank, self.candidates, None, self.ranking)
             self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"

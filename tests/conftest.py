@@ -51,3 +51,17 @@ def tiny_tower_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: Seque
                                              "id_dropout": 0.5},
                             TrainConfig(epochs=20, patience=20, batch_size=64, seed=1),
                             progress=False, attributes=build(item_attributes(TINY))).bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
+    """The tiny model with an item tower and a ranking stage over 50 candidates."""
+    from training.attributes import build
+    from training.ranker import RankerConfig
+    from training.synthetic import item_attributes
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-ranker"
+    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
+                            TrainConfig(epochs=8, patience=8, batch_size=64, seed=1),
+                            progress=False, attributes=build(item_attributes(TINY)),
+                            ranker=RankerConfig(candidates=50, epochs=8, patience=8)).bundle

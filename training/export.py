@@ -37,6 +37,7 @@ from training.model import SASRec
 
 if TYPE_CHECKING:
     from serving.encoder import Encoder
+    from training.ranker import FittedRanker
 INPUT, OUTPUT = "item_seq", "user_vec"
 ATTRS, ITEM_VEC = "item_attrs", "item_vec"
 
@@ -123,9 +124,10 @@ def write_bundle(
     train_config: dict[str, Any],
     index_type: str = "auto",
     attributes: ItemAttributes | None = None,
+    ranker: FittedRanker | None = None,
 ) -> Manifest:
     """Export, check parity, and atomically write the bundle directory ``out`` (with the
-    item tower and ``attributes`` when the model has one)."""
+    item tower and ``attributes`` when the model has one, and the ranking stage when given)."""
     import faiss
 
     from serving.encoder import Encoder, make_session
@@ -149,6 +151,10 @@ def write_bundle(
             extra["item_tower_parity_max_abs_diff"] = export_item_tower(model, tmp / "item_tower.onnx")
             (tmp / "attributes.json").write_bytes(attributes.to_json(vocab.ids))
         items = model.item_vectors()[1:].detach().numpy().astype(np.float32)
+        if ranker is not None:
+            from training.ranker import write_ranker
+
+            extra["ranker"] = write_ranker(ranker, tmp, items)
         kind = resolve_index_type(index_type, len(items))
         index, index_params = build_index(items, kind)
         faiss.write_index(index, str(tmp / "items.faiss"))

@@ -20,11 +20,12 @@ from training.attributes import ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
 from training.cold import attribute_knn_ranks, by_target, choose_cold, cold_split, vector_ranks
 from training.config import load_config, resolve_flags
-from training.data import SequenceData, item_counts, leave_one_out, load_dataset
+from training.data import SequenceData, Split, item_counts, leave_one_out, load_dataset
 from training.evaluate import encode_all, evaluate_vectors, popularity_ranks
 from training.export import write_bundle
 from training.from_topic import read_topic
-from training.model import SASRecConfig
+from training.model import SASRec, SASRecConfig
+from training.ranker import FittedRanker, RankerConfig, fit_ranker
 from training.synthetic import generate
 from training.train import TrainConfig, torch_encode, train_sasrec
 
@@ -42,6 +43,7 @@ class TrainReport:
     valid: dict[str, float]
     test: dict[str, dict[str, float]]  # {"full": …, "sampled": …}
     popularity_test: dict[str, dict[str, float]]
+    ranker: dict[str, Any] | None = None  # the ranking stage's report (training.ranker)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": "sasrec", "version": self.manifest.version, "bundle": str(self.bundle),
@@ -49,7 +51,8 @@ class TrainReport:
                 "best_epoch": self.best_epoch,
                 "seconds_per_epoch": round(self.seconds / max(self.epochs, 1), 2),
                 "valid": {"full": self.valid}, "test": self.test,
-                "popularity_test": self.popularity_test}
+                "popularity_test": self.popularity_test,
+                **({"ranker": self.ranker} if self.ranker else {})}
 
 
 def tower_inputs(data: SequenceData, attributes: ItemAttributes | None,
@@ -69,7 +72,11 @@ def tower_inputs(data: SequenceData, attributes: ItemAttributes | None,
 
 def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: TrainConfig,
                      progress: bool = True, index_type: str = "auto",
-                     attributes: ItemAttributes | None = None) -> TrainReport:
+                     attributes: ItemAttributes | None = None,
+                     ranker: RankerConfig | None = None) -> TrainReport:
+    if ranker is not None and tcfg.refit:
+        raise ConfigError("the ranker learns from the validation item, which a refit trains the "
+                          "retrieval model on: use --no-refit with --ranker")
     split = leave_one_out(data)
     counts = item_counts(split.train, data.num_items)
     cfg, item_attrs = tower_inputs(data, attributes, mcfg)
@@ -83,6 +90,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
     pop = popularity_metrics(split, "test")
     popular = (np.argsort(-counts[1:], kind="stable")[:POPULAR_K] + 1).tolist()
     t0 = time.monotonic()
+    fitted = None if ranker is None else _fit_ranker(model, split, counts, attributes, ranker, progress)
     manifest = write_bundle(
         model, data.vocab, inputs, popular, out,
         metrics={"valid": {"full": valid}, "test": test, "popularity_test": pop,
@@ -91,9 +99,24 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                  "protocol": "leave-one-out; full = all items, history masked; sampled = 100 "
                              "uniform unseen negatives, seed 0"},
         dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type,
-        attributes=attributes)
+        attributes=attributes, ranker=fitted)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
-                       result.best_epoch, valid, test, pop)
+                       result.best_epoch, valid, test, pop,
+                       None if fitted is None else fitted.report())
+
+
+def _fit_ranker(model: SASRec, split: Split, counts: np.ndarray, attributes: ItemAttributes | None,
+                cfg: RankerConfig, progress: bool) -> FittedRanker:
+    """The ranking stage over this retrieval model (:mod:`training.ranker`)."""
+    encode = torch_encode(model)
+    if attributes is not None:
+        item_attrs, tokens = attributes.matrix(split.data.vocab.ids, MAX_ATTRS), list(attributes.tokens)
+    else:
+        item_attrs, tokens = np.zeros((split.data.num_items + 1, 0), dtype=np.int64), []
+    return fit_ranker(lambda inputs: encode_all(encode, inputs, model.cfg.max_len),
+                      model.item_vectors()[1:].detach().numpy(), split.inputs("valid"),
+                      split.targets("valid"), split.inputs("test"), split.targets("test"), counts,
+                      item_attrs, tokens, cfg, log=print if progress else None)
 
 
 def load_training_data(data: Path | None = None, *, synthetic: bool = False,
@@ -118,7 +141,8 @@ def load_training_data(data: Path | None = None, *, synthetic: bool = False,
 
 def run_training(data: SequenceData, out: Path, *, config: Path | None, model: str | None,
                  flags: dict[str, Any], index_type: str = "auto", progress: bool = True,
-                 attributes: ItemAttributes | None = None) -> dict[str, Any]:
+                 attributes: ItemAttributes | None = None,
+                 ranker: RankerConfig | None = None) -> dict[str, Any]:
     """What ``streamrec train`` does: resolve the configuration (file < flags), then train
     SASRec (with an item tower over ``attributes`` when given) and export its bundle to
     ``out``, or run a baseline (which exports nothing)."""
@@ -126,7 +150,7 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
     if chosen != "sasrec":
         return run_baseline(chosen, data, bcfg, progress=progress)
     return train_and_export(data, out, mcfg, tcfg, progress=progress, index_type=index_type,
-                            attributes=attributes).to_dict()
+                            attributes=attributes, ranker=ranker).to_dict()
 
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,

@@ -90,6 +90,8 @@ def train(
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
     index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
+    ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="Also train the ranking stage (needs --no-refit; README \"Ranking\").")] = False,
+    ranker_candidates: Annotated[int, typer.Option(min=10, max=2000, help="With --ranker: candidates per user it learns to order.")] = 200,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -105,16 +107,22 @@ def train(
     from training.attributes import load_attributes
     from training.config import load_config, resolve_flags
     from training.pipeline import load_training_data, run_training
+    from training.ranker import RankerConfig
 
     try:  # a bad flag combination is a usage error (exit 2), before any data is read
-        resolve_flags(load_config(config), model.value if model else None, flags)
+        chosen, _, tcfg, _ = resolve_flags(load_config(config), model.value if model else None, flags)
+        if ranker and (chosen != "sasrec" or tcfg.refit):
+            raise ConfigError("--ranker trains on the validation item, so it needs the SASRec "
+                              "model without a refit: add --no-refit" if chosen == "sasrec" else
+                              f"--ranker ranks SASRec's candidates, not {chosen}'s")
         dataset = load_training_data(data, synthetic=synthetic,
                                      topic=settings() if from_topic else None, since_ms=since,
                                      on_read=lambda msg: typer.echo(msg, err=True))
         attrs = load_attributes(attributes) if attributes is not None else None
         result = run_training(dataset, out, config=config, model=model.value if model else None,
                               flags=flags, index_type=index_type.value, progress=not json_out,
-                              attributes=attrs)
+                              attributes=attrs,
+                              ranker=RankerConfig(candidates=ranker_candidates) if ranker else None)
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     if publish and "bundle" in result:
@@ -128,9 +136,16 @@ def _print_metrics(report: dict[str, Any]) -> None:
     head = {k: v for k, v in report.items() if not isinstance(v, dict)}
     typer.echo("  ".join(f"{k}={v}" for k, v in head.items()))
     for name, block in report.items():
-        if isinstance(block, dict):
+        if name == "ranker":
+            for stage, protos in block["test"].items():
+                for proto, m in protos.items():
+                    typer.echo(f"  {stage:17s} {proto:8s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}")
+            typer.echo(f"  ranker enabled by default: {block['enabled']} (held-out validation NDCG@10 "
+                       f"{block['holdout_valid']['ranker']['ndcg@10']:.4f} vs retrieval "
+                       f"{block['holdout_valid']['retrieval']['ndcg@10']:.4f})")
+        elif isinstance(block, dict):
             for proto, m in block.items():
-                if isinstance(m, dict):
+                if isinstance(m, dict) and "hr@10" in m:
                     typer.echo(f"  {name:16s} {proto:8s} HR@10 {m['hr@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}")
 
 

@@ -35,6 +35,8 @@ def test_help_groups_every_command_by_job() -> None:
     (["train", "--synthetic", "--data", "x.txt"], "give exactly one of"),
     (["train", "--synthetic", "--dim", "30", "--heads", "4"], "dim 30 must be divisible by heads 4"),
     (["train", "--synthetic", "--config", "nope.toml"], "config file nope.toml does not exist"),
+    (["train", "--synthetic", "--ranker", "--refit"], "needs the SASRec model without a refit"),
+    (["train", "--synthetic", "--ranker", "--model", "bpr"], "--ranker ranks SASRec's candidates"),
     (["bench", "--rates", "1000,fast"], "--rates must be numbers, comma-separated; got '1000,fast'"),
     (["bench", "--rates", "0,max"], "--rates must be positive numbers"),
     (["bench-index", "--sizes", "10,x"], "--sizes must be numbers"),
