@@ -86,8 +86,8 @@ class RerankConfig:
                     or self.max_per_value or self.pins)
 
 
-# items -> their pairwise similarity matrix [n, n] (one call per list, not per pair)
-Similarity = Callable[[Sequence[str]], np.ndarray]
+# items -> their similarities (one call per list; columns computed as MMR picks)
+Similarity = Callable[[Sequence[str]], "Pairwise"]
 
 
 def blocklisted(cands: Sequence[Candidate], blocklist: frozenset[str]) -> list[Candidate]:
@@ -131,7 +131,7 @@ def mmr(cands: Sequence[Candidate], lam: float, similarity: Similarity, k: int) 
     if lam >= 1.0 or len(cands) < 2:
         return list(cands)
     rel = np.asarray(scaled(cands), dtype=np.float64)
-    sim = np.asarray(similarity([c.item for c in cands]), dtype=np.float64)
+    sim = similarity([c.item for c in cands])
     n = len(cands)
     left = np.ones(n, dtype=bool)
     worst = np.zeros(n)  # max similarity to the picked ones, per candidate
@@ -141,7 +141,7 @@ def mmr(cands: Sequence[Candidate], lam: float, similarity: Similarity, k: int) 
         best = int(np.argmax(gain))  # ties: the earlier (more relevant) candidate
         picked.append(best)
         left[best] = False
-        worst = np.maximum(worst, sim[:, best])
+        worst = np.maximum(worst, sim.column(best))
     return [cands[i] for i in picked] + [cands[int(i)] for i in np.flatnonzero(left)]
 
 
@@ -198,27 +198,48 @@ def rerank(cands: Sequence[Candidate], cfg: RerankConfig, n: int, *,
     return pin(out, cfg.pins, n) if cfg.pins else out[:n]
 
 
+class Pairwise:
+    """The similarities among one list's items, computed a column at a time: MMR reads only
+    the columns of the items it picks (``k`` of them), not the whole ``n × n`` matrix.
+
+    ``rows`` [n, m] item features; the similarity of items i and j is
+    ``rows[i] · rows[j]`` (``kind="dot"``, unit vectors: cosine) or the Jaccard index of
+    two 0/1 rows (``kind="jaccard"``).
+    """
+
+    def __init__(self, rows: np.ndarray, kind: str = "dot") -> None:
+        self.rows, self.kind = rows, kind
+        self.sizes = rows.sum(axis=1) if kind == "jaccard" else None
+
+    def column(self, j: int) -> np.ndarray:
+        """[n] similarity of every item to item ``j``."""
+        inter = self.rows @ self.rows[j]
+        if self.sizes is None:
+            return np.asarray(inter)
+        union = self.sizes + self.sizes[j] - inter
+        return np.asarray(np.where(union > 0, inter / np.maximum(union, 1), 0.0))
+
+    def matrix(self) -> np.ndarray:
+        return np.stack([self.column(j) for j in range(len(self.rows))], axis=1)
+
+
 def cosine(vectors: Callable[[Sequence[str]], np.ndarray]) -> Similarity:
-    """Pairwise cosine of the items' vectors (``vectors(items)`` -> [n, D]; zero rows for
-    unknown items give similarity 0)."""
-    def matrix(items: Sequence[str]) -> np.ndarray:
+    """Cosine of the items' vectors (``vectors(items)`` -> [n, D]; zero rows for unknown
+    items give similarity 0)."""
+    def pairwise(items: Sequence[str]) -> Pairwise:
         m = np.asarray(vectors(items), dtype=np.float32)
         norms = np.linalg.norm(m, axis=1)
-        unit = m / np.where(norms > 0, norms, 1.0)[:, None]
-        return np.asarray(unit @ unit.T)
-    return matrix
+        return Pairwise(m / np.where(norms > 0, norms, 1.0)[:, None])
+    return pairwise
 
 
 def jaccard(attributes: Callable[[str], Sequence[str]]) -> Similarity:
-    """Pairwise Jaccard index of the items' attribute sets (``attributes(item)``)."""
-    def matrix(items: Sequence[str]) -> np.ndarray:
-        sets = [set(attributes(i)) for i in items]
-        vocab = {t: j for j, t in enumerate({t for s in sets for t in s})}
+    """Jaccard index of the items' attribute sets (``attributes(item)``)."""
+    def pairwise(items: Sequence[str]) -> Pairwise:
+        vocab: dict[str, int] = {}
+        cols = [[vocab.setdefault(t, len(vocab)) for t in set(attributes(i))] for i in items]
         onehot = np.zeros((len(items), max(len(vocab), 1)), dtype=np.float32)
-        for r, s in enumerate(sets):
-            onehot[r, [vocab[t] for t in s]] = 1.0
-        inter = onehot @ onehot.T
-        sizes = onehot.sum(axis=1)
-        union = sizes[:, None] + sizes[None, :] - inter
-        return np.asarray(np.where(union > 0, inter / np.maximum(union, 1), 0.0))
-    return matrix
+        for r, c in enumerate(cols):
+            onehot[r, c] = 1.0
+        return Pairwise(onehot, "jaccard")
+    return pairwise

@@ -24,6 +24,7 @@ import orjson
 
 from streamrec.errors import DataError
 
+MAX_ATTRS = 16  # attributes kept per item (Beauty: at most 10, LastFM tags: more)
 _SPLIT = re.compile(r"[\s|,]+")
 
 

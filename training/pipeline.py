@@ -16,7 +16,7 @@ from serving.manifest import Manifest
 from streamrec.errors import ConfigError
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
-from training.attributes import ItemAttributes
+from training.attributes import MAX_ATTRS, ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
 from training.cold import attribute_knn_ranks, by_target, choose_cold, cold_split, vector_ranks
 from training.config import load_config, resolve_flags
@@ -30,7 +30,6 @@ from training.synthetic import generate
 from training.train import TrainConfig, torch_encode, train_sasrec
 
 POPULAR_K = 500
-MAX_ATTRS = 16  # attributes kept per item (Beauty: at most 10, LastFM tags: more)
 
 
 @dataclass(frozen=True)

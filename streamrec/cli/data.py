@@ -206,3 +206,55 @@ def evaluate(
     for proto in ("full", "sampled"):
         m = result[proto]
         typer.echo(f"  {proto:8s} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+
+
+class Similarity(str, Enum):
+    attributes = "attributes"
+    vectors = "vectors"
+
+
+class Ranking(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+@app.command("evaluate-lists", rich_help_panel=DATA)
+def evaluate_lists(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: Annotated[Path, typer.Option(help="Sequence file.")],
+    attributes: Annotated[Path, typer.Option(help="Item attributes (diversity is measured on them).")],
+    lambdas: Annotated[str, typer.Option(help="MMR λ values, comma-separated (1 = no MMR).")] = "1,0.9,0.8,0.7,0.5",
+    similarity: Annotated[Similarity, typer.Option(help="MMR's similarity: attribute Jaccard or vector cosine.")] = Similarity.attributes,
+    candidates: Annotated[int, typer.Option(min=10, max=5000)] = 200,
+    ranking: Annotated[Ranking, typer.Option(help="The bundle's ranker: auto = as training enabled it.")] = Ranking.auto,
+    top_n: Annotated[int, typer.Option(min=1, max=200)] = 10,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/lists.json"),
+) -> None:
+    """List metrics of a bundle's funnel (test split): NDCG/HR, diversity, coverage, novelty per MMR λ."""
+    from bench.run import write_results
+    from streamrec.errors import ConfigError, DataError
+    from training.attributes import load_attributes
+    from training.data import load_dataset
+    from training.lists import bundle_lists
+
+    try:
+        lams = [float(x) for x in lambdas.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--lambdas must be numbers, comma-separated; got {lambdas!r}", 2)
+    if not lams or any(not 0.0 <= x <= 1.0 for x in lams):
+        fail(f"--lambdas must be in [0, 1]; got {lambdas!r}", 2)
+    if not (bundle / "manifest.json").is_file():
+        fail(f"{bundle} is not a bundle directory (no manifest.json)", 2)
+    try:
+        report = bundle_lists(bundle, load_dataset(data), load_attributes(attributes), lams,
+                              similarity.value, candidates, ranking.value, top_n)
+    except (ConfigError, DataError) as e:
+        fail(str(e), 2)
+    write_results(out, report)
+    typer.echo(f"bundle {report['bundle']}, {report['users']} users, ranker {report['ranker']}")
+    typer.echo(f"  {'λ':>5s}  HR@{top_n:<3d} NDCG@{top_n:<3d} diversity coverage novelty")
+    for r in report["rows"]:
+        typer.echo(f"  {r['lambda']:5.2f}  {r[f'hr@{top_n}']:.4f} {r[f'ndcg@{top_n}']:.4f}   "
+                   f"{r['diversity']:.4f}    {r['coverage']:.4f}   {r['novelty']:.2f}")
+    typer.echo(f"wrote {out}")

@@ -62,7 +62,7 @@ def test_mmr_with_vector_similarity() -> None:
         return np.stack([vecs.get(i, np.zeros(2)) for i in items])
 
     assert names(mmr(cs, 0.5, cosine(rows), 3)) == ["p", "r", "q"]
-    m = cosine(rows)(["p", "unknown", "p"])
+    m = cosine(rows)(["p", "unknown", "p"]).matrix()
     assert m[0, 1] == 0.0 and m[0, 2] == pytest.approx(1.0)
 
 
@@ -118,7 +118,7 @@ def test_mmr_never_loses_or_duplicates_items(lam: float) -> None:
 
 
 def test_jaccard_matrix() -> None:
-    m = jaccard(lambda i: ATTRS.get(i, []))(["a1", "a2", "a3", "c1", "none"])
+    m = jaccard(lambda i: ATTRS.get(i, []))(["a1", "a2", "a3", "c1", "none"]).matrix()
     assert m[0, 1] == 1.0 and m[0, 2] == pytest.approx(1 / 3) and m[0, 3] == 0.0 and m[4, 4] == 0.0
 
 
