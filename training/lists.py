@@ -17,13 +17,13 @@ configured), and the first ``n`` items are the list. Reported per λ:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from serving.rerank import Candidate, cosine, jaccard, mmr
+from serving.rerank import Candidate, Similarity, cosine, jaccard, mmr
 from streamrec.errors import ConfigError
 from training.attributes import MAX_ATTRS, ItemAttributes
 from training.data import SequenceData, leave_one_out
@@ -32,7 +32,7 @@ from training.evaluate import encode_all
 BATCH = 1024
 
 
-def diversify(idx: np.ndarray, scores: np.ndarray, lam: float, similarity: Callable[[Sequence[str]], np.ndarray],
+def diversify(idx: np.ndarray, scores: np.ndarray, lam: float, similarity: Similarity,
               n: int) -> np.ndarray:
     """[U, n] the lists after MMR(λ) over each row's candidates (the worker's code)."""
     out = np.zeros((len(idx), n), dtype=np.int64)
