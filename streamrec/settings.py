@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # Ranking (serving/ranking.py; README "Ranking"): "auto" runs the bundle's ranker where
     # training measured it better than retrieval alone, "on" whenever there is one, "off" never.
     ranker: Literal["auto", "on", "off"] = "auto"
-    # Re-ranking (serving/rerank.py; README "Re-ranking"): retrieval returns `candidates`
+    # Re-ranking (serving/rerank.py; README "Re-ranking rules and reason codes"): retrieval returns `candidates`
     # items per user when the ranker or any rule is on; they pick the final top_n.
     candidates: int = Field(200, ge=1, le=10_000)
     rerank_blocklist: str = ""  # item ids, comma-separated: never in a list
