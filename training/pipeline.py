@@ -72,13 +72,15 @@ def tower_inputs(data: SequenceData, attributes: ItemAttributes | None,
 def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: TrainConfig,
                      progress: bool = True, index_type: str = "auto",
                      attributes: ItemAttributes | None = None,
-                     ranker: RankerConfig | None = None) -> TrainReport:
+                     ranker: RankerConfig | None = None, tower: bool = True) -> TrainReport:
+    """Train SASRec (with an item tower over ``attributes`` unless ``tower`` is off; the
+    ranker reads the attributes either way), evaluate, and export the bundle to ``out``."""
     if ranker is not None and tcfg.refit:
         raise ConfigError("the ranker learns from the validation item, which a refit trains the "
                           "retrieval model on: use --no-refit with --ranker")
     split = leave_one_out(data)
     counts = item_counts(split.train, data.num_items)
-    cfg, item_attrs = tower_inputs(data, attributes, mcfg)
+    cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg)
     result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
     valid = {k: v for k, v in result.valid.items() if "@" in k}
     model = result.model
@@ -98,7 +100,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                  "protocol": "leave-one-out; full = all items, history masked; sampled = 100 "
                              "uniform unseen negatives, seed 0"},
         dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type,
-        attributes=attributes, ranker=fitted)
+        attributes=attributes if tower else None, ranker=fitted)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
                        result.best_epoch, valid, test, pop,
                        None if fitted is None else fitted.report())
@@ -141,7 +143,7 @@ def load_training_data(data: Path | None = None, *, synthetic: bool = False,
 def run_training(data: SequenceData, out: Path, *, config: Path | None, model: str | None,
                  flags: dict[str, Any], index_type: str = "auto", progress: bool = True,
                  attributes: ItemAttributes | None = None,
-                 ranker: RankerConfig | None = None) -> dict[str, Any]:
+                 ranker: RankerConfig | None = None, tower: bool = True) -> dict[str, Any]:
     """What ``streamrec train`` does: resolve the configuration (file < flags), then train
     SASRec (with an item tower over ``attributes`` when given) and export its bundle to
     ``out``, or run a baseline (which exports nothing)."""
@@ -149,7 +151,7 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
     if chosen != "sasrec":
         return run_baseline(chosen, data, bcfg, progress=progress)
     return train_and_export(data, out, mcfg, tcfg, progress=progress, index_type=index_type,
-                            attributes=attributes, ranker=ranker).to_dict()
+                            attributes=attributes, ranker=ranker, tower=tower).to_dict()
 
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,

@@ -90,6 +90,7 @@ def train(
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
     index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
+    tower: Annotated[bool, typer.Option("--tower/--no-tower", help="With --attributes: train the item tower (off: the attributes feed only the ranker).")] = True,
     ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="Also train the ranking stage (needs --no-refit; README \"Ranking\").")] = False,
     ranker_candidates: Annotated[int, typer.Option(min=10, max=2000, help="With --ranker: candidates per user it learns to order.")] = 200,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
@@ -122,7 +123,8 @@ def train(
         result = run_training(dataset, out, config=config, model=model.value if model else None,
                               flags=flags, index_type=index_type.value, progress=not json_out,
                               attributes=attrs,
-                              ranker=RankerConfig(candidates=ranker_candidates) if ranker else None)
+                              ranker=RankerConfig(candidates=ranker_candidates) if ranker else None,
+                              tower=tower)
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     if publish and "bundle" in result:

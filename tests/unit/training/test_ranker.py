@@ -178,3 +178,20 @@ def test_an_untrained_ranker_in_the_worker_keeps_retrievals_lists(tiny_ranker_bu
 def test_the_ranker_report_names_its_split(tiny_ranker_bundle: Path) -> None:
     m = orjson.loads((tiny_ranker_bundle / "manifest.json").read_bytes())
     assert "validation item" in m["metrics"]["ranker"]["split"]
+
+
+def test_attributes_can_feed_the_ranker_alone(tiny_data, tmp_path: Path) -> None:
+    from tests.conftest import TINY
+    from training.attributes import build
+    from training.pipeline import train_and_export
+    from training.synthetic import item_attributes
+    from training.train import TrainConfig
+
+    out = train_and_export(tiny_data, tmp_path / "b", {"max_len": 20, "dim": 16, "layers": 1},
+                           TrainConfig(epochs=2, patience=2, batch_size=64, seed=1), progress=False,
+                           attributes=build(item_attributes(TINY)),
+                           ranker=RankerConfig(candidates=30, epochs=2), tower=False).bundle
+    b = load_bundle(out)
+    assert b.tower is None and b.ranker is not None
+    assert b.ranker.item_attrs.shape[1] > 0 and (b.ranker.item_attrs > 0).any()
+    assert b.manifest.model_config["attributes"] == 0  # the retrieval model has no tower
