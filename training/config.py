@@ -2,8 +2,9 @@
 
 A file has a top-level ``model`` and one table per part::
 
-    model = "sasrec"          # sasrec | bpr | pop
+    model = "sasrec"          # sasrec | twotower | bpr | pop
     [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, id_dropout
+    [twotower] max_len, dim, hidden, dropout, id_dropout
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives, patience,
               max_minutes, refit, mask_seen, seed
@@ -20,14 +21,17 @@ from typing import Any
 
 from streamrec.errors import ConfigError
 from training.baselines import BPRConfig
-from training.model import SASRecConfig
+from training.model import SASRecConfig, TwoTowerConfig
 from training.train import TrainConfig
 
-MODELS = ("sasrec", "bpr", "pop")
+MODELS = ("sasrec", "twotower", "bpr", "pop")
+SEQUENCE_MODELS = ("sasrec", "twotower")  # trained by training.train, exported as bundles
 CONFIG_DIR = Path(__file__).parent / "configs"
 # the tower's sizes come from the attribute data, not from configuration
-_SASREC_KEYS = {f.name for f in fields(SASRecConfig)} - {"num_items", "attributes", "max_attrs"}
-_TABLES = {"sasrec": _SASREC_KEYS, "bpr": {f.name for f in fields(BPRConfig)},
+_DERIVED = {"num_items", "attributes", "max_attrs"}
+_SASREC_KEYS = {f.name for f in fields(SASRecConfig)} - _DERIVED
+_TABLES = {"sasrec": _SASREC_KEYS, "twotower": {f.name for f in fields(TwoTowerConfig)} - _DERIVED,
+           "bpr": {f.name for f in fields(BPRConfig)},
            "train": {f.name for f in fields(TrainConfig)}}
 
 
@@ -57,8 +61,10 @@ def load_config(path: Path | None) -> dict[str, Any]:
 
 
 def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], train: dict[str, Any],
-            bpr: dict[str, Any]) -> tuple[str, dict[str, Any], TrainConfig, BPRConfig]:
-    """Merge file values with flag overrides (``None`` = not given)."""
+            bpr: dict[str, Any], twotower: dict[str, Any] | None = None,
+            ) -> tuple[str, dict[str, Any], TrainConfig, BPRConfig]:
+    """Merge file values with flag overrides (``None`` = not given). The model table
+    returned is the chosen sequence model's (``[twotower]`` for ``twotower``)."""
     def pick(table: str, flags: dict[str, Any]) -> dict[str, Any]:
         return {**cfg.get(table, {}), **{k: v for k, v in flags.items() if v is not None}}
 
@@ -70,6 +76,8 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
         raise ConfigError(str(e)) from None
     if tcfg.loss not in ("ce", "sampled", "bce"):
         raise ConfigError(f"loss must be ce, sampled or bce, not {tcfg.loss!r}")
+    if chosen == "twotower":
+        return chosen, pick("twotower", twotower or {}), tcfg, bcfg
     return chosen, pick("sasrec", sasrec), tcfg, bcfg
 
 
@@ -78,7 +86,8 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
     """Like :func:`resolve`, with command-line flags named like config keys: each flag
     goes to every table that has a key of its name (``--dim`` sets SASRec's and BPR's)."""
     tables = {t: {k: v for k, v in flags.items() if k in keys} for t, keys in _TABLES.items()}
-    chosen, mcfg, tcfg, bcfg = resolve(cfg, model, tables["sasrec"], tables["train"], tables["bpr"])
+    chosen, mcfg, tcfg, bcfg = resolve(cfg, model, tables["sasrec"], tables["train"], tables["bpr"],
+                                       tables["twotower"])
     dim, heads = mcfg.get("dim", 64), mcfg.get("heads", 2)
     if chosen == "sasrec" and dim % heads:
         raise ConfigError(f"dim {dim} must be divisible by heads {heads}")

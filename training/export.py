@@ -33,7 +33,7 @@ from streamrec.errors import StreamrecError
 from streamrec.files import atomic_directory, sha256_file
 from streamrec.sequences import left_pad
 from training.attributes import ItemAttributes
-from training.model import SASRec
+from training.model import RetrievalModel
 
 if TYPE_CHECKING:
     from serving.encoder import Encoder
@@ -47,7 +47,7 @@ class ExportError(StreamrecError):
 
 
 class _Encoder(torch.nn.Module):
-    def __init__(self, model: SASRec) -> None:
+    def __init__(self, model: RetrievalModel) -> None:
         super().__init__()
         self.model = model
 
@@ -55,7 +55,7 @@ class _Encoder(torch.nn.Module):
         return self.model(item_seq)
 
 
-def export_onnx(model: SASRec, path: Path) -> None:
+def export_onnx(model: RetrievalModel, path: Path) -> None:
     model.eval()
     example = torch.ones((2, model.cfg.max_len), dtype=torch.int64)
     torch.onnx.export(_Encoder(model).eval(), (example,), str(path), input_names=[INPUT],
@@ -64,7 +64,7 @@ def export_onnx(model: SASRec, path: Path) -> None:
 
 
 class _ItemTower(torch.nn.Module):
-    def __init__(self, model: SASRec) -> None:
+    def __init__(self, model: RetrievalModel) -> None:
         super().__init__()
         self.model = model
 
@@ -72,7 +72,7 @@ class _ItemTower(torch.nn.Module):
         return self.model.content_vectors(item_attrs)
 
 
-def export_item_tower(model: SASRec, path: Path) -> float:
+def export_item_tower(model: RetrievalModel, path: Path) -> float:
     """The attribute part of the item tower as ONNX; returns its max abs difference from
     torch on the catalogue's own attribute rows (raises above tolerance)."""
     import onnxruntime as ort
@@ -94,7 +94,7 @@ def export_item_tower(model: SASRec, path: Path) -> float:
     return diff
 
 
-def check_parity(model: SASRec, encoder: Encoder, seqs: np.ndarray) -> float:
+def check_parity(model: RetrievalModel, encoder: Encoder, seqs: np.ndarray) -> float:
     """Max abs difference between torch and ONNX Runtime user vectors; raises above tolerance."""
     with torch.no_grad():
         ref = model(torch.from_numpy(seqs)).numpy()
@@ -105,7 +105,7 @@ def check_parity(model: SASRec, encoder: Encoder, seqs: np.ndarray) -> float:
     return diff
 
 
-def make_version(model: SASRec, now: dt.datetime) -> str:
+def make_version(model: RetrievalModel, now: dt.datetime) -> str:
     h = hashlib.sha256()
     for t in model.state_dict().values():
         h.update(t.detach().cpu().numpy().tobytes())
@@ -113,7 +113,7 @@ def make_version(model: SASRec, now: dt.datetime) -> str:
 
 
 def write_bundle(
-    model: SASRec,
+    model: RetrievalModel,
     vocab: Vocabulary,
     sample_inputs: list[list[int]],
     popular: list[int],
@@ -163,7 +163,7 @@ def write_bundle(
         np.savez(tmp / "samples.npz", seqs=seqs[:16], vecs=encoder.encode(seqs[:16]))
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         manifest = Manifest(
-            version=version, created_at=now.isoformat(timespec="seconds"), model="sasrec",
+            version=version, created_at=now.isoformat(timespec="seconds"), model=model.kind,
             model_config={**model.cfg.to_dict(), "train": train_config},
             max_len=model.cfg.max_len, dim=model.cfg.dim, num_items=len(vocab), index_type=kind,
             index_params=index_params,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -109,14 +110,18 @@ class Block(nn.Module):
         return out + self.ffn(self.ln2(out))
 
 
-class SASRec(nn.Module):
-    causal: torch.Tensor  # [max_len, max_len] bool, a buffer
+class ItemSpace(nn.Module):
+    """The item side every retrieval model here shares: the item table (ID embedding, plus
+    the item tower's attribute part when ``cfg.attributes``), its ID dropout, and the
+    next-item losses. A subclass supplies ``hidden(seq, last_only, table)``: the user
+    vector at every position (or the last), in the same space."""
+
+    kind = "?"
     item_attrs: torch.Tensor  # [N + 1, max_attrs] int64 (item tower only), a buffer
     has_attrs: torch.Tensor  # [N + 1] bool (item tower only), a buffer
+    cfg: Any
 
-    def __init__(self, cfg: SASRecConfig, item_attrs: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
+    def _init_items(self, cfg: Any, item_attrs: torch.Tensor | None) -> None:
         self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.dim, padding_idx=0)
         self.attr_emb: nn.Embedding | None = None
         self.attr_proj: nn.Linear | None = None
@@ -127,13 +132,6 @@ class SASRec(nn.Module):
             self.attr_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)  # no bias: no attributes -> 0
             self.register_buffer("item_attrs", item_attrs.to(torch.long), persistent=False)
             self.register_buffer("has_attrs", (item_attrs > 0).any(dim=1), persistent=False)
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.ln_f = nn.LayerNorm(cfg.dim)
-        causal = torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool))
-        self.register_buffer("causal", causal, persistent=False)
-        self.apply(self._init)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -144,26 +142,7 @@ class SASRec(nn.Module):
 
     def hidden(self, seq: torch.Tensor, last_only: bool = False,
                table: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) int64 item indexes, left-padded, L <= max_len -> (B, L, D) hidden states.
-
-        Positions count back from the end (the last item always has position
-        max_len - 1), so a batch may be cut to its longest real sequence: leading
-        pad columns change nothing. ``last_only`` returns (B, 1, D), computing the
-        final block for the last position alone.
-        """
-        L = seq.shape[1]
-        keep = (seq > 0).unsqueeze(-1)  # (B, L, 1)
-        pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
-        E = self.item_table() if table is None else table
-        x = E[seq] * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
-        x = self.drop(x) * keep
-        mask = self.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
-        count = keep.to(x.dtype).cumsum(dim=1) if self.cfg.lowpass else None
-        last = len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            cut = last_only and i == last
-            x = block(x, mask, cut, count) * (keep[:, -1:] if cut else keep)
-        return self.ln_f(x)
+        raise NotImplementedError
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, L) -> user vector (B, D): the hidden state at the last position."""
@@ -196,11 +175,11 @@ class SASRec(nn.Module):
         return ids + content
 
     @torch.no_grad()
-    def frozen(self) -> SASRec:
+    def frozen(self) -> Self:
         """A copy without the tower: the final item table baked into a plain embedding
         (what the exported encoder runs; same outputs, no attribute work per call)."""
         cfg = replace(self.cfg, attributes=0, max_attrs=0, id_dropout=0.0)
-        plain = SASRec(cfg)
+        plain = type(self)(cfg)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("attr_")}
         state["item_emb.weight"] = self.item_vectors().detach().clone()
         plain.load_state_dict(state)
@@ -212,9 +191,10 @@ class SASRec(nn.Module):
         """Next-item loss over every non-pad position of (B, L) inputs ``seq``, targets ``pos``.
 
         ``ce``: full softmax over the catalogue; ``sampled``: softmax over the target and
-        ``negatives`` uniform items shared by the batch, plus ``hard`` per-position items
-        drawn from ``neighbours[target]`` (items near the target in embedding space),
-        accidental hits masked; ``bce``: the original recipe, one uniform negative per position.
+        ``negatives`` uniform items shared by the batch (easy negatives), plus ``hard``
+        per-position items drawn from ``neighbours[target]`` (items near the target in
+        embedding space), accidental hits masked; ``bce``: the original SASRec recipe, one
+        uniform negative per position.
 
         ``mask_seen`` (``ce`` only): items already in the input up to a position are left
         out of that position's softmax, as evaluation leaves the history out of the
@@ -249,6 +229,102 @@ class SASRec(nn.Module):
         raise ValueError(f"unknown loss {kind!r}: use ce, sampled or bce")
 
 
+class SASRec(ItemSpace):
+    kind = "sasrec"
+    causal: torch.Tensor  # [max_len, max_len] bool, a buffer
+
+    def __init__(self, cfg: SASRecConfig, item_attrs: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._init_items(cfg, item_attrs)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        causal = torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool))
+        self.register_buffer("causal", causal, persistent=False)
+        self.apply(self._init)
+
+    def hidden(self, seq: torch.Tensor, last_only: bool = False,
+               table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) int64 item indexes, left-padded, L <= max_len -> (B, L, D) hidden states.
+
+        Positions count back from the end (the last item always has position
+        max_len - 1), so a batch may be cut to its longest real sequence: leading
+        pad columns change nothing. ``last_only`` returns (B, 1, D), computing the
+        final block for the last position alone.
+        """
+        L = seq.shape[1]
+        keep = (seq > 0).unsqueeze(-1)  # (B, L, 1)
+        pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
+        E = self.item_table() if table is None else table
+        x = E[seq] * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
+        x = self.drop(x) * keep
+        mask = self.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
+        count = keep.to(x.dtype).cumsum(dim=1) if self.cfg.lowpass else None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            cut = last_only and i == last
+            x = block(x, mask, cut, count) * (keep[:, -1:] if cut else keep)
+        return self.ln_f(x)
+
+
+@dataclass
+class TwoTowerConfig:
+    num_items: int
+    max_len: int = 50
+    dim: int = 64
+    hidden: int = 256  # the user tower's MLP width
+    dropout: float = 0.2
+    # the item tower (as SASRecConfig's)
+    attributes: int = 0
+    max_attrs: int = 0
+    id_dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+class TwoTower(ItemSpace):
+    """The seed's two-tower retrieval model. User tower: the mean of the vectors of the
+    user's items so far (a bag, no order) beside the latest item's vector, through an MLP
+    into the item space; no user-id embedding, so a user never seen in training is encoded
+    like any other. Item tower: :class:`ItemSpace`'s table (ID + attributes). Causal by
+    construction (a running mean), so like SASRec it trains on every position."""
+
+    kind = "twotower"
+
+    def __init__(self, cfg: TwoTowerConfig, item_attrs: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._init_items(cfg, item_attrs)
+        self.mlp = nn.Sequential(nn.Linear(2 * cfg.dim, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.hidden, cfg.dim))
+        self.norm = nn.LayerNorm(2 * cfg.dim)
+        self.apply(self._init)
+
+    def hidden(self, seq: torch.Tensor, last_only: bool = False,
+               table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) left-padded item indexes -> (B, L, D) user vectors (or (B, 1, D))."""
+        E = self.item_table() if table is None else table
+        keep = (seq > 0).unsqueeze(-1).to(E.dtype)
+        x = E[seq] * keep  # (B, L, D)
+        if last_only:
+            mean = x.sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True).clamp(min=1)
+            x, keep = x[:, -1:], keep[:, -1:]
+        else:
+            mean = x.cumsum(dim=1) / keep.cumsum(dim=1).clamp(min=1)
+        return self.mlp(self.norm(torch.cat([mean, x], dim=-1))) * keep
+
+
+RetrievalModel = SASRec | TwoTower
+
+
+def build_model(cfg: SASRecConfig | TwoTowerConfig, item_attrs: torch.Tensor | None = None,
+                ) -> RetrievalModel:
+    return TwoTower(cfg, item_attrs) if isinstance(cfg, TwoTowerConfig) else SASRec(cfg, item_attrs)
+
+
 @torch.no_grad()
 def _seen_before(seq: torch.Tensor, where: torch.Tensor, y: torch.Tensor, num_items: int) -> torch.Tensor:
     """(M, N) bool: per target position (``where``, row-major), the items in the input up
@@ -264,7 +340,7 @@ def _seen_before(seq: torch.Tensor, where: torch.Tensor, y: torch.Tensor, num_it
 
 
 @torch.no_grad()
-def nearest_items(model: SASRec, k: int = 50, chunk: int = 2048) -> torch.Tensor:
+def nearest_items(model: ItemSpace, k: int = 50, chunk: int = 2048) -> torch.Tensor:
     """(N + 1, k) item indexes nearest to each item by inner product (row 0 unused)."""
     E = model.item_vectors()[1:]  # (N, D)
     out = torch.zeros((E.shape[0] + 1, k), dtype=torch.long, device=E.device)

@@ -19,12 +19,12 @@ from streamrec.settings import Settings
 from training.attributes import MAX_ATTRS, ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
 from training.cold import attribute_knn_ranks, by_target, choose_cold, cold_split, vector_ranks
-from training.config import load_config, resolve_flags
+from training.config import SEQUENCE_MODELS, load_config, resolve_flags
 from training.data import SequenceData, Split, item_counts, leave_one_out, load_dataset
 from training.evaluate import encode_all, evaluate_vectors, popularity_ranks
 from training.export import write_bundle
 from training.from_topic import read_topic
-from training.model import SASRec, SASRecConfig
+from training.model import RetrievalModel, SASRecConfig, TwoTowerConfig
 from training.ranker import FittedRanker, RankerConfig, fit_ranker
 from training.synthetic import generate
 from training.train import TrainConfig, torch_encode, train_sasrec
@@ -45,7 +45,7 @@ class TrainReport:
     ranker: dict[str, Any] | None = None  # the ranking stage's report (training.ranker)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": "sasrec", "version": self.manifest.version, "bundle": str(self.bundle),
+        return {"model": self.manifest.model, "version": self.manifest.version, "bundle": str(self.bundle),
                 "train_seconds": round(self.seconds, 1), "epochs": self.epochs,
                 "best_epoch": self.best_epoch,
                 "seconds_per_epoch": round(self.seconds / max(self.epochs, 1), 2),
@@ -54,33 +54,36 @@ class TrainReport:
                 **({"ranker": self.ranker} if self.ranker else {})}
 
 
-def tower_inputs(data: SequenceData, attributes: ItemAttributes | None,
-                 mcfg: dict[str, Any]) -> tuple[SASRecConfig, torch.Tensor | None]:
-    """SASRec's configuration, with an item tower over ``attributes`` when given."""
+def tower_inputs(data: SequenceData, attributes: ItemAttributes | None, mcfg: dict[str, Any],
+                 model: str = "sasrec") -> tuple[SASRecConfig | TwoTowerConfig, torch.Tensor | None]:
+    """The sequence model's configuration (``model``: sasrec or twotower), with an item
+    tower over ``attributes`` when given."""
+    kind = TwoTowerConfig if model == "twotower" else SASRecConfig
     if attributes is None:
-        return SASRecConfig(num_items=data.num_items, **mcfg), None
+        return kind(num_items=data.num_items, **mcfg), None
     ids = data.vocab.ids
     most = max((len(attributes.of.get(i, ())) for i in ids), default=0)
     if not most:
         raise ConfigError("no item of the data has attributes in the attributes file")
     max_attrs = min(most, MAX_ATTRS)
     matrix = torch.from_numpy(attributes.matrix(ids, max_attrs))
-    return SASRecConfig(num_items=data.num_items, attributes=attributes.size, max_attrs=max_attrs,
-                        **mcfg), matrix
+    return kind(num_items=data.num_items, attributes=attributes.size, max_attrs=max_attrs,
+                **mcfg), matrix
 
 
 def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: TrainConfig,
                      progress: bool = True, index_type: str = "auto",
                      attributes: ItemAttributes | None = None,
-                     ranker: RankerConfig | None = None, tower: bool = True) -> TrainReport:
-    """Train SASRec (with an item tower over ``attributes`` unless ``tower`` is off; the
+                     ranker: RankerConfig | None = None, tower: bool = True,
+                     model_name: str = "sasrec") -> TrainReport:
+    """Train SASRec or the two-tower model (``model_name``) (with an item tower over ``attributes`` unless ``tower`` is off; the
     ranker reads the attributes either way), evaluate, and export the bundle to ``out``."""
     if ranker is not None and tcfg.refit:
         raise ConfigError("the ranker learns from the validation item, which a refit trains the "
                           "retrieval model on: use --no-refit with --ranker")
     split = leave_one_out(data)
     counts = item_counts(split.train, data.num_items)
-    cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg)
+    cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg, model_name)
     result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
     valid = {k: v for k, v in result.valid.items() if "@" in k}
     model = result.model
@@ -106,7 +109,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                        None if fitted is None else fitted.report())
 
 
-def _fit_ranker(model: SASRec, split: Split, counts: np.ndarray, attributes: ItemAttributes | None,
+def _fit_ranker(model: RetrievalModel, split: Split, counts: np.ndarray, attributes: ItemAttributes | None,
                 cfg: RankerConfig, progress: bool) -> FittedRanker:
     """The ranking stage over this retrieval model (:mod:`training.ranker`)."""
     encode = torch_encode(model)
@@ -148,10 +151,11 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
     SASRec (with an item tower over ``attributes`` when given) and export its bundle to
     ``out``, or run a baseline (which exports nothing)."""
     chosen, mcfg, tcfg, bcfg = resolve_flags(load_config(config), model, flags)
-    if chosen != "sasrec":
+    if chosen not in SEQUENCE_MODELS:
         return run_baseline(chosen, data, bcfg, progress=progress)
     return train_and_export(data, out, mcfg, tcfg, progress=progress, index_type=index_type,
-                            attributes=attributes, ranker=ranker, tower=tower).to_dict()
+                            attributes=attributes, ranker=ranker, tower=tower,
+                            model_name=chosen).to_dict()
 
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,

@@ -1,4 +1,4 @@
-"""The SASRec training loop: next-item loss at every position, early stopping on validation NDCG@10."""
+"""The training loop of the sequence models (SASRec, two-tower): next-item loss at every position, early stopping on validation NDCG@10."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from streamrec.sequences import left_pad
 from training.data import Split
 from training.early_stop import EarlyStopping
 from training.evaluate import evaluate_full
-from training.model import SASRec, SASRecConfig, nearest_items
+from training.model import RetrievalModel, SASRecConfig, TwoTowerConfig, build_model, nearest_items
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: SASRec
+    model: RetrievalModel
     best_epoch: int
     epochs_run: int
     seconds: float
@@ -81,7 +81,7 @@ def length_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator)
     return [out[i] for i in torch.randperm(len(out), generator=gen)]
 
 
-def torch_encode(model: SASRec) -> Any:
+def torch_encode(model: RetrievalModel) -> Any:
     """An ``EncodeFn`` over the torch model (eval mode, no grad)."""
     def encode(seqs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -89,16 +89,17 @@ def torch_encode(model: SASRec) -> Any:
     return encode
 
 
-def evaluate_model(model: SASRec, split: Split, which: str) -> dict[str, float]:
+def evaluate_model(model: RetrievalModel, split: Split, which: str) -> dict[str, float]:
     model.eval()
     items = model.item_vectors()[1:].detach().numpy()
     return evaluate_full(torch_encode(model), items, split.inputs(which), split.targets(which),
                          model.cfg.max_len)
 
 
-def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: bool = True,
+def train_sasrec(split: Split, mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool = True,
                  item_attrs: torch.Tensor | None = None) -> TrainResult:
-    """Train SASRec (with an item tower when ``mcfg.attributes`` and ``item_attrs`` are given)."""
+    """Train SASRec, or the two-tower model for a :class:`TwoTowerConfig` (with an item tower
+    when ``mcfg.attributes`` and ``item_attrs`` are given)."""
     result = _fit(split, split.train, mcfg, cfg, progress, select=True, item_attrs=item_attrs)
     if not cfg.refit:
         return result
@@ -111,13 +112,13 @@ def train_sasrec(split: Split, mcfg: SASRecConfig, cfg: TrainConfig, progress: b
                        result.seconds + refit.seconds, result.valid, result.history + refit.history)
 
 
-def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig, cfg: TrainConfig, progress: bool,
+def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool,
          select: bool, item_attrs: torch.Tensor | None = None) -> TrainResult:
     """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = SASRec(mcfg, item_attrs)
+    model = build_model(mcfg, item_attrs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     inputs, targets = training_pairs(seqs, mcfg.max_len)
     lengths = (targets > 0).sum(dim=1)
@@ -128,7 +129,7 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig, cfg: TrainConf
     stop = EarlyStopping(cfg.patience if select else cfg.epochs + 1,
                          cfg.max_minutes if select else None)
     start = time.monotonic()
-    bar = tqdm(range(1, cfg.epochs + 1), desc="sasrec" if select else "refit", unit="epoch",
+    bar = tqdm(range(1, cfg.epochs + 1), desc=model.kind if select else "refit", unit="epoch",
                disable=not progress)
     for epoch in bar:
         model.train()

@@ -20,6 +20,7 @@ class Loss(str, Enum):
 
 class ModelName(str, Enum):
     sasrec = "sasrec"
+    twotower = "twotower"
     bpr = "bpr"
     pop = "pop"
 
@@ -96,7 +97,7 @@ def train(
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Train a model (SASRec by default, or the pop/BPR baselines), evaluate, export a bundle."""
+    """Train a model (SASRec by default, the two-tower model, or the pop/BPR baselines), evaluate, export a bundle."""
     # Every model and training flag is named like its config key (training/config.py).
     flags = {"epochs": epochs, "max_minutes": max_minutes, "patience": patience,
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
@@ -112,10 +113,11 @@ def train(
 
     try:  # a bad flag combination is a usage error (exit 2), before any data is read
         chosen, _, tcfg, _ = resolve_flags(load_config(config), model.value if model else None, flags)
-        if ranker and (chosen != "sasrec" or tcfg.refit):
-            raise ConfigError("--ranker trains on the validation item, so it needs the SASRec "
-                              "model without a refit: add --no-refit" if chosen == "sasrec" else
-                              f"--ranker ranks SASRec's candidates, not {chosen}'s")
+        if ranker and (chosen not in ("sasrec", "twotower") or tcfg.refit):
+            raise ConfigError("--ranker trains on the validation item, so it needs the retrieval "
+                              "model without a refit: add --no-refit"
+                              if chosen in ("sasrec", "twotower") else
+                              f"--ranker ranks a sequence model's candidates, not {chosen}'s")
         dataset = load_training_data(data, synthetic=synthetic,
                                      topic=settings() if from_topic else None, since_ms=since,
                                      on_read=lambda msg: typer.echo(msg, err=True))

@@ -92,3 +92,37 @@ def test_frozen_copy_serves_the_same_user_vectors_without_the_tower() -> None:
 def test_a_tower_needs_the_attribute_matrix() -> None:
     with pytest.raises(ValueError, match="item_attrs"):
         SASRec(SASRecConfig(num_items=4, attributes=3, max_attrs=2))
+
+
+def test_two_tower_is_causal_and_its_last_only_path_matches_the_full_one() -> None:
+    from training.model import TwoTower, TwoTowerConfig
+
+    torch.manual_seed(0)
+    m = TwoTower(TwoTowerConfig(num_items=30, max_len=12, dim=16, hidden=32)).eval()
+    seqs = torch.tensor([[0] * 8 + [3, 4, 5, 6], [0] * 10 + [7, 8]])
+    with torch.no_grad():
+        full = m.hidden(seqs)
+        assert full.shape == (2, 12, 16)
+        assert torch.allclose(m(seqs), full[:, -1], atol=1e-5)
+        assert torch.allclose(m(seqs[:, -4:]), full[:, -1], atol=1e-5)  # padding changes nothing
+        later = seqs.clone()
+        later[0, -1] = 9
+        assert torch.allclose(m.hidden(later)[0, :-1], full[0, :-1], atol=1e-6)
+        assert not torch.allclose(m.hidden(later)[0, -1], full[0, -1])
+        # no user id: the same items give the same vector, whoever clicked them
+        assert torch.allclose(m(torch.tensor([[0, 7, 8]])), m(seqs[1:]), atol=1e-5)
+
+
+def test_two_tower_with_an_item_tower_freezes_to_the_same_outputs() -> None:
+    from training.model import TwoTower, TwoTowerConfig
+
+    torch.manual_seed(0)
+    attrs = torch.randint(0, 6, (31, 3))
+    m = TwoTower(TwoTowerConfig(num_items=30, max_len=12, dim=16, hidden=32, attributes=5,
+                                max_attrs=3, id_dropout=0.5), attrs).eval()
+    plain = m.frozen()
+    seqs = torch.tensor([[0, 0, 3, 4, 5], [0, 0, 0, 7, 8]])
+    with torch.no_grad():
+        assert plain.attr_emb is None
+        assert torch.allclose(plain(seqs), m(seqs), atol=1e-5)
+        assert torch.allclose(plain.item_vectors(), m.item_vectors(), atol=1e-6)

@@ -8,6 +8,7 @@ import torch
 from training.data import leave_one_out
 from training.model import SASRecConfig
 from training.pipeline import TrainReport
+from training.train import TrainConfig
 
 
 def test_sasrec_clearly_beats_popularity_on_synthetic(tiny_report: TrainReport) -> None:
@@ -65,3 +66,19 @@ def test_refit_trains_on_the_validation_items_for_the_selected_epochs(tiny_data)
     assert "ndcg@10" in r.valid  # validation metrics come from the selection run
     assert "ndcg@10" not in r.history[-1]  # the refit never reports validation
 
+
+
+def test_the_two_tower_model_trains_exports_and_serves(tiny_data, tmp_path) -> None:
+    from serving.bundle import load_bundle
+    from serving.recommend import recommend
+    from training.pipeline import train_and_export
+
+    report = train_and_export(tiny_data, tmp_path / "tt", {"max_len": 20, "dim": 32, "hidden": 64},
+                              TrainConfig(epochs=6, patience=6, batch_size=64, seed=1, loss="sampled",
+                                          negatives=32, hard_negatives=32),
+                              progress=False, model_name="twotower")
+    b = load_bundle(report.bundle)
+    assert b.manifest.model == "twotower" and report.to_dict()["model"] == "twotower"
+    assert report.test["full"]["ndcg@10"] > 2 * report.popularity_test["full"]["ndcg@10"]
+    history = tiny_data.vocab.decode(tiny_data.seqs[0][-5:])
+    assert len(recommend(b, [history], 10)[0].items) == 10
