@@ -68,12 +68,8 @@ def measure_items(base: Settings, bundle: Path, *, items: int, rate: float,
         t0 = time.monotonic()
         asyncio.run(send_paced(s, s.items_topic, records(), rate))
 
-        def live() -> float:
-            text = _scrape(port)
-            return next((float(line.split()[1]) for line in text.splitlines()
-                         if line.startswith("streamrec_live_items ")), 0.0)
-
-        poll_until(live, lambda n: n >= items, timeout=120, procs=fleet.procs,
+        worker = fleet.workers[0]
+        poll_until(lambda: worker.metric("streamrec_live_items", default=0.0), lambda n: n >= items, timeout=120, procs=fleet.procs,
                    what=f"{items} new items live", interval=0.1)
         seconds = time.monotonic() - t0
         fields = fields_from_prometheus(_scrape(port), METRIC)

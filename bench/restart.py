@@ -66,18 +66,6 @@ def _clicks(users: int, run: str) -> Iterator[tuple[bytes, bytes]]:
                                                      int(time.time() * 1000)))
 
 
-def _metric(w: WorkerProcess, name: str) -> float:
-    body = w.get("/metrics")[1].decode()
-    return float(next(line.split()[1] for line in body.splitlines() if line.startswith(name + " ")))
-
-
-def _ready(w: WorkerProcess) -> int:
-    try:
-        return w.get("/ready", timeout=2)[0]
-    except OSError:  # not listening yet
-        return 0
-
-
 def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, probe: int,
                     kill: bool, log_dir: Path) -> RestartResult:
     run = uuid.uuid4().hex[:8]
@@ -109,7 +97,7 @@ def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, pro
         second = WorkerProcess.start(s.model_copy(update={"worker_id": f"restart-{run}-b"}),
                                      log_dir / f"restart-{run}-b.log", bundle=bundle)
         workers.append(second)
-        poll_until(lambda: _ready(second), lambda code: code == 200, timeout=3600,
+        poll_until(second.ready_code, lambda code: code == 200, timeout=3600,
                    procs=[second.proc], what="restarted worker ready", interval=0.05)
         ready_s = time.monotonic() - t0
         probes = [(f"u{u}".encode(), encode_event(ClickEvent(f"probe/{u}", f"u{u}", "i1",
@@ -127,7 +115,7 @@ def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, pro
                    what="probe lists fresh", interval=0.05)
         fresh_s = time.monotonic() - t0
         return RestartResult(store, users, "sigkill" if kill else "sigterm", load_s, ready_s,
-                             fresh_s, int(_metric(second, "streamrec_changelog_applied")),
+                             fresh_s, int(second.metric("streamrec_changelog_applied")),
                              _peak_rss_mb(second.proc.pid))
     finally:
         for w in workers:

@@ -134,6 +134,29 @@ class WorkerProcess:
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
+    def ready_code(self) -> int:
+        """``/ready``'s HTTP status, 0 while the worker is not listening yet."""
+        try:
+            return self.get("/ready", timeout=2)[0]
+        except OSError:
+            return 0
+
+    def metric(self, name: str, default: float | None = None) -> float:
+        """An unlabelled metric's value on ``/metrics``. Where the worker does not answer or
+        lacks the metric: ``default`` if given, else the error (``OSError``, ``KeyError``)."""
+        try:
+            body = self.get("/metrics")[1].decode()
+        except OSError:
+            if default is None:
+                raise
+            return default
+        for line in body.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        if default is None:
+            raise KeyError(f"{self.name}: no metric {name} on /metrics")
+        return default
+
     def latency_fields(self) -> dict[str, int]:
         """The worker's event → Redis latency histogram as ``lat_le_{ms}`` counts (``/metrics``)."""
         return scrape_fields(f"127.0.0.1:{self.settings.web_port}", timeout_s=5.0)

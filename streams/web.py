@@ -3,7 +3,8 @@
 ========================  =========================================================
 ``GET /health``           liveness: 200 while the event loop answers
 ``GET /ready``            readiness: 200 when a bundle is loaded, partitions were
-                          assigned and table recovery is done; else 503 with the reasons
+                          assigned, table recovery is done and the items topic was read
+                          to its end; else 503 with the reasons
 ``GET /metrics``          Prometheus exposition of :mod:`streams.metrics`
 ``GET /recs/{user_id}``   the user's stored list with its provenance (``?n=`` items at
                           most); a user with no list gets the fallback list (trending,
@@ -42,6 +43,8 @@ def readiness(app: faust.App, ctx: WorkerContext) -> list[str]:
         waiting.append("no partition assignment yet")
     if app.in_recovery or app.rebalancing:
         waiting.append("rebalancing or recovering tables")
+    if not ctx.items.ready.is_set():
+        waiting.append("reading the items topic (the live catalogue)")
     return waiting
 
 

@@ -26,17 +26,8 @@ from training.synthetic import generate, item_attributes
 pytestmark = pytest.mark.integration
 
 
-def metric(w: WorkerProc, name: str) -> float:
-    try:
-        body = w.get("/metrics")[1].decode()
-    except OSError:
-        return -1.0
-    return next((float(line.split()[1]) for line in body.splitlines()
-                 if line.startswith(name + " ")), -1.0)
-
-
 def wait_metric(w: WorkerProc, name: str, value: float, timeout: float = 30) -> None:
-    poll_until(lambda: metric(w, name), lambda v: v == value, timeout=timeout, procs=[w.proc],
+    poll_until(lambda: w.metric(name, default=-1.0), lambda v: v == value, timeout=timeout, procs=[w.proc],
                what=f"{name} == {value}", interval=0.1)
 
 

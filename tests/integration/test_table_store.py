@@ -34,17 +34,9 @@ def clicks(step: int, items: list[str], prefix: str = "r") -> list[tuple[bytes, 
 
 def recovered(w: WorkerProc) -> int:
     """Changelog records the worker read into its table, once it is ready (``/metrics``)."""
-    def ready() -> int:
-        try:
-            return w.get("/ready")[0]
-        except OSError:  # not listening yet
-            return 0
-
-    poll_until(ready, lambda code: code == 200, timeout=60, procs=[w.proc],
+    poll_until(w.ready_code, lambda code: code == 200, timeout=60, procs=[w.proc],
                what=f"{w.name} /ready")
-    body = w.get("/metrics")[1].decode()
-    return int(float(next(line.split()[1] for line in body.splitlines()
-                          if line.startswith("streamrec_changelog_applied "))))
+    return int(w.metric("streamrec_changelog_applied"))
 
 
 def assert_lists(s: Settings, seq: int, seen: list[str], prefix: str = "r") -> None:
