@@ -89,3 +89,33 @@ def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence
         mask_history(scores, inputs[lo:hi])
         ranks[lo:hi] = ranks_from_scores(scores, targets[lo:hi])
     return ranks
+
+
+def fit_content_map(item_attrs: np.ndarray, vectors: np.ndarray, num_attrs: int,
+                    ridge: float = 1.0) -> np.ndarray:
+    """[A + 1, D] attribute vectors ``M`` such that an item's mean attribute vector
+    (``mean(M[a] for a in attrs(i))``, what the item tower computes) best predicts its
+    trained vector, by ridge regression over the given items (rows of ``item_attrs``
+    [n, J], 0-padded, matching ``vectors`` [n, D]). Row 0 (padding) stays 0."""
+    n = len(item_attrs)
+    x = np.zeros((n, num_attrs + 1), dtype=np.float64)
+    rows = np.repeat(np.arange(n), item_attrs.shape[1])
+    np.add.at(x, (rows, item_attrs.ravel()), 1.0)
+    x[:, 0] = 0.0
+    x /= np.maximum(x.sum(axis=1, keepdims=True), 1.0)  # the mean, as the tower pools
+    gram = x.T @ x + ridge * np.eye(num_attrs + 1)
+    m = np.linalg.solve(gram, x.T @ vectors.astype(np.float64))
+    m[0] = 0.0
+    return m.astype(np.float32)
+
+
+def mapped_vectors(item_attrs: np.ndarray, m: np.ndarray, scale_to: float | None = None) -> np.ndarray:
+    """[n, D] content vectors of items from their attributes through ``m``
+    (:func:`fit_content_map`); with ``scale_to``, each rescaled to that norm (ridge
+    shrinks predictions toward the mean, which an inner-product ranking punishes)."""
+    real = (item_attrs > 0)[..., None]
+    out = (m[item_attrs] * real).sum(axis=1) / np.maximum(real.sum(axis=1), 1)
+    if scale_to is not None:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out = np.where(norms > 0, out * (scale_to / np.maximum(norms, 1e-12)), out)
+    return out.astype(np.float32)

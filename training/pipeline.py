@@ -18,7 +18,15 @@ from streamrec.session import SessionRules
 from streamrec.settings import Settings
 from training.attributes import MAX_ATTRS, ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
-from training.cold import attribute_knn_ranks, by_target, choose_cold, cold_split, vector_ranks
+from training.cold import (
+    attribute_knn_ranks,
+    by_target,
+    choose_cold,
+    cold_split,
+    fit_content_map,
+    mapped_vectors,
+    vector_ranks,
+)
 from training.config import SEQUENCE_MODELS, load_config, resolve_flags
 from training.data import SequenceData, Split, item_counts, leave_one_out, load_dataset
 from training.evaluate import encode_all, evaluate_vectors, popularity_ranks
@@ -160,7 +168,7 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,
                    flags: dict[str, Any], fraction: float, seed: int, id_only: bool = True,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, tower: bool = True) -> dict[str, Any]:
     """The cold-start protocol (:mod:`training.cold`): SASRec with its item tower, cold
     items embedded from attributes alone, beside ID-only SASRec, attribute k-NN and
     popularity, on cold and on warm test targets (full ranking, test split)."""
@@ -176,16 +184,17 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
         "cold_items": int(cold.sum()), "attribute_coverage": attributes.coverage(data.vocab.ids)}
     cfg, item_attrs = tower_inputs(data, attributes, mcfg)
     assert item_attrs is not None
-    result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
-    model = result.model
-    users = encode_all(torch_encode(model), inputs, model.cfg.max_len)
-    with torch.no_grad():
-        vecs = model.item_vectors().clone()
-        vecs[torch.from_numpy(cold)] = model.content_vectors(item_attrs[torch.from_numpy(cold)])
-    report["sasrec_tower"] = {**by_target(vector_ranks(users, vecs[1:].numpy(), inputs, targets),
-                                          targets, cold),
-                              "epochs": result.epochs_run, "best_epoch": result.best_epoch,
-                              "train_seconds": round(result.seconds, 1)}
+    if tower:
+        result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
+        model = result.model
+        users = encode_all(torch_encode(model), inputs, model.cfg.max_len)
+        with torch.no_grad():
+            vecs = model.item_vectors().clone()
+            vecs[torch.from_numpy(cold)] = model.content_vectors(item_attrs[torch.from_numpy(cold)])
+        report["sasrec_tower"] = {**by_target(vector_ranks(users, vecs[1:].numpy(), inputs, targets),
+                                              targets, cold),
+                                  "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+                                  "train_seconds": round(result.seconds, 1)}
     if id_only:
         plain = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
         m = plain.model
@@ -195,6 +204,17 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                         targets, cold),
             "epochs": plain.epochs_run, "best_epoch": plain.best_epoch,
             "train_seconds": round(plain.seconds, 1)}
+        # the same ID-only model, cold items placed by a map fitted on the warm items:
+        # attributes -> trained vector (ridge; warm items keep their own vectors)
+        id_vecs = m.item_vectors()[1:].detach().numpy()
+        attrs = item_attrs.numpy()[1:]
+        warm = ~cold[1:]
+        cmap = fit_content_map(attrs[warm], id_vecs[warm], attributes.size)
+        norm = float(np.linalg.norm(id_vecs[warm], axis=1).mean())
+        for name, scale in (("sasrec_id_mapped", None), ("sasrec_id_mapped_norm", norm)):
+            mapped = id_vecs.copy()
+            mapped[~warm] = mapped_vectors(attrs[~warm], cmap, scale)
+            report[name] = by_target(vector_ranks(u, mapped, inputs, targets), targets, cold)
     report["attribute_knn"] = by_target(
         attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets), targets, cold)
     counts = item_counts(split.train, data.num_items)

@@ -163,7 +163,8 @@ def cold_start(
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     max_minutes: Annotated[float | None, typer.Option(min=0.1, help="Wall-clock budget per model.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
-    id_only: Annotated[bool, typer.Option("--id-only/--no-id-only", help="Also train the ID-only baseline.")] = True,
+    id_only: Annotated[bool, typer.Option("--id-only/--no-id-only", help="Also train the ID-only baseline (and its attribute map).")] = True,
+    tower: Annotated[bool, typer.Option("--tower/--no-tower", help="Train SASRec with the item tower.")] = True,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/cold-start.json"),
 ) -> None:
     """The cold-start protocol: items never trained on, ranked from their attributes, vs baselines."""
@@ -176,7 +177,8 @@ def cold_start(
     flags = {"epochs": epochs, "max_minutes": max_minutes, "id_dropout": id_dropout}
     try:
         report = run_cold_start(load_dataset(data), load_attributes(attributes), config=config,
-                                flags=flags, fraction=cold_items, seed=seed, id_only=id_only)
+                                flags=flags, fraction=cold_items, seed=seed, id_only=id_only,
+                                tower=tower)
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     write_results(out, report)

@@ -79,3 +79,18 @@ def test_synthetic_attributes_cover_every_item_and_carry_the_cluster() -> None:
     data, attrs = generate(spec), item_attributes(spec)
     assert set(data.vocab.ids) <= set(attrs) and all(len(a) == 3 for a in attrs.values())
     assert len({a[0] for a in attrs.values()}) <= 6
+
+
+def test_the_content_map_recovers_vectors_that_are_means_of_attribute_vectors() -> None:
+    import numpy as np
+
+    from training.cold import fit_content_map, mapped_vectors
+
+    rng = np.random.default_rng(0)
+    truth = np.vstack([np.zeros((1, 4)), rng.normal(size=(6, 4))]).astype(np.float32)  # A = 6
+    attrs = np.array([[a, b] for a in range(1, 7) for b in range(1, 7) if a < b] + [[3, 0]])
+    vecs = mapped_vectors(attrs, truth)
+    m = fit_content_map(attrs, vecs, num_attrs=6, ridge=1e-6)
+    np.testing.assert_allclose(mapped_vectors(attrs, m), vecs, atol=1e-4)
+    scaled = mapped_vectors(attrs, m, scale_to=2.0)
+    np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), 2.0, rtol=1e-5)
