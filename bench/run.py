@@ -26,7 +26,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -145,7 +145,8 @@ class Fleet:
 
 
 def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: float | None,
-            events: int, warmup: int, users: int, items: int, log_dir: Path) -> Result:
+            events: int, warmup: int, users: int, items: int | Sequence[str], log_dir: Path,
+            ) -> Result:
     fleet = Fleet(base, bundle, pipeline, workers, log_dir)
     s = fleet.settings
     try:
@@ -174,7 +175,7 @@ def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: 
         fleet.stop()
 
 
-def _drain(fleet: Fleet, events: int, warmup: int, users: int, items: int) -> Result:
+def _drain(fleet: Fleet, events: int, warmup: int, users: int, items: int | Sequence[str]) -> Result:
     """Saturation: write warm-up + measured clicks first, then time the worker draining them."""
     s = fleet.settings
     asyncio.run(produce(s, s.clicks_topic, events=warmup + events, rate=None,
@@ -218,7 +219,7 @@ def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None
 
     log_dir.mkdir(parents=True, exist_ok=True)
     path = bundle or random_bundle(log_dir.parent)
-    items = load_bundle(path).manifest.num_items
+    items = load_bundle(path).vocab.ids  # clicks on items the model knows, whatever their ids
     plan: list[tuple[str, int, float | None]] = [("streamrec", workers, r) for r in offered]
     if naive:
         plan += [("naive", 1, None), ("naive", 1, 1000.0)]
@@ -231,7 +232,7 @@ def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None
                     warmup=min(2000, events // 4 + 100), users=users, items=items, log_dir=log_dir)
         results.append(r)
         on_result(r)
-    report: dict[str, object] = {"bundle": str(path), "items": items, "users": users,
+    report: dict[str, object] = {"bundle": str(path), "items": len(items), "users": users,
                                  "results": as_dict(results)}
     fast = max((r.throughput for r in results if r.pipeline == "streamrec" and r.offered_rate is None),
                default=0)
