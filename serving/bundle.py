@@ -215,10 +215,12 @@ def _load_ranker(root: Path, m: Manifest, threads: int) -> Ranker | None:
     if data["feats"].ndim != 3 or data["feats"].shape[-1] != len(FEATURES):
         raise BundleRejected(m.version, "ranker", f"sample features have shape {data['feats'].shape}, "
                              f"expected [B, K, {len(FEATURES)}]", rel)
-    enabled = (m.metrics.get("ranker") or {}).get("enabled")
-    if not isinstance(enabled, bool):
-        raise BundleRejected(m.version, "ranker", "metrics.ranker.enabled (bool) is missing", MANIFEST)
-    ranker = Ranker(session, data["log_pop"], attrs, [str(t) for t in tokens], enabled)
+    report = m.metrics.get("ranker") or {}
+    enabled, candidates = report.get("enabled"), report.get("candidates")
+    if not isinstance(enabled, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise BundleRejected(m.version, "ranker", "metrics.ranker.enabled (bool) or .candidates "
+                             "(int >= 1) is missing", MANIFEST)
+    ranker = Ranker(session, data["log_pop"], attrs, [str(t) for t in tokens], enabled, candidates)
     try:
         out = ranker.run(data["user"], data["items"], data["feats"])
     except Exception as e:  # noqa: BLE001

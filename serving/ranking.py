@@ -78,8 +78,9 @@ class Ranker:
     """A bundle's ranker: ``score(...)`` -> [B, K] new scores for retrieved candidates."""
 
     def __init__(self, session: ort.InferenceSession, log_pop: np.ndarray, item_attrs: np.ndarray,
-                 tokens: Sequence[str], enabled: bool) -> None:
+                 tokens: Sequence[str], enabled: bool, candidates: int = 100) -> None:
         self.session = session
+        self.candidates = candidates  # as many as it was trained to order; the rest keep their place
         self.log_pop = log_pop.astype(np.float32)  # [N + 1]; 0 for PAD and new items
         self.item_attrs = item_attrs.astype(np.int64)  # [N + 1, A]
         self.token_index = {t: i + 1 for i, t in enumerate(tokens)}

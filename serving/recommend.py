@@ -13,8 +13,9 @@ excluded like seen ones.
 
 The funnel: retrieval (the above) -> ranking (the bundle's ranker, when on:
 one ONNX call re-scores every user's candidates, :mod:`serving.ranking`) ->
-re-ranking (:mod:`serving.rerank`). With the ranker or a rule on, retrieval
-returns ``candidates`` items per user instead of ``top_n``.
+re-ranking (:mod:`serving.rerank`). With the ranker on, retrieval returns as
+many items per user as the ranker was trained to order; with a rule on, at
+least ``candidates``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     modelled = [u for u, e in enumerate(encoded) if e]
     ranker = bundle.ranker if ranking == "on" or (ranking == "auto" and bundle.ranker is not None
                                                    and bundle.ranker.enabled) else None
-    k = max(top_n, candidates) if rules.active or ranker is not None else top_n
+    k = max(top_n, candidates if rules.active else 0, ranker.candidates if ranker else 0)
     rerank_of = _reranker(bundle, live, rules, now_ms) if rules.active else None
     results: list[Ranked | None] = [None] * len(histories)
     if modelled:
@@ -125,11 +126,12 @@ Lists = list[tuple[list[str], list[float], list[str]]]  # per user: ids, scores,
 
 def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
           histories: Sequence[Sequence[int]]) -> Lists:
-    """Every user's candidates re-scored by the bundle's ranker in one call, and re-sorted
-    (new items: their tower vectors and attribute tokens, no training popularity)."""
+    """Every user's first ``ranker.candidates`` candidates re-scored by the bundle's ranker in
+    one call, and re-sorted (new items: their tower vectors and attribute tokens, no
+    training popularity); candidates past those keep retrieval's order below them."""
     ranker = bundle.ranker
     assert ranker is not None
-    width = max((len(ids) for ids, _, _ in lists), default=0)
+    width = min(max((len(ids) for ids, _, _ in lists), default=0), ranker.candidates)
     if not width:
         return lists
     n = len(lists)
@@ -140,6 +142,7 @@ def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
     view = _VectorView(bundle, live)
     index = bundle.vocab.index
     for r, (ids, sc, _) in enumerate(lists):
+        ids, sc = ids[:width], sc[:width]  # the ranker orders the first `candidates`
         m = len(ids)
         ix = [index(i) or 0 for i in ids]
         cand_idx[r, :m], cand_scores[r, :m], cand_vecs[r, :m] = ix, sc, view.rows(ids)
@@ -150,9 +153,12 @@ def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
     profiles = profiles_of(histories, ranker.item_attrs, ranker.num_attrs)
     new = ranker.score(users, cand_vecs, cand_idx, cand_scores, cand_attrs, profiles)
     out: Lists = []
-    for r, (ids, _, why) in enumerate(lists):
-        order = np.argsort(-new[r, :len(ids)], kind="stable")
-        out.append(([ids[j] for j in order], new[r, order].tolist(), [why[j] for j in order]))
+    for r, (ids, sc, why) in enumerate(lists):
+        m = min(len(ids), width)
+        order = np.argsort(-new[r, :m], kind="stable")
+        # the ranked head, then the rest in retrieval order (their scores are retrieval's)
+        out.append(([ids[j] for j in order] + ids[m:], new[r, order].tolist() + sc[m:],
+                    [why[j] for j in order] + why[m:]))
     return out
 
 

@@ -58,8 +58,10 @@ BIG = 1e9  # funnel keys: candidates above every retrieval score
 
 @dataclass(frozen=True)
 class RankerConfig:
-    candidates: int = 200
-    hidden: int = 128
+    # 100 x 64: as good as 200 candidates or a 128-wide layer on Beauty's held-out validation
+    # users (0.0689 vs 0.0684 / 0.0689), at a quarter of the serving cost
+    candidates: int = 100
+    hidden: int = 64
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
@@ -75,6 +77,7 @@ class NCFRanker(nn.Module):
 
     def __init__(self, dim: int, hidden: int, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
+        self.hidden = hidden
         self.register_buffer("mean", mean.float())
         self.register_buffer("std", std.float().clamp(min=1e-6))
         self.mlp = nn.Sequential(nn.Linear(3 * dim + len(FEATURES), hidden), nn.ReLU(),
@@ -310,7 +313,8 @@ class FittedRanker:
 
     def report(self) -> dict[str, Any]:
         r = self.result
-        return {"model": "ncf", "features": list(FEATURES), "best_epoch": r.best_epoch,
+        return {"model": "ncf", "features": list(FEATURES), "candidates": self.candidates.idx.shape[1],
+                "hidden": r.model.hidden, "best_epoch": r.best_epoch,
                 "train_seconds": round(r.seconds, 1), "enabled": r.enabled,
                 "holdout_valid": r.holdout, "test": self.test,
                 "split": "retrieval trained on the train split; ranker trained on retrieval's "

@@ -93,7 +93,7 @@ def train(
     index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
     tower: Annotated[bool, typer.Option("--tower/--no-tower", help="With --attributes: train the item tower (off: the attributes feed only the ranker).")] = True,
     ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="Also train the ranking stage (needs --no-refit; README \"Ranking\").")] = False,
-    ranker_candidates: Annotated[int, typer.Option(min=10, max=2000, help="With --ranker: candidates per user it learns to order.")] = 200,
+    ranker_candidates: Annotated[int, typer.Option(min=10, max=2000, help="With --ranker: candidates per user it learns to order (the worker ranks as many).")] = 100,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:

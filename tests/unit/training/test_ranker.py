@@ -195,3 +195,19 @@ def test_attributes_can_feed_the_ranker_alone(tiny_data, tmp_path: Path) -> None
     assert b.tower is None and b.ranker is not None
     assert b.ranker.item_attrs.shape[1] > 0 and (b.ranker.item_attrs > 0).any()
     assert b.manifest.model_config["attributes"] == 0  # the retrieval model has no tower
+
+
+def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ranker_bundle: Path,
+                                                                        tiny_data) -> None:
+    from serving.catalogue import EMPTY
+    from serving.recommend import _rank
+
+    b = load_bundle(tiny_ranker_bundle)
+    assert b.ranker is not None and b.ranker.candidates == 50
+    history = tiny_data.seqs[0][-5:]
+    ids = [i for i in b.vocab.ids if b.vocab.index(i) not in history][:70]
+    scores = [float(-n) for n in range(70)]
+    user = b.encoder.encode(np.asarray([[0] * 15 + history], dtype=np.int64))
+    [(got, got_scores, why)] = _rank(b, EMPTY, user, [(ids, scores, ["sequence"] * 70)], [history])
+    assert sorted(got[:50]) == sorted(ids[:50]) and got[50:] == ids[50:]
+    assert got_scores[50:] == scores[50:] and got_scores[:50] == sorted(got_scores[:50], reverse=True)
