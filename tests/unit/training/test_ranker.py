@@ -211,3 +211,4 @@ def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ran
     [(got, got_scores, why)] = _rank(b, EMPTY, user, [(ids, scores, ["sequence"] * 70)], [history])
     assert sorted(got[:50]) == sorted(ids[:50]) and got[50:] == ids[50:]
     assert got_scores[50:] == scores[50:] and got_scores[:50] == sorted(got_scores[:50], reverse=True)
+    assert why == ["sequence"] * 70
