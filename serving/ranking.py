@@ -24,9 +24,12 @@ indexes over ``tokens``, and warm-up inputs with reference outputs).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:  # training imports the feature code; only serving runs a session
+    import onnxruntime as ort
 
 FEATURES = ("score", "gap", "log_rank", "log_pop", "overlap")
 RECENT = 10  # the user's last items whose attributes the overlap feature reads

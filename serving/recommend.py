@@ -39,6 +39,7 @@ from serving.rerank import (
     RerankConfig,
     cosine,
     jaccard,
+    mmr_rows,
     rerank,
 )
 from serving.topk import top_k_rows
@@ -74,24 +75,32 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     ranker = bundle.ranker if ranking == "on" or (ranking == "auto" and bundle.ranker is not None
                                                    and bundle.ranker.enabled) else None
     k = max(top_n, candidates if rules.active else 0, ranker.candidates if ranker else 0)
-    rerank_of = _reranker(bundle, live, rules, now_ms) if rules.active else None
+    batched = rules.active and _batched_mmr(rules)  # MMR in numpy for the whole batch
+    per_list = replace(rules, mmr_lambda=1.0) if batched else rules
+    rerank_of = _reranker(bundle, live, per_list, now_ms) if rules.active else None
     results: list[Ranked | None] = [None] * len(histories)
     if modelled:
         seqs = pad_batch([encoded[u] for u in modelled], bundle.max_len)
         vecs = bundle.encoder.encode(seqs)
         items, scores = bundle.index.top_k_unseen(vecs, k, [seen[u] for u in modelled])
         new_idx, new_scores = _live_top(vecs, live, [histories[u] for u in modelled], k)
-        retrieved = []
+        retrieved: Lists = []
         for row in range(len(modelled)):
             real = items[row] != PAD
-            ids, sc = vocab.decode(items[row][real].tolist()), scores[row][real].tolist()
+            keys = items[row][real].tolist()
+            ids, sc = vocab.decode(keys), scores[row][real].tolist()
             why = [REASON_SEQUENCE] * len(ids)
             if new_idx is not None:
-                ids, sc, why = _merge(ids, sc, live, new_idx[row], new_scores[row], k)
-            retrieved.append((ids, sc, why))
+                ids, sc, why, keys = _merge(ids, sc, keys, live, new_idx[row], new_scores[row], k)
+            retrieved.append((ids, sc, why, keys))
         if ranker is not None:
             retrieved = _rank(bundle, live, vecs, retrieved, [encoded[u] for u in modelled])
-        for (ids, sc, why), u in zip(retrieved, modelled, strict=True):
+        if batched:  # caps and pins still run per list, below
+            retrieved = _mmr_batch(bundle, live, retrieved, rules.mmr_lambda, top_n)
+            if not rules.max_per_value:  # pins need no more than the final top_n
+                retrieved = [(i[:top_n], s[:top_n], w[:top_n], ks[:top_n])
+                             for i, s, w, ks in retrieved]
+        for (ids, sc, why, _), u in zip(retrieved, modelled, strict=True):
             if rerank_of is not None:
                 ids, sc, why = rerank_of([Candidate(i, s, r) for i, s, r in zip(ids, sc, why,
                                                                                  strict=True)], top_n)
@@ -121,7 +130,59 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     return results  # type: ignore[return-value]
 
 
-Lists = list[tuple[list[str], list[float], list[str]]]  # per user: ids, scores, reasons
+# per user: ids, scores, reasons, and vector keys (> 0: the bundle's item index; < 0: the
+# live catalogue's row -(key + 1)), so vectors are gathered without looking ids up
+Lists = list[tuple[list[str], list[float], list[str], list[int]]]
+
+
+def _vectors(bundle: ModelBundle, live: LiveItems, keys: np.ndarray) -> np.ndarray:
+    """[B, W, D] the vectors of ``keys`` [B, W] (0: padding, a zero vector)."""
+    mine = keys > 0
+    dense = bundle.index.dense
+    if dense is not None:  # one gather (row 0 for non-bundle keys, zeroed below)
+        out = np.take(dense, np.where(mine, keys - 1, 0), axis=0)
+        out[~mine] = 0.0
+    else:
+        out = np.zeros((*keys.shape, bundle.manifest.dim), dtype=np.float32)
+        for pos in zip(*np.nonzero(mine), strict=True):
+            out[pos] = bundle.index.vector(int(keys[pos]))
+    new = keys < 0
+    if new.any():
+        out[new] = live.vecs[-keys[new] - 1]
+    return out
+
+
+def _padded(lists: Lists, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """[B, width] keys (0 pads) and scores (-inf pads) of each list's first ``width``."""
+    keys = np.zeros((len(lists), width), dtype=np.int64)
+    scores = np.full((len(lists), width), -np.inf, dtype=np.float32)
+    for r, (_, sc, _, ks) in enumerate(lists):
+        m = min(len(ks), width)
+        keys[r, :m], scores[r, :m] = ks[:m], sc[:m]
+    return keys, scores
+
+
+def _batched_mmr(rules: RerankConfig) -> bool:
+    """MMR over item vectors with nothing before it that needs a list of its own."""
+    return rules.mmr_lambda < 1.0 and rules.mmr_similarity == "vectors" and not rules.freshness_boost
+
+
+def _mmr_batch(bundle: ModelBundle, live: LiveItems, lists: Lists, lam: float, n: int) -> Lists:
+    """Every list reordered by MMR(λ) over cosine of item vectors, in one numpy pass
+    (:func:`serving.rerank.mmr_rows`; the same picks as the per-list :func:`mmr`)."""
+    width = max((len(ids) for ids, _, _, _ in lists), default=0)
+    if not width:
+        return lists
+    keys, scores = _padded(lists, width)
+    vecs = _vectors(bundle, live, keys)
+    norms = np.linalg.norm(vecs, axis=2, keepdims=True)
+    unit = vecs / np.where(norms > 0, norms, 1.0)
+    order = mmr_rows(scores, unit, keys != 0, lam, n)
+    out: Lists = []
+    for r, (ids, sc, why, ks) in enumerate(lists):
+        o = [int(j) for j in order[r] if j < len(ids)]
+        out.append(([ids[j] for j in o], [sc[j] for j in o], [why[j] for j in o], [ks[j] for j in o]))
+    return out
 
 
 def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
@@ -131,34 +192,25 @@ def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
     training popularity); candidates past those keep retrieval's order below them."""
     ranker = bundle.ranker
     assert ranker is not None
-    width = min(max((len(ids) for ids, _, _ in lists), default=0), ranker.candidates)
+    width = min(max((len(ids) for ids, _, _, _ in lists), default=0), ranker.candidates)
     if not width:
         return lists
-    n = len(lists)
-    cand_idx = np.zeros((n, width), dtype=np.int64)
-    cand_scores = np.full((n, width), -np.inf, dtype=np.float32)
-    cand_vecs = np.zeros((n, width, users.shape[1]), dtype=np.float32)
-    cand_attrs = np.zeros((n, width, ranker.item_attrs.shape[1]), dtype=np.int64)
-    view = _VectorView(bundle, live)
-    index = bundle.vocab.index
-    for r, (ids, sc, _) in enumerate(lists):
-        ids, sc = ids[:width], sc[:width]  # the ranker orders the first `candidates`
-        m = len(ids)
-        ix = [index(i) or 0 for i in ids]
-        cand_idx[r, :m], cand_scores[r, :m], cand_vecs[r, :m] = ix, sc, view.rows(ids)
-        cand_attrs[r, :m] = ranker.item_attrs[ix]
-        for j, x in enumerate(ix):
-            if not x and (tokens := live.attributes.get(ids[j])):
-                cand_attrs[r, j] = ranker.attrs_of_tokens(tokens)
+    keys, cand_scores = _padded(lists, width)
+    cand_idx = np.maximum(keys, 0)
+    cand_attrs = ranker.item_attrs[cand_idx]
+    for r, c in zip(*np.nonzero(keys < 0), strict=True):  # new items: attributes by token
+        if tokens := live.attributes.get(live.ids[-int(keys[r, c]) - 1]):
+            cand_attrs[r, c] = ranker.attrs_of_tokens(tokens)
     profiles = profiles_of(histories, ranker.item_attrs, ranker.num_attrs)
-    new = ranker.score(users, cand_vecs, cand_idx, cand_scores, cand_attrs, profiles)
+    new = ranker.score(users, _vectors(bundle, live, keys), cand_idx, cand_scores, cand_attrs,
+                       profiles)
     out: Lists = []
-    for r, (ids, sc, why) in enumerate(lists):
+    for r, (ids, sc, why, ks) in enumerate(lists):
         m = min(len(ids), width)
-        order = np.argsort(-new[r, :m], kind="stable")
+        o = np.argsort(-new[r, :m], kind="stable").tolist()
         # the ranked head, then the rest in retrieval order (their scores are retrieval's)
-        out.append(([ids[j] for j in order] + ids[m:], new[r, order].tolist() + sc[m:],
-                    [why[j] for j in order] + why[m:]))
+        out.append(([ids[j] for j in o] + ids[m:], new[r, o].tolist() + sc[m:],
+                    [why[j] for j in o] + why[m:], [ks[j] for j in o] + ks[m:]))
     return out
 
 
@@ -209,15 +261,16 @@ def _live_top(vecs: np.ndarray, live: LiveItems, histories: Sequence[Sequence[st
     return top_k_rows(scores, min(k, live.size))
 
 
-def _merge(ids: list[str], sc: list[float], live: LiveItems, new_idx: np.ndarray,
-           new_sc: np.ndarray, k: int) -> tuple[list[str], list[float], list[str]]:
+def _merge(ids: list[str], sc: list[float], keys: list[int], live: LiveItems, new_idx: np.ndarray,
+           new_sc: np.ndarray, k: int) -> tuple[list[str], list[float], list[str], list[int]]:
     """The best ``k`` of the bundle's list and the new items, by score (one space)."""
-    pairs = [(s, i, REASON_SEQUENCE) for s, i in zip(sc, ids, strict=True)] + \
-        [(float(s), live.ids[int(p)], REASON_CONTENT)
+    pairs = [(s, i, REASON_SEQUENCE, key) for s, i, key in zip(sc, ids, keys, strict=True)] + \
+        [(float(s), live.ids[int(p)], REASON_CONTENT, -int(p) - 1)
          for p, s in zip(new_idx, new_sc, strict=True) if np.isfinite(s)]
     pairs.sort(key=lambda x: -x[0])
     top = pairs[:k]
-    return [i for _, i, _ in top], [s for s, _, _ in top], [r for _, _, r in top]
+    return [i for _, i, _, _ in top], [s for s, _, _, _ in top], [r for _, _, r, _ in top], \
+        [key for _, _, _, key in top]
 
 
 class _VectorView:

@@ -145,6 +145,52 @@ def mmr(cands: Sequence[Candidate], lam: float, similarity: Similarity, k: int) 
     return [cands[i] for i in picked] + [cands[int(i)] for i in np.flatnonzero(left)]
 
 
+def scaled_rows(scores: np.ndarray) -> np.ndarray:
+    """:func:`scaled` for every row of ``scores`` [B, K] at once (non-finite = the minimum)."""
+    finite = np.isfinite(scores)
+    lo = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(finite, scores, -np.inf).max(axis=1, keepdims=True)
+    span = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = (np.maximum(np.where(finite, scores, lo), lo) - lo) / np.where(span > 0, span, 1.0)
+    flat = np.where(finite, 1.0, 0.0)  # a row whose finite scores are all equal
+    out = np.where(np.isfinite(span) & (span > 0), rel, flat)
+    return np.where(np.isfinite(lo), out, 1.0)  # no finite score at all: every item 1
+
+
+def mmr_rows(scores: np.ndarray, unit: np.ndarray, valid: np.ndarray, lam: float, k: int,
+             ) -> np.ndarray:
+    """:func:`mmr` with cosine similarity for every list of a batch at once.
+
+    ``scores`` [B, K] relevance in list order, ``unit`` [B, K, D] the candidates' unit
+    vectors (zero rows: similarity 0), ``valid`` [B, K] real candidates (a prefix of each
+    row). Returns [B, K] positions: each row's ``k`` picks, then its other candidates in
+    order, then its padding. Same picks as :func:`mmr` over each row's valid prefix.
+    """
+    b, n = scores.shape
+    rel = np.where(valid, scaled_rows(np.where(valid, scores, -np.inf)), 0.0)
+    left = valid.copy()
+    worst = np.zeros((b, n))
+    picks = []
+    rows = np.arange(b)
+    for _ in range(min(k, n)):
+        gain = np.where(left, lam * rel - (1 - lam) * worst, -np.inf)
+        best = gain.argmax(axis=1)  # ties: the earlier candidate
+        has = left[rows, best]
+        picks.append(np.where(has, best, -1))
+        left[rows, best] = False
+        sim = np.einsum("bkd,bd->bk", unit, unit[rows, best])
+        worst = np.where(has[:, None], np.maximum(worst, sim), worst)
+    picked = np.stack(picks, axis=1) if picks else np.zeros((b, 0), dtype=np.int64)
+    order = np.empty((b, n), dtype=np.int64)
+    for r in range(b):  # picks, then the rest in their order (valid first, then padding)
+        head = picked[r][picked[r] >= 0]
+        mask = np.ones(n, dtype=bool)
+        mask[head] = False
+        order[r] = np.concatenate([head, np.flatnonzero(mask)])
+    return order
+
+
 def cap_per_value(cands: Sequence[Candidate], values: Callable[[str], Sequence[str]], most: int,
                   top: int) -> list[Candidate]:
     """At most ``most`` items sharing any value (``values(item)``) in the first ``top``; the

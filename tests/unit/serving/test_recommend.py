@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from serving.bundle import load_bundle
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR
@@ -86,3 +87,30 @@ def test_every_item_has_a_reason_and_rules_apply_to_every_list(tiny_bundle_dir: 
         assert not banned & set(r.items) and r.items[0] == "promo" and len(r.items) == 5
         assert r.reasons is not None and r.reasons[0] == "pinned" and len(r.reasons) == 5
     assert out[0].source == "model" and set(out[0].reasons[1:]) <= {"sequence", "popular"}
+
+
+@pytest.mark.parametrize("caps", [2, 0])
+def test_mmr_for_the_whole_batch_writes_the_lists_the_per_list_path_writes(
+        tiny_tower_bundle: Path, monkeypatch: pytest.MonkeyPatch, caps: int) -> None:
+    import serving.recommend as rec
+    from serving.catalogue import Catalogue
+    from serving.rerank import RerankConfig
+    from streamrec.items import ItemRecord
+
+    b = load_bundle(tiny_tower_bundle)
+    cat = Catalogue()  # two new items, so the batch mixes bundle and live vectors
+    tokens = list(next(iter(b.attributes.values())))
+    live = cat.apply([ItemRecord(f"new-{n}", 1_000 + n, tokens) for n in range(2)], b)
+    assert live.size == 2
+    histories = [list(b.vocab.ids[i:i + 6]) for i in range(0, 60, 4)]
+    rules = RerankConfig(mmr_lambda=0.5, max_per_value=caps, pins={3: b.vocab.ids[-1]})
+    batched = rec.recommend(b, histories, 10, live=live, rules=rules)
+    monkeypatch.setattr(rec, "_batched_mmr", lambda r: False)
+    per_list = rec.recommend(b, histories, 10, live=live, rules=rules)
+    assert [r.items for r in batched] == [r.items for r in per_list]
+    assert [r.reasons for r in batched] == [r.reasons for r in per_list]
+    # the batch's vectors: bundle items by index, new items by their catalogue row, padding 0
+    got = rec._vectors(b, live, np.array([[1, -2, 0]]))
+    assert b.index.dense is not None
+    np.testing.assert_array_equal(got[0], np.stack([b.index.dense[0], live.vecs[1],
+                                                    np.zeros_like(live.vecs[1])]))

@@ -131,3 +131,31 @@ def test_rules_from_settings_and_a_bad_pin_is_refused() -> None:
     assert cfg.blocklist == {"a", "b"} and cfg.pins == {0: "x", 3: "y"} and cfg.mmr_lambda == 0.7
     with pytest.raises(ConfigError, match="position:item"):
         RerankConfig.from_settings(Settings(rerank_pins="first:x"))
+
+
+def test_batched_mmr_picks_exactly_what_the_per_list_mmr_picks() -> None:
+    import numpy as np
+
+    from serving.rerank import mmr_rows, scaled, scaled_rows
+
+    rng = np.random.default_rng(0)
+    b, k, d = 12, 30, 8
+    vecs = rng.normal(size=(b, k, d)).astype(np.float32)
+    vecs[:, ::7] = vecs[:, :1]  # near-duplicates, so diversity matters
+    unit = vecs / np.linalg.norm(vecs, axis=2, keepdims=True)
+    scores = -np.sort(-rng.normal(size=(b, k)), axis=1)
+    lengths = rng.integers(1, k + 1, b)
+    valid = np.arange(k)[None, :] < lengths[:, None]
+    for lam in (1.0, 0.8, 0.3, 0.0):
+        order = mmr_rows(scores, unit, valid, lam, 10)
+        for r in range(b):
+            n = int(lengths[r])
+            cands = [Candidate(str(j), float(scores[r, j])) for j in range(n)]
+            table = {str(j): unit[r, j] for j in range(n)}
+            want = [int(c.item) for c in mmr(cands, lam, cosine(lambda items, t=table: np.stack([t[i] for i in items])), 10)]
+            assert order[r, :n].tolist() == want, (lam, r)
+            assert sorted(order[r, n:].tolist()) == list(range(n, k))
+    row = np.array([[3.0, -np.inf, 1.0], [2.0, 2.0, -np.inf], [-np.inf, -np.inf, -np.inf]])
+    np.testing.assert_allclose(scaled_rows(row)[0], scaled([Candidate("a", 3.0), Candidate("b", -np.inf),
+                                                            Candidate("c", 1.0)]))
+    assert scaled_rows(row)[1].tolist() == [1.0, 1.0, 0.0] and scaled_rows(row)[2].tolist() == [1.0] * 3

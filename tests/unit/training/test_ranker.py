@@ -206,9 +206,12 @@ def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ran
     assert b.ranker is not None and b.ranker.candidates == 50
     history = tiny_data.seqs[0][-5:]
     ids = [i for i in b.vocab.ids if b.vocab.index(i) not in history][:70]
+    keys = [b.vocab.index(i) or 0 for i in ids]
     scores = [float(-n) for n in range(70)]
     user = b.encoder.encode(np.asarray([[0] * 15 + history], dtype=np.int64))
-    [(got, got_scores, why)] = _rank(b, EMPTY, user, [(ids, scores, ["sequence"] * 70)], [history])
+    [(got, got_scores, why, got_keys)] = _rank(b, EMPTY, user, [(ids, scores, ["sequence"] * 70, keys)],
+                                               [history])
+    assert got_keys == [b.vocab.index(i) for i in got]
     assert sorted(got[:50]) == sorted(ids[:50]) and got[50:] == ids[50:]
     assert got_scores[50:] == scores[50:] and got_scores[:50] == sorted(got_scores[:50], reverse=True)
     assert why == ["sequence"] * 70
