@@ -7,7 +7,9 @@ served, a :class:`LiveItems` snapshot that retrieval reads:
 
 * **new items** (not in the bundle's vocabulary) with the vectors the bundle's
   item tower gives their attributes: retrieved beside the bundle's index, in the
-  same space, for any user, at once;
+  same space, for any user, at once; and, as history, read by the encoder
+  through their **proxy**: the bundle item whose vector is nearest (largest
+  inner product) to theirs, since the encoder's input is bundle item indexes;
 * **withdrawn items** (``"available": false``): never in a list written after.
 
 A snapshot is immutable and replaced in one assignment, so a batch computes
@@ -42,6 +44,8 @@ class LiveItems:
     # every available item with a record: its attributes and its record's time (epoch ms)
     attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)
     stamped_ms: Mapping[str, int] = field(default_factory=dict)
+    # new item id -> the bundle item index the encoder reads in its place in a history
+    proxies: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -58,6 +62,7 @@ class Catalogue:
         self.records: dict[str, ItemRecord] = {}
         self.live = EMPTY
         self._vecs: dict[str, np.ndarray] = {}  # new item id -> vector, for live.version
+        self._proxies: dict[str, int] = {}  # new item id -> nearest bundle item index
 
     def apply(self, records: Sequence[ItemRecord], bundle: ModelBundle | None) -> LiveItems:
         """Take ``records`` (in log order: the later record of an item wins) and return the
@@ -73,11 +78,12 @@ class Catalogue:
         for r in changed.values():
             if not r.available:
                 self._vecs.pop(r.item_id, None)
+                self._proxies.pop(r.item_id, None)
         return self._publish(bundle)
 
     def rebuild(self, bundle: ModelBundle) -> LiveItems:
         """The snapshot for a newly served ``bundle``: every new item embedded by its tower."""
-        self._vecs = {}
+        self._vecs, self._proxies = {}, {}
         self.live = LiveItems(version=bundle.version)
         self._embed(bundle, [r for r in self.records.values() if r.available])
         return self._publish(bundle)
@@ -90,8 +96,11 @@ class Catalogue:
         usable = [r for r in new if tower.known(r.attributes)]
         if usable:
             vecs = tower.embed([r.attributes for r in usable])
-            for r, v in zip(usable, vecs, strict=True):
+            _, nearest = bundle.index.search(vecs, 1)  # item indexes, PAD (0) if none
+            for r, v, p in zip(usable, vecs, nearest[:, 0].tolist(), strict=True):
                 self._vecs[r.item_id] = v
+                if p:
+                    self._proxies[r.item_id] = int(p)
 
     def _publish(self, bundle: ModelBundle) -> LiveItems:
         withdrawn = frozenset(i for i, r in self.records.items() if not r.available)
@@ -104,5 +113,6 @@ class Catalogue:
         available = [r for r in self.records.values() if r.available]
         self.live = LiveItems(bundle.version, ids, vecs, blocked, withdrawn, unembedded,
                               {r.item_id: tuple(r.attributes) for r in available},
-                              {r.item_id: r.ts for r in available})
+                              {r.item_id: r.ts for r in available},
+                              {i: self._proxies[i] for i in ids if i in self._proxies})
         return self.live

@@ -9,7 +9,8 @@ bundle's popularity list.
 With a live catalogue (``serving.catalogue``), items added since the bundle was
 trained are scored against the same user vectors (one product with their
 tower vectors) and merged into each list by score, and withdrawn items are
-excluded like seen ones.
+excluded like seen ones. A new item in a history is read by the encoder as its
+proxy (the nearest bundle item), so clicking it moves the user's vector.
 
 The funnel: retrieval (the above) -> ranking (the bundle's ranker, when on:
 one ONNX call re-scores every user's candidates, :mod:`serving.ranking`) ->
@@ -71,6 +72,9 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         excluded = excluded | {i for x in rules.blocklist if (i := vocab.index(x)) is not None}
     encoded = [vocab.encode(h) for h in histories]
     seen = [set(e) | excluded if excluded else set(e) for e in encoded]
+    if live.proxies:  # new items in a history: the encoder reads their nearest bundle item
+        index, proxy = vocab.index, live.proxies.get
+        encoded = [[x for i in h if (x := index(i) or proxy(i))] for h in histories]
     modelled = [u for u, e in enumerate(encoded) if e]
     ranker = bundle.ranker if ranking == "on" or (ranking == "auto" and bundle.ranker is not None
                                                    and bundle.ranker.enabled) else None

@@ -9,6 +9,7 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.catalogue import Catalogue, LiveItems
+from serving.lists import SOURCE_MODEL
 from serving.recommend import recommend
 from streamrec.errors import EventError
 from streamrec.items import ItemRecord, decode_item, encode_item
@@ -122,3 +123,26 @@ def test_a_swap_re_embeds_for_the_new_bundle(tiny_tower_bundle: Path, tiny_bundl
     assert cat.rebuild(plain).size == 0 and cat.live.unembedded == 1  # no tower: not retrievable
     back = cat.rebuild(tower)
     assert back.ids == ("n1",) and back.version == tower.version
+
+
+def test_a_new_item_in_a_history_moves_the_user_vector_through_its_proxy(tiny_tower_bundle: Path) -> None:
+    b = load_bundle(tiny_tower_bundle)
+    tokens = list(b.attributes[b.vocab.ids[10]])
+    live = Catalogue().apply([ItemRecord("brand-new", 1, tokens)], b)
+    proxy = live.proxies["brand-new"]
+    dense = b.index.dense
+    assert dense is not None  # the proxy is the bundle item nearest the new item's vector
+    assert proxy == int(np.argmax(dense @ live.vecs[0])) + 1
+    [only_new, as_proxy] = recommend(b, [["brand-new"], [b.vocab.ids[proxy - 1]]], 10, live=live)
+    assert only_new.source == SOURCE_MODEL and "brand-new" not in only_new.items
+    # the same user vector, so the same list, but for what each has seen: the proxy (never
+    # clicked) may be recommended to the first, the new item to the second
+    both = {b.vocab.ids[proxy - 1], "brand-new"}
+    assert [i for i in only_new.items if i not in both][:8] == \
+        [i for i in as_proxy.items if i not in both][:8]
+    # withdrawn: no proxy any more, and a history of only that item has nothing to read
+    gone = Catalogue()
+    gone.apply([ItemRecord("brand-new", 1, tokens)], b)
+    after = gone.apply([ItemRecord("brand-new", 2, tokens, available=False)], b)
+    assert "brand-new" not in after.proxies
+    assert recommend(b, [["brand-new"]], 10, live=after)[0].source != SOURCE_MODEL
