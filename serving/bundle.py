@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import onnxruntime as ort
 import orjson
 
 from serving.encoder import Encoder, make_session
@@ -147,20 +148,29 @@ def _load_encoder(root: Path, m: Manifest, threads: int) -> Encoder:
     return Encoder(session)
 
 
+def _optional_graph(root: Path, m: Manifest, files: Sequence[str], check: str,
+                    threads: int) -> ort.InferenceSession | None:
+    """An optional part of a bundle (``files``: its graph first, all listed or none): its
+    loaded graph, or None when the manifest lists none of them."""
+    listed = [f for f in files if f in m.files]
+    if not listed:
+        return None
+    if len(listed) != len(files):
+        raise BundleRejected(m.version, check, f"{listed[0]} without "
+                             f"{next(f for f in files if f not in listed)}", listed[0])
+    try:
+        return make_session(root / files[0], threads)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise BundleRejected(m.version, check, f"cannot load: {e}", files[0]) from None
+
+
 def _load_tower(root: Path, m: Manifest, threads: int,
                 ) -> tuple[ItemTower | None, dict[str, tuple[str, ...]]]:
     """The item tower, when the bundle has one: both files listed, the graph loads, its
     tokens are a JSON list, and it embeds to the bundle's dimension."""
-    listed = [f for f in TOWER_FILES if f in m.files]
-    if not listed:
+    session = _optional_graph(root, m, TOWER_FILES, "tower", threads)
+    if session is None:
         return None, {}
-    if len(listed) != len(TOWER_FILES):
-        raise BundleRejected(m.version, "tower", f"{listed[0]} without "
-                             f"{next(f for f in TOWER_FILES if f not in listed)}", listed[0])
-    try:
-        session = make_session(root / "item_tower.onnx", threads)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise BundleRejected(m.version, "tower", f"cannot load: {e}", "item_tower.onnx") from None
     try:
         data = orjson.loads((root / "attributes.json").read_bytes())
         tokens = data["tokens"]
@@ -183,16 +193,9 @@ def _load_tower(root: Path, m: Manifest, threads: int,
 def _load_ranker(root: Path, m: Manifest, threads: int) -> Ranker | None:
     """The ranking stage, when the bundle has one: both files listed, the graph's signature,
     the side tables' shapes, and a warm-up equal to the stored reference scores."""
-    listed = [f for f in RANKER_FILES if f in m.files]
-    if not listed:
+    session = _optional_graph(root, m, RANKER_FILES, "ranker", threads)
+    if session is None:
         return None
-    if len(listed) != len(RANKER_FILES):
-        raise BundleRejected(m.version, "ranker", f"{listed[0]} without "
-                             f"{next(f for f in RANKER_FILES if f not in listed)}", listed[0])
-    try:
-        session = make_session(root / "ranker.onnx", threads)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise BundleRejected(m.version, "ranker", f"cannot load: {e}", "ranker.onnx") from None
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if names != ([USER, ITEMS, FEATS], [SCORES]):
         raise BundleRejected(m.version, "ranker", f"graph has inputs/outputs {names}, expected "

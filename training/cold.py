@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from training.data import SequenceData, Split, leave_one_out
+from training.evaluate import full_ranks_of
 from training.metrics import hr_ndcg, mask_history, ranks_from_scores
 
 BATCH = 1024
@@ -56,14 +57,7 @@ def by_target(ranks: np.ndarray, targets: np.ndarray, cold: np.ndarray) -> dict[
 def vector_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
                  targets: np.ndarray) -> np.ndarray:
     """Full ranks by inner product (``item_vecs`` [N, D], row r = item r + 1), history masked."""
-    table = np.vstack([np.zeros((1, item_vecs.shape[1]), np.float32), item_vecs])
-    ranks = np.empty(len(targets), dtype=np.int64)
-    for lo in range(0, len(targets), BATCH):
-        hi = min(lo + BATCH, len(targets))
-        scores = users[lo:hi] @ table.T
-        mask_history(scores, inputs[lo:hi])
-        ranks[lo:hi] = ranks_from_scores(scores, targets[lo:hi])
-    return ranks
+    return full_ranks_of(users, item_vecs, inputs, targets)
 
 
 def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence[Sequence[int]],

@@ -11,7 +11,7 @@ so every model is ranked by the same code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,15 +29,23 @@ def encode_all(encode: EncodeFn, inputs: Sequence[Sequence[int]], max_len: int) 
                            for lo in range(0, len(inputs), BATCH)])
 
 
+def masked_scores(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
+                  ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Per batch of users: ``(lo, hi, scores)``, scores [hi - lo, N + 1] by inner product
+    (``item_vecs`` [N, D], row r = index r + 1), PAD and each user's history at -inf."""
+    table = np.vstack([np.zeros((1, item_vecs.shape[1]), np.float32), item_vecs])  # (N+1, D)
+    for lo in range(0, len(users), BATCH):
+        hi = min(lo + BATCH, len(users))
+        scores = users[lo:hi] @ table.T  # (b, N+1)
+        mask_history(scores, inputs[lo:hi])
+        yield lo, hi, scores
+
+
 def full_ranks_of(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
                   targets: np.ndarray) -> np.ndarray:
     """0-based rank of each target among all items (``item_vecs`` [N, D], row r = index r+1)."""
-    table = np.vstack([np.zeros((1, item_vecs.shape[1]), np.float32), item_vecs])  # (N+1, D)
     ranks = np.empty(len(targets), dtype=np.int64)
-    for lo in range(0, len(targets), BATCH):
-        hi = min(lo + BATCH, len(targets))
-        scores = users[lo:hi] @ table.T  # (b, N+1)
-        mask_history(scores, inputs[lo:hi])
+    for lo, hi, scores in masked_scores(users, item_vecs, inputs):
         ranks[lo:hi] = ranks_from_scores(scores, targets[lo:hi])
     return ranks
 

@@ -49,8 +49,8 @@ from serving.ranking import (
     candidate_features,
     profiles_of,
 )
-from training.evaluate import sampled_candidates
-from training.metrics import hr_ndcg, mask_history, ranks_from_scores
+from training.evaluate import masked_scores, sampled_candidates
+from training.metrics import hr_ndcg, ranks_from_scores
 
 BATCH = 1024
 BIG = 1e9  # funnel keys: candidates above every retrieval score
@@ -109,16 +109,12 @@ def retrieve(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence
              targets: np.ndarray, k: int, log_pop: np.ndarray, item_attrs: np.ndarray,
              num_attrs: int) -> Candidates:
     """Top ``k`` unseen items per user by inner product, and their ranker features."""
-    table = np.vstack([np.zeros((1, item_vecs.shape[1]), np.float32), item_vecs])
     k = min(k, len(item_vecs))
     idx = np.zeros((len(users), k), dtype=np.int64)
     scores = np.full((len(users), k), -np.inf, dtype=np.float32)
     feats = np.zeros((len(users), k, len(FEATURES)), dtype=np.float32)
     ranks = np.empty(len(users), dtype=np.int64)
-    for lo in range(0, len(users), BATCH):
-        hi = min(lo + BATCH, len(users))
-        s = users[lo:hi] @ table.T
-        mask_history(s, inputs[lo:hi])
+    for lo, hi, s in masked_scores(users, item_vecs, inputs):
         ranks[lo:hi] = ranks_from_scores(s, targets[lo:hi])
         top = np.argpartition(-s, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable")
