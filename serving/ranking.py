@@ -49,6 +49,16 @@ def candidate_features(scores: np.ndarray, log_pop: np.ndarray, overlap: np.ndar
     return feats
 
 
+def below(head: Sequence[float], tail: Sequence[float]) -> list[float]:
+    """Scores for the candidates past the ranked head: their retrieval scores (descending)
+    shifted to sit just under the head's lowest, so the whole list stays in descending
+    score order for whatever reads scores next (MMR's relevance, the stored list)."""
+    if not tail or not head:
+        return list(tail)
+    shift = min(head) - tail[0] - 1e-3
+    return [t + shift for t in tail]
+
+
 def attribute_overlap(profiles: np.ndarray, cand_attrs: np.ndarray) -> np.ndarray:
     """[B, K] share of each candidate's attributes present in its user's profile.
 

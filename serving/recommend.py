@@ -30,7 +30,7 @@ import numpy as np
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
-from serving.ranking import profiles_of
+from serving.ranking import below, profiles_of
 from serving.rerank import (
     REASON_CONTENT,
     REASON_POPULAR,
@@ -212,8 +212,8 @@ def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
     for r, (ids, sc, why, ks) in enumerate(lists):
         m = min(len(ids), width)
         o = np.argsort(-new[r, :m], kind="stable").tolist()
-        # the ranked head, then the rest in retrieval order (their scores are retrieval's)
-        out.append(([ids[j] for j in o] + ids[m:], new[r, o].tolist() + sc[m:],
+        head = new[r, o].tolist()
+        out.append(([ids[j] for j in o] + ids[m:], head + below(head, sc[m:]),
                     [why[j] for j in o] + why[m:], [ks[j] for j in o] + ks[m:]))
     return out
 

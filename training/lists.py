@@ -97,6 +97,7 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
     """The λ table of a bundle as served, on the test split: its encoder and index, its
     ranker per ``ranking`` (``auto``: when training enabled it), then MMR."""
     from serving.bundle import load_bundle
+    from serving.ranking import below
     from training.bundle_eval import remap
     from training.ranker import retrieve
 
@@ -115,15 +116,20 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
     r_attrs = ranker.item_attrs if ranker else np.zeros((len(item_vecs) + 1, 0), np.int64)
     c = retrieve(users, item_vecs, inputs, targets, candidates, log_pop, r_attrs,
                  ranker.num_attrs if ranker else 0)
-    scores = c.scores
-    if ranker is not None:
-        scores = np.concatenate([ranker.run(c.users[lo:lo + BATCH],
-                                            item_vecs[np.maximum(c.idx[lo:lo + BATCH], 1) - 1],
-                                            c.feats[lo:lo + BATCH])
-                                 for lo in range(0, len(c.idx), BATCH)])
-        scores = np.where(np.isfinite(c.scores), scores, -np.inf)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    idx, scores = np.take_along_axis(c.idx, order, 1), np.take_along_axis(scores, order, 1)
+    idx, scores = c.idx, c.scores
+    if ranker is not None:  # as the worker: the first ranker.candidates ranked, the rest below
+        m = min(ranker.candidates, idx.shape[1])
+        head = np.concatenate([ranker.run(c.users[lo:lo + BATCH],
+                                          item_vecs[np.maximum(c.idx[lo:lo + BATCH, :m], 1) - 1],
+                                          c.feats[lo:lo + BATCH, :m])
+                               for lo in range(0, len(c.idx), BATCH)])
+        head = np.where(np.isfinite(c.scores[:, :m]), head, -np.inf)
+        order = np.argsort(-head, axis=1, kind="stable")
+        head = np.take_along_axis(head, order, 1)
+        idx = np.concatenate([np.take_along_axis(idx[:, :m], order, 1), idx[:, m:]], axis=1)
+        scores = np.stack([np.asarray(list(h) + below(list(h[np.isfinite(h)]), list(t)))
+                           if np.isfinite(h).all() else np.concatenate([h, t])
+                           for h, t in zip(head, c.scores[:, m:], strict=True)])
     user_counts = np.zeros(len(item_vecs) + 1, dtype=np.int64)
     for seq in split.train:
         user_counts[np.unique(np.asarray(seq, dtype=np.int64))] += 1

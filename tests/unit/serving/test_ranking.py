@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from serving.ranking import FEATURES, attribute_overlap, candidate_features, profiles_of
 
@@ -35,3 +36,10 @@ def test_without_attributes_overlap_is_zero() -> None:
     item_attrs = np.zeros((4, 0), dtype=np.int64)
     prof = profiles_of([[1, 2]], item_attrs, num_attrs=0)
     assert attribute_overlap(prof, item_attrs[np.array([[1, 2]])]).tolist() == [[0.0, 0.0]]
+
+
+def test_scores_below_the_ranked_head_keep_their_spacing() -> None:
+    from serving.ranking import below
+
+    assert below([-3.0, -5.0], [10.0, 8.0]) == pytest.approx([-5.001, -7.001])
+    assert below([], [1.0]) == [1.0] and below([1.0], []) == []

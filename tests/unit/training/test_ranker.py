@@ -213,5 +213,8 @@ def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ran
                                                [history])
     assert got_keys == [b.vocab.index(i) for i in got]
     assert sorted(got[:50]) == sorted(ids[:50]) and got[50:] == ids[50:]
-    assert got_scores[50:] == scores[50:] and got_scores[:50] == sorted(got_scores[:50], reverse=True)
+    assert got_scores[:50] == sorted(got_scores[:50], reverse=True)
+    # the rest keep their order and spacing, just below the ranked head (what MMR reads)
+    assert got_scores == sorted(got_scores, reverse=True) and got_scores[50] < got_scores[49]
+    assert np.allclose(np.diff(got_scores[50:]), np.diff(scores[50:]))
     assert why == ["sequence"] * 70
