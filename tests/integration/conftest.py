@@ -10,7 +10,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -103,3 +103,17 @@ async def _consume(bootstrap: str, topic: str, n: int, timeout: float) -> list[t
 def consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[tuple[bytes | None, bytes]]:
     """Read at least ``n`` records from the start of ``topic`` (fewer if the timeout passes)."""
     return asyncio.run(_consume(bootstrap, topic, n, timeout))
+
+
+def send_histories(s: Settings, histories: Mapping[str, Sequence[str]], now_ms: int,
+                   extra: Sequence[tuple[bytes, bytes]] = ()) -> int:
+    """Each user's items as clicks in order (keyed by user, one ms apart), then ``extra``
+    records; returns how many records were sent."""
+    from streamrec.events import ClickEvent, encode_event
+    from streams.replay import send_raw
+
+    clicks = [(u.encode(), encode_event(ClickEvent(f"{u}/{k}", u, i, now_ms + k)))
+              for u, h in histories.items() for k, i in enumerate(h)]
+    clicks += list(extra)
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, clicks))
+    return len(clicks)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +11,8 @@ import pytest
 from serving.bundle import load_bundle
 from serving.reader import RecsReader
 from serving.recommend import recommend
-from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
-from streams.replay import send_raw
-from tests.integration.conftest import WorkerProc
+from tests.integration.conftest import WorkerProc, send_histories
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +31,7 @@ def test_the_worker_writes_the_funnels_lists(
     assert any(want[u].items != other[u].items for u in histories)  # the test can tell them apart
     s = make_settings(top_n=10, ranker=mode)
     w = start_worker(s, tiny_ranker_bundle)
-    now = int(time.time() * 1000)
-    clicks = [(u.encode(), encode_event(ClickEvent(f"{u}/{k}", u, i, now + k)))
-              for u, h in histories.items() for k, i in enumerate(h)]
-    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, clicks))
-    w.wait_events(len(clicks))
+    w.wait_events(send_histories(s, histories, int(time.time() * 1000)))
     reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
     for u in histories:
         got = reader.get_recommendations(u)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,7 @@ from serving.reader import RecsReader
 from serving.recommend import recommend
 from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
-from streams.replay import send_raw
-from tests.integration.conftest import WorkerProc
+from tests.integration.conftest import WorkerProc, send_histories
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +35,8 @@ def test_blocklisted_items_never_reach_redis_and_reasons_are_stored(
                       rerank_mmr_lambda=0.8)
     w = start_worker(s, tiny_bundle_dir)
     now = int(time.time() * 1000)
-    clicks = [(u.encode(), encode_event(ClickEvent(f"{u}/{k}", u, i, now)))
-              for u, h in histories.items() for k, i in enumerate(h)]
-    clicks.append((b"cold", encode_event(ClickEvent("cold/0", "cold", "not-in-model", now))))
-    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, clicks))
-    w.wait_events(len(clicks))
+    cold = (b"cold", encode_event(ClickEvent("cold/0", "cold", "not-in-model", now)))
+    w.wait_events(send_histories(s, histories, now, [cold]))
     reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
     for u in [*histories, "cold"]:
         r = reader.get_recommendations(u)
