@@ -35,7 +35,7 @@ from serving.manifest import (
     Manifest,
     decode_manifest,
 )
-from serving.ranking import FEATS, FEATURES, ITEMS, SCORES, USER, Ranker
+from serving.ranking import FEATS, FEATURES, ITEMS, SCORES, USER, Ranker, matches_reference
 from serving.tower import ItemTower
 from serving.vocab import Vocabulary
 from streamrec.errors import BundleRejected
@@ -228,9 +228,7 @@ def _load_ranker(root: Path, m: Manifest, threads: int) -> Ranker | None:
         out = ranker.run(data["user"], data["items"], data["feats"])
     except Exception as e:  # noqa: BLE001
         raise BundleRejected(m.version, "ranker", f"inference failed: {e}", "ranker.onnx") from None
-    ref = data["scores"]
-    if out.shape != ref.shape or not np.isfinite(out).all() or \
-            float(np.abs(out - ref).max()) > REFERENCE_ATOL * max(1.0, float(np.abs(ref).max())):
+    if not matches_reference(out, data["scores"]):
         raise BundleRejected(m.version, "ranker", "warm-up scores differ from the reference",
                              "ranker.onnx")
     return ranker

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from serving.manifest import REFERENCE_ATOL
+
 if TYPE_CHECKING:  # training imports the feature code; only serving runs a session
     import onnxruntime as ort
 
@@ -59,6 +61,16 @@ def below(head: Sequence[float], tail: Sequence[float]) -> list[float]:
     return [t + shift for t in tail]
 
 
+def ranked_order(head_scores: np.ndarray, tail: Sequence[float]) -> tuple[list[int], list[float]]:
+    """One list after ranking: positions in the funnel's order (the head by the ranker's
+    ``head_scores``, stable, then the ``tail`` in its own order) and the list's scores (the
+    tail's shifted just below the head, :func:`below`). The worker and offline evaluation
+    both order lists with it."""
+    o = np.argsort(-head_scores, kind="stable").tolist()
+    head = head_scores[o].tolist()
+    return o + list(range(len(o), len(o) + len(tail))), head + below(head, tail)
+
+
 def attribute_overlap(profiles: np.ndarray, cand_attrs: np.ndarray) -> np.ndarray:
     """[B, K] share of each candidate's attributes present in its user's profile.
 
@@ -85,6 +97,22 @@ def profiles_of(histories: Sequence[Sequence[int]], item_attrs: np.ndarray, num_
             out[r, item_attrs[np.asarray(h[-recent:], dtype=np.int64)].ravel()] = True
     out[:, 0] = False
     return out
+
+
+def matches_reference(out: np.ndarray, ref: np.ndarray) -> bool:
+    """Ranker scores against reference ones (export parity, load warm-up): same shape,
+    finite, and within ``REFERENCE_ATOL`` relative to the scores' scale (inner products
+    plus a correction, not unit-sized)."""
+    return bool(out.shape == ref.shape and np.isfinite(out).all() and
+                float(np.abs(out - ref).max()) <= REFERENCE_ATOL * max(1.0, float(np.abs(ref).max())))
+
+
+def chosen(ranker: Ranker | None, mode: str) -> Ranker | None:
+    """The ranker to run under ``STREAMREC_RANKER`` ``mode``: ``on`` whenever there is one,
+    ``auto`` where training measured it better than retrieval alone, ``off`` never."""
+    if ranker is None or mode == "off" or (mode == "auto" and not ranker.enabled):
+        return None
+    return ranker
 
 
 class Ranker:

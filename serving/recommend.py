@@ -30,7 +30,7 @@ import numpy as np
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
-from serving.ranking import below, profiles_of
+from serving.ranking import chosen, profiles_of, ranked_order
 from serving.rerank import (
     REASON_CONTENT,
     REASON_POPULAR,
@@ -76,8 +76,7 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         index, proxy = vocab.index, live.proxies.get
         encoded = [[x for i in h if (x := index(i) or proxy(i))] for h in histories]
     modelled = [u for u, e in enumerate(encoded) if e]
-    ranker = bundle.ranker if ranking == "on" or (ranking == "auto" and bundle.ranker is not None
-                                                   and bundle.ranker.enabled) else None
+    ranker = chosen(bundle.ranker, ranking)
     k = max(top_n, candidates if rules.active else 0, ranker.candidates if ranker else 0)
     batched = rules.active and _batched_mmr(rules)  # MMR in numpy for the whole batch
     per_list = replace(rules, mmr_lambda=1.0) if batched else rules
@@ -210,11 +209,8 @@ def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
                        profiles)
     out: Lists = []
     for r, (ids, sc, why, ks) in enumerate(lists):
-        m = min(len(ids), width)
-        o = np.argsort(-new[r, :m], kind="stable").tolist()
-        head = new[r, o].tolist()
-        out.append(([ids[j] for j in o] + ids[m:], head + below(head, sc[m:]),
-                    [why[j] for j in o] + why[m:], [ks[j] for j in o] + ks[m:]))
+        o, scores = ranked_order(new[r, :min(len(ids), width)], sc[width:])
+        out.append(([ids[j] for j in o], scores, [why[j] for j in o], [ks[j] for j in o]))
     return out
 
 
@@ -283,24 +279,18 @@ class _VectorView:
     def __init__(self, bundle: ModelBundle, live: LiveItems) -> None:
         self.bundle, self.live = bundle, live
         self.position = {i: p for p, i in enumerate(live.ids)}
-        self.dense = bundle.index.dense  # None for approximate indexes
 
     def rows(self, items: Sequence[str]) -> np.ndarray:
-        """[n, D] vectors of ``items`` (zeros for an unknown one), one gather for the bundle's."""
-        out = np.zeros((len(items), self.bundle.manifest.dim), dtype=np.float32)
-        index = self.bundle.vocab.index
-        known = [(r, ix) for r, i in enumerate(items) if (ix := index(i)) is not None]
-        if known:
-            rows, ixs = zip(*known, strict=True)
-            if self.dense is not None:
-                out[list(rows)] = self.dense[np.asarray(ixs) - 1]
-            else:
-                for r, ix in known:
-                    out[r] = self.bundle.index.vector(ix)
-        for r, i in enumerate(items):
-            if (p := self.position.get(i)) is not None:
-                out[r] = self.live.vecs[p]
-        return out
+        """[n, D] vectors of ``items`` (zeros for an unknown one), one gather (:func:`_vectors`)."""
+        index, position = self.bundle.vocab.index, self.position.get
+        keys = np.array([[self._key(index(i), position(i)) for i in items]], dtype=np.int64)
+        rows: np.ndarray = _vectors(self.bundle, self.live, keys)[0]
+        return rows
+
+    @staticmethod
+    def _key(ix: int | None, pos: int | None) -> int:
+        """A candidate's vector key (see ``Lists``): bundle index, or -(live row + 1), or 0."""
+        return ix if ix is not None else (-pos - 1 if pos is not None else 0)
 
 
 class _AttributeView(Mapping[str, Sequence[str]]):

@@ -254,8 +254,8 @@ class Pairwise:
     """
 
     def __init__(self, rows: np.ndarray, kind: str = "dot") -> None:
-        self.rows, self.kind = rows, kind
-        self.sizes = rows.sum(axis=1) if kind == "jaccard" else None
+        self.rows = rows
+        self.sizes = rows.sum(axis=1) if kind == "jaccard" else None  # None: dot products
 
     def column(self, j: int) -> np.ndarray:
         """[n] similarity of every item to item ``j``."""

@@ -97,7 +97,7 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
     """The λ table of a bundle as served, on the test split: its encoder and index, its
     ranker per ``ranking`` (``auto``: when training enabled it), then MMR."""
     from serving.bundle import load_bundle
-    from serving.ranking import below
+    from serving.ranking import chosen, ranked_order
     from training.bundle_eval import remap
     from training.ranker import retrieve
 
@@ -108,8 +108,7 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
     item_vecs = bundle.index.vectors().astype(np.float32)
     users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
     item_attrs = attributes.matrix(bundle.vocab.ids, MAX_ATTRS)
-    ranker = bundle.ranker if ranking == "on" or (ranking == "auto" and bundle.ranker is not None
-                                                   and bundle.ranker.enabled) else None
+    ranker = chosen(bundle.ranker, ranking)
     if ranking == "on" and ranker is None:
         raise ConfigError(f"--ranking on: bundle {bundle.version} has no ranker")
     log_pop = ranker.log_pop if ranker else np.zeros(len(item_vecs) + 1, np.float32)
@@ -123,13 +122,11 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
                                           item_vecs[np.maximum(c.idx[lo:lo + BATCH, :m], 1) - 1],
                                           c.feats[lo:lo + BATCH, :m])
                                for lo in range(0, len(c.idx), BATCH)])
-        head = np.where(np.isfinite(c.scores[:, :m]), head, -np.inf)
-        order = np.argsort(-head, axis=1, kind="stable")
-        head = np.take_along_axis(head, order, 1)
-        idx = np.concatenate([np.take_along_axis(idx[:, :m], order, 1), idx[:, m:]], axis=1)
-        scores = np.stack([np.asarray(list(h) + below(list(h[np.isfinite(h)]), list(t)))
-                           if np.isfinite(h).all() else np.concatenate([h, t])
-                           for h, t in zip(head, c.scores[:, m:], strict=True)])
+        idx, scores = np.zeros_like(c.idx), np.full(c.scores.shape, -np.inf)
+        for r in range(len(idx)):  # each row's real candidates are a prefix
+            real = int(np.isfinite(c.scores[r]).sum())
+            o, sc = ranked_order(head[r, :min(m, real)], c.scores[r, m:real].tolist())
+            idx[r, :real], scores[r, :real] = c.idx[r, o], sc
     user_counts = np.zeros(len(item_vecs) + 1, dtype=np.int64)
     for seq in split.train:
         user_counts[np.unique(np.asarray(seq, dtype=np.int64))] += 1

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from serving.manifest import REFERENCE_ATOL
 from serving.ranking import (
     FEATS,
     FEATURES,
@@ -47,8 +46,10 @@ from serving.ranking import (
     USER,
     attribute_overlap,
     candidate_features,
+    matches_reference,
     profiles_of,
 )
+from serving.topk import top_k_rows
 from training.evaluate import masked_scores, sampled_candidates
 from training.metrics import hr_ndcg, ranks_from_scores
 
@@ -116,10 +117,8 @@ def retrieve(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence
     ranks = np.empty(len(users), dtype=np.int64)
     for lo, hi, s in masked_scores(users, item_vecs, inputs):
         ranks[lo:hi] = ranks_from_scores(s, targets[lo:hi])
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, 1)
-        idx[lo:hi], scores[lo:hi] = top, np.take_along_axis(s, top, 1)
+        top, idx_scores = top_k_rows(s, k)
+        idx[lo:hi], scores[lo:hi] = top, idx_scores
         prof = profiles_of(inputs[lo:hi], item_attrs, num_attrs)
         overlap = attribute_overlap(prof, item_attrs[top])
         feats[lo:hi] = candidate_features(scores[lo:hi], log_pop[top], overlap)
@@ -291,9 +290,9 @@ def export_ranker(model: NCFRanker, path: Path, c: Candidates, item_vecs: np.nda
         ref = model(users, items, feats).numpy()
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {USER: users.numpy(), ITEMS: items.numpy(), FEATS: feats.numpy()})[0]
-    diff = float(np.abs(ref - got).max())
-    if not np.isfinite(got).all() or diff > REFERENCE_ATOL * max(1.0, float(np.abs(ref).max())):
-        raise ExportError(f"ranker: ONNX Runtime and torch disagree: max abs diff {diff:.3e}")
+    if not matches_reference(got, ref):
+        raise ExportError("ranker: ONNX Runtime and torch disagree: max abs diff "
+                          f"{float(np.abs(ref - got).max()):.3e}")
     return {"user": users.numpy(), "items": items.numpy(), "feats": feats.numpy(), "scores": got}
 
 
