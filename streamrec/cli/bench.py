@@ -177,3 +177,26 @@ def bench_state() -> None:
     s = settings()
     for row in state_rows(s.session_max_len, s.dedup_window):
         typer.echo(row)
+
+
+@app.command("bench-funnel", rich_help_panel=BENCHMARKS)
+def bench_funnel(
+    bundle: Annotated[Path | None, typer.Option(help="Bundle to time (default: random Beauty-sized; a bundle with a ranker adds the ranker rows).")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Users per micro-batch, comma-separated.")] = "64,256",
+    batches: Annotated[int, typer.Option(min=2, help="Timed batches per configuration and size.")] = 30,
+    candidates: Annotated[int, typer.Option(min=1, help="Retrieved candidates per user with a rule on (STREAMREC_CANDIDATES).")] = 200,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-funnel.json"),
+) -> None:
+    """The funnel's compute per micro-batch, in process: retrieval, the ranker, the rules."""
+    sizes = [int(x) for x in _numbers(batch_sizes, "--batch-sizes", int)]
+    from bench.bundle import random_bundle
+    from bench.funnel import as_dict, run
+    from bench.run import write_results
+
+    path = bundle or random_bundle(BENCH_DIR)
+    if not (path / "manifest.json").is_file():
+        fail(f"{path} is not a bundle (no manifest.json)", 2)
+    results = run(path, sizes, batches=batches, candidates=candidates,
+                  on_result=lambda r: typer.echo(r.row()))
+    write_results(out, {"bundle": str(path), "candidates": candidates, "results": as_dict(results)})
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,86 @@
+"""The funnel's compute, in process: ``serving.recommend.recommend`` per micro-batch.
+
+``streamrec bench`` measures the whole worker (Kafka, state, Redis); this one
+isolates the step a worker runs in its executor for each batch, so the cost of
+each stage (retrieval, the ranker, the re-ranking rules) can be compared
+without the broker's noise. Histories are drawn from the bundle's own
+vocabulary (lengths uniform in 1..max_len); each configuration runs the same
+batches, after one warm-up batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.bundle import ModelBundle, load_bundle
+from serving.recommend import recommend
+from serving.rerank import RerankConfig
+
+# The rules `streamrec bench` turns on in its "rules on" rows (docs/BENCHMARKS.md).
+BENCH_RULES_LAMBDA = 0.8
+
+
+@dataclass
+class FunnelResult:
+    config: str
+    batch: int
+    batches: int
+    ms_per_batch_p50: float
+    ms_per_batch_p99: float
+    us_per_user: float
+
+    def row(self) -> str:
+        return (f"{self.config:18s} batch {self.batch:4d}: p50 {self.ms_per_batch_p50:7.2f} ms  "
+                f"p99 {self.ms_per_batch_p99:7.2f} ms  {self.us_per_user:7.1f} us/user")
+
+
+def bench_rules(bundle: ModelBundle) -> RerankConfig:
+    """MMR(0.8) over item vectors, three blocked items and one pin (popular items)."""
+    ids = bundle.vocab.decode([int(i) for i in bundle.popular[:4]])
+    return RerankConfig(blocklist=frozenset(ids[:3]), mmr_lambda=BENCH_RULES_LAMBDA,
+                        pins={0: ids[3]} if len(ids) > 3 else {})
+
+
+def histories(bundle: ModelBundle, n: int, rng: np.random.Generator) -> list[list[str]]:
+    ids = bundle.vocab.ids
+    lengths = rng.integers(1, bundle.max_len + 1, n)
+    return [[ids[int(i)] for i in rng.integers(0, len(ids), int(m))] for m in lengths]
+
+
+def run(bundle_path: Path, batch_sizes: list[int], batches: int = 30, top_n: int = 10,
+        candidates: int = 200, seed: int = 0,
+        on_result: Callable[[FunnelResult], None] | None = None) -> list[FunnelResult]:
+    bundle = load_bundle(bundle_path)
+    rules = bench_rules(bundle)
+    configs: list[tuple[str, RerankConfig, str]] = [("plain", RerankConfig(), "off")]
+    if bundle.ranker is not None:
+        configs.append(("ranker", RerankConfig(), "on"))
+    configs.append(("rules", rules, "off"))
+    if bundle.ranker is not None:
+        configs.append(("ranker+rules", rules, "on"))
+    rng = np.random.default_rng(seed)
+    out: list[FunnelResult] = []
+    for b in batch_sizes:
+        data = [histories(bundle, b, rng) for _ in range(batches + 1)]
+        for name, cfg, ranking in configs:
+            times = []
+            for i, h in enumerate(data):
+                t = time.perf_counter()
+                recommend(bundle, h, top_n, rules=cfg, candidates=candidates, ranking=ranking)
+                if i:  # the first batch warms up
+                    times.append((time.perf_counter() - t) * 1000)
+            r = FunnelResult(name, b, batches, float(np.percentile(times, 50)),
+                             float(np.percentile(times, 99)), float(np.mean(times)) * 1000 / b)
+            out.append(r)
+            if on_result:
+                on_result(r)
+    return out
+
+
+def as_dict(results: list[FunnelResult]) -> list[dict[str, object]]:
+    return [asdict(r) for r in results]
