@@ -20,6 +20,7 @@ class ItemIndex:
         # seen items), which beats IndexFlat.search with the large k that seen-filtering
         # needs; approximate ones go through FAISS.
         self._dense = index.reconstruct_n(0, index.ntotal) if isinstance(index, faiss.IndexFlat) else None
+        self._unit: np.ndarray | None = None
         if isinstance(index, faiss.IndexIVF):
             index.make_direct_map()  # so vectors() can reconstruct (evaluation)
 
@@ -65,6 +66,15 @@ class ItemIndex:
             if keep:
                 out_i[r, :len(keep)], out_s[r, :len(keep)] = zip(*keep, strict=True)
         return out_i, out_s
+
+    @property
+    def unit_dense(self) -> np.ndarray | None:
+        """:attr:`dense` with every row scaled to unit length (zero rows stay zero), for
+        cosine similarity; computed on first use."""
+        if self._unit is None and self._dense is not None:
+            norms = np.linalg.norm(self._dense, axis=1, keepdims=True)
+            self._unit = (self._dense / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        return self._unit
 
     @property
     def dense(self) -> np.ndarray | None:

@@ -51,24 +51,28 @@ def candidate_features(scores: np.ndarray, log_pop: np.ndarray, overlap: np.ndar
     return feats
 
 
-def below(head: Sequence[float], tail: Sequence[float]) -> list[float]:
-    """Scores for the candidates past the ranked head: their retrieval scores (descending)
-    shifted to sit just under the head's lowest, so the whole list stays in descending
-    score order for whatever reads scores next (MMR's relevance, the stored list)."""
-    if not tail or not head:
-        return list(tail)
-    shift = min(head) - tail[0] - 1e-3
-    return [t + shift for t in tail]
-
-
-def ranked_order(head_scores: np.ndarray, tail: Sequence[float]) -> tuple[list[int], list[float]]:
-    """One list after ranking: positions in the funnel's order (the head by the ranker's
-    ``head_scores``, stable, then the ``tail`` in its own order) and the list's scores (the
-    tail's shifted just below the head, :func:`below`). The worker and offline evaluation
-    both order lists with it."""
-    o = np.argsort(-head_scores, kind="stable").tolist()
-    head = head_scores[o].tolist()
-    return o + list(range(len(o), len(o) + len(tail))), head + below(head, tail)
+def ranked_rows(head: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lists after ranking, for a batch: ``head`` [B, M] the ranker's scores of each row's
+    first M candidates, ``scores`` [B, K] (K >= M) the retrieval scores in retrieval order;
+    -inf marks padding, and each row's real candidates are a prefix. Returns the positions
+    in the funnel's order [B, K] (the head by the ranker's scores, stable; then the tail in
+    its own order; padding last) and the lists' scores [B, K]: the head's, then the tail's
+    retrieval scores shifted to sit just under the head's lowest, so each list stays in
+    descending score order for whatever reads scores next (MMR's relevance, the stored
+    list). The worker and offline evaluation both order lists with it."""
+    b, m = head.shape
+    head = np.where(np.isfinite(scores[:, :m]), head, -np.inf)
+    o = np.argsort(-head, axis=1, kind="stable")  # -inf (padding) last
+    order = np.concatenate([o, np.broadcast_to(np.arange(m, scores.shape[1]), (b, scores.shape[1] - m))],
+                           axis=1)
+    out = np.concatenate([np.take_along_axis(head, o, axis=1), scores[:, m:]], axis=1)
+    if scores.shape[1] > m:
+        real_head = np.isfinite(head)
+        low = np.where(real_head, head, np.inf).min(axis=1)  # the head's lowest real score
+        first = scores[:, m]
+        shift = np.where(real_head.any(axis=1) & np.isfinite(first), low - first - 1e-3, 0.0)
+        out[:, m:] = scores[:, m:] + shift[:, None].astype(scores.dtype)
+    return order, out
 
 
 def attribute_overlap(profiles: np.ndarray, cand_attrs: np.ndarray) -> np.ndarray:

@@ -15,8 +15,8 @@ proxy (the nearest bundle item), so clicking it moves the user's vector.
 The funnel: retrieval (the above) -> ranking (the bundle's ranker, when on:
 one ONNX call re-scores every user's candidates, :mod:`serving.ranking`) ->
 re-ranking (:mod:`serving.rerank`). With the ranker on, retrieval returns as
-many items per user as the ranker was trained to order; with a rule on, at
-least ``candidates``.
+many items per user as the ranker was trained to order; with MMR, freshness or a
+cap on, at least ``candidates``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
-from serving.ranking import chosen, profiles_of, ranked_order
+from serving.ranking import chosen, profiles_of, ranked_rows
 from serving.rerank import (
     REASON_CONTENT,
     REASON_POPULAR,
@@ -61,7 +61,8 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     """Top-``top_n`` unseen items for each history (external ids, oldest first);
     ``trending``: the current trending item ids, for histories the model cannot use;
     ``live``: the catalogue's additions and withdrawals for this bundle; ``rules``: the
-    re-ranking (with any rule on, retrieval returns ``candidates`` items per user first);
+    re-ranking (with a rule that reorders on, retrieval returns ``candidates`` items per user
+    first);
     ``ranking``: ``auto`` runs the bundle's ranker where training found it better than
     retrieval alone, ``on`` whenever the bundle has one, ``off`` never."""
     vocab = bundle.vocab
@@ -77,7 +78,7 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         encoded = [[x for i in h if (x := index(i) or proxy(i))] for h in histories]
     modelled = [u for u, e in enumerate(encoded) if e]
     ranker = chosen(bundle.ranker, ranking)
-    k = max(top_n, candidates if rules.active else 0, ranker.candidates if ranker else 0)
+    k = max(top_n, candidates if rules.reorders else 0, ranker.candidates if ranker else 0)
     batched = rules.active and _batched_mmr(rules)  # MMR in numpy for the whole batch
     per_list = replace(rules, mmr_lambda=1.0) if batched else rules
     rerank_of = _reranker(bundle, live, per_list, now_ms) if rules.active else None
@@ -85,30 +86,31 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     if modelled:
         seqs = pad_batch([encoded[u] for u in modelled], bundle.max_len)
         vecs = bundle.encoder.encode(seqs)
-        items, scores = bundle.index.top_k_unseen(vecs, k, [seen[u] for u in modelled])
-        new_idx, new_scores = _live_top(vecs, live, [histories[u] for u in modelled], k)
-        retrieved: Lists = []
-        for row in range(len(modelled)):
-            real = items[row] != PAD
-            keys = items[row][real].tolist()
-            ids, sc = vocab.decode(keys), scores[row][real].tolist()
-            why = [REASON_SEQUENCE] * len(ids)
-            if new_idx is not None:
-                ids, sc, why, keys = _merge(ids, sc, keys, live, new_idx[row], new_scores[row], k)
-            retrieved.append((ids, sc, why, keys))
+        # The funnel runs on arrays: keys [B, W] (see ``vector keys``) and scores [B, W]
+        # (-inf pads; each row's real candidates a prefix). Ids are decoded for the final
+        # lists only.
+        keys, scores = bundle.index.top_k_unseen(vecs, k, [seen[u] for u in modelled])
+        best_new: list[Candidate | None] = [None] * len(modelled)  # for the new-item slot
+        if live.size:
+            keys, scores, best_new = _with_live(keys, scores, vecs, live,
+                                                [histories[u] for u in modelled], k, rules.blocklist)
         if ranker is not None:
-            retrieved = _rank(bundle, live, vecs, retrieved, [encoded[u] for u in modelled])
+            keys, scores = _rank(bundle, live, vecs, keys, scores, [encoded[u] for u in modelled])
         if batched:  # caps and pins still run per list, below
-            retrieved = _mmr_batch(bundle, live, retrieved, rules.mmr_lambda, top_n)
-            if not rules.max_per_value:  # pins need no more than the final top_n
-                retrieved = [(i[:top_n], s[:top_n], w[:top_n], ks[:top_n])
-                             for i, s, w, ks in retrieved]
-        for (ids, sc, why, _), u in zip(retrieved, modelled, strict=True):
+            keys, scores = _mmr_batch(bundle, live, keys, scores, rules.mmr_lambda, top_n)
+        if not rules.reorders or (batched and not rules.max_per_value):
+            # what is left (pins, the blocklist) needs no more than the final top_n
+            keys, scores = keys[:, :top_n], scores[:, :top_n]
+        bundle_ids, live_ids = vocab.ids, live.ids
+        for row, u in enumerate(modelled):
+            ks = keys[row][keys[row] != PAD].tolist()
+            ids = [bundle_ids[x - 1] if x > 0 else live_ids[-x - 1] for x in ks]
+            sc = scores[row, :len(ks)].tolist()
+            why = [REASON_SEQUENCE if x > 0 else REASON_CONTENT for x in ks]
             if rerank_of is not None:
                 ids, sc, why = rerank_of([Candidate(i, s, r) for i, s, r in zip(ids, sc, why,
-                                                                                 strict=True)], top_n)
-            elif len(ids) > top_n:  # the ranker's candidates, no rules: its best top_n
-                ids, sc, why = ids[:top_n], sc[:top_n], why[:top_n]
+                                                                                 strict=True)], top_n,
+                                         best_new[row])
             if len(ids) < top_n:  # tiny catalogues: top up from popularity
                 have = seen[u] | set(vocab.encode(ids))
                 extra = [i for i in vocab.decode(popular_for(bundle, have, top_n))
@@ -117,7 +119,8 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
                 why = why + [REASON_POPULAR] * len(extra)
             results[u] = Ranked(ids, sc, SOURCE_MODEL, why)
     ids_of = vocab.ids
-    fallback_rules = replace(rules, mmr_lambda=1.0, freshness_boost=0.0)  # no scores to trade
+    # no scores to trade, no user vector to choose a new item by
+    fallback_rules = replace(rules, mmr_lambda=1.0, freshness_boost=0.0, new_item_slot=-1)
     for u, r in enumerate(results):
         if r is None:
             popular = (ids_of[i - 1] for i in bundle.popular)  # decoded as far as needed
@@ -133,15 +136,16 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     return results  # type: ignore[return-value]
 
 
-# per user: ids, scores, reasons, and vector keys (> 0: the bundle's item index; < 0: the
-# live catalogue's row -(key + 1)), so vectors are gathered without looking ids up
-Lists = list[tuple[list[str], list[float], list[str], list[int]]]
+# Vector keys: > 0, the bundle's item index; < 0, the live catalogue's row -(key + 1);
+# 0 (PAD), padding. Vectors are gathered by key without looking ids up, and a list item's
+# reason follows from its key (``sequence`` from the bundle, ``content`` a new item).
 
 
-def _vectors(bundle: ModelBundle, live: LiveItems, keys: np.ndarray) -> np.ndarray:
-    """[B, W, D] the vectors of ``keys`` [B, W] (0: padding, a zero vector)."""
+def _vectors(bundle: ModelBundle, live: LiveItems, keys: np.ndarray, unit: bool = False) -> np.ndarray:
+    """[B, W, D] the vectors of ``keys`` [B, W] (0: padding, a zero vector); ``unit``: scaled
+    to unit length (zero vectors stay zero)."""
     mine = keys > 0
-    dense = bundle.index.dense
+    dense = bundle.index.unit_dense if unit else bundle.index.dense
     if dense is not None:  # one gather (row 0 for non-bundle keys, zeroed below)
         out = np.take(dense, np.where(mine, keys - 1, 0), axis=0)
         out[~mine] = 0.0
@@ -149,20 +153,18 @@ def _vectors(bundle: ModelBundle, live: LiveItems, keys: np.ndarray) -> np.ndarr
         out = np.zeros((*keys.shape, bundle.manifest.dim), dtype=np.float32)
         for pos in zip(*np.nonzero(mine), strict=True):
             out[pos] = bundle.index.vector(int(keys[pos]))
+        if unit:
+            out[mine] = _unit(out[mine])
     new = keys < 0
     if new.any():
-        out[new] = live.vecs[-keys[new] - 1]
+        out[new] = _unit(live.vecs[-keys[new] - 1]) if unit else live.vecs[-keys[new] - 1]
     return out
 
 
-def _padded(lists: Lists, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """[B, width] keys (0 pads) and scores (-inf pads) of each list's first ``width``."""
-    keys = np.zeros((len(lists), width), dtype=np.int64)
-    scores = np.full((len(lists), width), -np.inf, dtype=np.float32)
-    for r, (_, sc, _, ks) in enumerate(lists):
-        m = min(len(ks), width)
-        keys[r, :m], scores[r, :m] = ks[:m], sc[:m]
-    return keys, scores
+def _unit(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    out: np.ndarray = v / np.where(norms > 0, norms, 1.0)
+    return out
 
 
 def _batched_mmr(rules: RerankConfig) -> bool:
@@ -170,48 +172,38 @@ def _batched_mmr(rules: RerankConfig) -> bool:
     return rules.mmr_lambda < 1.0 and rules.mmr_similarity == "vectors" and not rules.freshness_boost
 
 
-def _mmr_batch(bundle: ModelBundle, live: LiveItems, lists: Lists, lam: float, n: int) -> Lists:
+def _mmr_batch(bundle: ModelBundle, live: LiveItems, keys: np.ndarray, scores: np.ndarray,
+               lam: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Every list reordered by MMR(λ) over cosine of item vectors, in one numpy pass
     (:func:`serving.rerank.mmr_rows`; the same picks as the per-list :func:`mmr`)."""
-    width = max((len(ids) for ids, _, _, _ in lists), default=0)
-    if not width:
-        return lists
-    keys, scores = _padded(lists, width)
-    vecs = _vectors(bundle, live, keys)
-    norms = np.linalg.norm(vecs, axis=2, keepdims=True)
-    unit = vecs / np.where(norms > 0, norms, 1.0)
-    order = mmr_rows(scores, unit, keys != 0, lam, n)
-    out: Lists = []
-    for r, (ids, sc, why, ks) in enumerate(lists):
-        o = [int(j) for j in order[r] if j < len(ids)]
-        out.append(([ids[j] for j in o], [sc[j] for j in o], [why[j] for j in o], [ks[j] for j in o]))
-    return out
+    if not keys.shape[1]:
+        return keys, scores
+    order = mmr_rows(scores, _vectors(bundle, live, keys, unit=True), keys != PAD, lam, n)
+    return np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
-def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, lists: Lists,
-          histories: Sequence[Sequence[int]]) -> Lists:
+def _rank(bundle: ModelBundle, live: LiveItems, users: np.ndarray, keys: np.ndarray,
+          scores: np.ndarray, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Every user's first ``ranker.candidates`` candidates re-scored by the bundle's ranker in
     one call, and re-sorted (new items: their tower vectors and attribute tokens, no
-    training popularity); candidates past those keep retrieval's order below them."""
+    training popularity); candidates past those keep retrieval's order below them
+    (:func:`serving.ranking.ranked_rows`)."""
     ranker = bundle.ranker
     assert ranker is not None
-    width = min(max((len(ids) for ids, _, _, _ in lists), default=0), ranker.candidates)
+    width = min(keys.shape[1], ranker.candidates)
     if not width:
-        return lists
-    keys, cand_scores = _padded(lists, width)
-    cand_idx = np.maximum(keys, 0)
+        return keys, scores
+    head = keys[:, :width]
+    cand_idx = np.maximum(head, 0)
     cand_attrs = ranker.item_attrs[cand_idx]
-    for r, c in zip(*np.nonzero(keys < 0), strict=True):  # new items: attributes by token
-        if tokens := live.attributes.get(live.ids[-int(keys[r, c]) - 1]):
+    for r, c in zip(*np.nonzero(head < 0), strict=True):  # new items: attributes by token
+        if tokens := live.attributes.get(live.ids[-int(head[r, c]) - 1]):
             cand_attrs[r, c] = ranker.attrs_of_tokens(tokens)
     profiles = profiles_of(histories, ranker.item_attrs, ranker.num_attrs)
-    new = ranker.score(users, _vectors(bundle, live, keys), cand_idx, cand_scores, cand_attrs,
+    new = ranker.score(users, _vectors(bundle, live, head), cand_idx, scores[:, :width], cand_attrs,
                        profiles)
-    out: Lists = []
-    for r, (ids, sc, why, ks) in enumerate(lists):
-        o, scores = ranked_order(new[r, :min(len(ids), width)], sc[width:])
-        out.append(([ids[j] for j in o], scores, [why[j] for j in o], [ks[j] for j in o]))
-    return out
+    order, ranked = ranked_rows(new, scores)
+    return np.take_along_axis(keys, order, axis=1), ranked
 
 
 def _values(bundle: ModelBundle, live: LiveItems, rules: RerankConfig,
@@ -226,7 +218,8 @@ def _values(bundle: ModelBundle, live: LiveItems, rules: RerankConfig,
 
 
 def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms: int | None,
-              ) -> Callable[[list[Candidate], int], tuple[list[str], list[float], list[str]]]:
+              ) -> Callable[[list[Candidate], int, Candidate | None],
+                            tuple[list[str], list[float], list[str]]]:
     """The re-ranking step of one batch, with its similarity, capped values and item ages."""
     now = time.time() * 1000 if now_ms is None else now_ms
     if rules.mmr_similarity == "attributes":
@@ -241,36 +234,37 @@ def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms:
 
     values = _values(bundle, live, rules)
 
-    def run(cands: list[Candidate], n: int) -> tuple[list[str], list[float], list[str]]:
-        out = rerank(cands, rules, n, similarity=similarity, values=values, age_s=age_s)
+    position = {i: p for p, i in enumerate(live.ids)}
+
+    def run(cands: list[Candidate], n: int, new_item: Candidate | None,
+            ) -> tuple[list[str], list[float], list[str]]:
+        out = rerank(cands, rules, n, similarity=similarity, values=values, age_s=age_s,
+                     new_item=new_item, is_new=position.__contains__)
         return [c.item for c in out], [c.score for c in out], [c.reason for c in out]
     return run
 
 
-def _live_top(vecs: np.ndarray, live: LiveItems, histories: Sequence[Sequence[str]],
-              k: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """Each user's best ``k`` new items (positions in ``live.ids``; -inf scores where fewer)."""
-    if not live.size:
-        return None, np.zeros(0)
-    scores = vecs @ live.vecs.T  # (B, K)
+def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: LiveItems,
+               histories: Sequence[Sequence[str]], k: int, blocklist: frozenset[str] = frozenset(),
+               ) -> tuple[np.ndarray, np.ndarray, list[Candidate | None]]:
+    """The best ``k`` of each user's bundle candidates and the new items, by score (one
+    space), and each user's best new item (None where none is left); a new item in the
+    user's history or on the blocklist is excluded like a seen one."""
+    new_scores = vecs @ live.vecs.T  # (B, K)
     position = {i: p for p, i in enumerate(live.ids)}
+    if blocked := [p for i in blocklist if (p := position.get(i)) is not None]:
+        new_scores[:, blocked] = -np.inf
     for row, h in enumerate(histories):
         for item in h:
             if (p := position.get(item)) is not None:
-                scores[row, p] = -np.inf
-    return top_k_rows(scores, min(k, live.size))
-
-
-def _merge(ids: list[str], sc: list[float], keys: list[int], live: LiveItems, new_idx: np.ndarray,
-           new_sc: np.ndarray, k: int) -> tuple[list[str], list[float], list[str], list[int]]:
-    """The best ``k`` of the bundle's list and the new items, by score (one space)."""
-    pairs = [(s, i, REASON_SEQUENCE, key) for s, i, key in zip(sc, ids, keys, strict=True)] + \
-        [(float(s), live.ids[int(p)], REASON_CONTENT, -int(p) - 1)
-         for p, s in zip(new_idx, new_sc, strict=True) if np.isfinite(s)]
-    pairs.sort(key=lambda x: -x[0])
-    top = pairs[:k]
-    return [i for _, i, _, _ in top], [s for s, _, _, _ in top], [r for _, _, r, _ in top], \
-        [key for _, _, _, key in top]
+                new_scores[row, p] = -np.inf
+    new_idx, new_top = top_k_rows(new_scores, min(k, live.size))
+    both_keys = np.concatenate([keys, np.where(np.isneginf(new_top), PAD, -new_idx - 1)], axis=1)
+    both = np.concatenate([scores, new_top.astype(scores.dtype)], axis=1)
+    order = np.argsort(-both, axis=1, kind="stable")[:, :k]  # ties: the bundle's item first
+    best = [Candidate(live.ids[int(p)], float(s), REASON_CONTENT) if np.isfinite(s) else None
+            for p, s in zip(new_idx[:, 0], new_top[:, 0], strict=True)]
+    return np.take_along_axis(both_keys, order, axis=1), np.take_along_axis(both, order, axis=1), best
 
 
 class _VectorView:
@@ -289,7 +283,7 @@ class _VectorView:
 
     @staticmethod
     def _key(ix: int | None, pos: int | None) -> int:
-        """A candidate's vector key (see ``Lists``): bundle index, or -(live row + 1), or 0."""
+        """A candidate's vector key (see ``Vector keys``): bundle index, or -(live row + 1), or 0."""
         return ix if ix is not None else (-pos - 1 if pos is not None else 0)
 
 

@@ -12,9 +12,14 @@ per deployment (:class:`RerankConfig`). The order of application
    ``λ · relevance − (1 − λ) · max similarity to the items already picked``,
    with similarity from item vectors (cosine) or attributes (Jaccard); λ = 1
    keeps the order;
-4. **caps**: at most ``M`` items per attribute value (e.g. per brand) in the
+4. **the new-item slot**: where none of the first ``P + 1`` items is a new item
+   (one added through the items topic since the bundle was trained), the user's
+   best-scoring new item moves to position ``P`` (marked ``content``), the items
+   from there down shifting one place: each new item gets exposure in the
+   lists it fits best, before it has any clicks (cold start);
+5. **caps**: at most ``M`` items per attribute value (e.g. per brand) in the
    top ``N``; the excess moves below position ``N``, in order;
-5. **pins**: fixed items at fixed positions (marked ``pinned``), the rest
+6. **pins**: fixed items at fixed positions (marked ``pinned``), the rest
    shifting down.
 
 Relevance for MMR is the score min-max scaled over the candidates, so λ means
@@ -62,6 +67,7 @@ class RerankConfig:
     cap_attribute: str = ""  # attribute prefix that names the value, e.g. "brand:" ("" = any)
     cap_top: int = 20
     pins: Mapping[int, str] = field(default_factory=dict)  # 0-based position -> item
+    new_item_slot: int = -1  # 0-based position for the user's best new item; -1 = off
 
     @classmethod
     def from_settings(cls, s: Settings) -> RerankConfig:
@@ -78,12 +84,18 @@ class RerankConfig:
                    freshness_boost=s.rerank_freshness_boost,
                    freshness_half_life_s=s.rerank_freshness_half_life_s,
                    max_per_value=s.rerank_max_per_value, cap_attribute=s.rerank_cap_attribute,
-                   cap_top=s.rerank_cap_top, pins=pins)
+                   cap_top=s.rerank_cap_top, pins=pins, new_item_slot=s.rerank_new_item_slot)
+
+    @property
+    def reorders(self) -> bool:
+        """Whether a rule may bring up an item from below the top ``n`` (MMR, freshness,
+        caps), so retrieval returns ``candidates`` items per user first."""
+        return bool(self.mmr_lambda < 1.0 or self.freshness_boost or self.max_per_value)
 
     @property
     def active(self) -> bool:
         return bool(self.blocklist or self.mmr_lambda < 1.0 or self.freshness_boost
-                    or self.max_per_value or self.pins)
+                    or self.max_per_value or self.pins or self.new_item_slot >= 0)
 
 
 # items -> their similarities (one call per list; columns computed as MMR picks)
@@ -179,15 +191,14 @@ def mmr_rows(scores: np.ndarray, unit: np.ndarray, valid: np.ndarray, lam: float
         has = left[rows, best]
         picks.append(np.where(has, best, -1))
         left[rows, best] = False
-        sim = np.einsum("bkd,bd->bk", unit, unit[rows, best])
+        sim = np.matmul(unit, unit[rows, best][:, :, None])[:, :, 0]
         worst = np.where(has[:, None], np.maximum(worst, sim), worst)
-    picked = np.stack(picks, axis=1) if picks else np.zeros((b, 0), dtype=np.int64)
-    order = np.empty((b, n), dtype=np.int64)
-    for r in range(b):  # picks, then the rest in their order (valid first, then padding)
-        head = picked[r][picked[r] >= 0]
-        mask = np.ones(n, dtype=bool)
-        mask[head] = False
-        order[r] = np.concatenate([head, np.flatnonzero(mask)])
+    # picks first (in pick order), then the rest in their order (valid first, then padding)
+    rank = np.broadcast_to(np.arange(n, 2 * n), (b, n)).copy()
+    for j, p in enumerate(picks):
+        has = p >= 0
+        rank[rows[has], p[has]] = j
+    order: np.ndarray = np.argsort(rank, axis=1, kind="stable")
     return order
 
 
@@ -213,6 +224,17 @@ def cap_per_value(cands: Sequence[Candidate], values: Callable[[str], Sequence[s
     return kept[:top] + moved + kept[top:]
 
 
+def slot_new_item(cands: Sequence[Candidate], slot: int, best: Candidate | None,
+                  is_new: Callable[[str], bool]) -> list[Candidate]:
+    """Where none of the first ``slot + 1`` candidates is new (``is_new``), ``best`` (the
+    user's best-scoring new item) moves to position ``slot``, marked ``content``; the
+    candidates from there down shift one place (``best`` leaves its old place)."""
+    if best is None or slot < 0 or any(is_new(c.item) for c in cands[:slot + 1]):
+        return list(cands)
+    rest = [c for c in cands if c.item != best.item]
+    return [*rest[:slot], replace(best, reason=REASON_CONTENT), *rest[slot:]]
+
+
 def pin(cands: Sequence[Candidate], pins: Mapping[int, str], n: int) -> list[Candidate]:
     """Put each pinned item at its position (0-based), the others shifting down; a pinned
     item elsewhere in the list moves to its pin. Positions past the list's end append."""
@@ -232,13 +254,18 @@ def pin(cands: Sequence[Candidate], pins: Mapping[int, str], n: int) -> list[Can
 def rerank(cands: Sequence[Candidate], cfg: RerankConfig, n: int, *,
            similarity: Similarity | None = None,
            values: Callable[[str], Sequence[str]] | None = None,
-           age_s: Callable[[str], float | None] | None = None) -> list[Candidate]:
-    """The final list of ``n`` from ranked ``cands`` under ``cfg`` (module docstring)."""
+           age_s: Callable[[str], float | None] | None = None,
+           new_item: Candidate | None = None,
+           is_new: Callable[[str], bool] | None = None) -> list[Candidate]:
+    """The final list of ``n`` from ranked ``cands`` under ``cfg`` (module docstring);
+    ``new_item``: the user's best-scoring new item, for the new-item slot."""
     out = blocklisted(cands, cfg.blocklist) if cfg.blocklist else list(cands)
     if cfg.freshness_boost and age_s is not None:
         out = freshness(out, age_s, cfg.freshness_boost, cfg.freshness_half_life_s)
     if cfg.mmr_lambda < 1.0 and similarity is not None:
         out = mmr(out, cfg.mmr_lambda, similarity, n)
+    if cfg.new_item_slot >= 0 and is_new is not None:
+        out = slot_new_item(out, cfg.new_item_slot, new_item, is_new)
     if cfg.max_per_value and values is not None:
         out = cap_per_value(out, values, cfg.max_per_value, min(cfg.cap_top, n))
     return pin(out, cfg.pins, n) if cfg.pins else out[:n]

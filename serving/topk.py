@@ -30,13 +30,15 @@ def _block_max(view: np.ndarray) -> np.ndarray:
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices [B, k], scores [B, k]) of the largest entries per row, best first.
 
-    Exact (ties broken by column order). ``scores`` may contain -inf (masked items).
+    Exact (equal scores in column order on the blocked path; in the plain partial sort, in
+    an unspecified order). ``scores`` may contain -inf (masked items).
     """
     b, n = scores.shape
     k = min(k, n)
     blocks = n // BLOCK
-    if blocks < 2 * k:  # small catalogue: a plain partial sort is cheap enough
-        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    if blocks < 2 * k:  # small catalogue or large k: a plain partial sort is cheap enough
+        # partitioned at n - k (the k largest last), not -scores at k: no negated copy
+        idx = np.argpartition(scores, n - k, axis=1)[:, n - k:]
         part = np.take_along_axis(scores, idx, axis=1)
         order = np.argsort(-part, axis=1, kind="stable")
         return np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     # training measured it better than retrieval alone, "on" whenever there is one, "off" never.
     ranker: Literal["auto", "on", "off"] = "auto"
     # Re-ranking (serving/rerank.py; README "Re-ranking rules and reason codes"): retrieval returns `candidates`
-    # items per user when the ranker or any rule is on; they pick the final top_n.
+    # items per user when MMR, freshness or a cap is on; they pick the final top_n.
     candidates: int = Field(200, ge=1, le=10_000)
     rerank_blocklist: str = ""  # item ids, comma-separated: never in a list
     rerank_mmr_lambda: float = Field(1.0, ge=0.0, le=1.0)  # 1 = relevance only
@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     rerank_cap_attribute: str = ""  # attribute token prefix naming the capped value ("brand:")
     rerank_cap_top: int = Field(20, ge=1)
     rerank_pins: str = ""  # "position:item,…" (0-based positions)
+    # The new-item slot (0-based position; -1 = off): a list with no new item (one from the
+    # items topic since the bundle) in its first slot + 1 places gets the user's
+    # best-scoring new item at that position.
+    rerank_new_item_slot: int = Field(-1, ge=-1, le=1_000)
     # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).

@@ -97,7 +97,7 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
     """The λ table of a bundle as served, on the test split: its encoder and index, its
     ranker per ``ranking`` (``auto``: when training enabled it), then MMR."""
     from serving.bundle import load_bundle
-    from serving.ranking import chosen, ranked_order
+    from serving.ranking import chosen, ranked_rows
     from training.bundle_eval import remap
     from training.ranker import retrieve
 
@@ -122,11 +122,8 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
                                           item_vecs[np.maximum(c.idx[lo:lo + BATCH, :m], 1) - 1],
                                           c.feats[lo:lo + BATCH, :m])
                                for lo in range(0, len(c.idx), BATCH)])
-        idx, scores = np.zeros_like(c.idx), np.full(c.scores.shape, -np.inf)
-        for r in range(len(idx)):  # each row's real candidates are a prefix
-            real = int(np.isfinite(c.scores[r]).sum())
-            o, sc = ranked_order(head[r, :min(m, real)], c.scores[r, m:real].tolist())
-            idx[r, :real], scores[r, :real] = c.idx[r, o], sc
+        order, scores = ranked_rows(head, c.scores)
+        idx = np.where(np.isfinite(scores), np.take_along_axis(c.idx, order, axis=1), 0)
     user_counts = np.zeros(len(item_vecs) + 1, dtype=np.int64)
     for seq in split.train:
         user_counts[np.unique(np.asarray(seq, dtype=np.int64))] += 1

@@ -94,6 +94,26 @@ def test_recommend_merges_new_items_by_score_and_drops_withdrawn_ones(tiny_tower
                       live=live)
     assert "first" not in again[0].items and again[0].items[:9] == r0.items[1:]
     assert top not in again[1].items and again[1].items[0] == "t2"
+    # a blocklisted new item is excluded at retrieval, like a blocklisted bundle item: the
+    # list is the same one without it, still full (pins alone retrieve only top_n)
+    from serving.rerank import RerankConfig
+    pinned = recommend(b, histories[:1], 10, live=live,
+                       rules=RerankConfig(blocklist=frozenset({"first"}), pins={9: "promo"}))[0]
+    assert pinned.items == [i for i in r0.items if i != "first"][:9] + ["promo"]
+    assert pinned.reasons == ["sequence"] * 2 + ["content"] + ["sequence"] * 6 + ["pinned"]
+    blocked = recommend(b, histories[:1], 10, live=live,
+                        rules=RerankConfig(blocklist=frozenset({"first"})))[0]
+    assert blocked.items == r0.items[1:] + [before[0].items[9]]  # from the model, not popularity
+    assert blocked.reasons == ["sequence"] * 2 + ["content"] + ["sequence"] * 7
+    # the new-item slot: "middle" (3rd by score once "first" is clicked) moves up to the 2nd
+    # place; a list that
+    # already shows a new item in its first two places ("first") keeps its order
+    slotted = recommend(b, [histories[0], [*histories[0], "first"]], 10, live=live,
+                        rules=RerankConfig(new_item_slot=1))
+    assert slotted[0].items == r0.items
+    assert again[0].items[2] == "middle"
+    assert slotted[1].items == [again[0].items[0], "middle", again[0].items[1], *again[0].items[3:]]
+    assert slotted[1].reasons == ["sequence", "content"] + ["sequence"] * 8
     # a snapshot built for another bundle is ignored (its vectors are in another space)
     stale = LiveItems("other", live.ids, live.vecs, live.blocked, live.blocked_ids)
     assert recommend(b, histories[:1], 10, live=stale)[0].items == before[0].items

@@ -39,7 +39,22 @@ def test_without_attributes_overlap_is_zero() -> None:
 
 
 def test_scores_below_the_ranked_head_keep_their_spacing() -> None:
-    from serving.ranking import below
+    from serving.ranking import ranked_rows
 
-    assert below([-3.0, -5.0], [10.0, 8.0]) == pytest.approx([-5.001, -7.001])
-    assert below([], [1.0]) == [1.0] and below([1.0], []) == []
+    inf = np.inf
+    head = np.array([[-5.0, -3.0], [1.0, 2.0], [7.0, -inf]], dtype=np.float32)
+    scores = np.array([[20.0, 19.0, 10.0, 8.0],  # the tail moves just under the head's lowest
+                       [5.0, 4.0, -inf, -inf],  # nothing past the head
+                       [3.0, -inf, -inf, -inf]], dtype=np.float32)  # one real candidate
+    order, out = ranked_rows(head, scores)
+    assert order.tolist() == [[1, 0, 2, 3], [1, 0, 2, 3], [0, 1, 2, 3]]
+    assert out[0] == pytest.approx([-3.0, -5.0, -5.001, -7.001])
+    assert out[1].tolist() == [2.0, 1.0, -inf, -inf]
+    assert out[2].tolist() == [7.0, -inf, -inf, -inf]
+
+
+def test_ranked_rows_keeps_ties_in_retrieval_order() -> None:
+    from serving.ranking import ranked_rows
+
+    order, _ = ranked_rows(np.zeros((1, 3), dtype=np.float32), np.array([[3.0, 2.0, 1.0]]))
+    assert order.tolist() == [[0, 1, 2]]

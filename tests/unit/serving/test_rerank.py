@@ -18,6 +18,7 @@ from serving.rerank import (
     pin,
     rerank,
     scaled,
+    slot_new_item,
 )
 
 
@@ -90,6 +91,24 @@ def test_pins_take_their_positions_and_the_rest_shift_down() -> None:
     assert names(out) == ["promo", "a1", "b1", "a2"]  # b1 moved from 3rd to its pin
     assert out[0].reason == "pinned" and math.isnan(out[0].score) and out[2].reason == "pinned"
     assert names(pin(cands("a1"), {3: "late"}, 5)) == ["a1", "late"]  # past the end: appended
+
+
+def test_the_new_item_slot_gives_the_best_new_item_a_place_only_where_none_is_listed() -> None:
+    new = {"n1", "n2"}.__contains__
+    best = Candidate("n1", 0.5, "sequence")
+    out = slot_new_item(cands("a1", "a2", "b1", "c1"), 2, best, new)
+    assert names(out) == ["a1", "a2", "n1", "b1", "c1"] and out[2].reason == "content"
+    # a new item already in the first slot + 1 places: nothing changes
+    assert names(slot_new_item(cands("a1", "n2", "b1"), 2, best, new)) == ["a1", "n2", "b1"]
+    # a new item further down does not count; the best one leaves its old place
+    assert names(slot_new_item(cands("a1", "a2", "b1", "n1"), 1, best, new)) == ["a1", "n1", "a2", "b1"]
+    assert names(slot_new_item(cands("a1"), 3, best, new)) == ["a1", "n1"]  # short list: appended
+    assert names(slot_new_item(cands("a1", "a2"), 0, None, new)) == ["a1", "a2"]  # no new item
+    # in the rule order: before caps and pins, which keep their word
+    cfg = RerankConfig(new_item_slot=0, pins={0: "promo"})
+    out = rerank(cands("a1", "a2", "b1"), cfg, 3, new_item=best, is_new=new)
+    assert names(out) == ["promo", "n1", "a1"] and [c.reason for c in out] == ["pinned", "content", "sequence"]
+    assert RerankConfig(new_item_slot=9).active and not RerankConfig(new_item_slot=9).reorders
 
 
 def test_all_rules_together_in_order() -> None:

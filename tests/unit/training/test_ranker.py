@@ -209,12 +209,12 @@ def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ran
     keys = [b.vocab.index(i) or 0 for i in ids]
     scores = [float(-n) for n in range(70)]
     user = b.encoder.encode(np.asarray([[0] * 15 + history], dtype=np.int64))
-    [(got, got_scores, why, got_keys)] = _rank(b, EMPTY, user, [(ids, scores, ["sequence"] * 70, keys)],
-                                               [history])
-    assert got_keys == [b.vocab.index(i) for i in got]
+    got_keys, got_scores = _rank(b, EMPTY, user, np.asarray([keys]), np.asarray([scores], dtype=np.float32),
+                                 [history])
+    got_scores = got_scores[0].tolist()
+    got = b.vocab.decode(got_keys[0].tolist())
     assert sorted(got[:50]) == sorted(ids[:50]) and got[50:] == ids[50:]
     assert got_scores[:50] == sorted(got_scores[:50], reverse=True)
     # the rest keep their order and spacing, just below the ranked head (what MMR reads)
     assert got_scores == sorted(got_scores, reverse=True) and got_scores[50] < got_scores[49]
     assert np.allclose(np.diff(got_scores[50:]), np.diff(scores[50:]))
-    assert why == ["sequence"] * 70
