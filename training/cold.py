@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from training.data import SequenceData, Split, leave_one_out
-from training.evaluate import full_ranks_of
+from training.evaluate import full_ranks_of, masked_scores
 from training.metrics import hr_ndcg, mask_history, ranks_from_scores
 
 BATCH = 1024
@@ -58,6 +58,25 @@ def vector_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequ
                  targets: np.ndarray) -> np.ndarray:
     """Full ranks by inner product (``item_vecs`` [N, D], row r = item r + 1), history masked."""
     return full_ranks_of(users, item_vecs, inputs, targets)
+
+
+def slot_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
+               targets: np.ndarray, cold: np.ndarray, slot: int) -> np.ndarray:
+    """Full ranks (0-based) of the lists the worker's new-item slot writes
+    (:func:`serving.rerank.slot_new_item`, cold items as the new ones): where none of a
+    user's first ``slot + 1`` items by score is cold, the user's best-scoring cold item
+    moves to position ``slot`` and the items from there to its old place shift one down."""
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for lo, hi, scores in masked_scores(users, item_vecs, inputs):
+        t = targets[lo:hi]
+        g_t = ranks_from_scores(scores, t)
+        cold_scores = np.where(cold[None, :], scores, -np.inf)
+        best = cold_scores.argmax(axis=1)
+        g_b = ranks_from_scores(scores, best)
+        move = np.isfinite(cold_scores[np.arange(len(best)), best]) & (g_b > slot)
+        shifted = move & (t != best) & (g_t >= slot) & (g_t < g_b)
+        ranks[lo:hi] = np.where(move & (t == best), slot, np.where(shifted, g_t + 1, g_t))
+    return ranks
 
 
 def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence[Sequence[int]],

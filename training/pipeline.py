@@ -25,6 +25,7 @@ from training.cold import (
     cold_split,
     fit_content_map,
     mapped_vectors,
+    slot_ranks,
     vector_ranks,
 )
 from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -168,10 +169,12 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,
                    flags: dict[str, Any], fraction: float, seed: int, id_only: bool = True,
-                   progress: bool = True, tower: bool = True) -> dict[str, Any]:
+                   progress: bool = True, tower: bool = True, slot: int = 9) -> dict[str, Any]:
     """The cold-start protocol (:mod:`training.cold`): SASRec with its item tower, cold
     items embedded from attributes alone, beside ID-only SASRec, attribute k-NN and
-    popularity, on cold and on warm test targets (full ranking, test split)."""
+    popularity, on cold and on warm test targets (full ranking, test split). Each model
+    that places cold items is also scored as served with the new-item slot at ``slot``
+    (``*_slot``, :func:`training.cold.slot_ranks`; -1: not)."""
     _, mcfg, tcfg, _ = resolve_flags(load_config(config), "sasrec", flags)
     tcfg = replace(tcfg, refit=False)  # the published protocol: train split only
     cold = choose_cold(data.num_items, fraction, seed)
@@ -181,7 +184,8 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
         "protocol": f"cold start: {cold.sum()} of {data.num_items} items ({fraction:.0%}, seed "
                     f"{seed}) removed from every training sequence and input; full ranking over "
                     "all items on the test split; cold items embedded from attributes only",
-        "cold_items": int(cold.sum()), "attribute_coverage": attributes.coverage(data.vocab.ids)}
+        "cold_items": int(cold.sum()), "attribute_coverage": attributes.coverage(data.vocab.ids),
+        "new_item_slot": slot}
     cfg, item_attrs = tower_inputs(data, attributes, mcfg)
     assert item_attrs is not None
     if tower:
@@ -195,6 +199,9 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                                               targets, cold),
                                   "epochs": result.epochs_run, "best_epoch": result.best_epoch,
                                   "train_seconds": round(result.seconds, 1)}
+        if slot >= 0:
+            report["sasrec_tower_slot"] = by_target(
+                slot_ranks(users, vecs[1:].numpy(), inputs, targets, cold, slot), targets, cold)
     if id_only:
         plain = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
         m = plain.model
@@ -215,6 +222,9 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
             mapped = id_vecs.copy()
             mapped[~warm] = mapped_vectors(attrs[~warm], cmap, scale)
             report[name] = by_target(vector_ranks(u, mapped, inputs, targets), targets, cold)
+            if slot >= 0:
+                report[f"{name}_slot"] = by_target(slot_ranks(u, mapped, inputs, targets, cold, slot),
+                                                   targets, cold)
     report["attribute_knn"] = by_target(
         attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets), targets, cold)
     counts = item_counts(split.train, data.num_items)

@@ -165,6 +165,7 @@ def cold_start(
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
     id_only: Annotated[bool, typer.Option("--id-only/--no-id-only", help="Also train the ID-only baseline (and its attribute map).")] = True,
     tower: Annotated[bool, typer.Option("--tower/--no-tower", help="Train SASRec with the item tower.")] = True,
+    new_item_slot: Annotated[int, typer.Option(min=-1, max=1000, help="Also score each model as served with the new-item slot at this 0-based position (STREAMREC_RERANK_NEW_ITEM_SLOT); -1: not.")] = 9,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/cold-start.json"),
 ) -> None:
     """The cold-start protocol: items never trained on, ranked from their attributes, vs baselines."""
@@ -178,13 +179,13 @@ def cold_start(
     try:
         report = run_cold_start(load_dataset(data), load_attributes(attributes), config=config,
                                 flags=flags, fraction=cold_items, seed=seed, id_only=id_only,
-                                tower=tower)
+                                tower=tower, slot=new_item_slot)
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     write_results(out, report)
     for name, block in report.items():
         if isinstance(block, dict):
-            typer.echo(f"  {name:16s} cold ({block['cold_users']} users) HR@10 "
+            typer.echo(f"  {name:26s} cold ({block['cold_users']} users) HR@10 "
                        f"{block['cold']['hr@10']:.4f} NDCG@10 {block['cold']['ndcg@10']:.4f}   warm "
                        f"HR@10 {block['warm']['hr@10']:.4f} NDCG@10 {block['warm']['ndcg@10']:.4f}")
     typer.echo(f"wrote {out}")

@@ -94,3 +94,31 @@ def test_the_content_map_recovers_vectors_that_are_means_of_attribute_vectors() 
     np.testing.assert_allclose(mapped_vectors(attrs, m), vecs, atol=1e-4)
     scaled = mapped_vectors(attrs, m, scale_to=2.0)
     np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), 2.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("slot", [0, 3, 9])
+def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: int) -> None:
+    """The offline arithmetic against the worker's rule applied to every full list."""
+    from serving.rerank import Candidate, slot_new_item
+    from training.cold import slot_ranks
+
+    rng = np.random.default_rng(slot)
+    n_items, n_users = 40, 60
+    vecs = rng.standard_normal((n_items, 8)).astype(np.float32)  # row r = item r + 1
+    users = rng.standard_normal((n_users, 8)).astype(np.float32)
+    cold = np.zeros(n_items + 1, dtype=bool)
+    cold[rng.choice(np.arange(1, n_items + 1), 6, replace=False)] = True
+    inputs = [rng.choice(np.arange(1, n_items + 1), 3, replace=False).tolist() for _ in range(n_users)]
+    targets = np.array([rng.choice([i for i in range(1, n_items + 1) if i not in h]) for h in inputs])
+    got = slot_ranks(users, vecs, inputs, targets, cold, slot)
+    moved = 0
+    for u in range(n_users):
+        scores = vecs @ users[u]
+        order = [i for i in np.argsort(-scores) + 1 if i not in inputs[u]]
+        listed = [Candidate(str(i), float(scores[i - 1])) for i in order]
+        best = next(c for c in listed if cold[int(c.item)])
+        out = slot_new_item(listed, slot, best, lambda i: bool(cold[int(i)]))
+        want = [c.item for c in out].index(str(targets[u]))
+        assert got[u] == want
+        moved += want != order.index(targets[u])
+    assert moved  # the rule moved some target
