@@ -105,3 +105,33 @@ def test_the_catalogue_survives_a_restart(
     w.stop()
     again = start_worker(s.model_copy(update={"worker_id": f"{s.worker_id}-b"}), tiny_tower_bundle)
     wait_metric(again, "streamrec_live_items", 3)  # read back from the compacted topic
+
+
+def test_the_new_item_slot_shows_a_new_item_to_every_user_at_its_position(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_tower_bundle: Path,
+) -> None:
+    from serving.rerank import RerankConfig
+
+    s = make_settings(top_n=5, rerank_new_item_slot=2)
+    bundle = load_bundle(tiny_tower_bundle)
+    attrs, data = item_attributes(TINY), generate(TINY)
+    w = start_worker(s, tiny_tower_bundle)
+    asyncio.run(send_raw(s.kafka_bootstrap, s.items_topic, [item("fresh-1", attrs["1"])]))
+    wait_metric(w, "streamrec_live_items", 1)
+    histories = {f"su{u}": bundle.vocab.decode(seq[:-1])[-4:] for u, seq in enumerate(data.seqs[:20])}
+    now = int(time.time() * 1000)
+    clicks = [(u.encode(), encode_event(ClickEvent(f"{u}/{k}", u, i, now)))
+              for u, h in histories.items() for k, i in enumerate(h)]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, clicks))
+    w.wait_events(len(clicks))
+    live = Catalogue().apply([ItemRecord("fresh-1", 0, attrs["1"])], bundle)
+    expected = recommend(bundle, list(histories.values()), s.top_n, live=live,
+                         rules=RerankConfig(new_item_slot=2))
+    reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
+    for u, want in zip(histories, expected, strict=True):
+        got = reader.get_recommendations(u)
+        assert got is not None and got.items == want.items and got.reasons == want.reasons, u
+        # the only new item: in the first three places of every list, at the slot unless it
+        # scored higher on its own
+        assert "fresh-1" in got.items[:3] and got.reasons[got.items.index("fresh-1")] == "content"
