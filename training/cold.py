@@ -17,9 +17,11 @@ counts: a cold item has none).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.errors import ConfigError
 from training.data import SequenceData, Split, leave_one_out
 from training.evaluate import full_ranks_of, masked_scores
 from training.metrics import hr_ndcg, mask_history, ranks_from_scores
@@ -120,6 +122,32 @@ def fit_content_map(item_attrs: np.ndarray, vectors: np.ndarray, num_attrs: int,
     m = np.linalg.solve(gram, x.T @ vectors.astype(np.float64))
     m[0] = 0.0
     return m.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ContentMap:
+    """Attributes -> a vector in a trained model's item space, for items it never trained on:
+    ``m`` [A + 1, D] from :func:`fit_content_map`, each mapped vector rescaled to ``norm``
+    (the trained items' mean norm). A bundle without a trained item tower ships it as its
+    ``item_tower.onnx`` (:func:`training.export.write_bundle`), so new items on the items
+    topic are embedded by it."""
+
+    m: np.ndarray
+    norm: float
+
+    @classmethod
+    def fit(cls, item_attrs: np.ndarray, vectors: np.ndarray, num_attrs: int) -> ContentMap:
+        """Fitted on the items that have attributes (``item_attrs`` [N, J] 0-padded rows and
+        their trained ``vectors`` [N, D])."""
+        has = (item_attrs > 0).any(axis=1)
+        if not has.any():
+            raise ConfigError("no item of the data has attributes in the attributes file: "
+                              "nothing to fit a content map on")
+        return cls(fit_content_map(item_attrs[has], vectors[has], num_attrs),
+                   float(np.linalg.norm(vectors[has], axis=1).mean()))
+
+    def vectors(self, item_attrs: np.ndarray) -> np.ndarray:
+        return mapped_vectors(item_attrs, self.m, self.norm)
 
 
 def mapped_vectors(item_attrs: np.ndarray, m: np.ndarray, scale_to: float | None = None) -> np.ndarray:

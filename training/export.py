@@ -32,11 +32,12 @@ from serving.vocab import Vocabulary
 from streamrec.errors import StreamrecError
 from streamrec.files import atomic_directory, sha256_file
 from streamrec.sequences import left_pad
-from training.attributes import ItemAttributes
+from training.attributes import MAX_ATTRS, ItemAttributes
 from training.model import RetrievalModel
 
 if TYPE_CHECKING:
     from serving.encoder import Encoder
+    from training.cold import ContentMap
     from training.ranker import FittedRanker
 INPUT, OUTPUT = "item_seq", "user_vec"
 ATTRS, ITEM_VEC = "item_attrs", "item_vec"
@@ -72,20 +73,48 @@ class _ItemTower(torch.nn.Module):
         return self.model.content_vectors(item_attrs)
 
 
+class _ContentMapTower(torch.nn.Module):
+    """:class:`training.cold.ContentMap` as an item tower: the mean of the item's attribute
+    rows of ``m``, rescaled to the map's norm (zero for no known attribute)."""
+
+    m: torch.Tensor  # [A + 1, D], a buffer
+
+    def __init__(self, cmap: ContentMap) -> None:
+        super().__init__()
+        self.register_buffer("m", torch.from_numpy(np.ascontiguousarray(cmap.m, dtype=np.float32)))
+        self.norm = float(cmap.norm)
+
+    def forward(self, item_attrs: torch.Tensor) -> torch.Tensor:
+        real = (item_attrs > 0).unsqueeze(-1).to(torch.float32)
+        mean = (self.m[item_attrs] * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+        size = mean.norm(dim=1, keepdim=True)
+        return torch.where(size > 0, mean * (self.norm / size.clamp(min=1e-12)), mean)
+
+
 def export_item_tower(model: RetrievalModel, path: Path) -> float:
     """The attribute part of the item tower as ONNX; returns its max abs difference from
     torch on the catalogue's own attribute rows (raises above tolerance)."""
-    import onnxruntime as ort
-
     model.eval()
-    example = model.item_attrs[1:3].clone()
-    torch.onnx.export(_ItemTower(model).eval(), (example,), str(path), input_names=[ATTRS],
-                      output_names=[ITEM_VEC],
-                      dynamic_axes={ATTRS: {0: "batch", 1: "attrs"}, ITEM_VEC: {0: "batch"}},
-                      opset_version=17, dynamo=False)
     rows = model.item_attrs[1:513]
     with torch.no_grad():
         ref = model.content_vectors(rows).numpy()
+    return _export_tower(_ItemTower(model).eval(), rows, ref, path)
+
+
+def export_content_map(cmap: ContentMap, item_attrs: np.ndarray, path: Path) -> float:
+    """A content map (a bundle without a trained tower) as the bundle's item tower; its max
+    abs difference from :meth:`ContentMap.vectors` on the catalogue's attribute rows."""
+    rows = torch.from_numpy(np.ascontiguousarray(item_attrs[1:513], dtype=np.int64))
+    return _export_tower(_ContentMapTower(cmap).eval(), rows, cmap.vectors(rows.numpy()), path)
+
+
+def _export_tower(module: torch.nn.Module, rows: torch.Tensor, ref: np.ndarray, path: Path) -> float:
+    import onnxruntime as ort
+
+    torch.onnx.export(module, (rows[:2].clone(),), str(path), input_names=[ATTRS],
+                      output_names=[ITEM_VEC],
+                      dynamic_axes={ATTRS: {0: "batch", 1: "attrs"}, ITEM_VEC: {0: "batch"}},
+                      opset_version=17, dynamo=False)
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {ATTRS: rows.numpy()})[0]
     diff = float(np.abs(ref - got).max())
@@ -125,9 +154,11 @@ def write_bundle(
     index_type: str = "auto",
     attributes: ItemAttributes | None = None,
     ranker: FittedRanker | None = None,
+    content_map: ContentMap | None = None,
 ) -> Manifest:
     """Export, check parity, and atomically write the bundle directory ``out`` (with the
-    item tower and ``attributes`` when the model has one, and the ranking stage when given)."""
+    item tower and ``attributes`` when the model has one, or ``content_map`` as its item
+    tower when it has none, and the ranking stage when given)."""
     import faiss
 
     from serving.encoder import Encoder, make_session
@@ -139,8 +170,11 @@ def write_bundle(
     tower = model.attr_emb is not None
     if tower and attributes is None:
         raise ExportError("a model with an item tower needs its attributes to be exported")
+    if content_map is not None and (tower or attributes is None):
+        raise ExportError("a content map is for a model without an item tower, with attributes")
     serving = model.frozen() if tower else model
     extra: dict[str, Any] = {}
+    tower_config: dict[str, Any] = {}
     with atomic_directory(out) as tmp:
         export_onnx(serving, tmp / "encoder.onnx")
         seqs = left_pad(sample_inputs[:256] or [[1]], model.cfg.max_len)
@@ -150,6 +184,14 @@ def write_bundle(
             assert attributes is not None
             extra["item_tower_parity_max_abs_diff"] = export_item_tower(model, tmp / "item_tower.onnx")
             (tmp / "attributes.json").write_bytes(attributes.to_json(vocab.ids))
+        elif content_map is not None:
+            assert attributes is not None
+            rows = attributes.matrix(vocab.ids, MAX_ATTRS)
+            extra["item_tower"] = "content_map"
+            extra["item_tower_parity_max_abs_diff"] = export_content_map(content_map, rows,
+                                                                         tmp / "item_tower.onnx")
+            (tmp / "attributes.json").write_bytes(attributes.to_json(vocab.ids))
+            tower_config = {"max_attrs": int(rows.shape[1])}
         items = model.item_vectors()[1:].detach().numpy().astype(np.float32)
         if ranker is not None:
             from training.ranker import write_ranker
@@ -164,7 +206,7 @@ def write_bundle(
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         manifest = Manifest(
             version=version, created_at=now.isoformat(timespec="seconds"), model=model.kind,
-            model_config={**model.cfg.to_dict(), "train": train_config},
+            model_config={**model.cfg.to_dict(), "train": train_config, **tower_config},
             max_len=model.cfg.max_len, dim=model.cfg.dim, num_items=len(vocab), index_type=kind,
             index_params=index_params,
             signature=Signature(

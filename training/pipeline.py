@@ -19,6 +19,7 @@ from streamrec.settings import Settings
 from training.attributes import MAX_ATTRS, ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
 from training.cold import (
+    ContentMap,
     attribute_knn_ranks,
     by_target,
     choose_cold,
@@ -86,7 +87,9 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                      ranker: RankerConfig | None = None, tower: bool = True,
                      model_name: str = "sasrec") -> TrainReport:
     """Train SASRec or the two-tower model (``model_name``) (with an item tower over ``attributes`` unless ``tower`` is off; the
-    ranker reads the attributes either way), evaluate, and export the bundle to ``out``."""
+    ranker reads the attributes either way), evaluate, and export the bundle to ``out``. With
+    attributes and the tower off, the bundle's item tower is a content map fitted on the
+    trained item vectors (:class:`training.cold.ContentMap`), so new items can be served."""
     if ranker is not None and tcfg.refit:
         raise ConfigError("the ranker learns from the validation item, which a refit trains the "
                           "retrieval model on: use --no-refit with --ranker")
@@ -104,6 +107,10 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
     popular = (np.argsort(-counts[1:], kind="stable")[:POPULAR_K] + 1).tolist()
     t0 = time.monotonic()
     fitted = None if ranker is None else _fit_ranker(model, split, counts, attributes, ranker, progress)
+    cmap = None
+    if attributes is not None and not tower:  # new items: placed by a map from attributes
+        cmap = ContentMap.fit(attributes.matrix(data.vocab.ids, MAX_ATTRS)[1:],
+                              model.item_vectors()[1:].detach().numpy(), attributes.size)
     manifest = write_bundle(
         model, data.vocab, inputs, popular, out,
         metrics={"valid": {"full": valid}, "test": test, "popularity_test": pop,
@@ -112,7 +119,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                  "protocol": "leave-one-out; full = all items, history masked; sampled = 100 "
                              "uniform unseen negatives, seed 0"},
         dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type,
-        attributes=attributes if tower else None, ranker=fitted)
+        attributes=attributes, ranker=fitted, content_map=cmap)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
                        result.best_epoch, valid, test, pop,
                        None if fitted is None else fitted.report())

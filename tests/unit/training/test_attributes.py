@@ -96,6 +96,22 @@ def test_the_content_map_recovers_vectors_that_are_means_of_attribute_vectors() 
     np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), 2.0, rtol=1e-5)
 
 
+def test_a_content_map_is_fitted_on_the_items_with_attributes_only() -> None:
+    import numpy as np
+
+    from streamrec.errors import ConfigError
+    from training.cold import ContentMap
+
+    attrs = np.array([[1, 2], [2, 0], [0, 0]])  # the third item has no attributes
+    vecs = np.array([[3.0, 4.0], [0.0, 1.0], [100.0, 0.0]], dtype=np.float32)
+    cmap = ContentMap.fit(attrs, vecs, num_attrs=2)
+    assert cmap.norm == pytest.approx(3.0)  # (5 + 1) / 2: the third item does not count
+    assert np.linalg.norm(cmap.vectors(attrs[:2]), axis=1) == pytest.approx([3.0, 3.0], rel=1e-5)
+    assert not cmap.vectors(attrs[2:]).any()  # no attributes: the zero vector
+    with pytest.raises(ConfigError, match="no item of the data has attributes"):
+        ContentMap.fit(np.zeros((2, 2), dtype=np.int64), vecs[:2], num_attrs=2)
+
+
 @pytest.mark.parametrize("slot", [0, 3, 9])
 def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: int) -> None:
     """The offline arithmetic against the worker's rule applied to every full list."""

@@ -192,9 +192,23 @@ def test_attributes_can_feed_the_ranker_alone(tiny_data, tmp_path: Path) -> None
                            attributes=build(item_attributes(TINY)),
                            ranker=RankerConfig(candidates=30, epochs=2), tower=False).bundle
     b = load_bundle(out)
-    assert b.tower is None and b.ranker is not None
+    assert b.ranker is not None
     assert b.ranker.item_attrs.shape[1] > 0 and (b.ranker.item_attrs > 0).any()
     assert b.manifest.model_config["attributes"] == 0  # the retrieval model has no tower
+    # ... so its item tower is the content map: new items are embedded by it, at the
+    # trained items' mean norm
+    from serving.catalogue import Catalogue
+    from streamrec.items import ItemRecord
+
+    assert b.tower is not None and b.manifest.metrics["item_tower"] == "content_map"
+    assert b.manifest.metrics["item_tower_parity_max_abs_diff"] < 1e-4
+    tokens = list(b.attributes[b.vocab.ids[0]])
+    live = Catalogue().apply([ItemRecord("brand-new", 1, tokens)], b)
+    assert live.ids == ("brand-new",)
+    assert b.index.dense is not None
+    with_attrs = [b.vocab.index(i) for i in b.vocab.ids if b.attributes.get(i)]
+    norm = float(np.linalg.norm(b.index.dense[np.asarray(with_attrs) - 1], axis=1).mean())
+    assert np.linalg.norm(live.vecs[0]) == pytest.approx(norm, rel=1e-4)
 
 
 def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ranker_bundle: Path,
