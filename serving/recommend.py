@@ -78,7 +78,8 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         encoded = [[x for i in h if (x := index(i) or proxy(i))] for h in histories]
     modelled = [u for u, e in enumerate(encoded) if e]
     ranker = chosen(bundle.ranker, ranking)
-    k = max(top_n, candidates if rules.reorders else 0, ranker.candidates if ranker else 0)
+    k = max(top_n, candidates if rules.reorders else 0, ranker.candidates if ranker else 0,
+            rules.new_item_within if rules.new_item_slot >= 0 and live.size else 0)
     batched = rules.active and _batched_mmr(rules)  # MMR in numpy for the whole batch
     per_list = replace(rules, mmr_lambda=1.0) if batched else rules
     rerank_of = _reranker(bundle, live, per_list, now_ms) if rules.active else None
@@ -93,7 +94,8 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         best_new: list[Candidate | None] = [None] * len(modelled)  # for the new-item slot
         if live.size:
             keys, scores, best_new = _with_live(keys, scores, vecs, live,
-                                                [histories[u] for u in modelled], k, rules.blocklist)
+                                                [histories[u] for u in modelled], k, rules.blocklist,
+                                                rules.new_item_within)
         if ranker is not None:
             keys, scores = _rank(bundle, live, vecs, keys, scores, [encoded[u] for u in modelled])
         if batched:  # caps and pins still run per list, below
@@ -246,10 +248,12 @@ def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms:
 
 def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: LiveItems,
                histories: Sequence[Sequence[str]], k: int, blocklist: frozenset[str] = frozenset(),
-               ) -> tuple[np.ndarray, np.ndarray, list[Candidate | None]]:
+               within: int = 0) -> tuple[np.ndarray, np.ndarray, list[Candidate | None]]:
     """The best ``k`` of each user's bundle candidates and the new items, by score (one
-    space), and each user's best new item (None where none is left); a new item in the
-    user's history or on the blocklist is excluded like a seen one."""
+    space), and each user's best new item (None where none is left, or, with ``within``
+    > 0, where it does not rank in the user's first ``within``: ``k`` >= ``within``
+    bundle candidates tell); a new item in the user's history or on the blocklist is
+    excluded like a seen one."""
     new_scores = vecs @ live.vecs.T  # (B, K)
     position = {i: p for p, i in enumerate(live.ids)}
     if blocked := [p for i in blocklist if (p := position.get(i)) is not None]:
@@ -262,8 +266,12 @@ def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: Liv
     both_keys = np.concatenate([keys, np.where(np.isneginf(new_top), PAD, -new_idx - 1)], axis=1)
     both = np.concatenate([scores, new_top.astype(scores.dtype)], axis=1)
     order = np.argsort(-both, axis=1, kind="stable")[:, :k]  # ties: the bundle's item first
-    best = [Candidate(live.ids[int(p)], float(s), REASON_CONTENT) if np.isfinite(s) else None
-            for p, s in zip(new_idx[:, 0], new_top[:, 0], strict=True)]
+    top = new_top[:, :1].astype(scores.dtype)
+    shown = np.isfinite(top[:, 0])
+    if within > 0:  # its rank: the bundle candidates scoring above it
+        shown &= (scores > top).sum(axis=1) < within
+    best = [Candidate(live.ids[int(p)], float(s), REASON_CONTENT) if ok else None
+            for p, s, ok in zip(new_idx[:, 0], new_top[:, 0], shown, strict=True)]
     return np.take_along_axis(both_keys, order, axis=1), np.take_along_axis(both, order, axis=1), best
 
 

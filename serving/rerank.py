@@ -68,6 +68,7 @@ class RerankConfig:
     cap_top: int = 20
     pins: Mapping[int, str] = field(default_factory=dict)  # 0-based position -> item
     new_item_slot: int = -1  # 0-based position for the user's best new item; -1 = off
+    new_item_within: int = 0  # the slot only where that item ranks in the first this many; 0 = any
 
     @classmethod
     def from_settings(cls, s: Settings) -> RerankConfig:
@@ -84,7 +85,8 @@ class RerankConfig:
                    freshness_boost=s.rerank_freshness_boost,
                    freshness_half_life_s=s.rerank_freshness_half_life_s,
                    max_per_value=s.rerank_max_per_value, cap_attribute=s.rerank_cap_attribute,
-                   cap_top=s.rerank_cap_top, pins=pins, new_item_slot=s.rerank_new_item_slot)
+                   cap_top=s.rerank_cap_top, pins=pins, new_item_slot=s.rerank_new_item_slot,
+                   new_item_within=s.rerank_new_item_within)
 
     @property
     def reorders(self) -> bool:

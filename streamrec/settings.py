@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # items topic since the bundle) in its first slot + 1 places gets the user's
     # best-scoring new item at that position.
     rerank_new_item_slot: int = Field(-1, ge=-1, le=1_000)
+    # ... only for users whose best new item ranks in their first this many by score (0 =
+    # any): what the cold-start protocol chose on validation (docs/BENCHMARKS.md).
+    rerank_new_item_within: int = Field(0, ge=0, le=10_000)
     # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).

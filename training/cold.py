@@ -16,7 +16,7 @@ counts: a cold item has none).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,11 +63,12 @@ def vector_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequ
 
 
 def slot_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
-               targets: np.ndarray, cold: np.ndarray, slot: int) -> np.ndarray:
+               targets: np.ndarray, cold: np.ndarray, slot: int, within: int = 0) -> np.ndarray:
     """Full ranks (0-based) of the lists the worker's new-item slot writes
     (:func:`serving.rerank.slot_new_item`, cold items as the new ones): where none of a
     user's first ``slot + 1`` items by score is cold, the user's best-scoring cold item
-    moves to position ``slot`` and the items from there to its old place shift one down."""
+    moves to position ``slot`` and the items from there to its old place shift one down;
+    with ``within`` > 0, only where that item ranks in the user's first ``within``."""
     ranks = np.empty(len(targets), dtype=np.int64)
     for lo, hi, scores in masked_scores(users, item_vecs, inputs):
         t = targets[lo:hi]
@@ -76,9 +77,29 @@ def slot_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequen
         best = cold_scores.argmax(axis=1)
         g_b = ranks_from_scores(scores, best)
         move = np.isfinite(cold_scores[np.arange(len(best)), best]) & (g_b > slot)
+        if within > 0:
+            move &= g_b < within
         shifted = move & (t != best) & (g_t >= slot) & (g_t < g_b)
         ranks[lo:hi] = np.where(move & (t == best), slot, np.where(shifted, g_t + 1, g_t))
     return ranks
+
+
+WITHIN_GRID = (10, 20, 50, 100, 200, 500, 1000, 0)  # 0: no gate
+WARM_LOSS_CAP = 0.015  # the most validation NDCG@10 the slot may cost (relative)
+
+
+def choose_within(valid_ndcg: Callable[[int], float], base: float, slot: int,
+                  cap: float = WARM_LOSS_CAP) -> tuple[int, dict[int, float]]:
+    """The new-item slot's gate from the **validation** split, where every target is warm:
+    the deepest ``within`` (:data:`WITHIN_GRID`; 0 = no gate, the deepest) whose NDCG@10
+    stays within ``cap`` (relative) of ``base`` (no slot); ``valid_ndcg(within)`` scores one.
+    Returns it (``slot + 1`` when none does: the slot never moves an item) and every
+    ``within``'s validation NDCG@10."""
+    scores = {w: valid_ndcg(w) for w in WITHIN_GRID if w == 0 or w > slot + 1}
+    ok = [w for w, v in scores.items() if v >= base * (1 - cap)]
+    if not ok:
+        return slot + 1, scores
+    return (0 if 0 in ok else max(ok)), scores
 
 
 def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence[Sequence[int]],

@@ -23,6 +23,7 @@ from training.cold import (
     attribute_knn_ranks,
     by_target,
     choose_cold,
+    choose_within,
     cold_split,
     fit_content_map,
     mapped_vectors,
@@ -34,6 +35,7 @@ from training.data import SequenceData, Split, item_counts, leave_one_out, load_
 from training.evaluate import encode_all, evaluate_vectors, popularity_ranks
 from training.export import write_bundle
 from training.from_topic import read_topic
+from training.metrics import hr_ndcg
 from training.model import RetrievalModel, SASRecConfig, TwoTowerConfig
 from training.ranker import FittedRanker, RankerConfig, fit_ranker
 from training.synthetic import generate
@@ -207,8 +209,8 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                                   "epochs": result.epochs_run, "best_epoch": result.best_epoch,
                                   "train_seconds": round(result.seconds, 1)}
         if slot >= 0:
-            report["sasrec_tower_slot"] = by_target(
-                slot_ranks(users, vecs[1:].numpy(), inputs, targets, cold, slot), targets, cold)
+            _slot_rows(report, "sasrec_tower", torch_encode(model), model.cfg.max_len,
+                       users, vecs[1:].numpy(), split, cold, slot)
     if id_only:
         plain = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
         m = plain.model
@@ -230,13 +232,33 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
             mapped[~warm] = mapped_vectors(attrs[~warm], cmap, scale)
             report[name] = by_target(vector_ranks(u, mapped, inputs, targets), targets, cold)
             if slot >= 0:
-                report[f"{name}_slot"] = by_target(slot_ranks(u, mapped, inputs, targets, cold, slot),
-                                                   targets, cold)
+                _slot_rows(report, name, torch_encode(m), m.cfg.max_len, u, mapped, split, cold, slot)
     report["attribute_knn"] = by_target(
         attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets), targets, cold)
     counts = item_counts(split.train, data.num_items)
     report["popularity"] = by_target(popularity_ranks(counts, inputs, targets), targets, cold)
     return report
+
+
+def _slot_rows(report: dict[str, Any], name: str, encode: Callable[[np.ndarray], np.ndarray],
+               max_len: int, users: np.ndarray, vecs: np.ndarray, split: Split, cold: np.ndarray,
+               slot: int) -> None:
+    """``{name}_slot``: the model's test ranks with the new-item slot at ``slot``;
+    ``{name}_slot_gated``: the same, gated to users whose best cold item ranks within a
+    depth chosen on the validation split (:func:`training.cold.choose_within`)."""
+    inputs, targets = split.inputs("test"), split.targets("test")
+    report[f"{name}_slot"] = by_target(slot_ranks(users, vecs, inputs, targets, cold, slot),
+                                       targets, cold)
+    v_inputs, v_targets = split.inputs("valid"), split.targets("valid")
+    v_users = encode_all(encode, v_inputs, max_len)
+    base = hr_ndcg(vector_ranks(v_users, vecs, v_inputs, v_targets))["ndcg@10"]
+    within, table = choose_within(
+        lambda w: hr_ndcg(slot_ranks(v_users, vecs, v_inputs, v_targets, cold, slot, w))["ndcg@10"],
+        base, slot)
+    report[f"{name}_slot_gated"] = {
+        **by_target(slot_ranks(users, vecs, inputs, targets, cold, slot, within), targets, cold),
+        "within": within, "valid_ndcg@10_no_slot": base,
+        "valid_ndcg@10_by_within": {str(w): v for w, v in table.items()}}
 
 
 def run_baseline(model: str, data: SequenceData, cfg: BPRConfig, progress: bool = True) -> dict[str, Any]:

@@ -114,6 +114,10 @@ def test_recommend_merges_new_items_by_score_and_drops_withdrawn_ones(tiny_tower
     assert again[0].items[2] == "middle"
     assert slotted[1].items == [again[0].items[0], "middle", again[0].items[1], *again[0].items[3:]]
     assert slotted[1].reasons == ["sequence", "content"] + ["sequence"] * 8
+    # gated to users whose best new item ranks in their first `within`: "middle" is 3rd
+    gated = [recommend(b, [[*histories[0], "first"]], 10, live=live,
+                       rules=RerankConfig(new_item_slot=1, new_item_within=w))[0].items for w in (2, 3)]
+    assert gated == [again[0].items, slotted[1].items]
     # a snapshot built for another bundle is ignored (its vectors are in another space)
     stale = LiveItems("other", live.ids, live.vecs, live.blocked, live.blocked_ids)
     assert recommend(b, histories[:1], 10, live=stale)[0].items == before[0].items

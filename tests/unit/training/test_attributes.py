@@ -112,8 +112,8 @@ def test_a_content_map_is_fitted_on_the_items_with_attributes_only() -> None:
         ContentMap.fit(np.zeros((2, 2), dtype=np.int64), vecs[:2], num_attrs=2)
 
 
-@pytest.mark.parametrize("slot", [0, 3, 9])
-def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: int) -> None:
+@pytest.mark.parametrize(("slot", "within"), [(0, 0), (3, 0), (9, 0), (3, 12)])
+def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: int, within: int) -> None:
     """The offline arithmetic against the worker's rule applied to every full list."""
     from serving.rerank import Candidate, slot_new_item
     from training.cold import slot_ranks
@@ -126,15 +126,28 @@ def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: in
     cold[rng.choice(np.arange(1, n_items + 1), 6, replace=False)] = True
     inputs = [rng.choice(np.arange(1, n_items + 1), 3, replace=False).tolist() for _ in range(n_users)]
     targets = np.array([rng.choice([i for i in range(1, n_items + 1) if i not in h]) for h in inputs])
-    got = slot_ranks(users, vecs, inputs, targets, cold, slot)
+    got = slot_ranks(users, vecs, inputs, targets, cold, slot, within)
     moved = 0
     for u in range(n_users):
         scores = vecs @ users[u]
         order = [i for i in np.argsort(-scores) + 1 if i not in inputs[u]]
         listed = [Candidate(str(i), float(scores[i - 1])) for i in order]
         best = next(c for c in listed if cold[int(c.item)])
+        if within and listed.index(best) >= within:
+            best = None  # the gate: the worker passes no new item for this user
         out = slot_new_item(listed, slot, best, lambda i: bool(cold[int(i)]))
         want = [c.item for c in out].index(str(targets[u]))
         assert got[u] == want
         moved += want != order.index(targets[u])
     assert moved  # the rule moved some target
+
+
+def test_the_slot_gate_is_the_deepest_whose_validation_loss_stays_under_the_cap() -> None:
+    from training.cold import choose_within
+
+    loss = {10: 0.001, 20: 0.004, 50: 0.01, 100: 0.02, 200: 0.03, 500: 0.04, 1000: 0.05, 0: 0.06}
+    within, table = choose_within(lambda w: 1.0 - loss[w], 1.0, slot=9, cap=0.015)
+    assert within == 50 and table[50] == pytest.approx(0.99)
+    assert choose_within(lambda w: 0.5, 1.0, slot=9)[0] == 10  # none: the slot never moves an item
+    assert choose_within(lambda w: 1.0, 1.0, slot=9)[0] == 0  # free: no gate
+    assert 10 not in choose_within(lambda w: 1.0, 1.0, slot=9)[1]  # within <= slot + 1 is moot
