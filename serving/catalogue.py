@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -52,6 +53,12 @@ class LiveItems:
     @property
     def size(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def rows(self) -> Mapping[str, int]:
+        """New item id -> its row in ``ids`` and ``vecs`` (built once per snapshot, not per
+        batch)."""
+        return {i: p for p, i in enumerate(self.ids)}
 
 
 EMPTY = LiveItems()

@@ -236,12 +236,10 @@ def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms:
 
     values = _values(bundle, live, rules)
 
-    position = {i: p for p, i in enumerate(live.ids)}
-
     def run(cands: list[Candidate], n: int, new_item: Candidate | None,
             ) -> tuple[list[str], list[float], list[str]]:
         out = rerank(cands, rules, n, similarity=similarity, values=values, age_s=age_s,
-                     new_item=new_item, is_new=position.__contains__)
+                     new_item=new_item, is_new=live.rows.__contains__)
         return [c.item for c in out], [c.score for c in out], [c.reason for c in out]
     return run
 
@@ -255,7 +253,7 @@ def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: Liv
     bundle candidates tell); a new item in the user's history or on the blocklist is
     excluded like a seen one."""
     new_scores = vecs @ live.vecs.T  # (B, K)
-    position = {i: p for p, i in enumerate(live.ids)}
+    position = live.rows
     if blocked := [p for i in blocklist if (p := position.get(i)) is not None]:
         new_scores[:, blocked] = -np.inf
     for row, h in enumerate(histories):
@@ -280,7 +278,7 @@ class _VectorView:
 
     def __init__(self, bundle: ModelBundle, live: LiveItems) -> None:
         self.bundle, self.live = bundle, live
-        self.position = {i: p for p, i in enumerate(live.ids)}
+        self.position = live.rows  # new item id -> its catalogue row
 
     def rows(self, items: Sequence[str]) -> np.ndarray:
         """[n, D] vectors of ``items`` (zeros for an unknown one), one gather (:func:`_vectors`)."""
