@@ -209,8 +209,9 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                                   "epochs": result.epochs_run, "best_epoch": result.best_epoch,
                                   "train_seconds": round(result.seconds, 1)}
         if slot >= 0:
-            _slot_rows(report, "sasrec_tower", torch_encode(model), model.cfg.max_len,
-                       users, vecs[1:].numpy(), split, cold, slot)
+            _slot_rows(report, "sasrec_tower", users,
+                       encode_all(torch_encode(model), split.inputs("valid"), model.cfg.max_len),
+                       vecs[1:].numpy(), split, cold, slot)
     if id_only:
         plain = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
         m = plain.model
@@ -227,12 +228,13 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
         warm = ~cold[1:]
         cmap = fit_content_map(attrs[warm], id_vecs[warm], attributes.size)
         norm = float(np.linalg.norm(id_vecs[warm], axis=1).mean())
+        v_u = encode_all(torch_encode(m), split.inputs("valid"), m.cfg.max_len) if slot >= 0 else None
         for name, scale in (("sasrec_id_mapped", None), ("sasrec_id_mapped_norm", norm)):
             mapped = id_vecs.copy()
             mapped[~warm] = mapped_vectors(attrs[~warm], cmap, scale)
             report[name] = by_target(vector_ranks(u, mapped, inputs, targets), targets, cold)
-            if slot >= 0:
-                _slot_rows(report, name, torch_encode(m), m.cfg.max_len, u, mapped, split, cold, slot)
+            if v_u is not None:  # the slot's rows (validation users encoded once for both)
+                _slot_rows(report, name, u, v_u, mapped, split, cold, slot)
     report["attribute_knn"] = by_target(
         attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets), targets, cold)
     counts = item_counts(split.train, data.num_items)
@@ -240,17 +242,15 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
     return report
 
 
-def _slot_rows(report: dict[str, Any], name: str, encode: Callable[[np.ndarray], np.ndarray],
-               max_len: int, users: np.ndarray, vecs: np.ndarray, split: Split, cold: np.ndarray,
-               slot: int) -> None:
+def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np.ndarray,
+               vecs: np.ndarray, split: Split, cold: np.ndarray, slot: int) -> None:
     """``{name}_slot``: the model's test ranks with the new-item slot at ``slot``;
     ``{name}_slot_gated``: the same, gated to users whose best cold item ranks within a
     depth chosen on the validation split (:func:`training.cold.choose_within`)."""
     inputs, targets = split.inputs("test"), split.targets("test")
     report[f"{name}_slot"] = by_target(slot_ranks(users, vecs, inputs, targets, cold, slot),
                                        targets, cold)
-    v_inputs, v_targets = split.inputs("valid"), split.targets("valid")
-    v_users = encode_all(encode, v_inputs, max_len)
+    v_inputs, v_targets = split.inputs("valid"), split.targets("valid")  # v_users: their vectors
     base = hr_ndcg(vector_ranks(v_users, vecs, v_inputs, v_targets))["ndcg@10"]
     within, table = choose_within(
         lambda w: hr_ndcg(slot_ranks(v_users, vecs, v_inputs, v_targets, cold, slot, w))["ndcg@10"],
