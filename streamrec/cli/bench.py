@@ -200,3 +200,23 @@ def bench_funnel(
                   on_result=lambda r: typer.echo(r.row()))
     write_results(out, {"bundle": str(path), "candidates": candidates, "results": as_dict(results)})
     typer.echo(f"wrote {out}")
+
+
+@app.command("bench-store", rich_help_panel=BENCHMARKS)
+def bench_store(
+    batch_sizes: Annotated[str, typer.Option(help="Lists per batch, comma-separated.")] = "64,256",
+    batches: Annotated[int, typer.Option(min=2, help="Timed batches per size.")] = 50,
+    top_n: Annotated[int, typer.Option(min=1, help="Items per list.")] = 10,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-store.json"),
+) -> None:
+    """The Redis write of one batch of lists, in process: the client's CPU and the round trip."""
+    sizes = [int(x) for x in _numbers(batch_sizes, "--batch-sizes", int)]
+    from bench.run import write_results
+    from bench.store import as_dict, run
+
+    s = settings()
+    results = run(s.redis_url.get_secret_value(), sizes, batches=batches, top_n=top_n)
+    for r in results:
+        typer.echo(r.row())
+    write_results(out, {"top_n": top_n, "results": as_dict(results)})
+    typer.echo(f"wrote {out}")

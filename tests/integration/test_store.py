@@ -48,6 +48,38 @@ def test_lists_are_ordered_by_epoch_then_seq_never_by_event_time(services: None)
     reader.client.delete(f"{prefix}recs:u", f"{prefix}workers")
 
 
+def test_one_batch_decides_each_list_on_its_own(services: None) -> None:
+    """A batch is one script call, but each list keeps its own condition: the older
+    ones are refused, the rest written with their own fields, and the count says so."""
+    url = Settings().redis_url.get_secret_value()
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+
+    async def run() -> tuple[int, int]:
+        client = aioredis.Redis.from_url(url)
+        try:
+            w = RecsWriter(client, prefix, ttl_s=60)
+            first = await w.write([(Provenance(u, 5, f"{u}-5", 50), Ranked([f"{u}-a"], [1.0], "model"))
+                                   for u in ("a", "b", "c")], "v1", 3, 0, "w", {}, {})
+            lists = [(Provenance("a", 4, "a-4", 40), Ranked(["a-old"], [0.5], "model")),  # older seq
+                     (Provenance("b", 6, "b-6", 60), Ranked(["b-new", "x"], [0.9, 0.1], "trending",
+                                                            ["trending", "fresh"])),
+                     (Provenance("d", 1, "d-1", 10), Ranked(["d-new"], [0.3], "model"))]  # new key
+            return first, await w.write(lists, "v2", 3, 7, "w", {}, {})
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (3, 2)
+    reader = RecsReader.from_url(url, prefix)
+    a, b, c, d = (reader.get_recommendations(u) for u in "abcd")
+    assert a is not None and a.items == ["a-a"] and a.seq == 5 and a.model_version == "v1"
+    assert b is not None and b.items == ["b-new", "x"] and b.seq == 6 and b.model_version == "v2"
+    assert b.reasons == ["trending", "fresh"] and b.last_event_id == "b-6" and b.source == "trending"
+    assert c is not None and c.items == ["c-a"] and c.model_version == "v1"
+    assert d is not None and d.items == ["d-new"] and d.seq == 1 and d.epoch == 3
+    assert 0 < reader.client.pttl(f"{prefix}recs:d") <= 60_000
+    reader.client.delete(*[f"{prefix}recs:{u}" for u in "abcd"], f"{prefix}workers")
+
+
 def test_retried_batch_write_counts_once(services: None) -> None:
     url = Settings().redis_url.get_secret_value()
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
