@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from serving.keys import SCHEMA_VERSION
 from serving.lists import Provenance, Ranked
 from serving.reader import RecsReader
-from serving.store import RecsWriter
+from serving.store import LISTS_PER_CALL, RecsWriter
 from streamrec.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -78,6 +78,35 @@ def test_one_batch_decides_each_list_on_its_own(services: None) -> None:
     assert d is not None and d.items == ["d-new"] and d.seq == 1 and d.epoch == 3
     assert 0 < reader.client.pttl(f"{prefix}recs:d") <= 60_000
     reader.client.delete(*[f"{prefix}recs:{u}" for u in "abcd"], f"{prefix}workers")
+
+
+def test_a_batch_longer_than_one_script_call_writes_every_list(services: None) -> None:
+    """Batches go to Redis in chunks of ``LISTS_PER_CALL`` lists: every chunk's lists
+    are decided and counted, the last partial one included."""
+    url = Settings().redis_url.get_secret_value()
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    n = 2 * LISTS_PER_CALL + 7
+    users = [f"u{i}" for i in range(n)]
+
+    async def run() -> tuple[int, int]:
+        client = aioredis.Redis.from_url(url)
+        try:
+            w = RecsWriter(client, prefix, ttl_s=60)
+            first = await w.write([(Provenance(u, 2, f"{u}-2", 2), Ranked([f"{u}-a"], [1.0], "model"))
+                                   for u in users], "v1", 1, 0, "w", {}, {})
+            # every third list is older than the stored one
+            again = [(Provenance(u, 1 if i % 3 == 0 else 3, f"{u}-b", 3), Ranked([f"{u}-b"], [1.0], "model"))
+                     for i, u in enumerate(users)]
+            return first, await w.write(again, "v1", 1, 0, "w", {}, {})
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (n, n - len(range(0, n, 3)))
+    reader = RecsReader.from_url(url, prefix)
+    for i, u in enumerate(users):
+        got = reader.get_recommendations(u)
+        assert got is not None and got.items == ([f"{u}-a"] if i % 3 == 0 else [f"{u}-b"])
+    reader.client.delete(*[f"{prefix}recs:{u}" for u in users], f"{prefix}workers")
 
 
 def test_retried_batch_write_counts_once(services: None) -> None:
