@@ -30,6 +30,7 @@ from functools import cached_property
 import numpy as np
 
 from serving.bundle import ModelBundle
+from serving.newitems import item_columns
 from streamrec.items import ItemRecord
 
 
@@ -59,6 +60,16 @@ class LiveItems:
         """New item id -> its row in ``ids`` and ``vecs`` (built once per snapshot, not per
         batch)."""
         return {i: p for p, i in enumerate(self.ids)}
+
+    @cached_property
+    def content(self) -> tuple[Mapping[str, int], np.ndarray]:
+        """The new items' attribute tokens as columns, for the new-item slot's content weight
+        (:mod:`serving.newitems`): token -> column, and [n, T] ``item_columns``. Built once
+        per snapshot."""
+        columns: dict[str, int] = {}
+        per_item = [[columns.setdefault(t, len(columns)) for t in self.attributes.get(i, ())]
+                    for i in self.ids]
+        return columns, item_columns(per_item, len(columns))
 
 
 EMPTY = LiveItems()

@@ -21,6 +21,7 @@ cap on, at least ``candidates``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -30,6 +31,7 @@ import numpy as np
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
+from serving.newitems import CONTENT_WINDOW, content_profiles, new_item_keys
 from serving.ranking import chosen, profiles_of, ranked_rows
 from serving.rerank import (
     REASON_CONTENT,
@@ -95,7 +97,7 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         if live.size:
             keys, scores, best_new = _with_live(keys, scores, vecs, live,
                                                 [histories[u] for u in modelled], k, rules.blocklist,
-                                                rules.new_item_within)
+                                                rules.new_item_within, _chooser(bundle, live, rules))
         if ranker is not None:
             keys, scores = _rank(bundle, live, vecs, keys, scores, [encoded[u] for u in modelled])
         if batched:  # caps and pins still run per list, below
@@ -246,12 +248,14 @@ def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms:
 
 def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: LiveItems,
                histories: Sequence[Sequence[str]], k: int, blocklist: frozenset[str] = frozenset(),
-               within: int = 0) -> tuple[np.ndarray, np.ndarray, list[Candidate | None]]:
+               within: int = 0, choose: _Chooser | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, list[Candidate | None]]:
     """The best ``k`` of each user's bundle candidates and the new items, by score (one
     space), and each user's best new item (None where none is left, or, with ``within``
     > 0, where it does not rank in the user's first ``within``: ``k`` >= ``within``
     bundle candidates tell); a new item in the user's history or on the blocklist is
-    excluded like a seen one."""
+    excluded like a seen one. ``choose``: the new item by a key other than the vector score
+    (:mod:`serving.newitems`), and the gate on that key."""
     new_scores = vecs @ live.vecs.T  # (B, K)
     position = live.rows
     if blocked := [p for i in blocklist if (p := position.get(i)) is not None]:
@@ -264,13 +268,46 @@ def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: Liv
     both_keys = np.concatenate([keys, np.where(np.isneginf(new_top), PAD, -new_idx - 1)], axis=1)
     both = np.concatenate([scores, new_top.astype(scores.dtype)], axis=1)
     order = np.argsort(-both, axis=1, kind="stable")[:, :k]  # ties: the bundle's item first
-    top = new_top[:, :1].astype(scores.dtype)
-    shown = np.isfinite(top[:, 0])
+    if choose is None:
+        pick, top = new_idx[:, 0], new_top[:, 0].astype(scores.dtype)
+        shown = np.isfinite(top)
+    else:
+        pick, shown = choose(new_scores, vecs, histories)
+        top = new_scores[np.arange(len(pick)), pick].astype(scores.dtype)
+        shown &= np.isfinite(top)
     if within > 0:  # its rank: the bundle candidates scoring above it
-        shown &= (scores > top).sum(axis=1) < within
+        shown &= (scores > top[:, None]).sum(axis=1) < within
     best = [Candidate(live.ids[int(p)], float(s), REASON_CONTENT) if ok else None
-            for p, s, ok in zip(new_idx[:, 0], new_top[:, 0], shown, strict=True)]
+            for p, s, ok in zip(pick, top, shown, strict=True)]
     return np.take_along_axis(both_keys, order, axis=1), np.take_along_axis(both, order, axis=1), best
+
+
+# (new-item scores [B, n], user vectors [B, D], histories) -> (chosen row [B], shown [B])
+_Chooser = Callable[[np.ndarray, np.ndarray, Sequence[Sequence[str]]], tuple[np.ndarray, np.ndarray]]
+
+
+def _chooser(bundle: ModelBundle, live: LiveItems, rules: RerankConfig) -> _Chooser | None:
+    """The new-item slot's choice by key (:mod:`serving.newitems`), where the deployment
+    sets a content weight or a minimum key; None: by vector score, ungated."""
+    if rules.new_item_slot < 0 or (rules.new_item_content_weight <= 0
+                                   and rules.new_item_min_key == -math.inf):
+        return None
+    weight, least = rules.new_item_content_weight, rules.new_item_min_key
+    attrs = _AttributeView(bundle, live)
+
+    def choose(new_scores: np.ndarray, vecs: np.ndarray, histories: Sequence[Sequence[str]],
+               ) -> tuple[np.ndarray, np.ndarray]:
+        profiles = items = None
+        if weight > 0:
+            columns, items = live.content
+            column = columns.get
+            profiles = content_profiles(
+                [[[c for t in attrs.get(i) or () if (c := column(t)) is not None]
+                  for i in h[-CONTENT_WINDOW:]] for h in histories], len(columns))
+        keys = new_item_keys(new_scores, vecs, weight, profiles, items)
+        pick = keys.argmax(axis=1)
+        return pick, keys[np.arange(len(pick)), pick] >= least
+    return choose
 
 
 class _VectorView:

@@ -69,6 +69,10 @@ class RerankConfig:
     pins: Mapping[int, str] = field(default_factory=dict)  # 0-based position -> item
     new_item_slot: int = -1  # 0-based position for the user's best new item; -1 = off
     new_item_within: int = 0  # the slot only where that item ranks in the first this many; 0 = any
+    # the choice of that item (serving.newitems): weight of attribute overlap in its key, and
+    # the key it must reach (-inf: any)
+    new_item_content_weight: float = 0.0
+    new_item_min_key: float = -math.inf
 
     @classmethod
     def from_settings(cls, s: Settings) -> RerankConfig:
@@ -86,7 +90,10 @@ class RerankConfig:
                    freshness_half_life_s=s.rerank_freshness_half_life_s,
                    max_per_value=s.rerank_max_per_value, cap_attribute=s.rerank_cap_attribute,
                    cap_top=s.rerank_cap_top, pins=pins, new_item_slot=s.rerank_new_item_slot,
-                   new_item_within=s.rerank_new_item_within)
+                   new_item_within=s.rerank_new_item_within,
+                   new_item_content_weight=s.rerank_new_item_content_weight,
+                   new_item_min_key=(-math.inf if s.rerank_new_item_min_key is None
+                                     else s.rerank_new_item_min_key))
 
     @property
     def reorders(self) -> bool:

@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     # ... only for users whose best new item ranks in their first this many by score (0 =
     # any): what the cold-start protocol chose on validation (docs/BENCHMARKS.md).
     rerank_new_item_within: int = Field(0, ge=0, le=10_000)
+    # How the slot's new item is chosen (serving/newitems.py): key = vector score / |user|
+    # + weight * attribute overlap with the user's recent items (0: by vector score), and
+    # the key the chosen item must reach for the user to get it (unset: any).
+    rerank_new_item_content_weight: float = Field(0.0, ge=0.0, le=100.0)
+    rerank_new_item_min_key: float | None = None
     # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).

@@ -16,11 +16,12 @@ counts: a cold item has none).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from serving.newitems import CONTENT_WINDOW, content_profiles, item_columns, new_item_keys
 from streamrec.errors import ConfigError
 from training.data import SequenceData, Split, leave_one_out
 from training.evaluate import full_ranks_of, masked_scores
@@ -63,25 +64,75 @@ def vector_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequ
 
 
 def slot_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
-               targets: np.ndarray, cold: np.ndarray, slot: int, within: int = 0) -> np.ndarray:
+               targets: np.ndarray, cold: np.ndarray, slot: int, within: int = 0,
+               content: SlotContent | None = None, min_key: float = -np.inf) -> np.ndarray:
     """Full ranks (0-based) of the lists the worker's new-item slot writes
     (:func:`serving.rerank.slot_new_item`, cold items as the new ones): where none of a
-    user's first ``slot + 1`` items by score is cold, the user's best-scoring cold item
-    moves to position ``slot`` and the items from there to its old place shift one down;
-    with ``within`` > 0, only where that item ranks in the user's first ``within``."""
+    user's first ``slot + 1`` items by score is cold, the user's best cold item moves to
+    position ``slot`` and the items from there to its old place shift one down;
+    with ``within`` > 0, only where that item ranks in the user's first ``within``.
+    "Best" is by vector score, or with ``content`` (a content weight) or ``min_key``, by
+    the worker's key (:mod:`serving.newitems`), shown only where it reaches ``min_key``."""
     ranks = np.empty(len(targets), dtype=np.int64)
-    for lo, hi, scores in masked_scores(users, item_vecs, inputs):
+    for lo, hi, scores, best, key in _slot_choices(users, item_vecs, inputs, cold, content,
+                                                    keyed=content is not None or min_key > -np.inf):
         t = targets[lo:hi]
         g_t = ranks_from_scores(scores, t)
         cold_scores = np.where(cold[None, :], scores, -np.inf)
-        best = cold_scores.argmax(axis=1)
+        g_first = ranks_from_scores(scores, cold_scores.argmax(axis=1))  # the first cold item
         g_b = ranks_from_scores(scores, best)
-        move = np.isfinite(cold_scores[np.arange(len(best)), best]) & (g_b > slot)
+        move = np.isfinite(scores[np.arange(len(best)), best]) & (g_first > slot) & (key >= min_key)
         if within > 0:
             move &= g_b < within
         shifted = move & (t != best) & (g_t >= slot) & (g_t < g_b)
         ranks[lo:hi] = np.where(move & (t == best), slot, np.where(shifted, g_t + 1, g_t))
     return ranks
+
+
+@dataclass(frozen=True)
+class SlotContent:
+    """The new-item slot's content weight and the items' attributes ((N + 1, A) 0-padded
+    indexes, row = item index), for :func:`slot_ranks` and :func:`slot_keys`."""
+
+    weight: float
+    item_attrs: np.ndarray
+
+    def columns(self) -> list[np.ndarray]:
+        return [row[row > 0] for row in self.item_attrs]
+
+
+def _slot_choices(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
+                  cold: np.ndarray, content: SlotContent | None, keyed: bool,
+                  ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per batch of users: (lo, hi, masked scores [b, N + 1], each user's chosen cold item,
+    its key); by vector score (key = score) unless ``keyed``."""
+    cold_idx = np.flatnonzero(cold)
+    if content is not None and content.weight > 0:
+        cols = content.columns()
+        width = int(content.item_attrs.max()) + 1
+        items = item_columns([cols[i] for i in cold_idx], width)
+    for lo, hi, scores in masked_scores(users, item_vecs, inputs):
+        rows = np.arange(hi - lo)
+        if not keyed:
+            best = np.where(cold[None, :], scores, -np.inf).argmax(axis=1)
+            yield lo, hi, scores, best, scores[rows, best]
+            continue
+        profiles = None
+        if content is not None and content.weight > 0:
+            profiles = content_profiles([[cols[i] for i in h[-CONTENT_WINDOW:]]
+                                         for h in inputs[lo:hi]], width)
+        keys = new_item_keys(scores[:, cold_idx], users[lo:hi],
+                             content.weight if content is not None else 0.0, profiles,
+                             items if profiles is not None else None)
+        pick = keys.argmax(axis=1)
+        yield lo, hi, scores, cold_idx[pick], keys[rows, pick]
+
+
+def slot_keys(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
+              cold: np.ndarray, content: SlotContent | None) -> np.ndarray:
+    """Each user's chosen cold item's key (the gate's input; -inf where none is left)."""
+    out = [key for _, _, _, _, key in _slot_choices(users, item_vecs, inputs, cold, content, True)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 WITHIN_GRID = (10, 20, 50, 100, 200, 500, 1000, 0)  # 0: no gate
@@ -100,6 +151,25 @@ def choose_within(valid_ndcg: Callable[[int], float], base: float, slot: int,
     if not ok:
         return slot + 1, scores
     return (0 if 0 in ok else max(ok)), scores
+
+
+KEY_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def choose_min_key(valid_ndcg: Callable[[float], float], base: float, keys: np.ndarray,
+                   cap: float = WARM_LOSS_CAP) -> tuple[float, dict[float, float]]:
+    """The new-item slot's minimum key from the **validation** split (every target warm):
+    candidates are quantiles (:data:`KEY_QUANTILES`) of the validation users' chosen keys
+    (``keys``); the lowest (the most users shown a new item) whose NDCG@10 stays within
+    ``cap`` (relative) of ``base`` (no slot). Returns it (+inf when none does: no user is
+    shown one) and every candidate's validation NDCG@10."""
+    finite = keys[np.isfinite(keys)]
+    if not len(finite):
+        return float("inf"), {}
+    grid = sorted({round(float(np.quantile(finite, q)), 4) for q in KEY_QUANTILES})
+    scores = {g: valid_ndcg(g) for g in grid}
+    ok = [g for g, v in scores.items() if v >= base * (1 - cap)]
+    return (min(ok) if ok else float("inf")), scores
 
 
 def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence[Sequence[int]],

@@ -144,6 +144,13 @@ class Split:
         return self.valid_target if split == "valid" else self.test_target
 
 
+def without_last_items(data: SequenceData) -> SequenceData:
+    """Every sequence without its last item (the test target): run on this, a protocol's
+    test targets are the real validation items, so settings chosen on it never saw the
+    test split (``streamrec cold-start --tune``)."""
+    return SequenceData(data.name, data.users, [s[:-1] for s in data.seqs], data.vocab)
+
+
 def leave_one_out(data: SequenceData) -> Split:
     train, users, valid, test = [], [], [], []
     for u, s in enumerate(data.seqs):

@@ -20,13 +20,16 @@ from training.attributes import MAX_ATTRS, ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
 from training.cold import (
     ContentMap,
+    SlotContent,
     attribute_knn_ranks,
     by_target,
     choose_cold,
+    choose_min_key,
     choose_within,
     cold_split,
     fit_content_map,
     mapped_vectors,
+    slot_keys,
     slot_ranks,
     vector_ranks,
 )
@@ -178,12 +181,15 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,
                    flags: dict[str, Any], fraction: float, seed: int, id_only: bool = True,
-                   progress: bool = True, tower: bool = True, slot: int = 9) -> dict[str, Any]:
+                   progress: bool = True, tower: bool = True, slot: int = 9,
+                   content_weight: float = 0.0) -> dict[str, Any]:
     """The cold-start protocol (:mod:`training.cold`): SASRec with its item tower, cold
     items embedded from attributes alone, beside ID-only SASRec, attribute k-NN and
     popularity, on cold and on warm test targets (full ranking, test split). Each model
     that places cold items is also scored as served with the new-item slot at ``slot``
-    (``*_slot``, :func:`training.cold.slot_ranks`; -1: not)."""
+    (``*_slot``, :func:`training.cold.slot_ranks`; -1: not); with ``content_weight`` > 0,
+    also with the slot's item chosen by the worker's key (``*_slot_content``,
+    :mod:`serving.newitems`) and gated by a minimum key chosen on validation."""
     _, mcfg, tcfg, _ = resolve_flags(load_config(config), "sasrec", flags)
     tcfg = replace(tcfg, refit=False)  # the published protocol: train split only
     cold = choose_cold(data.num_items, fraction, seed)
@@ -194,9 +200,10 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                     f"{seed}) removed from every training sequence and input; full ranking over "
                     "all items on the test split; cold items embedded from attributes only",
         "cold_items": int(cold.sum()), "attribute_coverage": attributes.coverage(data.vocab.ids),
-        "new_item_slot": slot}
+        "new_item_slot": slot, "new_item_content_weight": content_weight}
     cfg, item_attrs = tower_inputs(data, attributes, mcfg)
     assert item_attrs is not None
+    content = SlotContent(content_weight, item_attrs.numpy()) if content_weight > 0 else None
     if tower:
         result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
         model = result.model
@@ -211,7 +218,7 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
         if slot >= 0:
             _slot_rows(report, "sasrec_tower", users,
                        encode_all(torch_encode(model), split.inputs("valid"), model.cfg.max_len),
-                       vecs[1:].numpy(), split, cold, slot)
+                       vecs[1:].numpy(), split, cold, slot, content)
     if id_only:
         plain = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
         m = plain.model
@@ -234,7 +241,7 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
             mapped[~warm] = mapped_vectors(attrs[~warm], cmap, scale)
             report[name] = by_target(vector_ranks(u, mapped, inputs, targets), targets, cold)
             if v_u is not None:  # the slot's rows (validation users encoded once for both)
-                _slot_rows(report, name, u, v_u, mapped, split, cold, slot)
+                _slot_rows(report, name, u, v_u, mapped, split, cold, slot, content)
     report["attribute_knn"] = by_target(
         attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets), targets, cold)
     counts = item_counts(split.train, data.num_items)
@@ -243,10 +250,14 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
 
 
 def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np.ndarray,
-               vecs: np.ndarray, split: Split, cold: np.ndarray, slot: int) -> None:
+               vecs: np.ndarray, split: Split, cold: np.ndarray, slot: int,
+               content: SlotContent | None = None) -> None:
     """``{name}_slot``: the model's test ranks with the new-item slot at ``slot``;
     ``{name}_slot_gated``: the same, gated to users whose best cold item ranks within a
-    depth chosen on the validation split (:func:`training.cold.choose_within`)."""
+    depth chosen on the validation split (:func:`training.cold.choose_within`). With
+    ``content``: ``{name}_slot_content``, the slot's item chosen by the worker's key, and
+    ``{name}_slot_content_gated``, gated by a minimum key chosen on the validation split
+    (:func:`training.cold.choose_min_key`)."""
     inputs, targets = split.inputs("test"), split.targets("test")
     report[f"{name}_slot"] = by_target(slot_ranks(users, vecs, inputs, targets, cold, slot),
                                        targets, cold)
@@ -259,6 +270,20 @@ def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np
         **by_target(slot_ranks(users, vecs, inputs, targets, cold, slot, within), targets, cold),
         "within": within, "valid_ndcg@10_no_slot": base,
         "valid_ndcg@10_by_within": {str(w): v for w, v in table.items()}}
+    if content is None:
+        return
+    report[f"{name}_slot_content"] = {
+        **by_target(slot_ranks(users, vecs, inputs, targets, cold, slot, content=content),
+                    targets, cold), "content_weight": content.weight}
+    least, by_key = choose_min_key(
+        lambda k: hr_ndcg(slot_ranks(v_users, vecs, v_inputs, v_targets, cold, slot,
+                                     content=content, min_key=k))["ndcg@10"],
+        base, slot_keys(v_users, vecs, v_inputs, cold, content))
+    report[f"{name}_slot_content_gated"] = {
+        **by_target(slot_ranks(users, vecs, inputs, targets, cold, slot, content=content,
+                               min_key=least), targets, cold),
+        "content_weight": content.weight, "min_key": least, "valid_ndcg@10_no_slot": base,
+        "valid_ndcg@10_by_min_key": {str(k): v for k, v in by_key.items()}}
 
 
 def run_baseline(model: str, data: SequenceData, cfg: BPRConfig, progress: bool = True) -> dict[str, Any]:

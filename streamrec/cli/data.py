@@ -166,20 +166,26 @@ def cold_start(
     id_only: Annotated[bool, typer.Option("--id-only/--no-id-only", help="Also train the ID-only baseline (and its attribute map).")] = True,
     tower: Annotated[bool, typer.Option("--tower/--no-tower", help="Train SASRec with the item tower.")] = True,
     new_item_slot: Annotated[int, typer.Option(min=-1, max=1000, help="Also score each model as served with the new-item slot at this 0-based position (STREAMREC_RERANK_NEW_ITEM_SLOT); -1: not.")] = 9,
+    slot_content_weight: Annotated[float, typer.Option(min=0.0, max=100.0, help="Also score the slot with its item chosen by vector score / |user| + this weight x attribute overlap (STREAMREC_RERANK_NEW_ITEM_CONTENT_WEIGHT), ungated and with a minimum key chosen on validation; 0: not.")] = 0.0,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Drop every user's last item first, so the protocol's test targets are the validation items: for choosing settings without the test split.")] = False,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/cold-start.json"),
 ) -> None:
     """The cold-start protocol: items never trained on, ranked from their attributes, vs baselines."""
     from bench.run import write_results
     from streamrec.errors import ConfigError, DataError
     from training.attributes import load_attributes
-    from training.data import load_dataset
+    from training.data import load_dataset, without_last_items
     from training.pipeline import run_cold_start
 
     flags = {"epochs": epochs, "max_minutes": max_minutes, "id_dropout": id_dropout}
     try:
-        report = run_cold_start(load_dataset(data), load_attributes(attributes), config=config,
+        sequences = load_dataset(data)
+        if tune:
+            sequences = without_last_items(sequences)
+        report = run_cold_start(sequences, load_attributes(attributes), config=config,
                                 flags=flags, fraction=cold_items, seed=seed, id_only=id_only,
-                                tower=tower, slot=new_item_slot)
+                                tower=tower, slot=new_item_slot, content_weight=slot_content_weight)
+        report["tune"] = tune
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     write_results(out, report)

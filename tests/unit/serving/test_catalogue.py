@@ -170,3 +170,36 @@ def test_a_new_item_in_a_history_moves_the_user_vector_through_its_proxy(tiny_to
     after = gone.apply([ItemRecord("brand-new", 2, tokens, available=False)], b)
     assert "brand-new" not in after.proxies
     assert recommend(b, [["brand-new"]], 10, live=after)[0].source != SOURCE_MODEL
+
+
+def test_the_new_item_slot_chooses_by_content_where_a_weight_is_set(tiny_tower_bundle: Path) -> None:
+    """Two new items below everyone's top ten: ``near`` scores higher, ``alike`` shares the
+    history's attributes. By vector score the slot shows ``near``; with a content weight,
+    ``alike``; a minimum key no item reaches shows none."""
+    from serving.rerank import RerankConfig
+
+    b = load_bundle(tiny_tower_bundle)
+    h = b.vocab.ids[:4]
+    before = recommend(b, [h], 10)[0]
+    user = b.encoder.encode(pad_batch([b.vocab.encode(h)], b.max_len))[0]
+    unit = user / float(user @ user)  # an item vector scoring s for this user: s * unit
+    low = before.scores[9] - 1.0
+    shared = sorted({t for i in h for t in b.attributes[i]})
+    live = LiveItems(b.version, ("near", "alike"), np.stack([low * unit, (low - 0.5) * unit]).astype(np.float32),
+                     attributes={"near": ["zz-nothing-alike"], "alike": shared})
+    assert recommend(b, [h], 10, live=live)[0].items == before.items  # below the top ten
+
+    def slotted(**rules: float) -> list[str]:
+        r = recommend(b, [h], 10, live=live, rules=RerankConfig(new_item_slot=2, **rules))[0]  # type: ignore[arg-type]
+        assert r.reasons is not None
+        assert [i for i, why in zip(r.items, r.reasons, strict=True) if why == "content"] == \
+            [i for i in r.items if i in ("near", "alike")]
+        return r.items
+
+    assert slotted() == [*before.items[:2], "near", *before.items[2:9]]
+    assert slotted(new_item_content_weight=10.0) == [*before.items[:2], "alike", *before.items[2:9]]
+    assert slotted(new_item_content_weight=10.0, new_item_min_key=1e6) == before.items
+    # the same rule by vector score alone, gated: near's key is low / |user|
+    key = low / float(np.linalg.norm(user))
+    assert slotted(new_item_min_key=key - 1e-3)[2] == "near"
+    assert slotted(new_item_min_key=key + 1e-3) == before.items

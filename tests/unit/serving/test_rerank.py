@@ -148,6 +148,10 @@ def test_rules_from_settings_and_a_bad_pin_is_refused() -> None:
     cfg = RerankConfig.from_settings(Settings(rerank_blocklist="a, b,", rerank_pins="0:x, 3:y",
                                               rerank_mmr_lambda=0.7))
     assert cfg.blocklist == {"a", "b"} and cfg.pins == {0: "x", 3: "y"} and cfg.mmr_lambda == 0.7
+    assert cfg.new_item_min_key == float("-inf") and cfg.new_item_content_weight == 0.0  # unset: any
+    slot = RerankConfig.from_settings(Settings(rerank_new_item_slot=9, rerank_new_item_content_weight=1.0,
+                                               rerank_new_item_min_key=0.86))
+    assert (slot.new_item_slot, slot.new_item_content_weight, slot.new_item_min_key) == (9, 1.0, 0.86)
     with pytest.raises(ConfigError, match="position:item"):
         RerankConfig.from_settings(Settings(rerank_pins="first:x"))
 

@@ -142,6 +142,61 @@ def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: in
     assert moved  # the rule moved some target
 
 
+@pytest.mark.parametrize(("slot", "weight", "min_key"), [(3, 5.0, -np.inf), (9, 5.0, -np.inf),
+                                                         (3, 5.0, 4.0), (3, 0.0, 1.0)])
+def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
+        slot: int, weight: float, min_key: float) -> None:
+    """With a content weight or a minimum key, the slot's item is the best cold item by
+    the worker's key (serving.newitems), often not the first cold item in the list."""
+    from serving.newitems import CONTENT_WINDOW, content_profiles, item_columns, new_item_keys
+    from serving.rerank import Candidate, slot_new_item
+    from training.cold import SlotContent, slot_ranks
+
+    rng = np.random.default_rng(slot + int(weight))
+    n_items, n_users, n_attrs = 40, 80, 6
+    vecs = rng.standard_normal((n_items, 8)).astype(np.float32)  # row r = item r + 1
+    users = rng.standard_normal((n_users, 8)).astype(np.float32)
+    attrs = np.zeros((n_items + 1, 2), dtype=np.int64)
+    attrs[1:] = rng.integers(0, n_attrs + 1, (n_items, 2))  # 0 = none
+    cold = np.zeros(n_items + 1, dtype=bool)
+    cold[rng.choice(np.arange(1, n_items + 1), 8, replace=False)] = True
+    inputs = [rng.choice(np.arange(1, n_items + 1), 4, replace=False).tolist() for _ in range(n_users)]
+    targets = np.array([rng.choice([i for i in range(1, n_items + 1) if i not in h]) for h in inputs])
+    got = slot_ranks(users, vecs, inputs, targets, cold, slot,
+                     content=SlotContent(weight, attrs), min_key=min_key)
+    cols = [row[row > 0] for row in attrs]
+    moved = chosen_not_first = gated = 0
+    for u in range(n_users):
+        scores = vecs @ users[u]
+        order = [i for i in np.argsort(-scores) + 1 if i not in inputs[u]]
+        listed = [Candidate(str(i), float(scores[i - 1])) for i in order]
+        new = [i for i in order if cold[i]]
+        keys = new_item_keys(scores[np.array(new) - 1][None, :], users[u:u + 1], weight,
+                             content_profiles([[cols[i] for i in inputs[u][-CONTENT_WINDOW:]]], n_attrs + 1),
+                             item_columns([cols[i] for i in new], n_attrs + 1))[0]
+        pick = int(np.argmax(keys))
+        best = listed[order.index(new[pick])] if keys[pick] >= min_key else None
+        chosen_not_first += best is not None and pick > 0
+        gated += best is None
+        out = slot_new_item(listed, slot, best, lambda i: bool(cold[int(i)]))
+        want = [c.item for c in out].index(str(targets[u]))
+        assert got[u] == want
+        moved += want != order.index(targets[u])
+    assert moved  # the cases that differ from the vector choice occur:
+    assert chosen_not_first if weight else gated  # another item chosen; users gated out
+    assert gated if min_key > -np.inf else not gated
+
+
+def test_the_minimum_key_is_the_lowest_quantile_whose_validation_loss_stays_under_the_cap() -> None:
+    from training.cold import choose_min_key
+
+    keys = np.arange(100, dtype=np.float32)  # quantiles 0, 9.9, 19.8, ...
+    least, table = choose_min_key(lambda k: 1.0 - 0.03 * (1 - k / 100), 1.0, keys, cap=0.015)
+    assert least == pytest.approx(59.4) and len(table) == 10  # loss 0.03 * 0.406 <= 0.015
+    assert choose_min_key(lambda k: 0.5, 1.0, keys)[0] == float("inf")  # none: nobody is shown one
+    assert choose_min_key(lambda k: 1.0, 1.0, np.array([-np.inf]))[0] == float("inf")
+
+
 def test_the_slot_gate_is_the_deepest_whose_validation_loss_stays_under_the_cap() -> None:
     from training.cold import choose_within
 

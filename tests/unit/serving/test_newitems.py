@@ -1,0 +1,49 @@
+"""The new-item slot's choice by key (serving.newitems): profiles, item columns, keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.newitems import (
+    CONTENT_DECAY,
+    CONTENT_WINDOW,
+    content_profiles,
+    item_columns,
+    new_item_keys,
+)
+
+
+def test_a_profile_weighs_recent_items_more_and_is_a_weighted_mean() -> None:
+    # oldest first: [0, 1], then [1], then [2] (the newest, weight 1)
+    got = content_profiles([[[0, 1], [1], [2]], [], [[1, 1]]], width=3)
+    d = CONTENT_DECAY
+    total = 1 + d + d * d
+    np.testing.assert_allclose(got[0], [d * d / total, (d + d * d) / total, 1 / total], rtol=1e-6)
+    assert not got[1].any()  # no history: no profile
+    np.testing.assert_allclose(got[2], [0, 1, 0])  # a repeated attribute counts once per item
+
+
+def test_an_item_without_attributes_dilutes_the_profile_and_old_items_do_not_count() -> None:
+    got = content_profiles([[[0], []]], width=1)
+    assert got[0, 0] == pytest.approx(CONTENT_DECAY / (1 + CONTENT_DECAY))
+    long = [[1]] + [[0]] * CONTENT_WINDOW  # attribute 1 only on an item past the window
+    assert content_profiles([long], width=2)[0, 1] == 0.0
+
+
+def test_item_columns_are_one_hot_over_the_root_of_their_count() -> None:
+    got = item_columns([[0, 2], [1, 1], []], width=3)
+    s = 1 / np.sqrt(2)
+    np.testing.assert_allclose(got, [[s, 0, s], [0, 1, 0], [0, 0, 0]], rtol=1e-6)
+
+
+def test_the_key_is_the_score_over_the_user_norm_plus_the_weighted_overlap() -> None:
+    scores = np.array([[6.0, 3.0, -np.inf]], dtype=np.float32)
+    users = np.array([[3.0, 4.0]], dtype=np.float32)  # |u| = 5
+    np.testing.assert_allclose(new_item_keys(scores, users), [[1.2, 0.6, -np.inf]])
+    profiles = np.array([[0.0, 1.0]], dtype=np.float32)
+    items = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=np.float32)
+    got = new_item_keys(scores, users, 2.0, profiles, items)
+    np.testing.assert_allclose(got, [[1.2, 2.6, -np.inf]])  # the overlap decides; -inf stays
+    with pytest.raises(ValueError, match="profiles"):
+        new_item_keys(scores, users, 1.0)
