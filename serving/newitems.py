@@ -30,6 +30,8 @@ Columns = Sequence[int] | np.ndarray  # one item's attribute columns
 
 CONTENT_DECAY = 0.6  # weight of the item one step before a more recent one
 CONTENT_WINDOW = 20  # the user's items that count (0.6 ** 20 ~ 4e-5: the rest would not)
+_DECAYS = [CONTENT_DECAY ** age for age in range(CONTENT_WINDOW)]
+_TOTALS = [sum(_DECAYS[:n]) for n in range(CONTENT_WINDOW + 1)]  # by how many items count
 
 
 def content_profiles(histories: Sequence[Sequence[Columns]], width: int) -> np.ndarray:
@@ -40,15 +42,16 @@ def content_profiles(histories: Sequence[Sequence[Columns]], width: int) -> np.n
     out = np.zeros((len(histories), width), dtype=np.float32)
     for r, h in enumerate(histories):
         recent = h[-CONTENT_WINDOW:]
-        if not recent:
+        if not len(recent):
             continue
-        total = 0.0
+        weights: dict[int, float] = {}  # plain Python: a batch is thousands of tiny items
         for age, cols in enumerate(reversed(recent)):
-            w = CONTENT_DECAY ** age
-            total += w
-            if len(cols):
-                out[r, np.unique(np.asarray(cols, dtype=np.int64))] += w
-        out[r] /= total
+            w = _DECAYS[age]
+            for c in set(cols.tolist() if isinstance(cols, np.ndarray) else cols):
+                weights[c] = weights.get(c, 0.0) + w
+        if weights:
+            out[r, list(weights)] = np.fromiter(weights.values(), dtype=np.float64,
+                                                count=len(weights)) / _TOTALS[len(recent)]
     return out
 
 
