@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.data import leave_one_out, load_dataset, load_movielens
+from training.data import leave_one_out, load_dataset, load_movielens, without_last_items
 
 
 def test_sequence_loader_and_split(tmp_path: Path) -> None:
@@ -18,6 +18,10 @@ def test_sequence_loader_and_split(tmp_path: Path) -> None:
     assert d.vocab.decode(list(s.valid_target)) == ["12", "10"]
     assert d.vocab.decode(list(s.test_target)) == ["13", "13"]
     assert [d.vocab.decode(x) for x in s.inputs("test")] == [["10", "11", "12"], ["12", "10"]]
+    # --tune: without the last items, the split's test targets are the validation items
+    tuned = leave_one_out(without_last_items(d))
+    assert d.vocab.decode(list(tuned.test_target)) == ["12"]  # user 3 is too short now
+    assert tuned.inputs("test")[0] == s.inputs("valid")[0]
 
 
 def test_movielens_sorted_by_time(tmp_path: Path) -> None:
