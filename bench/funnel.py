@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from serving.bundle import ModelBundle, load_bundle
+from serving.catalogue import EMPTY, Catalogue, LiveItems
 from serving.recommend import recommend
 from serving.rerank import RerankConfig
+from streamrec.items import ItemRecord
 
 # The rules `streamrec bench` turns on in its "rules on" rows (docs/BENCHMARKS.md).
 BENCH_RULES_LAMBDA = 0.8
@@ -46,6 +48,19 @@ def bench_rules(bundle: ModelBundle) -> RerankConfig:
                         pins={0: ids[3]} if len(ids) > 3 else {})
 
 
+NEW_ITEMS = 200  # live new items for the slot rows (bundles with an item tower)
+
+
+def new_items(bundle: ModelBundle, n: int, rng: np.random.Generator) -> LiveItems:
+    """``n`` new items on the catalogue, each with the attributes of a random bundle item
+    (none without a tower or attributes)."""
+    ids = list(bundle.attributes)
+    if bundle.tower is None or not ids:
+        return EMPTY
+    return Catalogue().apply([ItemRecord(f"bench-new-{k}", 1, list(bundle.attributes[ids[int(j)]]))
+                              for k, j in enumerate(rng.integers(0, len(ids), n))], bundle)
+
+
 def histories(bundle: ModelBundle, n: int, rng: np.random.Generator) -> list[list[str]]:
     ids = bundle.vocab.ids
     lengths = rng.integers(1, bundle.max_len + 1, n)
@@ -64,14 +79,21 @@ def run(bundle_path: Path, batch_sizes: list[int], batches: int = 30, top_n: int
     if bundle.ranker is not None:
         configs.append(("ranker+rules", rules, "on"))
     rng = np.random.default_rng(seed)
+    live = new_items(bundle, NEW_ITEMS, rng)
+    settings = [(name, cfg, ranking, EMPTY) for name, cfg, ranking in configs]
+    if live.size:  # the new-item slot, by vector score and by content (serving.newitems)
+        settings += [("slot by score", RerankConfig(new_item_slot=9), "off", live),
+                     ("slot by content", RerankConfig(new_item_slot=9, new_item_content_weight=1.0),
+                      "off", live)]
     out: list[FunnelResult] = []
     for b in batch_sizes:
         data = [histories(bundle, b, rng) for _ in range(batches + 1)]
-        for name, cfg, ranking in configs:
+        for name, cfg, ranking, catalogue in settings:
             times = []
             for i, h in enumerate(data):
                 t = time.perf_counter()
-                recommend(bundle, h, top_n, rules=cfg, candidates=candidates, ranking=ranking)
+                recommend(bundle, h, top_n, live=catalogue, rules=cfg, candidates=candidates,
+                          ranking=ranking)
                 if i:  # the first batch warms up
                     times.append((time.perf_counter() - t) * 1000)
             r = FunnelResult(name, b, batches, float(np.percentile(times, 50)),

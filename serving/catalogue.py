@@ -71,6 +71,12 @@ class LiveItems:
                     for i in self.ids]
         return columns, item_columns(per_item, len(columns))
 
+    @cached_property
+    def columns_of(self) -> dict[str, tuple[int, ...]]:
+        """Item id -> its attribute tokens' columns in ``content`` (those of new items' tokens
+        only), filled as histories meet items: a cache for this snapshot."""
+        return {}
+
 
 EMPTY = LiveItems()
 

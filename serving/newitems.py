@@ -39,20 +39,22 @@ def content_profiles(histories: Sequence[Sequence[Columns]], width: int) -> np.n
     items oldest first, each as its attribute columns (< ``width``; an item with none still
     counts in the weights); the last :data:`CONTENT_WINDOW` count, the newest with weight
     1, and the profile is their weighted one-hot mean."""
-    out = np.zeros((len(histories), width), dtype=np.float32)
+    at: list[int] = []  # flat [B * width] positions and their weights, summed by bincount
+    weights: list[float] = []
     for r, h in enumerate(histories):
         recent = h[-CONTENT_WINDOW:]
         if not len(recent):
             continue
-        weights: dict[int, float] = {}  # plain Python: a batch is thousands of tiny items
+        base, share = r * width, 1.0 / _TOTALS[len(recent)]
         for age, cols in enumerate(reversed(recent)):
-            w = _DECAYS[age]
-            for c in set(cols.tolist() if isinstance(cols, np.ndarray) else cols):
-                weights[c] = weights.get(c, 0.0) + w
-        if weights:
-            out[r, list(weights)] = np.fromiter(weights.values(), dtype=np.float64,
-                                                count=len(weights)) / _TOTALS[len(recent)]
-    return out
+            if len(cols):
+                w = _DECAYS[age] * share
+                for c in set(cols.tolist() if isinstance(cols, np.ndarray) else cols):
+                    at.append(base + c)
+                    weights.append(w)
+    size = len(histories) * width
+    summed = np.bincount(np.asarray(at, dtype=np.int64), weights=weights, minlength=size)
+    return summed.astype(np.float32).reshape(len(histories), width)
 
 
 def item_columns(items: Sequence[Columns], width: int) -> np.ndarray:

@@ -300,10 +300,16 @@ def _chooser(bundle: ModelBundle, live: LiveItems, rules: RerankConfig) -> _Choo
         profiles = items = None
         if weight > 0:
             columns, items = live.content
-            column = columns.get
-            profiles = content_profiles(
-                [[[c for t in attrs.get(i) or () if (c := column(t)) is not None]
-                  for i in h[-CONTENT_WINDOW:]] for h in histories], len(columns))
+            column, cache = columns.get, live.columns_of
+
+            def columns_of(item: str) -> tuple[int, ...]:
+                got = cache.get(item)
+                if got is None:
+                    got = cache[item] = tuple({c for t in attrs.get(item) or ()
+                                               if (c := column(t)) is not None})
+                return got
+            profiles = content_profiles([[columns_of(i) for i in h[-CONTENT_WINDOW:]]
+                                         for h in histories], len(columns))
         keys = new_item_keys(new_scores, vecs, weight, profiles, items)
         pick = keys.argmax(axis=1)
         return pick, keys[np.arange(len(pick)), pick] >= least
