@@ -50,9 +50,11 @@ log = logging.getLogger(__name__)
 
 # KEYS = the batch's recs keys; ARGV = epoch, model_version, generated_at, ttl_ms, schema, then
 # per key: seq, items, scores, source, last_event_id, last_event_ts, reasons. Each list is
-# written only if no later one is stored. Returns how many were written. One call per batch:
-# per-list EVALSHA commands cost the worker's event loop a command to pack and a reply to
-# parse each (profiled: ~6% of the loop at saturation; BENCHMARKS "Redis: one call per batch").
+# written only if no later one is stored. Returns how many were written. One call per
+# LISTS_PER_CALL lists, not one per list: per-list EVALSHA commands cost the worker's event
+# loop a command to pack and a reply to parse each (profiled at saturation: the write was
+# 13.1% of the loop's samples per list, 5.6% per batch; BENCHMARKS "Redis: one script call
+# per batch").
 _WRITE_IF_NEWER = """
 local new_epoch = tonumber(ARGV[1])
 local written = 0
