@@ -16,6 +16,7 @@ from serving.bundle import load_bundle
 from serving.reader import RecsReader
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
+from streams.consumer import SEEK_GAVE_UP
 from tests.faults.harness import Cluster, PersistentBroker, RedisServer, Workload, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -70,6 +71,10 @@ class Scenario:
         assert not self.cluster.exited(), self.cluster.logs()
         problems = self.work.problems(self.reader)
         assert not problems, f"{len(problems)} users wrong: {problems[:10]}\n{self.cluster.logs()}"
+        # a seek that gave up waiting for the fetch loop (streams/consumer.py) may lose
+        # records, and it stalled consumption for its whole timeout
+        stalled = [w.name for w in self.cluster.workers if SEEK_GAVE_UP in w.log.read_text(errors="replace")]
+        assert not stalled, f"{stalled}: {SEEK_GAVE_UP!r}\n{self.cluster.logs()}"
 
 
 @pytest.fixture

@@ -1,0 +1,108 @@
+"""The seek guard of ``streams.consumer.SafeSeekConsumer``: when a seek waits for the fetch loop.
+
+Faust's fetch loop and its seek are driven here by hand: the parent class's
+``_wait_next_records`` (one fetch) and ``perform_seek`` (the seek itself) are replaced by
+stand-ins, so what is tested is only the guard's own bookkeeping. The whole path runs in
+the fault suite (``tests/faults``), where the stall this guards against was seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from faust.transport.drivers import aiokafka as driver
+
+from streams.consumer import SEEK_GAVE_UP, SafeSeekConsumer
+
+
+class Guard(SafeSeekConsumer):
+    """The guard alone: no app, no broker."""
+
+    def __init__(self) -> None:  # Faust's Consumer needs a transport; the guard needs none
+        self.flow_active = True
+        self.can_resume_flow = asyncio.Event()
+        self.suspend_flow = asyncio.Event()
+        self.seeks: list[float] = []
+
+    async def _seek_uncommitted_to_start(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fetched(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """What the next fetch returns (the parent's ``_wait_next_records``); seeks are timed."""
+    batches: list[Any] = [{"tp": ["record"]}]
+
+    async def wait_next_records(self: Guard, timeout: float) -> Any:
+        return batches[0], None
+
+    async def perform_seek(self: Guard) -> None:
+        self.seeks.append(time.monotonic())
+
+    monkeypatch.setattr(driver.Consumer, "_wait_next_records", wait_next_records)
+    monkeypatch.setattr(driver.Consumer, "perform_seek", perform_seek)
+    return batches
+
+
+def test_records_fetched_while_the_flow_is_stopped_do_not_hold_the_seek(
+        fetched: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    # Faust's getmany drops such records and seeks from inside the fetch loop: waiting for
+    # the fetch loop there meant waiting for itself until the timeout
+    asyncio.run(_stopped_flow(caplog))
+
+
+async def _stopped_flow(caplog: pytest.LogCaptureFixture) -> None:
+    guard = Guard()
+    guard.settle_timeout_s = 2.0
+    guard.stop_flow()
+    await guard._wait_next_records(1.0)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        await guard.perform_seek()
+    assert guard.seeks and guard.seeks[0] - t0 < 0.5
+    assert SEEK_GAVE_UP not in caplog.text
+
+
+def test_records_in_delivery_hold_the_seek_until_the_fetch_loop_is_done(
+        fetched: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    asyncio.run(_in_delivery(fetched, caplog))
+
+
+async def _in_delivery(fetched: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    guard = Guard()
+    guard.settle_timeout_s = 5.0
+    await guard._wait_next_records(1.0)  # fetched with the flow on: being delivered
+
+    async def fetch_loop_finishes() -> float:
+        await asyncio.sleep(0.2)
+        done = time.monotonic()
+        fetched[0] = {}
+        await guard._wait_next_records(1.0)  # the loop's next fetch: nothing in hand
+        return done
+
+    finishing = asyncio.create_task(fetch_loop_finishes())
+    with caplog.at_level(logging.WARNING):
+        await guard.perform_seek()
+    done = await finishing
+    assert not guard.flow_active  # the seek stopped the flow; its caller resumes it
+    assert guard.seeks and guard.seeks[0] >= done
+    assert SEEK_GAVE_UP not in caplog.text
+
+
+def test_a_fetch_loop_that_never_finishes_is_reported(
+        fetched: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    asyncio.run(_never_finishes(caplog))
+
+
+async def _never_finishes(caplog: pytest.LogCaptureFixture) -> None:
+    guard = Guard()
+    guard.settle_timeout_s = 0.1
+    await guard._wait_next_records(1.0)
+    with caplog.at_level(logging.WARNING):
+        await guard.perform_seek()
+    assert guard.seeks
+    assert SEEK_GAVE_UP in caplog.text
