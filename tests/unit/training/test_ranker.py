@@ -22,6 +22,7 @@ from training.ranker import (
     Candidates,
     NCFRanker,
     RankerConfig,
+    ServingRanker,
     export_ranker,
     funnel_ranks,
     retrieve,
@@ -60,6 +61,21 @@ def test_an_untrained_ranker_keeps_retrievals_order() -> None:
     scores = score_all(model, c, table)
     np.testing.assert_allclose(scores, c.scores, rtol=1e-6)
     assert (funnel_ranks(c, targets, scores) == funnel_ranks(c, targets, None)).all()
+
+
+def test_the_served_graph_computes_the_trained_rankers_scores() -> None:
+    # the serving arrangement (first layer split by input, standardisation folded in)
+    torch.manual_seed(0)
+    d, f = 16, 5
+    model = NCFRanker(d, 32, torch.randn(f), torch.rand(f) + 0.5)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # a trained-looking net: the last layer not 0
+    model.eval()
+    user, items, feats = torch.randn(7, d), torch.randn(7, 11, d), torch.randn(7, 11, f)
+    with torch.no_grad():
+        want, got = model(user, items, feats), ServingRanker(model)(user, items, feats)
+    assert want.abs().max() > 1.0 and (want - feats[..., 0]).abs().max() > 0.1
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def _popularity_case(users: int = 1500, k: int = 20, d: int = 8, seed: int = 0) -> tuple:
