@@ -190,23 +190,25 @@ def mmr_rows(scores: np.ndarray, unit: np.ndarray, valid: np.ndarray, lam: float
     """
     b, n = scores.shape
     rel = np.where(valid, scaled_rows(np.where(valid, scores, -np.inf)), 0.0)
-    left = valid.copy()
-    worst = np.zeros((b, n))
-    picks = []
+    # λ·relevance of the candidates still left (-inf once picked, and for padding); the
+    # loop works in place on preallocated rows: no [B, K] temporaries per pick
+    base = np.where(valid, lam * rel, -np.inf)
+    worst = np.zeros((b, n))  # max similarity to the picked ones, per candidate
+    penalty, gain = np.empty((b, n)), np.empty((b, n))
     rows = np.arange(b)
-    for _ in range(min(k, n)):
-        gain = np.where(left, lam * rel - (1 - lam) * worst, -np.inf)
-        best = gain.argmax(axis=1)  # ties: the earlier candidate
-        has = left[rows, best]
-        picks.append(np.where(has, best, -1))
-        left[rows, best] = False
-        sim = np.matmul(unit, unit[rows, best][:, :, None])[:, :, 0]
-        worst = np.where(has[:, None], np.maximum(worst, sim), worst)
     # picks first (in pick order), then the rest in their order (valid first, then padding)
     rank = np.broadcast_to(np.arange(n, 2 * n), (b, n)).copy()
-    for j, p in enumerate(picks):
-        has = p >= 0
-        rank[rows[has], p[has]] = j
+    for j in range(min(k, n)):
+        np.multiply(worst, 1 - lam, out=penalty)
+        np.subtract(base, penalty, out=gain)
+        best = gain.argmax(axis=1)  # ties: the earlier candidate
+        has = np.isfinite(gain[rows, best])  # rows with a candidate left
+        if not has.any():
+            break
+        rank[rows[has], best[has]] = j
+        base[rows, best] = -np.inf
+        # rows with nothing left update too: they pick nothing more
+        np.maximum(worst, np.matmul(unit, unit[rows, best][:, :, None])[:, :, 0], out=worst)
     order: np.ndarray = np.argsort(rank, axis=1, kind="stable")
     return order
 
