@@ -20,6 +20,9 @@
    missed events (``tests/faults``: a worker joining and leaving). The fix:
    stop the flow and let the fetch loop finish the records in hand before the
    seek. Every caller of ``perform_seek`` resumes the flow right after it.
+   Records a fetch returns while the flow is stopped are not in hand: Faust
+   drops them and seeks from inside the fetch loop, which must not wait for
+   itself (it did, for the whole timeout, after most rebalances).
    A partition without a committed offset is not moved by the seek at all, so
    it goes back to its first record (``_seek_uncommitted_to_start``); seen
    here: a worker that took over a paused worker's partitions before their
