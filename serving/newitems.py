@@ -64,7 +64,7 @@ def item_columns(items: Sequence[Columns], width: int) -> np.ndarray:
     for r, cols in enumerate(items):
         if len(cols):
             uniq = np.unique(np.asarray(cols, dtype=np.int64))
-            out[r, uniq] = 1.0 / np.sqrt(len(uniq))
+            out[r, uniq] = np.float32(1.0) / np.sqrt(np.float32(len(uniq)))  # in float32 throughout
     return out
 
 

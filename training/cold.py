@@ -177,13 +177,9 @@ def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence
     """Full ranks by attribute overlap: score(u, j) = sum over the history's items h of
     |attrs(h) ∩ attrs(j)|, divided by sqrt(|attrs(j)|) (so items with many attributes do not
     win by size). ``item_attrs``: (N + 1, A) 0-padded attribute indexes."""
-    n = len(item_attrs)
-    onehot = np.zeros((n, num_attrs + 1), dtype=np.float32)
-    rows = np.repeat(np.arange(n), item_attrs.shape[1])
-    onehot[rows, item_attrs.ravel()] = 1.0
-    onehot[:, 0] = 0.0
-    norm = np.sqrt(np.maximum(onehot.sum(axis=1), 1.0))
-    scored = onehot / norm[:, None]
+    # the worker's own item columns (the new-item slot's overlap reads the same matrix)
+    scored = item_columns([row[row > 0] for row in item_attrs], num_attrs + 1)
+    onehot = (scored > 0).astype(np.float32)
     ranks = np.empty(len(targets), dtype=np.int64)
     for lo in range(0, len(targets), BATCH):
         hi = min(lo + BATCH, len(targets))
