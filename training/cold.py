@@ -73,26 +73,58 @@ def slot_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequen
     with ``within`` > 0, only where that item ranks in the user's first ``within``.
     "Best" is by vector score, or with ``content`` (a content weight) or ``min_key``, by
     the worker's key (:mod:`serving.newitems`), shown only where it reaches ``min_key``."""
-    ranks = np.empty(len(targets), dtype=np.int64)
-    for lo, hi, scores, best, key in _slot_choices(users, item_vecs, inputs, cold, content,
-                                                    keyed=content is not None or min_key > -np.inf):
-        t = targets[lo:hi]
-        g_t = ranks_from_scores(scores, t)
-        cold_scores = np.where(cold[None, :], scores, -np.inf)
-        g_first = ranks_from_scores(scores, cold_scores.argmax(axis=1))  # the first cold item
-        g_b = ranks_from_scores(scores, best)
-        move = np.isfinite(scores[np.arange(len(best)), best]) & (g_first > slot) & (key >= min_key)
+    parts = slot_parts(users, item_vecs, inputs, targets, cold, content,
+                       keyed=content is not None or min_key > -np.inf)
+    return parts.ranks(slot, within, min_key)
+
+
+@dataclass(frozen=True)
+class SlotParts:
+    """Per user, what the slot's rank arithmetic reads, from one scoring pass; the gates
+    (``within``, ``min_key``) are then applied without scoring again (:meth:`ranks`)."""
+
+    target: np.ndarray  # the target's rank without the slot
+    first_cold: np.ndarray  # the rank of the user's first cold item
+    chosen: np.ndarray  # the rank of the chosen cold item
+    shown: np.ndarray  # bool: the chosen item may be shown (a finite score)
+    is_target: np.ndarray  # bool: the chosen item is the target
+    key: np.ndarray  # the chosen item's key (its score where not keyed)
+
+    def ranks(self, slot: int, within: int = 0, min_key: float = -np.inf) -> np.ndarray:
+        """:func:`slot_ranks` with these gates."""
+        move = self.shown & (self.first_cold > slot) & (self.key >= min_key)
         if within > 0:
-            move &= g_b < within
-        shifted = move & (t != best) & (g_t >= slot) & (g_t < g_b)
-        ranks[lo:hi] = np.where(move & (t == best), slot, np.where(shifted, g_t + 1, g_t))
-    return ranks
+            move &= self.chosen < within
+        shifted = move & ~self.is_target & (self.target >= slot) & (self.target < self.chosen)
+        out: np.ndarray = np.where(move & self.is_target, slot,
+                                   np.where(shifted, self.target + 1, self.target))
+        return out
+
+
+def slot_parts(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
+               targets: np.ndarray, cold: np.ndarray, content: SlotContent | None = None,
+               keyed: bool = False) -> SlotParts:
+    """:class:`SlotParts` of every user: the cold item chosen by vector score, or, where
+    ``keyed``, by the worker's key (with ``content``'s weight)."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    for lo, hi, scores, best, key in _slot_choices(users, item_vecs, inputs, cold, content, keyed):
+        t = targets[lo:hi]
+        cold_scores = np.where(cold[None, :], scores, -np.inf)
+        parts.append((ranks_from_scores(scores, t),
+                      ranks_from_scores(scores, cold_scores.argmax(axis=1)),  # the first cold item
+                      ranks_from_scores(scores, best),
+                      np.isfinite(scores[np.arange(len(best)), best]), t == best, key))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return SlotParts(empty, empty, empty, empty.astype(bool), empty.astype(bool),
+                         np.zeros(0, dtype=np.float32))
+    return SlotParts(*(np.concatenate(c) for c in zip(*parts, strict=True)))
 
 
 @dataclass(frozen=True)
 class SlotContent:
     """The new-item slot's content weight and the items' attributes ((N + 1, A) 0-padded
-    indexes, row = item index), for :func:`slot_ranks` and :func:`slot_keys`."""
+    indexes, row = item index), for :func:`slot_ranks` and :func:`slot_parts`."""
 
     weight: float
     item_attrs: np.ndarray
@@ -126,13 +158,6 @@ def _slot_choices(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Seq
                              items if profiles is not None else None)
         pick = keys.argmax(axis=1)
         yield lo, hi, scores, cold_idx[pick], keys[rows, pick]
-
-
-def slot_keys(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
-              cold: np.ndarray, content: SlotContent | None) -> np.ndarray:
-    """Each user's chosen cold item's key (the gate's input; -inf where none is left)."""
-    out = [key for _, _, _, _, key in _slot_choices(users, item_vecs, inputs, cold, content, True)]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 WITHIN_GRID = (10, 20, 50, 100, 200, 500, 1000, 0)  # 0: no gate

@@ -29,8 +29,7 @@ from training.cold import (
     cold_split,
     fit_content_map,
     mapped_vectors,
-    slot_keys,
-    slot_ranks,
+    slot_parts,
     vector_ranks,
 )
 from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -259,29 +258,27 @@ def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np
     ``{name}_slot_content_gated``, gated by a minimum key chosen on the validation split
     (:func:`training.cold.choose_min_key`)."""
     inputs, targets = split.inputs("test"), split.targets("test")
-    report[f"{name}_slot"] = by_target(slot_ranks(users, vecs, inputs, targets, cold, slot),
-                                       targets, cold)
     v_inputs, v_targets = split.inputs("valid"), split.targets("valid")  # v_users: their vectors
+    # one scoring pass per split and choice; the gates below only redo the rank arithmetic
+    test, valid = (slot_parts(users, vecs, inputs, targets, cold),
+                   slot_parts(v_users, vecs, v_inputs, v_targets, cold))
+    report[f"{name}_slot"] = by_target(test.ranks(slot), targets, cold)
     base = hr_ndcg(vector_ranks(v_users, vecs, v_inputs, v_targets))["ndcg@10"]
-    within, table = choose_within(
-        lambda w: hr_ndcg(slot_ranks(v_users, vecs, v_inputs, v_targets, cold, slot, w))["ndcg@10"],
-        base, slot)
+    within, table = choose_within(lambda w: hr_ndcg(valid.ranks(slot, w))["ndcg@10"], base, slot)
     report[f"{name}_slot_gated"] = {
-        **by_target(slot_ranks(users, vecs, inputs, targets, cold, slot, within), targets, cold),
+        **by_target(test.ranks(slot, within), targets, cold),
         "within": within, "valid_ndcg@10_no_slot": base,
         "valid_ndcg@10_by_within": {str(w): v for w, v in table.items()}}
     if content is None:
         return
-    report[f"{name}_slot_content"] = {
-        **by_target(slot_ranks(users, vecs, inputs, targets, cold, slot, content=content),
-                    targets, cold), "content_weight": content.weight}
-    least, by_key = choose_min_key(
-        lambda k: hr_ndcg(slot_ranks(v_users, vecs, v_inputs, v_targets, cold, slot,
-                                     content=content, min_key=k))["ndcg@10"],
-        base, slot_keys(v_users, vecs, v_inputs, cold, content))
+    test, valid = (slot_parts(users, vecs, inputs, targets, cold, content, keyed=True),
+                   slot_parts(v_users, vecs, v_inputs, v_targets, cold, content, keyed=True))
+    report[f"{name}_slot_content"] = {**by_target(test.ranks(slot), targets, cold),
+                                      "content_weight": content.weight}
+    least, by_key = choose_min_key(lambda k: hr_ndcg(valid.ranks(slot, min_key=k))["ndcg@10"],
+                                   base, valid.key)
     report[f"{name}_slot_content_gated"] = {
-        **by_target(slot_ranks(users, vecs, inputs, targets, cold, slot, content=content,
-                               min_key=least), targets, cold),
+        **by_target(test.ranks(slot, min_key=least), targets, cold),
         "content_weight": content.weight, "min_key": least, "valid_ndcg@10_no_slot": base,
         "valid_ndcg@10_by_min_key": {str(k): v for k, v in by_key.items()}}
 

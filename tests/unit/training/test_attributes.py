@@ -206,3 +206,49 @@ def test_the_slot_gate_is_the_deepest_whose_validation_loss_stays_under_the_cap(
     assert choose_within(lambda w: 0.5, 1.0, slot=9)[0] == 10  # none: the slot never moves an item
     assert choose_within(lambda w: 1.0, 1.0, slot=9)[0] == 0  # free: no gate
     assert 10 not in choose_within(lambda w: 1.0, 1.0, slot=9)[1]  # within <= slot + 1 is moot
+
+
+def test_the_slot_rows_report_what_slot_ranks_gives_for_each_gate() -> None:
+    """``_slot_rows`` scores each split once and applies the gates to stored parts: every
+    row and every validation figure it reports is what ``slot_ranks`` gives with that gate."""
+    from training.cold import SlotContent, slot_ranks
+    from training.metrics import hr_ndcg
+    from training.pipeline import _slot_rows
+
+    rng = np.random.default_rng(7)
+    n_items, n_users = 60, 150
+    seqs = [[f"i{j}" for j in rng.choice(n_items, 6, replace=False)] for _ in range(n_users)]
+    data = from_id_sequences("t", [f"u{u}" for u in range(n_users)], seqs)
+    cold = choose_cold(data.num_items, 0.15, seed=1)
+    split = cold_split(data, cold)
+    vecs = rng.standard_normal((data.num_items, 8)).astype(np.float32)  # row r = item r + 1
+    users = rng.standard_normal((len(split.targets("test")), 8)).astype(np.float32)
+    v_users = rng.standard_normal((len(split.targets("valid")), 8)).astype(np.float32)
+    attrs = np.zeros((data.num_items + 1, 2), dtype=np.int64)
+    attrs[1:] = rng.integers(0, 7, (data.num_items, 2))
+    content = SlotContent(2.0, attrs)
+    report: dict = {}
+    _slot_rows(report, "m", users, v_users, vecs, split, cold, 3, content)
+    inputs, targets = split.inputs("test"), split.targets("test")
+    v_inputs, v_targets = split.inputs("valid"), split.targets("valid")
+
+    def test_row(**gate: object) -> dict:
+        return by_target(slot_ranks(users, vecs, inputs, targets, cold, 3, **gate), targets, cold)
+
+    def valid_ndcg(**gate: object) -> float:
+        return hr_ndcg(slot_ranks(v_users, vecs, v_inputs, v_targets, cold, 3, **gate))["ndcg@10"]
+
+    def same(row: dict, want: dict) -> None:
+        assert {k: row[k] for k in want} == want
+
+    same(report["m_slot"], test_row())
+    gated = report["m_slot_gated"]
+    same(gated, test_row(within=gated["within"]))
+    for w, v in gated["valid_ndcg@10_by_within"].items():
+        assert v == valid_ndcg(within=int(w))
+    same(report["m_slot_content"], test_row(content=content))
+    keyed = report["m_slot_content_gated"]
+    same(keyed, test_row(content=content, min_key=keyed["min_key"]))
+    for k, v in keyed["valid_ndcg@10_by_min_key"].items():
+        assert v == valid_ndcg(content=content, min_key=float(k))
+    assert len(gated["valid_ndcg@10_by_within"]) > 1 and len(keyed["valid_ndcg@10_by_min_key"]) > 1
