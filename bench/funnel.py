@@ -51,14 +51,21 @@ def bench_rules(bundle: ModelBundle) -> RerankConfig:
 NEW_ITEMS = 200  # live new items for the slot rows (bundles with an item tower)
 
 
-def new_items(bundle: ModelBundle, n: int, rng: np.random.Generator) -> LiveItems:
-    """``n`` new items on the catalogue, each with the attributes of a random bundle item
-    (none without a tower or attributes)."""
+def new_item_records(bundle: ModelBundle, n: int, rng: np.random.Generator,
+                     ts_ms: int = 1) -> list[ItemRecord]:
+    """``n`` items-topic records of new items (``bench-new-{k}``), each with the attributes of
+    a random bundle item; none where the bundle cannot embed them (no tower or no attributes)."""
     ids = list(bundle.attributes)
     if bundle.tower is None or not ids:
-        return EMPTY
-    return Catalogue().apply([ItemRecord(f"bench-new-{k}", 1, list(bundle.attributes[ids[int(j)]]))
-                              for k, j in enumerate(rng.integers(0, len(ids), n))], bundle)
+        return []
+    return [ItemRecord(f"bench-new-{k}", ts_ms, list(bundle.attributes[ids[int(j)]]))
+            for k, j in enumerate(rng.integers(0, len(ids), n))]
+
+
+def new_items(bundle: ModelBundle, n: int, rng: np.random.Generator) -> LiveItems:
+    """:func:`new_item_records` applied to an empty catalogue."""
+    records = new_item_records(bundle, n, rng)
+    return Catalogue().apply(records, bundle) if records else EMPTY
 
 
 def histories(bundle: ModelBundle, n: int, rng: np.random.Generator) -> list[list[str]]:

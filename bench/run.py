@@ -27,17 +27,21 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import redis
 
 from bench.load import produce
 from serving.latency import FIELD, diff, percentiles
+from serving.reader import RecsReader
+from streamrec.errors import ConfigError
 from streamrec.harness import WorkerProcess
+from streamrec.items import ItemRecord, encode_item
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
 from streamrec.waiting import ProcessExited, poll_until
+from streams.replay import send_paced
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -53,6 +57,8 @@ class Result:
     latency_ms: dict[str, float] = field(default_factory=dict)
     cpu_s_per_1k: float = 0.0
     peak_rss_mb: float = 0.0
+    # with new items on the items topic: the share of a sample of users' lists holding one
+    new_item_lists: float | None = None
 
     def row(self) -> str:
         rate = f"{self.offered_rate:.0f}" if self.offered_rate else "max"
@@ -64,7 +70,9 @@ class Result:
             lats = f"{'(backlog drain: no latency)':45s}"
         return (f"{self.pipeline:10s} {self.workers:>2d}w  offered {rate:>6s}/s  "
                 f"processed {self.throughput:8.0f}/s  {lats}  cpu {self.cpu_s_per_1k:5.2f} s/1k  "
-                f"rss {self.peak_rss_mb:5.0f} MB")
+                f"rss {self.peak_rss_mb:5.0f} MB"
+                + ("" if self.new_item_lists is None else
+                   f"  new item in {self.new_item_lists:.0%} of lists"))
 
 
 def _cpu_s(pid: int) -> float:
@@ -146,33 +154,56 @@ class Fleet:
 
 def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: float | None,
             events: int, warmup: int, users: int, items: int | Sequence[str], log_dir: Path,
-            ) -> Result:
+            new_items: Sequence[ItemRecord] = ()) -> Result:
+    """One run; ``new_items``: items-topic records published before the workers start (a
+    worker reads the whole catalogue before its first list, so they are live throughout)."""
     fleet = Fleet(base, bundle, pipeline, workers, log_dir)
     s = fleet.settings
     try:
-        if rate is None:
-            return _drain(fleet, events, warmup, users, items)
-        fleet.start()
-        asyncio.run(produce(s, s.clicks_topic, events=warmup, rate=rate, users=users,
-                            items=items, run="warm", seed=1))
-        fleet.wait_events(warmup)
-        before, cpu0 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
-        t0 = time.monotonic()
-        asyncio.run(produce(s, s.clicks_topic, events=events, rate=rate, users=users,
-                            items=items, run="measure", seed=2))
-        fleet.wait_events(warmup + events)
-        seconds = time.monotonic() - t0
-        after, cpu1 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
-        hist: dict[str, int] = {}
-        for a, b in zip(after, before, strict=True):
-            for k, v in diff(a, b).items():
-                hist[k] = hist.get(k, 0) + v
-        return Result(pipeline, workers, rate, events, seconds, events / seconds,
-                      percentiles({k: str(v) for k, v in hist.items()}),
-                      (sum(cpu1) - sum(cpu0)) / events * 1000,
-                      max(_peak_rss_mb(p.pid) for p in fleet.procs))
+        if new_items:
+            asyncio.run(send_paced(s, s.items_topic, ((r.item_id.encode(), encode_item(r))
+                                                      for r in new_items)))
+        result = _paced(fleet, rate, events, warmup, users, items) if rate else _drain(
+            fleet, events, warmup, users, items)
+        if new_items:
+            result = replace(result, new_item_lists=_new_item_share(
+                fleet, {r.item_id for r in new_items}, users))
+        return result
     finally:
         fleet.stop()
+
+
+def _new_item_share(fleet: Fleet, new: set[str], users: int, sample: int = 1000) -> float:
+    """The share of (up to ``sample``) users' stored lists that hold one of the ``new`` items."""
+    reader = RecsReader(fleet.redis, fleet.settings.key_prefix)
+    lists = [r for u in range(min(users, sample)) if (r := reader.get_recommendations(f"u{u}"))]
+    return sum(any(i in new for i in r.items) for r in lists) / max(len(lists), 1)
+
+
+def _paced(fleet: Fleet, rate: float, events: int, warmup: int, users: int,
+           items: int | Sequence[str]) -> Result:
+    """Clicks offered at ``rate``/s after a warm-up at the same rate; latency from the
+    workers' histograms over the measured clicks only."""
+    s = fleet.settings
+    fleet.start()
+    asyncio.run(produce(s, s.clicks_topic, events=warmup, rate=rate, users=users,
+                        items=items, run="warm", seed=1))
+    fleet.wait_events(warmup)
+    before, cpu0 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
+    t0 = time.monotonic()
+    asyncio.run(produce(s, s.clicks_topic, events=events, rate=rate, users=users,
+                        items=items, run="measure", seed=2))
+    fleet.wait_events(warmup + events)
+    seconds = time.monotonic() - t0
+    after, cpu1 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
+    hist: dict[str, int] = {}
+    for a, b in zip(after, before, strict=True):
+        for k, v in diff(a, b).items():
+            hist[k] = hist.get(k, 0) + v
+    return Result(fleet.pipeline, len(fleet.ids), rate, events, seconds, events / seconds,
+                  percentiles({k: str(v) for k, v in hist.items()}),
+                  (sum(cpu1) - sum(cpu0)) / events * 1000,
+                  max(_peak_rss_mb(p.pid) for p in fleet.procs))
 
 
 def _drain(fleet: Fleet, events: int, warmup: int, users: int, items: int | Sequence[str]) -> Result:
@@ -211,15 +242,28 @@ def write_results(out: Path, report: dict[str, object]) -> None:
 
 def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None], seconds: float,
               max_events: int, workers: int, naive: bool, users: int, log_dir: Path,
-              on_result: Callable[[Result], None] = lambda r: None) -> dict[str, object]:
+              on_result: Callable[[Result], None] = lambda r: None,
+              new_items: int = 0) -> dict[str, object]:
     """``streamrec bench``: each offered rate (None = as fast as possible) on streamrec's
-    worker, then the naive baseline at max and 1000/s; a report with the throughput ratio."""
+    worker, then the naive baseline at max and 1000/s; a report with the throughput ratio.
+    ``new_items`` > 0: that many new items on the items topic before each streamrec run
+    (each with a random bundle item's attributes), clicked like the bundle's items."""
+    import numpy as np
+
     from bench.bundle import random_bundle
+    from bench.funnel import new_item_records
     from serving.bundle import load_bundle
 
     log_dir.mkdir(parents=True, exist_ok=True)
     path = bundle or random_bundle(log_dir.parent)
-    items = load_bundle(path).vocab.ids  # clicks on items the model knows, whatever their ids
+    loaded = load_bundle(path)
+    records = new_item_records(loaded, new_items, np.random.default_rng(0),
+                               ts_ms=int(time.time() * 1000))
+    if new_items and not records:
+        raise ConfigError(f"--new-items needs a bundle that can embed new items (an item tower "
+                          f"and item attributes); {path} has none")
+    # clicks on items the model knows, whatever their ids, and on the new ones
+    items = list(loaded.vocab.ids) + [r.item_id for r in records]
     plan: list[tuple[str, int, float | None]] = [("streamrec", workers, r) for r in offered]
     if naive:
         plan += [("naive", 1, None), ("naive", 1, 1000.0)]
@@ -229,11 +273,12 @@ def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None
         if pipeline == "naive":
             events = min(events, 3000)
         r = measure(base, path, pipeline=pipeline, workers=n, rate=rate, events=events,
-                    warmup=min(2000, events // 4 + 100), users=users, items=items, log_dir=log_dir)
+                    warmup=min(2000, events // 4 + 100), users=users, items=items, log_dir=log_dir,
+                    new_items=records if pipeline == "streamrec" else ())
         results.append(r)
         on_result(r)
-    report: dict[str, object] = {"bundle": str(path), "items": len(items), "users": users,
-                                 "results": as_dict(results)}
+    report: dict[str, object] = {"bundle": str(path), "items": len(items), "new_items": len(records),
+                                 "users": users, "results": as_dict(results)}
     fast = max((r.throughput for r in results if r.pipeline == "streamrec" and r.offered_rate is None),
                default=0)
     slow = max((r.throughput for r in results if r.pipeline == "naive" and r.offered_rate is None),

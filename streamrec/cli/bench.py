@@ -33,6 +33,9 @@ def bench(
     users: Annotated[int, typer.Option(min=1)] = 10_000,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-latest.json"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    new_items: Annotated[int, typer.Option(
+        min=0, help="New items on the items topic before each run, clicked like the others "
+                    "(a bundle with an item tower; STREAMREC_RERANK_NEW_ITEM_* set the slot).")] = 0,
 ) -> None:
     """End-to-end benchmark: throughput, event-to-Redis latency, CPU and memory per worker."""
     parts = [r.strip() for r in rates.split(",") if r.strip()]
@@ -42,10 +45,15 @@ def bench(
     if not offered:
         fail("--rates needs at least one rate (a number or 'max')", 2)
     from bench.run import run_bench, write_results
+    from streamrec.errors import ConfigError
 
-    report = run_bench(settings(), bundle, offered=offered, seconds=seconds, max_events=max_events,
-                       workers=workers, naive=naive, users=users, log_dir=BENCH_DIR / "logs",
-                       on_result=(lambda r: None) if json_out else (lambda r: typer.echo(r.row())))
+    try:
+        report = run_bench(settings(), bundle, offered=offered, seconds=seconds,
+                           max_events=max_events, workers=workers, naive=naive, users=users,
+                           log_dir=BENCH_DIR / "logs", new_items=new_items,
+                           on_result=(lambda r: None) if json_out else (lambda r: typer.echo(r.row())))
+    except ConfigError as e:
+        fail(str(e), 2)
     write_results(out, report)
     if json_out:
         print_json(report)

@@ -72,3 +72,25 @@ def test_generate_writes_a_sequence_file(tmp_path: Path) -> None:
 
 def test_settings_are_built_once() -> None:
     assert settings() is settings()
+
+
+def test_bench_new_items_needs_a_bundle_that_can_embed_them(tiny_bundle_dir: Path) -> None:
+    result = runner.invoke(app, ["bench", "--bundle", str(tiny_bundle_dir), "--new-items", "5",
+                                 "--rates", "max", "--no-naive"])
+    assert result.exit_code == 2, result.output
+    assert "--new-items needs a bundle that can embed new items" in result.output
+
+
+def test_bench_new_items_take_the_attributes_of_bundle_items(tiny_tower_bundle: Path,
+                                                             tiny_bundle_dir: Path) -> None:
+    import numpy as np
+
+    from bench.funnel import new_item_records
+    from serving.bundle import load_bundle
+
+    bundle = load_bundle(tiny_tower_bundle)
+    records = new_item_records(bundle, 7, np.random.default_rng(0), ts_ms=123)
+    assert [r.item_id for r in records] == [f"bench-new-{k}" for k in range(7)]
+    known = {tuple(v) for v in bundle.attributes.values()}
+    assert all(r.ts == 123 and r.attributes and tuple(r.attributes) in known for r in records)
+    assert new_item_records(load_bundle(tiny_bundle_dir), 7, np.random.default_rng(0)) == []
