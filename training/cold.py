@@ -107,12 +107,12 @@ def slot_parts(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequen
     """:class:`SlotParts` of every user: the cold item chosen by vector score, or, where
     ``keyed``, by the worker's key (with ``content``'s weight)."""
     parts: list[tuple[np.ndarray, ...]] = []
-    for lo, hi, scores, best, key in _slot_choices(users, item_vecs, inputs, cold, content, keyed):
+    for lo, hi, scores, first, best, key in _slot_choices(users, item_vecs, inputs, cold, content,
+                                                          keyed):
         t = targets[lo:hi]
-        cold_scores = np.where(cold[None, :], scores, -np.inf)
-        parts.append((ranks_from_scores(scores, t),
-                      ranks_from_scores(scores, cold_scores.argmax(axis=1)),  # the first cold item
-                      ranks_from_scores(scores, best),
+        g_first = ranks_from_scores(scores, first)
+        parts.append((ranks_from_scores(scores, t), g_first,
+                      g_first if best is first else ranks_from_scores(scores, best),
                       np.isfinite(scores[np.arange(len(best)), best]), t == best, key))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
@@ -130,14 +130,20 @@ class SlotContent:
     item_attrs: np.ndarray
 
     def columns(self) -> list[np.ndarray]:
-        return [row[row > 0] for row in self.item_attrs]
+        return attribute_columns(self.item_attrs)
+
+
+def attribute_columns(item_attrs: np.ndarray) -> list[np.ndarray]:
+    """Each item's attribute indexes (row = item index) without the 0 padding."""
+    return [row[row > 0] for row in item_attrs]
 
 
 def _slot_choices(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
                   cold: np.ndarray, content: SlotContent | None, keyed: bool,
-                  ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per batch of users: (lo, hi, masked scores [b, N + 1], each user's chosen cold item,
-    its key); by vector score (key = score) unless ``keyed``."""
+                  ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per batch of users: (lo, hi, masked scores [b, N + 1], each user's first cold item by
+    score, the chosen cold item, its key); the chosen one is the first (key = its score)
+    unless ``keyed``."""
     cold_idx = np.flatnonzero(cold)
     if content is not None and content.weight > 0:
         cols = content.columns()
@@ -145,9 +151,9 @@ def _slot_choices(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Seq
         items = item_columns([cols[i] for i in cold_idx], width)
     for lo, hi, scores in masked_scores(users, item_vecs, inputs):
         rows = np.arange(hi - lo)
+        first = np.where(cold[None, :], scores, -np.inf).argmax(axis=1)
         if not keyed:
-            best = np.where(cold[None, :], scores, -np.inf).argmax(axis=1)
-            yield lo, hi, scores, best, scores[rows, best]
+            yield lo, hi, scores, first, first, scores[rows, first]
             continue
         profiles = None
         if content is not None and content.weight > 0:
@@ -157,7 +163,7 @@ def _slot_choices(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Seq
                              content.weight if content is not None else 0.0, profiles,
                              items if profiles is not None else None)
         pick = keys.argmax(axis=1)
-        yield lo, hi, scores, cold_idx[pick], keys[rows, pick]
+        yield lo, hi, scores, first, cold_idx[pick], keys[rows, pick]
 
 
 WITHIN_GRID = (10, 20, 50, 100, 200, 500, 1000, 0)  # 0: no gate
@@ -203,7 +209,7 @@ def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence
     |attrs(h) ∩ attrs(j)|, divided by sqrt(|attrs(j)|) (so items with many attributes do not
     win by size). ``item_attrs``: (N + 1, A) 0-padded attribute indexes."""
     # the worker's own item columns (the new-item slot's overlap reads the same matrix)
-    scored = item_columns([row[row > 0] for row in item_attrs], num_attrs + 1)
+    scored = item_columns(attribute_columns(item_attrs), num_attrs + 1)
     onehot = (scored > 0).astype(np.float32)
     ranks = np.empty(len(targets), dtype=np.int64)
     for lo in range(0, len(targets), BATCH):
