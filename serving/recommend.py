@@ -56,6 +56,20 @@ def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
     return [i for i in bundle.popular if i not in seen][:n]
 
 
+def describe_funnel(bundle: ModelBundle, ranking: str, rules: RerankConfig,
+                    candidates: int) -> str:
+    """The stages ``recommend`` runs for ``bundle`` under these settings, in one line."""
+    ranker = bundle.ranker
+    if ranker is None:
+        rank = "ranker: none in the bundle"
+    else:
+        state = "on" if chosen(ranker, ranking) is not None else "off"
+        rank = (f"ranker: {state} (STREAMREC_RANKER={ranking}; the bundle's default: "
+                f"{'on' if ranker.enabled else 'off'}), reorders the first {ranker.candidates}")
+    return (f"funnel for {bundle.version}: retrieval of {candidates} candidates where a stage "
+            f"reorders; {rank}; re-ranking: {rules.describe()}")
+
+
 def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: int,
               trending: Sequence[str] = (), live: LiveItems = EMPTY,
               rules: RerankConfig = NO_RULES, candidates: int = 200,

@@ -101,6 +101,31 @@ class RerankConfig:
         caps), so retrieval returns ``candidates`` items per user first."""
         return bool(self.mmr_lambda < 1.0 or self.freshness_boost or self.max_per_value)
 
+    def describe(self) -> str:
+        """The rules in one line, for the worker's log ("none" when nothing is on)."""
+        parts = []
+        if self.blocklist:
+            parts.append(f"blocklist {len(self.blocklist)}")
+        if self.freshness_boost:
+            parts.append(f"freshness {self.freshness_boost:g} (half-life {self.freshness_half_life_s:g}s)")
+        if self.mmr_lambda < 1.0:
+            parts.append(f"MMR λ {self.mmr_lambda:g} ({self.mmr_similarity})")
+        if self.new_item_slot >= 0:
+            slot = f"new-item slot {self.new_item_slot}"
+            if self.new_item_within:
+                slot += f" within {self.new_item_within}"
+            if self.new_item_content_weight > 0:
+                slot += f", content weight {self.new_item_content_weight:g}"
+            if self.new_item_min_key > -math.inf:
+                slot += f", min key {self.new_item_min_key:g}"
+            parts.append(slot)
+        if self.max_per_value:
+            parts.append(f"at most {self.max_per_value} per {self.cap_attribute or 'attribute'}"
+                         f" value in the top {self.cap_top}")
+        if self.pins:
+            parts.append(f"pins {len(self.pins)}")
+        return ", ".join(parts) or "none"
+
     @property
     def active(self) -> bool:
         return bool(self.blocklist or self.mmr_lambda < 1.0 or self.freshness_boost

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from serving.catalogue import Catalogue
-from serving.recommend import recommend
+from serving.recommend import describe_funnel, recommend
 from serving.rerank import RerankConfig
 from serving.store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
@@ -67,6 +67,7 @@ class ClickWorker:
         self._run = uuid.uuid4().hex[:12]
         self._batch_ids = itertools.count()
         self._dead_log = RateLimitedLog(interval_s=1.0, what="dead-lettered", logger=log)
+        self._described: str | None = None  # the bundle version whose funnel was logged
 
     async def prepare(self, events: Sequence[Any]) -> BatchOutcome:
         """Validate and apply a batch to session state, dead-letter the bad records.
@@ -136,6 +137,9 @@ class ClickWorker:
         the one from the later event.
         """
         bundle = self.model.current  # one version for the whole batch
+        if bundle.version != self._described:
+            self._described = bundle.version
+            log.info("%s", describe_funnel(bundle, self.ranking, self.rerank, self.candidates))
         users = list(out.touched)
         ranked = []
         if users:

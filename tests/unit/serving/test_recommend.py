@@ -9,7 +9,8 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR
-from serving.recommend import recommend
+from serving.recommend import describe_funnel, recommend
+from serving.rerank import RerankConfig
 
 
 def test_dense_and_faiss_paths_agree_and_skip_seen(tiny_bundle_dir: Path) -> None:
@@ -114,3 +115,14 @@ def test_mmr_for_the_whole_batch_writes_the_lists_the_per_list_path_writes(
     assert b.index.dense is not None
     np.testing.assert_array_equal(got[0], np.stack([b.index.dense[0], live.vecs[1],
                                                     np.zeros_like(live.vecs[1])]))
+
+
+def test_the_funnel_says_which_stages_run(tiny_bundle_dir: Path, tiny_ranker_bundle: Path) -> None:
+    plain = load_bundle(tiny_bundle_dir)
+    assert "ranker: none in the bundle" in describe_funnel(plain, "on", RerankConfig(), 200)
+    ranked = load_bundle(tiny_ranker_bundle)
+    assert ranked.ranker is not None
+    on = describe_funnel(ranked, "on", RerankConfig(mmr_lambda=0.5), 200)
+    assert "ranker: on (STREAMREC_RANKER=on" in on and "re-ranking: MMR λ 0.5 (vectors)" in on
+    assert "ranker: off (STREAMREC_RANKER=off" in describe_funnel(ranked, "off", RerankConfig(), 200)
+    assert describe_funnel(ranked, "off", RerankConfig(), 200).endswith("re-ranking: none")

@@ -182,3 +182,12 @@ def test_batched_mmr_picks_exactly_what_the_per_list_mmr_picks() -> None:
     np.testing.assert_allclose(scaled_rows(row)[0], scaled([Candidate("a", 3.0), Candidate("b", -np.inf),
                                                             Candidate("c", 1.0)]))
     assert scaled_rows(row)[1].tolist() == [1.0, 1.0, 0.0] and scaled_rows(row)[2].tolist() == [1.0] * 3
+
+
+def test_the_rules_describe_themselves_in_one_line() -> None:
+    assert RerankConfig().describe() == "none"
+    line = RerankConfig(blocklist=frozenset({"a", "b"}), mmr_lambda=0.8, pins={0: "c"},
+                        max_per_value=2, cap_attribute="brand:", cap_top=10,
+                        new_item_slot=9, new_item_content_weight=1.0).describe()
+    assert line == ("blocklist 2, MMR λ 0.8 (vectors), new-item slot 9, content weight 1, "
+                    "at most 2 per brand: value in the top 10, pins 1")
