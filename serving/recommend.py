@@ -43,6 +43,7 @@ from serving.rerank import (
     cosine,
     jaccard,
     mmr_rows,
+    pin_lists,
     rerank,
 )
 from serving.topk import top_k_rows
@@ -99,6 +100,9 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
     batched = rules.active and _batched_mmr(rules)  # MMR in numpy for the whole batch
     per_list = replace(rules, mmr_lambda=1.0) if batched else rules
     rerank_of = _reranker(bundle, live, per_list, now_ms) if rules.active else None
+    # blocked items never reach the candidates (excluded above, and new ones in _with_live):
+    # with nothing but pins left per list, the lists skip the Candidate objects
+    pins_only = rerank_of is not None and per_list.pins_only
     results: list[Ranked | None] = [None] * len(histories)
     if modelled:
         seqs = pad_batch([encoded[u] for u in modelled], bundle.max_len)
@@ -111,7 +115,8 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         if live.size:
             keys, scores, best_new = _with_live(keys, scores, vecs, live,
                                                 [histories[u] for u in modelled], k, rules.blocklist,
-                                                rules.new_item_within, _chooser(bundle, live, rules))
+                                                rules.new_item_within, _chooser(bundle, live, rules),
+                                                merge=not rules.new_item_slot_only)
         if ranker is not None:
             keys, scores = _rank(bundle, live, vecs, keys, scores, [encoded[u] for u in modelled])
         if batched:  # caps and pins still run per list, below
@@ -125,7 +130,9 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
             ids = [bundle_ids[x - 1] if x > 0 else live_ids[-x - 1] for x in ks]
             sc = scores[row, :len(ks)].tolist()
             why = [REASON_SEQUENCE if x > 0 else REASON_CONTENT for x in ks]
-            if rerank_of is not None:
+            if pins_only:
+                ids, sc, why = pin_lists(ids, sc, why, rules.pins, top_n)
+            elif rerank_of is not None:
                 ids, sc, why = rerank_of([Candidate(i, s, r) for i, s, r in zip(ids, sc, why,
                                                                                  strict=True)], top_n,
                                          best_new[row])
@@ -262,14 +269,15 @@ def _reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms:
 
 def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: LiveItems,
                histories: Sequence[Sequence[str]], k: int, blocklist: frozenset[str] = frozenset(),
-               within: int = 0, choose: _Chooser | None = None,
+               within: int = 0, choose: _Chooser | None = None, merge: bool = True,
                ) -> tuple[np.ndarray, np.ndarray, list[Candidate | None]]:
     """The best ``k`` of each user's bundle candidates and the new items, by score (one
     space), and each user's best new item (None where none is left, or, with ``within``
     > 0, where it does not rank in the user's first ``within``: ``k`` >= ``within``
     bundle candidates tell); a new item in the user's history or on the blocklist is
     excluded like a seen one. ``choose``: the new item by a key other than the vector score
-    (:mod:`serving.newitems`), and the gate on that key."""
+    (:mod:`serving.newitems`), and the gate on that key. ``merge`` False: the candidates stay
+    the bundle's (new items reach the list through the slot only)."""
     new_scores = vecs @ live.vecs.T  # (B, K)
     position = live.rows
     if blocked := [p for i in blocklist if (p := position.get(i)) is not None]:
@@ -278,10 +286,7 @@ def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: Liv
         for item in h:
             if (p := position.get(item)) is not None:
                 new_scores[row, p] = -np.inf
-    new_idx, new_top = top_k_rows(new_scores, min(k, live.size))
-    both_keys = np.concatenate([keys, np.where(np.isneginf(new_top), PAD, -new_idx - 1)], axis=1)
-    both = np.concatenate([scores, new_top.astype(scores.dtype)], axis=1)
-    order = np.argsort(-both, axis=1, kind="stable")[:, :k]  # ties: the bundle's item first
+    new_idx, new_top = top_k_rows(new_scores, min(k if merge else 1, live.size))
     if choose is None:
         pick, top = new_idx[:, 0], new_top[:, 0].astype(scores.dtype)
         shown = np.isfinite(top)
@@ -293,6 +298,11 @@ def _with_live(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: Liv
         shown &= (scores > top[:, None]).sum(axis=1) < within
     best = [Candidate(live.ids[int(p)], float(s), REASON_CONTENT) if ok else None
             for p, s, ok in zip(pick, top, shown, strict=True)]
+    if not merge:
+        return keys, scores, best
+    both_keys = np.concatenate([keys, np.where(np.isneginf(new_top), PAD, -new_idx - 1)], axis=1)
+    both = np.concatenate([scores, new_top.astype(scores.dtype)], axis=1)
+    order = np.argsort(-both, axis=1, kind="stable")[:, :k]  # ties: the bundle's item first
     return np.take_along_axis(both_keys, order, axis=1), np.take_along_axis(both, order, axis=1), best
 
 

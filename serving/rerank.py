@@ -73,6 +73,8 @@ class RerankConfig:
     # the key it must reach (-inf: any)
     new_item_content_weight: float = 0.0
     new_item_min_key: float = -math.inf
+    # new items reach lists through the slot only (not also merged into retrieval by score)
+    new_item_slot_only: bool = False
 
     @classmethod
     def from_settings(cls, s: Settings) -> RerankConfig:
@@ -84,6 +86,13 @@ class RerankConfig:
                 raise ConfigError(f"STREAMREC_RERANK_PINS: {part!r} is not 'position:item' "
                                   "(0-based position)")
             pins[int(pos)] = item.strip()
+        if s.rerank_new_item_slot_only and s.rerank_new_item_slot < 0:
+            raise ConfigError("STREAMREC_RERANK_NEW_ITEM_SLOT_ONLY needs STREAMREC_RERANK_NEW_ITEM_SLOT "
+                              "(a position >= 0): without the slot no new item would reach a list")
+        if s.rerank_new_item_slot_only and s.rerank_new_item_within:
+            raise ConfigError("STREAMREC_RERANK_NEW_ITEM_WITHIN gates by the new item's rank among the "
+                              "merged candidates, which STREAMREC_RERANK_NEW_ITEM_SLOT_ONLY does not "
+                              "merge: gate with STREAMREC_RERANK_NEW_ITEM_MIN_KEY instead")
         return cls(blocklist=frozenset(filter(None, (i.strip() for i in s.rerank_blocklist.split(",")))),
                    mmr_lambda=s.rerank_mmr_lambda, mmr_similarity=s.rerank_mmr_similarity,
                    freshness_boost=s.rerank_freshness_boost,
@@ -93,7 +102,8 @@ class RerankConfig:
                    new_item_within=s.rerank_new_item_within,
                    new_item_content_weight=s.rerank_new_item_content_weight,
                    new_item_min_key=(-math.inf if s.rerank_new_item_min_key is None
-                                     else s.rerank_new_item_min_key))
+                                     else s.rerank_new_item_min_key),
+                   new_item_slot_only=s.rerank_new_item_slot_only)
 
     @property
     def reorders(self) -> bool:
@@ -118,6 +128,8 @@ class RerankConfig:
                 slot += f", content weight {self.new_item_content_weight:g}"
             if self.new_item_min_key > -math.inf:
                 slot += f", min key {self.new_item_min_key:g}"
+            if self.new_item_slot_only:
+                slot += ", new items in the slot only"
             parts.append(slot)
         if self.max_per_value:
             parts.append(f"at most {self.max_per_value} per {self.cap_attribute or 'attribute'}"
@@ -125,6 +137,12 @@ class RerankConfig:
         if self.pins:
             parts.append(f"pins {len(self.pins)}")
         return ", ".join(parts) or "none"
+
+    @property
+    def pins_only(self) -> bool:
+        """Nothing per list but pins (and the blocklist, which retrieval applies already)."""
+        return not (self.freshness_boost or self.mmr_lambda < 1.0 or self.new_item_slot >= 0
+                    or self.max_per_value)
 
     @property
     def active(self) -> bool:
@@ -276,15 +294,33 @@ def pin(cands: Sequence[Candidate], pins: Mapping[int, str], n: int) -> list[Can
     item elsewhere in the list moves to its pin. Positions past the list's end append."""
     if not pins:
         return list(cands)
-    pinned_items = set(pins.values())
-    rest = [c for c in cands if c.item not in pinned_items]
-    out: list[Candidate] = []
+    items, scores, reasons = pin_lists([c.item for c in cands], [c.score for c in cands],
+                                       [c.reason for c in cands], pins, n)
+    return [Candidate(i, s, r) for i, s, r in zip(items, scores, reasons, strict=True)]
+
+
+def pin_lists(items: Sequence[str], scores: Sequence[float], reasons: Sequence[str],
+              pins: Mapping[int, str], n: int) -> tuple[list[str], list[float], list[str]]:
+    """:func:`pin` over one list's parallel columns, and its first ``n`` (no pins: just
+    those): the last step of a batch whose other rules ran on arrays, without a
+    :class:`Candidate` per item."""
+    if not pins:
+        return list(items[:n]), list(scores[:n]), list(reasons[:n])
+    pinned = set(pins.values())
+    rest = iter([j for j, i in enumerate(items) if i not in pinned])
+    out_i: list[str] = []
+    out_s: list[float] = []
+    out_r: list[str] = []
     for pos in range(n):
         if pos in pins:
-            out.append(Candidate(pins[pos], math.nan, REASON_PINNED))
-        elif rest:
-            out.append(rest.pop(0))
-    return out
+            out_i.append(pins[pos])
+            out_s.append(math.nan)
+            out_r.append(REASON_PINNED)
+        elif (j := next(rest, None)) is not None:
+            out_i.append(items[j])
+            out_s.append(scores[j])
+            out_r.append(reasons[j])
+    return out_i, out_s, out_r
 
 
 def rerank(cands: Sequence[Candidate], cfg: RerankConfig, n: int, *,

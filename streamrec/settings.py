@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # the key the chosen item must reach for the user to get it (unset: any).
     rerank_new_item_content_weight: float = Field(0.0, ge=0.0, le=100.0)
     rerank_new_item_min_key: float | None = None
+    # New items reach lists through the slot only (true), not also merged into retrieval by
+    # score (false): the rest of each list is then the bundle's own ranking.
+    rerank_new_item_slot_only: bool = False
     # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).

@@ -65,16 +65,18 @@ def vector_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequ
 
 def slot_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
                targets: np.ndarray, cold: np.ndarray, slot: int, within: int = 0,
-               content: SlotContent | None = None, min_key: float = -np.inf) -> np.ndarray:
+               content: SlotContent | None = None, min_key: float = -np.inf,
+               merged: bool = True) -> np.ndarray:
     """Full ranks (0-based) of the lists the worker's new-item slot writes
     (:func:`serving.rerank.slot_new_item`, cold items as the new ones): where none of a
     user's first ``slot + 1`` items by score is cold, the user's best cold item moves to
     position ``slot`` and the items from there to its old place shift one down;
     with ``within`` > 0, only where that item ranks in the user's first ``within``.
     "Best" is by vector score, or with ``content`` (a content weight) or ``min_key``, by
-    the worker's key (:mod:`serving.newitems`), shown only where it reaches ``min_key``."""
+    the worker's key (:mod:`serving.newitems`), shown only where it reaches ``min_key``.
+    ``merged`` False: cold items stand in the lists through the slot only (:func:`slot_parts`)."""
     parts = slot_parts(users, item_vecs, inputs, targets, cold, content,
-                       keyed=content is not None or min_key > -np.inf)
+                       keyed=content is not None or min_key > -np.inf, merged=merged)
     return parts.ranks(slot, within, min_key)
 
 
@@ -103,13 +105,22 @@ class SlotParts:
 
 def slot_parts(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
                targets: np.ndarray, cold: np.ndarray, content: SlotContent | None = None,
-               keyed: bool = False) -> SlotParts:
+               keyed: bool = False, merged: bool = True) -> SlotParts:
     """:class:`SlotParts` of every user: the cold item chosen by vector score, or, where
-    ``keyed``, by the worker's key (with ``content``'s weight)."""
+    ``keyed``, by the worker's key (with ``content``'s weight). ``merged`` False: cold items
+    reach a list through the slot only (``STREAMREC_RERANK_NEW_ITEM_SLOT_ONLY``): the other
+    places are the ID-only model's lists, and no cold item stands in them (``first_cold`` and
+    ``chosen`` are past every rank, so a ``within`` gate never passes)."""
     parts: list[tuple[np.ndarray, ...]] = []
     for lo, hi, scores, first, best, key in _slot_choices(users, item_vecs, inputs, cold, content,
                                                           keyed):
         t = targets[lo:hi]
+        if not merged:
+            shown = np.isfinite(scores[np.arange(hi - lo), best])
+            scores[:, cold] = -np.inf  # the lists without new items
+            never = np.full(hi - lo, scores.shape[1], dtype=np.int64)
+            parts.append((ranks_from_scores(scores, t), never, never, shown, t == best, key))
+            continue
         g_first = ranks_from_scores(scores, first)
         parts.append((ranks_from_scores(scores, t), g_first,
                       g_first if best is first else ranks_from_scores(scores, best),

@@ -281,6 +281,20 @@ def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np
         **by_target(test.ranks(slot, min_key=least), targets, cold),
         "content_weight": content.weight, "min_key": least, "valid_ndcg@10_no_slot": base,
         "valid_ndcg@10_by_min_key": {str(k): v for k, v in by_key.items()}}
+    # new items through the slot only: the rest of each list is the ID-only model's, so the
+    # gate is chosen against the ID-only lists (the warm target's reference) on validation
+    test, valid = (slot_parts(users, vecs, inputs, targets, cold, content, keyed=True, merged=False),
+                   slot_parts(v_users, vecs, v_inputs, v_targets, cold, content, keyed=True,
+                              merged=False))
+    report[f"{name}_slot_only_content"] = {**by_target(test.ranks(slot), targets, cold),
+                                           "content_weight": content.weight}
+    id_base = hr_ndcg(valid.ranks(slot, min_key=np.inf))["ndcg@10"]  # nobody shown one
+    least, by_key = choose_min_key(lambda k: hr_ndcg(valid.ranks(slot, min_key=k))["ndcg@10"],
+                                   id_base, valid.key)
+    report[f"{name}_slot_only_content_gated"] = {
+        **by_target(test.ranks(slot, min_key=least), targets, cold),
+        "content_weight": content.weight, "min_key": least, "valid_ndcg@10_id_only": id_base,
+        "valid_ndcg@10_by_min_key": {str(k): v for k, v in by_key.items()}}
 
 
 def run_baseline(model: str, data: SequenceData, cfg: BPRConfig, progress: bool = True) -> dict[str, Any]:

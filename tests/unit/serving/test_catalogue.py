@@ -203,3 +203,31 @@ def test_the_new_item_slot_chooses_by_content_where_a_weight_is_set(tiny_tower_b
     key = low / float(np.linalg.norm(user))
     assert slotted(new_item_min_key=key - 1e-3)[2] == "near"
     assert slotted(new_item_min_key=key + 1e-3) == before.items
+
+
+def test_with_the_slot_only_new_items_never_merge_into_the_list_by_score(tiny_tower_bundle: Path) -> None:
+    """``top`` outscores every bundle item, ``alike`` shares the history's attributes. Merged by
+    score, ``top`` leads the list; with the slot only, the list is the bundle's own ranking
+    with the slot's choice at its place, and nothing else new."""
+    from serving.rerank import RerankConfig
+
+    b = load_bundle(tiny_tower_bundle)
+    h = b.vocab.ids[:4]
+    before = recommend(b, [h], 10)[0]
+    user = b.encoder.encode(pad_batch([b.vocab.encode(h)], b.max_len))[0]
+    unit = user / float(user @ user)
+    high, low = before.scores[0] + 1.0, before.scores[9] - 1.0
+    shared = sorted({t for i in h for t in b.attributes[i]})
+    live = LiveItems(b.version, ("top", "alike"), np.stack([high * unit, low * unit]).astype(np.float32),
+                     attributes={"top": ["zz-nothing-alike"], "alike": shared})
+    merged = recommend(b, [h], 10, live=live, rules=RerankConfig(new_item_slot=2))[0]
+    assert merged.items == ["top", *before.items[:9]]  # a new item in the first three: no slot
+    only = recommend(b, [h], 10, live=live, rules=RerankConfig(new_item_slot=2, new_item_slot_only=True))[0]
+    assert only.items == [*before.items[:2], "top", *before.items[2:9]]
+    assert only.reasons == ["sequence", "sequence", "content"] + ["sequence"] * 7
+    by_content = recommend(b, [h], 10, live=live, rules=RerankConfig(
+        new_item_slot=2, new_item_slot_only=True, new_item_content_weight=100.0))[0]
+    assert by_content.items == [*before.items[:2], "alike", *before.items[2:9]]
+    gated = recommend(b, [h], 10, live=live, rules=RerankConfig(
+        new_item_slot=2, new_item_slot_only=True, new_item_min_key=1e9))[0]
+    assert gated.items == before.items  # nobody reaches the key: the bundle's list, untouched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,24 @@ def test_the_funnel_says_which_stages_run(tiny_bundle_dir: Path, tiny_ranker_bun
     assert "ranker: on (STREAMREC_RANKER=on" in on and "re-ranking: MMR λ 0.5 (vectors)" in on
     assert "ranker: off (STREAMREC_RANKER=off" in describe_funnel(ranked, "off", RerankConfig(), 200)
     assert describe_funnel(ranked, "off", RerankConfig(), 200).endswith("re-ranking: none")
+
+
+@pytest.mark.parametrize("mmr", [1.0, 0.5])
+def test_pins_without_candidate_objects_write_what_the_per_list_rules_write(
+        tiny_bundle_dir: Path, mmr: float) -> None:
+    """With nothing but pins (and the blocklist) left per list, ``recommend`` pins the
+    columns directly (``pin_lists``); a slot with no new item to place sends the same lists
+    through the general per-list ``rerank``: they must be the same lists."""
+    b = load_bundle(tiny_bundle_dir)
+    histories = [list(b.vocab.ids[i:i + 4]) for i in range(0, 40, 4)]
+    plain = recommend(b, histories, 6)
+    rules = RerankConfig(blocklist=frozenset({plain[0].items[1]}), mmr_lambda=mmr,
+                         pins={0: "promo", 3: plain[1].items[4], 9: "late"})
+    assert rules.pins_only == (mmr == 1.0) and replace(rules, mmr_lambda=1.0).pins_only
+    fast = recommend(b, histories, 6, rules=rules, candidates=30)
+    general = recommend(b, histories, 6, rules=replace(rules, new_item_slot=2), candidates=30)
+    assert [(r.items, r.reasons) for r in fast] == [(r.items, r.reasons) for r in general]
+    for f, g in zip(fast, general, strict=True):
+        np.testing.assert_array_equal(f.scores, g.scores)  # NaN (pinned) where NaN
+    assert all(r.items[0] == "promo" and r.items[3] == plain[1].items[4] for r in fast)
+    assert fast[1].reasons is not None and fast[1].reasons.count("pinned") == 2

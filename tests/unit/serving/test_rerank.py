@@ -154,6 +154,13 @@ def test_rules_from_settings_and_a_bad_pin_is_refused() -> None:
     assert (slot.new_item_slot, slot.new_item_content_weight, slot.new_item_min_key) == (9, 1.0, 0.86)
     with pytest.raises(ConfigError, match="position:item"):
         RerankConfig.from_settings(Settings(rerank_pins="first:x"))
+    only = RerankConfig.from_settings(Settings(rerank_new_item_slot=9, rerank_new_item_slot_only=True))
+    assert only.new_item_slot_only and "new items in the slot only" in only.describe()
+    with pytest.raises(ConfigError, match="SLOT_ONLY needs STREAMREC_RERANK_NEW_ITEM_SLOT"):
+        RerankConfig.from_settings(Settings(rerank_new_item_slot_only=True))
+    with pytest.raises(ConfigError, match="gate with STREAMREC_RERANK_NEW_ITEM_MIN_KEY"):
+        RerankConfig.from_settings(Settings(rerank_new_item_slot=9, rerank_new_item_within=50,
+                                            rerank_new_item_slot_only=True))
 
 
 def test_batched_mmr_picks_exactly_what_the_per_list_mmr_picks() -> None:

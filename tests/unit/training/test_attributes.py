@@ -142,12 +142,15 @@ def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: in
     assert moved  # the rule moved some target
 
 
-@pytest.mark.parametrize(("slot", "weight", "min_key"), [(3, 5.0, -np.inf), (9, 5.0, -np.inf),
-                                                         (3, 5.0, 4.0), (3, 0.0, 1.0)])
+@pytest.mark.parametrize(("slot", "weight", "min_key", "merged"),
+                         [(3, 5.0, -np.inf, True), (9, 5.0, -np.inf, True), (3, 5.0, 4.0, True),
+                          (3, 0.0, 1.0, True), (3, 5.0, -np.inf, False), (9, 5.0, 4.0, False)])
 def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
-        slot: int, weight: float, min_key: float) -> None:
+        slot: int, weight: float, min_key: float, merged: bool) -> None:
     """With a content weight or a minimum key, the slot's item is the best cold item by
-    the worker's key (serving.newitems), often not the first cold item in the list."""
+    the worker's key (serving.newitems), often not the first cold item in the list. Not
+    ``merged`` (``STREAMREC_RERANK_NEW_ITEM_SLOT_ONLY``): the worker's list holds no cold
+    item but the slot's."""
     from serving.newitems import CONTENT_WINDOW, content_profiles, item_columns, new_item_keys
     from serving.rerank import Candidate, slot_new_item
     from training.cold import SlotContent, slot_ranks
@@ -163,7 +166,7 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
     inputs = [rng.choice(np.arange(1, n_items + 1), 4, replace=False).tolist() for _ in range(n_users)]
     targets = np.array([rng.choice([i for i in range(1, n_items + 1) if i not in h]) for h in inputs])
     got = slot_ranks(users, vecs, inputs, targets, cold, slot,
-                     content=SlotContent(weight, attrs), min_key=min_key)
+                     content=SlotContent(weight, attrs), min_key=min_key, merged=merged)
     cols = [row[row > 0] for row in attrs]
     moved = chosen_not_first = gated = 0
     for u in range(n_users):
@@ -178,8 +181,14 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
         best = listed[order.index(new[pick])] if keys[pick] >= min_key else None
         chosen_not_first += best is not None and pick > 0
         gated += best is None
+        if not merged:  # the worker's candidates: the bundle's (warm) items only
+            listed = [c for c in listed if not cold[int(c.item)]]
         out = slot_new_item(listed, slot, best, lambda i: bool(cold[int(i)]))
-        want = [c.item for c in out].index(str(targets[u]))
+        items = [c.item for c in out]
+        want = items.index(str(targets[u])) if str(targets[u]) in items else len(items) + 1
+        if want > len(items):  # a cold target not in the slot: in no list
+            assert got[u] >= len(listed)
+            continue
         assert got[u] == want
         moved += want != order.index(targets[u])
     assert moved  # the cases that differ from the vector choice occur:
@@ -212,7 +221,7 @@ def test_the_slot_rows_report_what_slot_ranks_gives_for_each_gate() -> None:
     """``_slot_rows`` scores each split once and applies the gates to stored parts: every
     row and every validation figure it reports is what ``slot_ranks`` gives with that gate."""
     from training.cold import SlotContent, slot_ranks
-    from training.metrics import hr_ndcg
+    from training.metrics import hr_ndcg, mask_history, ranks_from_scores
     from training.pipeline import _slot_rows
 
     rng = np.random.default_rng(7)
@@ -252,3 +261,14 @@ def test_the_slot_rows_report_what_slot_ranks_gives_for_each_gate() -> None:
     for k, v in keyed["valid_ndcg@10_by_min_key"].items():
         assert v == valid_ndcg(content=content, min_key=float(k))
     assert len(gated["valid_ndcg@10_by_within"]) > 1 and len(keyed["valid_ndcg@10_by_min_key"]) > 1
+    # new items through the slot only: the gate chosen against the lists with no new item
+    same(report["m_slot_only_content"], test_row(content=content, merged=False))
+    only = report["m_slot_only_content_gated"]
+    same(only, test_row(content=content, min_key=only["min_key"], merged=False))
+    for k, v in only["valid_ndcg@10_by_min_key"].items():
+        assert v == valid_ndcg(content=content, min_key=float(k), merged=False)
+    scores = v_users @ np.vstack([np.zeros((1, 8), np.float32), vecs]).T  # the lists with no
+    mask_history(scores, v_inputs)  # new item at all: what the ID-only model ranks
+    scores[:, cold] = -np.inf
+    assert only["valid_ndcg@10_id_only"] == pytest.approx(
+        hr_ndcg(ranks_from_scores(scores, v_targets))["ndcg@10"])
