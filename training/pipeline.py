@@ -19,6 +19,7 @@ from streamrec.settings import Settings
 from training.attributes import MAX_ATTRS, ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
 from training.cold import (
+    SLOT_ONLY_LOSS_CAP,
     ContentMap,
     SlotContent,
     attribute_knn_ranks,
@@ -290,7 +291,7 @@ def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np
                                            "content_weight": content.weight}
     id_base = hr_ndcg(valid.ranks(slot, min_key=np.inf))["ndcg@10"]  # nobody shown one
     least, by_key = choose_min_key(lambda k: hr_ndcg(valid.ranks(slot, min_key=k))["ndcg@10"],
-                                   id_base, valid.key)
+                                   id_base, valid.key, cap=SLOT_ONLY_LOSS_CAP)
     report[f"{name}_slot_only_content_gated"] = {
         **by_target(test.ranks(slot, min_key=least), targets, cold),
         "content_weight": content.weight, "min_key": least, "valid_ndcg@10_id_only": id_base,
