@@ -181,7 +181,7 @@ WITHIN_GRID = (10, 20, 50, 100, 200, 500, 1000, 0)  # 0: no gate
 WARM_LOSS_CAP = 0.015  # the most validation NDCG@10 the slot may cost (relative)
 # ... with new items through the slot only, against the ID-only lists (the warm target's own
 # reference, so this budgets the whole warm cost): chosen on Beauty's tuning split (`--tune`,
-# cold-item seeds 0, 1, 2; docs/BENCHMARKS.md "New items through the slot only"), never its test
+# cold-item seeds 0, 1, 2; docs/BENCHMARKS.md "The Beauty cold-start result over three cold-item seeds"), never its test
 SLOT_ONLY_LOSS_CAP = 0.0175
 
 
