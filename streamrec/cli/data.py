@@ -193,8 +193,18 @@ def cold_start(
         if isinstance(block, dict):
             typer.echo(f"  {name:26s} cold ({block['cold_users']} users) HR@10 "
                        f"{block['cold']['hr@10']:.4f} NDCG@10 {block['cold']['ndcg@10']:.4f}   warm "
-                       f"HR@10 {block['warm']['hr@10']:.4f} NDCG@10 {block['warm']['ndcg@10']:.4f}")
+                       f"HR@10 {block['warm']['hr@10']:.4f} NDCG@10 {block['warm']['ndcg@10']:.4f}"
+                       + _gate_setting(block))
     typer.echo(f"wrote {out}")
+
+
+def _gate_setting(block: dict[str, Any]) -> str:
+    """The gate a ``*_gated`` row chose on validation, as the worker's setting."""
+    if "min_key" in block:
+        return f"   (STREAMREC_RERANK_NEW_ITEM_MIN_KEY={block['min_key']})"
+    if "within" in block:
+        return f"   (STREAMREC_RERANK_NEW_ITEM_WITHIN={block['within']})"
+    return ""
 
 
 @app.command(rich_help_panel=DATA)

@@ -94,3 +94,11 @@ def test_bench_new_items_take_the_attributes_of_bundle_items(tiny_tower_bundle: 
     known = {tuple(v) for v in bundle.attributes.values()}
     assert all(r.ts == 123 and r.attributes and tuple(r.attributes) in known for r in records)
     assert new_item_records(load_bundle(tiny_bundle_dir), 7, np.random.default_rng(0)) == []
+
+
+def test_cold_start_rows_name_the_gate_to_set_on_the_workers() -> None:
+    from streamrec.cli.data import _gate_setting
+
+    assert _gate_setting({"min_key": 1.0767}) == "   (STREAMREC_RERANK_NEW_ITEM_MIN_KEY=1.0767)"
+    assert _gate_setting({"within": 200}) == "   (STREAMREC_RERANK_NEW_ITEM_WITHIN=200)"
+    assert _gate_setting({"cold": {}}) == ""
