@@ -111,20 +111,36 @@ def slot_parts(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequen
     reach a list through the slot only (``STREAMREC_RERANK_NEW_ITEM_SLOT_ONLY``): the other
     places are the ID-only model's lists, and no cold item stands in them (``first_cold`` and
     ``chosen`` are past every rank, so a ``within`` gate never passes)."""
-    parts: list[tuple[np.ndarray, ...]] = []
+    return slot_parts_by_merge(users, item_vecs, inputs, targets, cold, content, keyed,
+                               (merged,))[0]
+
+
+def slot_parts_by_merge(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
+                        targets: np.ndarray, cold: np.ndarray, content: SlotContent | None = None,
+                        keyed: bool = False, merges: Sequence[bool] = (True, False),
+                        ) -> list[SlotParts]:
+    """:func:`slot_parts` for each of ``merges`` from one scoring pass (the choice and its
+    key do not depend on whether cold items are merged; only the rank arithmetic does)."""
+    parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in merges]
+    order = sorted(range(len(merges)), key=lambda m: not merges[m])  # slot-only masks scores last
     for lo, hi, scores, first, best, key in _slot_choices(users, item_vecs, inputs, cold, content,
                                                           keyed):
         t = targets[lo:hi]
-        if not merged:
-            shown = np.isfinite(scores[np.arange(hi - lo), best])
+        shown = np.isfinite(scores[np.arange(hi - lo), best])
+        for m in order:
+            if merges[m]:
+                g_first = ranks_from_scores(scores, first)
+                parts[m].append((ranks_from_scores(scores, t), g_first,
+                                 g_first if best is first else ranks_from_scores(scores, best),
+                                 shown, t == best, key))
+                continue
             scores[:, cold] = -np.inf  # the lists without new items
             never = np.full(hi - lo, scores.shape[1], dtype=np.int64)
-            parts.append((ranks_from_scores(scores, t), never, never, shown, t == best, key))
-            continue
-        g_first = ranks_from_scores(scores, first)
-        parts.append((ranks_from_scores(scores, t), g_first,
-                      g_first if best is first else ranks_from_scores(scores, best),
-                      np.isfinite(scores[np.arange(len(best)), best]), t == best, key))
+            parts[m].append((ranks_from_scores(scores, t), never, never, shown, t == best, key))
+    return [_joined(p) for p in parts]
+
+
+def _joined(parts: list[tuple[np.ndarray, ...]]) -> SlotParts:
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return SlotParts(empty, empty, empty, empty.astype(bool), empty.astype(bool),

@@ -31,6 +31,7 @@ from training.cold import (
     fit_content_map,
     mapped_vectors,
     slot_parts,
+    slot_parts_by_merge,
     vector_ranks,
 )
 from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -272,8 +273,10 @@ def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np
         "valid_ndcg@10_by_within": {str(w): v for w, v in table.items()}}
     if content is None:
         return
-    test, valid = (slot_parts(users, vecs, inputs, targets, cold, content, keyed=True),
-                   slot_parts(v_users, vecs, v_inputs, v_targets, cold, content, keyed=True))
+    # by key, merged and through the slot only: one scoring pass per split for both
+    (test, test_only), (valid, valid_only) = (
+        slot_parts_by_merge(users, vecs, inputs, targets, cold, content, keyed=True),
+        slot_parts_by_merge(v_users, vecs, v_inputs, v_targets, cold, content, keyed=True))
     report[f"{name}_slot_content"] = {**by_target(test.ranks(slot), targets, cold),
                                       "content_weight": content.weight}
     least, by_key = choose_min_key(lambda k: hr_ndcg(valid.ranks(slot, min_key=k))["ndcg@10"],
@@ -284,9 +287,7 @@ def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np
         "valid_ndcg@10_by_min_key": {str(k): v for k, v in by_key.items()}}
     # new items through the slot only: the rest of each list is the ID-only model's, so the
     # gate is chosen against the ID-only lists (the warm target's reference) on validation
-    test, valid = (slot_parts(users, vecs, inputs, targets, cold, content, keyed=True, merged=False),
-                   slot_parts(v_users, vecs, v_inputs, v_targets, cold, content, keyed=True,
-                              merged=False))
+    test, valid = test_only, valid_only
     report[f"{name}_slot_only_content"] = {**by_target(test.ranks(slot), targets, cold),
                                            "content_weight": content.weight}
     id_base = hr_ndcg(valid.ranks(slot, min_key=np.inf))["ndcg@10"]  # nobody shown one
