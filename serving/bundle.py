@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import msgspec
@@ -63,6 +64,20 @@ class ModelBundle:
     @property
     def max_len(self) -> int:
         return self.manifest.max_len
+
+    @cached_property
+    def attribute_counts(self) -> tuple[Mapping[str, int], int]:
+        """How many of the bundle's items have each attribute token, and how many items have
+        any: the rarity of an attribute in the new-item slot's overlap (:mod:`serving.newitems`).
+        Counted once per bundle."""
+        df: dict[str, int] = {}
+        n = 0
+        for tokens in self.attributes.values():
+            if tokens:
+                n += 1
+                for t in set(tokens):
+                    df[t] = df.get(t, 0) + 1
+        return df, n
 
 
 def load_bundle(path: Path | str, threads: int = 1) -> ModelBundle:

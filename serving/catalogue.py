@@ -30,7 +30,7 @@ from functools import cached_property
 import numpy as np
 
 from serving.bundle import ModelBundle
-from serving.newitems import item_columns
+from serving.newitems import item_columns, rarity_weights
 from streamrec.items import ItemRecord
 
 
@@ -50,6 +50,9 @@ class LiveItems:
     stamped_ms: Mapping[str, int] = field(default_factory=dict)
     # new item id -> the bundle item index the encoder reads in its place in a history
     proxies: Mapping[str, int] = field(default_factory=dict)
+    # the bundle's items per attribute token, and its items with attributes (a token's rarity)
+    token_counts: Mapping[str, int] = field(default_factory=dict)
+    catalogue: int = 0
 
     @property
     def size(self) -> int:
@@ -64,12 +67,14 @@ class LiveItems:
     @cached_property
     def content(self) -> tuple[Mapping[str, int], np.ndarray]:
         """The new items' attribute tokens as columns, for the new-item slot's content weight
-        (:mod:`serving.newitems`): token -> column, and [n, T] ``item_columns``. Built once
-        per snapshot."""
+        (:mod:`serving.newitems`): token -> column, and [n, T] ``item_columns`` weighted by
+        each token's rarity in the bundle's catalogue. Built once per snapshot."""
         columns: dict[str, int] = {}
         per_item = [[columns.setdefault(t, len(columns)) for t in self.attributes.get(i, ())]
                     for i in self.ids]
-        return columns, item_columns(per_item, len(columns))
+        counts = self.token_counts.get
+        df = np.array([counts(t, 0) for t in columns], dtype=np.int64)
+        return columns, item_columns(per_item, len(columns), rarity_weights(df, self.catalogue))
 
     @cached_property
     def columns_of(self) -> dict[str, tuple[int, ...]]:
@@ -140,5 +145,6 @@ class Catalogue:
         self.live = LiveItems(bundle.version, ids, vecs, blocked, withdrawn, unembedded,
                               {r.item_id: tuple(r.attributes) for r in available},
                               {r.item_id: r.ts for r in available},
-                              {i: self._proxies[i] for i in ids if i in self._proxies})
+                              {i: self._proxies[i] for i in ids if i in self._proxies},
+                              *bundle.attribute_counts)
         return self.live

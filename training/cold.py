@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.newitems import CONTENT_WINDOW, content_profiles, item_columns, new_item_keys
+from serving.newitems import (
+    CONTENT_WINDOW,
+    attribute_df,
+    content_profiles,
+    item_columns,
+    new_item_keys,
+    rarity_weights,
+)
 from streamrec.errors import ConfigError
 from training.data import SequenceData, Split, leave_one_out
 from training.evaluate import full_ranks_of, masked_scores
@@ -159,6 +166,16 @@ class SlotContent:
     def columns(self) -> list[np.ndarray]:
         return attribute_columns(self.item_attrs)
 
+    def rarity(self, cold: np.ndarray, width: int | None = None) -> np.ndarray:
+        """The overlap's column weights (:func:`serving.newitems.rarity_weights`) as a bundle
+        trained on this split has them: counted over the warm items with attributes (the
+        catalogue the model was trained on), over ``width`` columns (default: the largest
+        attribute index + 1)."""
+        cols = self.columns()
+        known = [c for i, c in enumerate(cols) if i > 0 and not cold[i] and len(c)]
+        width = int(self.item_attrs.max()) + 1 if width is None else width
+        return rarity_weights(attribute_df(known, width), len(known))
+
 
 def attribute_columns(item_attrs: np.ndarray) -> list[np.ndarray]:
     """Each item's attribute indexes (row = item index) without the 0 padding."""
@@ -175,7 +192,7 @@ def _slot_choices(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Seq
     if content is not None and content.weight > 0:
         cols = content.columns()
         width = int(content.item_attrs.max()) + 1
-        items = item_columns([cols[i] for i in cold_idx], width)
+        items = item_columns([cols[i] for i in cold_idx], width, content.rarity(cold))
     for lo, hi, scores in masked_scores(users, item_vecs, inputs):
         rows = np.arange(hi - lo)
         first = np.where(cold[None, :], scores, -np.inf).argmax(axis=1)
@@ -197,8 +214,10 @@ WITHIN_GRID = (10, 20, 50, 100, 200, 500, 1000, 0)  # 0: no gate
 WARM_LOSS_CAP = 0.015  # the most validation NDCG@10 the slot may cost (relative)
 # ... with new items through the slot only, against the ID-only lists (the warm target's own
 # reference, so this budgets the whole warm cost): chosen on Beauty's tuning split (`--tune`,
-# cold-item seeds 0, 1, 2; docs/BENCHMARKS.md "The Beauty cold-start result over three cold-item seeds"), never its test
-SLOT_ONLY_LOSS_CAP = 0.0175
+# cold-item seeds 0, 1, 2), never its test, with the key's rarity weight (docs/BENCHMARKS.md
+# "Rare attributes count more"): the warm cost seen on the next split ran up to 0.3% past
+# the cap, so it leaves 0.75% of the 2% bound
+SLOT_ONLY_LOSS_CAP = 0.0125
 
 
 def choose_within(valid_ndcg: Callable[[int], float], base: float, slot: int,
@@ -215,7 +234,7 @@ def choose_within(valid_ndcg: Callable[[int], float], base: float, slot: int,
     return (0 if 0 in ok else max(ok)), scores
 
 
-KEY_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+KEY_QUANTILES = tuple(q / 50 for q in range(50))  # 0, 0.02, ..., 0.98
 
 
 def choose_min_key(valid_ndcg: Callable[[float], float], base: float, keys: np.ndarray,
@@ -235,13 +254,15 @@ def choose_min_key(valid_ndcg: Callable[[float], float], base: float, keys: np.n
 
 
 def attribute_knn_ranks(item_attrs: np.ndarray, num_attrs: int, inputs: Sequence[Sequence[int]],
-                        targets: np.ndarray) -> np.ndarray:
+                        targets: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Full ranks by attribute overlap: score(u, j) = sum over the history's items h of
     |attrs(h) ∩ attrs(j)|, divided by sqrt(|attrs(j)|) (so items with many attributes do not
-    win by size). ``item_attrs``: (N + 1, A) 0-padded attribute indexes."""
+    win by size). ``item_attrs``: (N + 1, A) 0-padded attribute indexes. With ``weights``
+    [A + 1] (:meth:`SlotContent.rarity`), each shared attribute counts its weight, not 1."""
     # the worker's own item columns (the new-item slot's overlap reads the same matrix)
-    scored = item_columns(attribute_columns(item_attrs), num_attrs + 1)
-    onehot = (scored > 0).astype(np.float32)
+    plain = item_columns(attribute_columns(item_attrs), num_attrs + 1)
+    onehot = (plain > 0).astype(np.float32)
+    scored = plain if weights is None else plain * weights[None, :]
     ranks = np.empty(len(targets), dtype=np.int64)
     for lo in range(0, len(targets), BATCH):
         hi = min(lo + BATCH, len(targets))

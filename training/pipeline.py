@@ -245,6 +245,11 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                 _slot_rows(report, name, u, v_u, mapped, split, cold, slot, content)
     report["attribute_knn"] = by_target(
         attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets), targets, cold)
+    # a stronger k-NN: shared attributes weighted by rarity, as the new-item slot's key weighs them
+    rarity = SlotContent(1.0, item_attrs.numpy()).rarity(cold, attributes.size + 1)
+    report["attribute_knn_rarity"] = by_target(
+        attribute_knn_ranks(item_attrs.numpy(), attributes.size, inputs, targets, rarity),
+        targets, cold)
     counts = item_counts(split.train, data.num_items)
     report["popularity"] = by_target(popularity_ranks(counts, inputs, targets), targets, cold)
     return report

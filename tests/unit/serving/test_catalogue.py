@@ -10,6 +10,7 @@ import pytest
 from serving.bundle import load_bundle
 from serving.catalogue import Catalogue, LiveItems
 from serving.lists import SOURCE_MODEL
+from serving.newitems import IDF_POWER
 from serving.recommend import recommend
 from streamrec.errors import EventError
 from streamrec.items import ItemRecord, decode_item, encode_item
@@ -231,3 +232,23 @@ def test_with_the_slot_only_new_items_never_merge_into_the_list_by_score(tiny_to
     gated = recommend(b, [h], 10, live=live, rules=RerankConfig(
         new_item_slot=2, new_item_slot_only=True, new_item_min_key=1e9))[0]
     assert gated.items == before.items  # nobody reaches the key: the bundle's list, untouched
+
+
+def test_the_slots_item_columns_weigh_each_token_by_its_rarity_in_the_bundle(tiny_tower_bundle: Path) -> None:
+    """The catalogue's snapshot carries the bundle's token counts: a new item's token that
+    most bundle items have weighs less in the overlap than a rare one, and a token no
+    bundle item has (only new items) weighs the most."""
+    b = load_bundle(tiny_tower_bundle)
+    counts, n = b.attribute_counts
+    assert n == sum(1 for ts in b.attributes.values() if ts)
+    common = max(counts, key=lambda t: counts[t])
+    rare = min(counts, key=lambda t: counts[t])
+    assert counts[common] > counts[rare]
+    cat = Catalogue()
+    live = cat.apply([ItemRecord("new-1", 1, (common, rare, "never-seen"))], b)
+    assert live.size == 1 and live.catalogue == n
+    columns, items = live.content
+    row = items[0]
+    assert row[columns[common]] < row[columns[rare]] < row[columns["never-seen"]]
+    np.testing.assert_allclose(row[columns["never-seen"]],
+                               np.log(1 + n) ** IDF_POWER / np.sqrt(3), rtol=1e-5)

@@ -8,9 +8,12 @@ import pytest
 from serving.newitems import (
     CONTENT_DECAY,
     CONTENT_WINDOW,
+    IDF_POWER,
+    attribute_df,
     content_profiles,
     item_columns,
     new_item_keys,
+    rarity_weights,
 )
 
 
@@ -47,3 +50,32 @@ def test_the_key_is_the_score_over_the_user_norm_plus_the_weighted_overlap() -> 
     np.testing.assert_allclose(got, [[1.2, 2.6, -np.inf]])  # the overlap decides; -inf stays
     with pytest.raises(ValueError, match="profiles"):
         new_item_keys(scores, users, 1.0)
+
+
+def test_an_attribute_weighs_by_its_rarity_in_the_catalogue() -> None:
+    # 9 catalogue items with attributes: column 0 on all, 1 on 3, 2 on 1, 3 on none (new only)
+    items = [[0]] * 5 + [[0, 1]] * 2 + [[0, 1, 2]] + [[0, 0]]
+    df = attribute_df(items, width=4)
+    assert df.tolist() == [9, 3, 1, 0]  # an attribute counts once per item
+    got = rarity_weights(df, catalogue=9)
+    want = [np.log(10 / (1 + d)) ** IDF_POWER for d in (9, 3, 1, 0)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0] == 0.0 and got[1] < got[2] < got[3]  # on every item: says nothing
+    # weighted columns: the rarity times the one-hot over the root of the count
+    np.testing.assert_allclose(item_columns([[1, 2]], 4, got)[0],
+                               [0, got[1] / np.sqrt(2), got[2] / np.sqrt(2), 0], rtol=1e-6)
+    # no catalogue with attributes: nothing is known of rarity, every attribute weighs 1
+    np.testing.assert_array_equal(rarity_weights(np.zeros(3, dtype=np.int64), 0), [1, 1, 1])
+
+
+def test_a_shared_rare_attribute_outweighs_a_shared_common_one() -> None:
+    """Two new items score alike by vector; the user's history holds a common attribute (a
+    category) and a rare one (a brand); the item with the rare one is the key's choice."""
+    scores = np.array([[1.0, 1.0]], dtype=np.float32)
+    users = np.array([[1.0, 0.0]], dtype=np.float32)
+    profiles = content_profiles([[[0, 1]]], width=2)  # category 0, brand 1
+    weights = rarity_weights(np.array([500, 3]), catalogue=1000)
+    plain = new_item_keys(scores, users, 1.0, profiles, item_columns([[0], [1]], 2))
+    assert plain[0, 0] == plain[0, 1]  # by plain overlap, a tie
+    keys = new_item_keys(scores, users, 1.0, profiles, item_columns([[0], [1]], 2, weights))
+    assert keys[0, 1] > keys[0, 0]

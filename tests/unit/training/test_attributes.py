@@ -74,6 +74,27 @@ def test_attribute_knn_ranks_items_sharing_the_history_attributes_first() -> Non
     assert ranks.tolist() == [2]
 
 
+def test_rarity_weighted_knn_ranks_a_shared_rare_attribute_above_a_shared_common_one() -> None:
+    attrs = np.array([[0, 0], [1, 2], [1, 0], [2, 0], [1, 0], [1, 0]])  # 1 common, 2 rare
+    tied = attribute_knn_ranks(attrs, 2, [[1], [1]], np.array([2, 3]))
+    assert tied.tolist() == [3, 3]  # plain overlap: items 2 to 5 tie (ties count against)
+    weights = np.array([0.0, 0.1, 4.0], dtype=np.float32)
+    ranks = attribute_knn_ranks(attrs, 2, [[1], [1]], np.array([3, 2]), weights)
+    assert ranks.tolist() == [0, 3]  # 3 (rare) first; 2 ties with 4 and 5 behind it
+
+
+def test_the_rarity_is_counted_over_the_warm_items_with_attributes() -> None:
+    from serving.newitems import IDF_POWER
+    from training.cold import SlotContent
+
+    attrs = np.array([[0, 0], [1, 2], [1, 0], [2, 0], [0, 0], [1, 3]])  # item 4: none
+    cold = np.array([False, False, False, False, False, True])  # item 5 (with 3) is cold
+    got = SlotContent(1.0, attrs).rarity(cold, width=5)
+    # 3 warm items with attributes: 1 on two of them, 2 on two, 3 and 4 on none
+    want = [np.log(4 / (1 + d)) ** IDF_POWER for d in (0, 2, 2, 0, 0)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_synthetic_attributes_cover_every_item_and_carry_the_cluster() -> None:
     spec = SyntheticSpec(users=50, items=60, clusters=6, seed=1)
     data, attrs = generate(spec), item_attributes(spec)
@@ -151,7 +172,13 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
     the worker's key (serving.newitems), often not the first cold item in the list. Not
     ``merged`` (``STREAMREC_RERANK_NEW_ITEM_SLOT_ONLY``): the worker's list holds no cold
     item but the slot's."""
-    from serving.newitems import CONTENT_WINDOW, content_profiles, item_columns, new_item_keys
+    from serving.newitems import (
+        CONTENT_WINDOW,
+        IDF_POWER,
+        content_profiles,
+        item_columns,
+        new_item_keys,
+    )
     from serving.rerank import Candidate, slot_new_item
     from training.cold import SlotContent, slot_ranks
 
@@ -168,6 +195,10 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
     got = slot_ranks(users, vecs, inputs, targets, cold, slot,
                      content=SlotContent(weight, attrs), min_key=min_key, merged=merged)
     cols = [row[row > 0] for row in attrs]
+    # each attribute's rarity over the warm items with attributes (the bundle's catalogue)
+    known = [set(cols[i].tolist()) for i in range(1, n_items + 1) if not cold[i] and len(cols[i])]
+    rarity = np.array([np.log((1 + len(known)) / (1 + sum(a in k for k in known))) ** IDF_POWER
+                       for a in range(n_attrs + 1)], dtype=np.float32)
     moved = chosen_not_first = gated = 0
     for u in range(n_users):
         scores = vecs @ users[u]
@@ -176,7 +207,7 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
         new = [i for i in order if cold[i]]
         keys = new_item_keys(scores[np.array(new) - 1][None, :], users[u:u + 1], weight,
                              content_profiles([[cols[i] for i in inputs[u][-CONTENT_WINDOW:]]], n_attrs + 1),
-                             item_columns([cols[i] for i in new], n_attrs + 1))[0]
+                             item_columns([cols[i] for i in new], n_attrs + 1) * rarity)[0]
         pick = int(np.argmax(keys))
         best = listed[order.index(new[pick])] if keys[pick] >= min_key else None
         chosen_not_first += best is not None and pick > 0
@@ -199,9 +230,10 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
 def test_the_minimum_key_is_the_lowest_quantile_whose_validation_loss_stays_under_the_cap() -> None:
     from training.cold import choose_min_key
 
-    keys = np.arange(100, dtype=np.float32)  # quantiles 0, 9.9, 19.8, ...
+    keys = np.arange(100, dtype=np.float32)  # quantiles 0, 1.98, 3.96, ... (steps of 2%)
     least, table = choose_min_key(lambda k: 1.0 - 0.03 * (1 - k / 100), 1.0, keys, cap=0.015)
-    assert least == pytest.approx(59.4) and len(table) == 10  # loss 0.03 * 0.406 <= 0.015
+    # 49.5 (the median) loses 0.03 * 0.505 > 0.015; the next quantile, 51.48, does not
+    assert least == pytest.approx(51.48) and len(table) == 50
     assert choose_min_key(lambda k: 0.5, 1.0, keys)[0] == float("inf")  # none: nobody is shown one
     assert choose_min_key(lambda k: 1.0, 1.0, np.array([-np.inf]))[0] == float("inf")
 
