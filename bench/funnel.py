@@ -87,20 +87,22 @@ def run(bundle_path: Path, batch_sizes: list[int], batches: int = 30, top_n: int
         configs.append(("ranker+rules", rules, "on"))
     rng = np.random.default_rng(seed)
     live = new_items(bundle, NEW_ITEMS, rng)
-    settings = [(name, cfg, ranking, EMPTY) for name, cfg, ranking in configs]
+    settings = [(name, cfg, ranking, EMPTY, "off") for name, cfg, ranking in configs]
+    if bundle.blend is not None:  # the content blend (serving.content), without the ranker
+        settings.insert(1, ("content blend", RerankConfig(), "off", EMPTY, "on"))
     if live.size:  # the new-item slot, by vector score and by content (serving.newitems)
-        settings += [("slot by score", RerankConfig(new_item_slot=9), "off", live),
+        settings += [("slot by score", RerankConfig(new_item_slot=9), "off", live, "off"),
                      ("slot by content", RerankConfig(new_item_slot=9, new_item_content_weight=1.0),
-                      "off", live)]
+                      "off", live, "off")]
     out: list[FunnelResult] = []
     for b in batch_sizes:
         data = [histories(bundle, b, rng) for _ in range(batches + 1)]
-        for name, cfg, ranking, catalogue in settings:
+        for name, cfg, ranking, catalogue, blending in settings:
             times = []
             for i, h in enumerate(data):
                 t = time.perf_counter()
                 recommend(bundle, h, top_n, live=catalogue, rules=cfg, candidates=candidates,
-                          ranking=ranking)
+                          ranking=ranking, blending=blending)
                 if i:  # the first batch warms up
                     times.append((time.perf_counter() - t) * 1000)
             r = FunnelResult(name, b, batches, float(np.percentile(times, 50)),

@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
+from serving.content import ContentBlend
 from serving.encoder import Encoder, make_session
 from serving.index import ItemIndex, configure
 from serving.manifest import (
@@ -56,6 +57,7 @@ class ModelBundle:
     tower: ItemTower | None = None  # with item attributes: embeds new items (serving.tower)
     attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # item -> tokens
     ranker: Ranker | None = None  # the ranking stage (serving.ranking), when trained
+    blend: ContentBlend | None = None  # the content blend (serving.content), when trained
 
     @property
     def version(self) -> str:
@@ -113,7 +115,9 @@ def _load(root: Path, threads: int) -> ModelBundle:
     _warm_up(root, manifest, encoder)
     tower, attributes = _load_tower(root, manifest, threads)
     ranker = _load_ranker(root, manifest, threads)
-    return ModelBundle(root, manifest, encoder, index, vocab, popular, tower, attributes, ranker)
+    blend = _load_blend(manifest, vocab, tower, attributes)
+    return ModelBundle(root, manifest, encoder, index, vocab, popular, tower, attributes, ranker,
+                       blend)
 
 
 def _read_manifest(root: Path) -> Manifest:
@@ -203,6 +207,30 @@ def _load_tower(root: Path, m: Manifest, threads: int,
         raise BundleRejected(m.version, "tower", f"output shape {out.shape} or values wrong, "
                              f"expected (1, {m.dim}) finite", "item_tower.onnx")
     return tower, attributes
+
+
+def _load_blend(m: Manifest, vocab: Vocabulary, tower: ItemTower | None,
+                attributes: Mapping[str, Sequence[str]]) -> ContentBlend | None:
+    """The content blend, when training chose one (``metrics.content_blend``): its settings
+    are valid and the bundle has the attributes it reads."""
+    report = m.metrics.get("content_blend")
+    if report is None:
+        return None
+    if not isinstance(report, dict):
+        raise BundleRejected(m.version, "content_blend", "metrics.content_blend is not an object",
+                             MANIFEST)
+    enabled, beta = report.get("enabled"), report.get("beta")
+    candidates, max_len = report.get("candidates"), report.get("max_len")
+    if not isinstance(enabled, bool) or not isinstance(beta, int | float) or not np.isfinite(beta) \
+            or beta < 0 or not isinstance(candidates, int) or candidates < 1 \
+            or not isinstance(max_len, int) or max_len < 1:
+        raise BundleRejected(m.version, "content_blend", "metrics.content_blend needs enabled (bool), "
+                             "beta (finite, >= 0), candidates and max_len (int >= 1)", MANIFEST)
+    if tower is None:
+        raise BundleRejected(m.version, "content_blend", "metrics.content_blend without the "
+                             "item attributes it reads (item_tower.onnx, attributes.json)", MANIFEST)
+    return ContentBlend.of_catalogue(tower.index, vocab.ids, attributes, float(beta), candidates,
+                                     enabled, max_len)
 
 
 def _load_ranker(root: Path, m: Manifest, threads: int) -> Ranker | None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
+from serving.content import chosen_blend
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
 from serving.newitems import CONTENT_WINDOW, content_profiles, new_item_keys
 from serving.ranking import chosen, profiles_of, ranked_rows
@@ -58,7 +59,7 @@ def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
 
 
 def describe_funnel(bundle: ModelBundle, ranking: str, rules: RerankConfig,
-                    candidates: int) -> str:
+                    candidates: int, blending: str = "auto") -> str:
     """The stages ``recommend`` runs for ``bundle`` under these settings, in one line."""
     ranker = bundle.ranker
     if ranker is None:
@@ -67,21 +68,32 @@ def describe_funnel(bundle: ModelBundle, ranking: str, rules: RerankConfig,
         state = "on" if chosen(ranker, ranking) is not None else "off"
         rank = (f"ranker: {state} (STREAMREC_RANKER={ranking}; the bundle's default: "
                 f"{'on' if ranker.enabled else 'off'}), reorders the first {ranker.candidates}")
+    blend = bundle.blend
+    if blend is None:
+        mix = "content blend: none in the bundle"
+    else:
+        runs = chosen_blend(blend, blending) is not None and chosen(ranker, ranking) is None
+        mix = (f"content blend: {'on' if runs else 'off'} (STREAMREC_CONTENT_BLEND={blending}; the "
+               f"bundle's default: {'on' if blend.enabled else 'off'}; beta {blend.beta:.4g}; "
+               f"not where the ranker runs), re-scores the first {blend.candidates}")
     return (f"funnel for {bundle.version}: retrieval of {candidates} candidates where a stage "
-            f"reorders; {rank}; re-ranking: {rules.describe()}")
+            f"reorders; {mix}; {rank}; re-ranking: {rules.describe()}")
 
 
 def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: int,
               trending: Sequence[str] = (), live: LiveItems = EMPTY,
               rules: RerankConfig = NO_RULES, candidates: int = 200,
-              now_ms: int | None = None, ranking: str = "auto") -> list[Ranked]:
+              now_ms: int | None = None, ranking: str = "auto",
+              blending: str = "auto") -> list[Ranked]:
     """Top-``top_n`` unseen items for each history (external ids, oldest first);
     ``trending``: the current trending item ids, for histories the model cannot use;
     ``live``: the catalogue's additions and withdrawals for this bundle; ``rules``: the
     re-ranking (with a rule that reorders on, retrieval returns ``candidates`` items per user
     first);
     ``ranking``: ``auto`` runs the bundle's ranker where training found it better than
-    retrieval alone, ``on`` whenever the bundle has one, ``off`` never."""
+    retrieval alone, ``on`` whenever the bundle has one, ``off`` never; ``blending``: the
+    same for the content blend (:mod:`serving.content`), which never runs where the ranker
+    does."""
     vocab = bundle.vocab
     if live.version != bundle.version:
         live = EMPTY  # built for another bundle: its vectors are in another space
@@ -95,7 +107,9 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         encoded = [[x for i in h if (x := index(i) or proxy(i))] for h in histories]
     modelled = [u for u, e in enumerate(encoded) if e]
     ranker = chosen(bundle.ranker, ranking)
+    blend = None if ranker is not None else chosen_blend(bundle.blend, blending)
     k = max(top_n, candidates if rules.reorders else 0, ranker.candidates if ranker else 0,
+            blend.candidates if blend else 0,
             rules.new_item_within if rules.new_item_slot >= 0 and live.size else 0)
     batched = rules.active and _batched_mmr(rules)  # MMR in numpy for the whole batch
     per_list = replace(rules, mmr_lambda=1.0) if batched else rules
@@ -117,6 +131,8 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
                                                 [histories[u] for u in modelled], k, rules.blocklist,
                                                 rules.new_item_within, _chooser(bundle, live, rules),
                                                 merge=not rules.new_item_slot_only)
+        if blend is not None:
+            keys, scores = blend.apply(keys, scores, [encoded[u] for u in modelled])
         if ranker is not None:
             keys, scores = _rank(bundle, live, vecs, keys, scores, [encoded[u] for u in modelled])
         if batched:  # caps and pins still run per list, below

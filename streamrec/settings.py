@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # Ranking (serving/ranking.py; README "Ranking"): "auto" runs the bundle's ranker where
     # training measured it better than retrieval alone, "on" whenever there is one, "off" never.
     ranker: Literal["auto", "on", "off"] = "auto"
+    # The content blend (serving/content.py; README "The content blend"): retrieval's first
+    # candidates re-scored with their rarity-weighted attribute overlap; the same three modes
+    # (a bundle's default: what training measured on validation); never where the ranker runs.
+    content_blend: Literal["auto", "on", "off"] = "auto"
     # Re-ranking (serving/rerank.py; README "Re-ranking rules and reason codes"): retrieval returns `candidates`
     # items per user when MMR, freshness or a cap is on; they pick the final top_n.
     candidates: int = Field(200, ge=1, le=10_000)

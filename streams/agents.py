@@ -92,7 +92,8 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
         executor=ctx.compute, rules=SessionRules.from_settings(s), top_n=s.top_n,
         worker_id=ctx.worker_id, fencing=ctx.fencing, status=ctx.status, metrics=ctx.metrics,
         dead_letter_max_bytes=s.dead_letter_max_bytes, trending=ctx.trending,
-        catalogue=ctx.catalogue, rerank=ctx.rerank, candidates=s.candidates, ranking=s.ranker)
+        catalogue=ctx.catalogue, rerank=ctx.rerank, candidates=s.candidates, ranking=s.ranker,
+        blending=s.content_blend)
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface

@@ -53,6 +53,7 @@ class ClickWorker:
         rerank: RerankConfig | None = None,
         candidates: int = 200,
         ranking: str = "auto",
+        blending: str = "auto",
     ) -> None:
         self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
         self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
@@ -62,6 +63,7 @@ class ClickWorker:
         self.trending = trending or TrendingCache()
         self.catalogue = catalogue or Catalogue()
         self.rerank, self.candidates, self.ranking = rerank or RerankConfig(), candidates, ranking
+        self.blending = blending
         # batch ids name the Redis tokens that make a retried write count once: unique
         # per process, since a restarted worker may keep its name (a container's pid 1)
         self._run = uuid.uuid4().hex[:12]
@@ -139,7 +141,8 @@ class ClickWorker:
         bundle = self.model.current  # one version for the whole batch
         if bundle.version != self._described:
             self._described = bundle.version
-            log.info("%s", describe_funnel(bundle, self.ranking, self.rerank, self.candidates))
+            log.info("%s", describe_funnel(bundle, self.ranking, self.rerank, self.candidates,
+                                            self.blending))
         users = list(out.touched)
         ranked = []
         if users:
@@ -147,7 +150,8 @@ class ClickWorker:
             t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
                 self.executor, recommend, bundle, histories, self.top_n, self.trending.items,
-                self.catalogue.live, self.rerank, self.candidates, None, self.ranking)
+                self.catalogue.live, self.rerank, self.candidates, None, self.ranking,
+                self.blending)
             self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"

@@ -50,7 +50,8 @@ def tiny_tower_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: Seque
     return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2,
                                              "id_dropout": 0.5},
                             TrainConfig(epochs=20, patience=20, batch_size=64, seed=1),
-                            progress=False, attributes=build(item_attributes(TINY))).bundle
+                            progress=False, attributes=build(item_attributes(TINY)),
+                            blend=False).bundle
 
 
 @pytest.fixture(scope="session")
@@ -64,4 +65,17 @@ def tiny_ranker_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: Sequ
     return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
                             TrainConfig(epochs=8, patience=8, batch_size=64, seed=1),
                             progress=False, attributes=build(item_attributes(TINY)),
-                            ranker=RankerConfig(candidates=50, epochs=8, patience=8)).bundle
+                            ranker=RankerConfig(candidates=50, epochs=8, patience=8),
+                            blend=False).bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_blend_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
+    """The tiny model with an item tower and the content blend training chose."""
+    from training.attributes import build
+    from training.synthetic import item_attributes
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-blend"
+    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
+                            TrainConfig(epochs=8, patience=8, batch_size=64, seed=1),
+                            progress=False, attributes=build(item_attributes(TINY))).bundle

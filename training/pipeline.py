@@ -18,6 +18,7 @@ from streamrec.session import SessionRules
 from streamrec.settings import Settings
 from training.attributes import MAX_ATTRS, ItemAttributes
 from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
+from training.blend import fit_blend
 from training.cold import (
     SLOT_ONLY_LOSS_CAP,
     ContentMap,
@@ -59,6 +60,7 @@ class TrainReport:
     test: dict[str, dict[str, float]]  # {"full": …, "sampled": …}
     popularity_test: dict[str, dict[str, float]]
     ranker: dict[str, Any] | None = None  # the ranking stage's report (training.ranker)
+    blend: dict[str, Any] | None = None  # the content blend's report (training.blend)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.manifest.model, "version": self.manifest.version, "bundle": str(self.bundle),
@@ -67,7 +69,8 @@ class TrainReport:
                 "seconds_per_epoch": round(self.seconds / max(self.epochs, 1), 2),
                 "valid": {"full": self.valid}, "test": self.test,
                 "popularity_test": self.popularity_test,
-                **({"ranker": self.ranker} if self.ranker else {})}
+                **({"ranker": self.ranker} if self.ranker else {}),
+                **({"content_blend": self.blend} if self.blend else {})}
 
 
 def tower_inputs(data: SequenceData, attributes: ItemAttributes | None, mcfg: dict[str, Any],
@@ -91,11 +94,13 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                      progress: bool = True, index_type: str = "auto",
                      attributes: ItemAttributes | None = None,
                      ranker: RankerConfig | None = None, tower: bool = True,
-                     model_name: str = "sasrec") -> TrainReport:
+                     model_name: str = "sasrec", blend: bool = True) -> TrainReport:
     """Train SASRec or the two-tower model (``model_name``) (with an item tower over ``attributes`` unless ``tower`` is off; the
     ranker reads the attributes either way), evaluate, and export the bundle to ``out``. With
     attributes and the tower off, the bundle's item tower is a content map fitted on the
-    trained item vectors (:class:`training.cold.ContentMap`), so new items can be served."""
+    trained item vectors (:class:`training.cold.ContentMap`), so new items can be served.
+    With attributes and ``blend``, the content blend's weight is chosen on validation
+    (:mod:`training.blend`)."""
     if ranker is not None and tcfg.refit:
         raise ConfigError("the ranker learns from the validation item, which a refit trains the "
                           "retrieval model on: use --no-refit with --ranker")
@@ -113,6 +118,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
     popular = (np.argsort(-counts[1:], kind="stable")[:POPULAR_K] + 1).tolist()
     t0 = time.monotonic()
     fitted = None if ranker is None else _fit_ranker(model, split, counts, attributes, ranker, progress)
+    blended = _fit_blend(model, split, attributes if blend else None, users, tcfg.refit, fitted)
     cmap = None
     if attributes is not None and not tower:  # new items: placed by a map from attributes
         cmap = ContentMap.fit(attributes.matrix(data.vocab.ids, MAX_ATTRS)[1:],
@@ -123,12 +129,38 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                  "epochs": result.epochs_run, "best_epoch": result.best_epoch,
                  "train_seconds": round(result.seconds, 1),
                  "protocol": "leave-one-out; full = all items, history masked; sampled = 100 "
-                             "uniform unseen negatives, seed 0"},
+                             "uniform unseen negatives, seed 0",
+                 **({"content_blend": blended} if blended and "beta" in blended else {})},
         dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type,
         attributes=attributes, ranker=fitted, content_map=cmap)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
                        result.best_epoch, valid, test, pop,
-                       None if fitted is None else fitted.report())
+                       None if fitted is None else fitted.report(), blended)
+
+
+BLEND_CANDIDATES = 200  # the worker's default STREAMREC_CANDIDATES
+
+
+def _fit_blend(model: RetrievalModel, split: Split, attributes: ItemAttributes | None,
+               test_users: np.ndarray, refit: bool, ranker: FittedRanker | None,
+               ) -> dict[str, Any] | None:
+    """The content blend's report (:mod:`training.blend`), chosen on the validation split;
+    None without attributes. Not chosen after a refit (the model trained on the validation
+    items); never enabled beside an enabled ranker (the ranker runs instead)."""
+    if attributes is None:
+        return None
+    if refit:
+        return {"enabled": False, "skipped": "the blend is chosen on the validation split, "
+                                             "which a refit trains on: use --no-refit"}
+    encode, n = torch_encode(model), model.cfg.max_len
+    v_inputs = split.inputs("valid")
+    _, report = fit_blend(attributes, split.data.vocab.ids, model.item_vectors()[1:].detach().numpy(),
+                          (encode_all(encode, v_inputs, n), v_inputs, split.targets("valid")),
+                          (test_users, split.inputs("test"), split.targets("test")),
+                          BLEND_CANDIDATES, n)
+    if ranker is not None and ranker.report().get("enabled"):
+        report = {**report, "enabled": False, "disabled_by": "the ranker, enabled in this bundle"}
+    return report
 
 
 def _fit_ranker(model: RetrievalModel, split: Split, counts: np.ndarray, attributes: ItemAttributes | None,
@@ -168,7 +200,8 @@ def load_training_data(data: Path | None = None, *, synthetic: bool = False,
 def run_training(data: SequenceData, out: Path, *, config: Path | None, model: str | None,
                  flags: dict[str, Any], index_type: str = "auto", progress: bool = True,
                  attributes: ItemAttributes | None = None,
-                 ranker: RankerConfig | None = None, tower: bool = True) -> dict[str, Any]:
+                 ranker: RankerConfig | None = None, tower: bool = True,
+                 blend: bool = True) -> dict[str, Any]:
     """What ``streamrec train`` does: resolve the configuration (file < flags), then train
     SASRec (with an item tower over ``attributes`` when given) and export its bundle to
     ``out``, or run a baseline (which exports nothing)."""
@@ -177,7 +210,7 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
         return run_baseline(chosen, data, bcfg, progress=progress)
     return train_and_export(data, out, mcfg, tcfg, progress=progress, index_type=index_type,
                             attributes=attributes, ranker=ranker, tower=tower,
-                            model_name=chosen).to_dict()
+                            model_name=chosen, blend=blend).to_dict()
 
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,

@@ -94,6 +94,7 @@ def train(
     tower: Annotated[bool, typer.Option("--tower/--no-tower", help="With --attributes: train the item tower (off: the attributes feed only the ranker).")] = True,
     ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="Also train the ranking stage (needs --no-refit; README \"Ranking\").")] = False,
     ranker_candidates: Annotated[int, typer.Option(min=10, max=2000, help="With --ranker: candidates per user it learns to order (the worker ranks as many).")] = 100,
+    blend: Annotated[bool, typer.Option("--blend/--no-blend", help="With --attributes and --no-refit: choose the content blend's weight on validation (README \"The content blend\").")] = True,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -126,7 +127,7 @@ def train(
                               flags=flags, index_type=index_type.value, progress=not json_out,
                               attributes=attrs,
                               ranker=RankerConfig(candidates=ranker_candidates) if ranker else None,
-                              tower=tower)
+                              tower=tower, blend=blend)
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     if publish and "bundle" in result:

@@ -1,0 +1,114 @@
+"""The content blend: retrieval's candidates re-scored with their attribute overlap.
+
+Where item attributes carry much of what a user does next (LastFM's tags), the
+sequence model's score gains from adding attribute k-NN's, weighted by rarity:
+
+    score'(u, j) = score(u, j) + beta · Σ_{h ∈ H(u)} Σ_{a ∈ attrs(h) ∩ attrs(j)} r(a) / sqrt(|attrs(j)|)
+
+over the user's last ``max_len`` items ``H(u)`` (the items the encoder reads),
+with ``r(a)`` the rarity weight the new-item slot's overlap uses
+(:func:`serving.newitems.rarity_weights`, over the bundle's items). The first
+``candidates`` retrieved items are re-scored and re-sorted; those past them keep
+retrieval's order below (:func:`serving.ranking.ranked_rows`); new items (from
+the items topic) keep their retrieval score (the new-item slot shows them by
+content). ``beta`` is chosen on the validation split by ``streamrec train``
+with attributes (:mod:`training.blend`), which stores it in the manifest
+(``metrics.content_blend``) with ``enabled`` true only where it beat retrieval
+alone there; the worker and the offline report both order lists with
+:meth:`ContentBlend.apply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.newitems import attribute_df, rarity_weights
+from serving.ranking import ranked_rows
+
+
+@dataclass(frozen=True)
+class ContentBlend:
+    """``cols`` [N + 1, J] each item's attribute columns (0 pads; row = item index),
+    ``weights`` [N + 1, J] each entry's rarity over the root of the item's count (0 on pads);
+    ``width``: the columns; ``beta``: the blend's weight; ``candidates``: how many
+    retrieved items it re-scores; ``enabled``: what training measured."""
+
+    cols: np.ndarray
+    weights: np.ndarray
+    width: int
+    beta: float
+    candidates: int
+    enabled: bool = True
+    max_len: int = 50
+
+    @classmethod
+    def from_columns(cls, item_cols: Sequence[Sequence[int]], rarity: np.ndarray, beta: float,
+                     candidates: int, enabled: bool = True, max_len: int = 50) -> ContentBlend:
+        """From each item's attribute columns (row = item index, row 0 PAD) and the columns'
+        rarity weights [width]."""
+        j = max((len(set(c)) for c in item_cols), default=0)
+        cols = np.zeros((len(item_cols), max(j, 1)), dtype=np.int64)
+        weights = np.zeros(cols.shape, dtype=np.float32)
+        for r, c in enumerate(item_cols):
+            uniq = sorted({int(x) for x in c})
+            if uniq:
+                cols[r, :len(uniq)] = uniq
+                weights[r, :len(uniq)] = rarity[uniq] / np.sqrt(np.float32(len(uniq)))
+        return cls(cols, weights, len(rarity), float(beta), int(candidates), enabled, max_len)
+
+    @classmethod
+    def of_catalogue(cls, columns: Mapping[str, int], items: Sequence[str],
+                     attributes: Mapping[str, Sequence[str]], beta: float, candidates: int,
+                     enabled: bool = True, max_len: int = 50) -> ContentBlend:
+        """Over the catalogue ``items`` (item index r = ``items[r - 1]``), each with every
+        token ``attributes`` gives it that ``columns`` (token -> column, 1-based) knows, the
+        rarity counted over those items: what training fits and what a bundle loads."""
+        cols: list[list[int]] = [[]]
+        cols += [[columns[t] for t in attributes.get(i, ()) if t in columns] for i in items]
+        known = [c for c in cols if c]
+        rarity = rarity_weights(attribute_df(known, len(columns) + 1), len(known))
+        return cls.from_columns(cols, rarity, beta, candidates, enabled, max_len)
+
+    def profiles(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """[B, width] float32: how many of each user's last ``max_len`` items (indexes; 0 and
+        unknown skipped) have each attribute column."""
+        out = np.zeros((len(histories), self.width), dtype=np.float32)
+        n = len(self.cols)
+        for r, h in enumerate(histories):
+            idx = np.asarray([i for i in h[-self.max_len:] if 0 < i < n], dtype=np.int64)
+            if len(idx):
+                c = self.cols[idx]
+                np.add.at(out[r], c[c > 0], 1.0)  # column 0: an item's padding
+        return out
+
+    def overlap(self, profiles: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """[B, K] the rarity-weighted overlap of each candidate (``keys``: item indexes; 0 or
+        negative, a pad or a new item: 0) with its user's profile."""
+        idx = np.where(keys > 0, keys, 0)
+        cols, w = self.cols[idx], self.weights[idx]  # [B, K, J]
+        rows = np.arange(len(keys))[:, None, None]
+        got: np.ndarray = (profiles[rows, cols] * w).sum(axis=-1).astype(np.float32)
+        return got
+
+    def apply(self, keys: np.ndarray, scores: np.ndarray, histories: Sequence[Sequence[int]],
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's first ``candidates`` candidates re-scored and re-sorted (``keys`` [B, W]
+        item indexes, new items negative, pads 0 with -inf scores; rows sorted by score)."""
+        width = min(keys.shape[1], self.candidates)
+        if not width or not len(keys) or not self.beta:
+            return keys, scores
+        head = keys[:, :width]
+        blended = scores[:, :width] + np.float32(self.beta) * self.overlap(self.profiles(histories), head)
+        order, out = ranked_rows(blended.astype(scores.dtype), scores)
+        return np.take_along_axis(keys, order, axis=1), out
+
+
+def chosen_blend(blend: ContentBlend | None, mode: str) -> ContentBlend | None:
+    """The blend to run under ``STREAMREC_CONTENT_BLEND`` ``mode``: ``on`` whenever the bundle
+    has one, ``auto`` where training measured it better than retrieval alone, ``off`` never."""
+    if blend is None or mode == "off" or (mode == "auto" and not blend.enabled):
+        return None
+    return blend
