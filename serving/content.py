@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class ContentBlend:
         cols = np.zeros((len(item_cols), max(j, 1)), dtype=np.int64)
         weights = np.zeros(cols.shape, dtype=np.float32)
         for r, c in enumerate(item_cols):
-            uniq = sorted({int(x) for x in c})
+            uniq = sorted({int(x) for x in c if int(x) > 0})  # 0 pads
             if uniq:
                 cols[r, :len(uniq)] = uniq
                 weights[r, :len(uniq)] = rarity[uniq] / np.sqrt(np.float32(len(uniq)))
@@ -72,26 +73,42 @@ class ContentBlend:
         rarity = rarity_weights(attribute_df(known, len(columns) + 1), len(known))
         return cls.from_columns(cols, rarity, beta, candidates, enabled, max_len)
 
+    @cached_property
+    def _counts(self) -> np.ndarray:
+        """[N + 1] how many attribute entries each item has (a prefix of its row)."""
+        counts: np.ndarray = (self.cols > 0).sum(axis=1)
+        return counts
+
+    def _entries(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For flat ``items`` (indexes; 0 has none): each attribute entry's owner (position in
+        ``items``), column and weight, without touching any item's padding."""
+        n = self._counts[items]
+        owner = np.repeat(np.arange(len(items)), n)
+        offset = np.arange(len(owner)) - np.repeat(np.cumsum(n) - n, n)
+        flat = np.repeat(items * self.cols.shape[1], n) + offset
+        return owner, self.cols.ravel()[flat], self.weights.ravel()[flat]
+
     def profiles(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         """[B, width] float32: how many of each user's last ``max_len`` items (indexes; 0 and
         unknown skipped) have each attribute column."""
-        out = np.zeros((len(histories), self.width), dtype=np.float32)
         n = len(self.cols)
-        for r, h in enumerate(histories):
-            idx = np.asarray([i for i in h[-self.max_len:] if 0 < i < n], dtype=np.int64)
-            if len(idx):
-                c = self.cols[idx]
-                np.add.at(out[r], c[c > 0], 1.0)  # column 0: an item's padding
-        return out
+        recent = [[i for i in h[-self.max_len:] if 0 < i < n] for h in histories]
+        items = np.fromiter((i for h in recent for i in h), dtype=np.int64)
+        user = np.repeat(np.arange(len(recent)), [len(h) for h in recent])
+        owner, cols, _ = self._entries(items)
+        size = len(histories) * self.width
+        out = np.bincount(user[owner] * self.width + cols, minlength=size)
+        return out.astype(np.float32).reshape(len(histories), self.width)
 
     def overlap(self, profiles: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """[B, K] the rarity-weighted overlap of each candidate (``keys``: item indexes; 0 or
         negative, a pad or a new item: 0) with its user's profile."""
-        idx = np.where(keys > 0, keys, 0)
-        cols, w = self.cols[idx], self.weights[idx]  # [B, K, J]
-        rows = np.arange(len(keys))[:, None, None]
-        got: np.ndarray = (profiles[rows, cols] * w).sum(axis=-1).astype(np.float32)
-        return got
+        b, k = keys.shape
+        items = np.where(keys > 0, keys, 0).ravel()
+        owner, cols, w = self._entries(items)
+        vals = profiles[owner // k, cols] * w
+        got = np.bincount(owner, weights=vals, minlength=b * k)
+        return got.astype(np.float32).reshape(b, k)
 
     def apply(self, keys: np.ndarray, scores: np.ndarray, histories: Sequence[Sequence[int]],
               ) -> tuple[np.ndarray, np.ndarray]:
