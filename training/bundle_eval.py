@@ -14,6 +14,7 @@ import numpy as np
 from serving.vocab import Vocabulary
 from training.data import SequenceData, leave_one_out
 from training.evaluate import encode_all, evaluate_vectors
+from training.metrics import hr_ndcg
 
 
 def remap(data: SequenceData, vocab_ids: tuple[str, ...]) -> tuple[SequenceData, int]:
@@ -39,5 +40,12 @@ def evaluate_bundle(path: Path, data: SequenceData, split: str = "test", seed: i
     inputs = s.inputs(split)
     users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
     result = evaluate_vectors(users, item_vecs, inputs, s.targets(split), seed)
+    if bundle.blend is not None:  # the content blend as the worker runs it (serving.content)
+        from training.blend import blended_ranks, candidate_lists
+
+        keys, scores = candidate_lists(users, item_vecs, inputs, bundle.blend.candidates)
+        result["content_blend"] = {
+            "enabled": bundle.blend.enabled, "beta": bundle.blend.beta,
+            "full": hr_ndcg(blended_ranks(bundle.blend, keys, scores, inputs, s.targets(split)))}
     return {**result, "users": len(s.eval_users), "bundle": bundle.version, "split": split,
             "unknown_clicks_dropped": dropped}

@@ -153,3 +153,18 @@ def test_after_a_refit_the_blend_is_not_chosen_and_says_why() -> None:
     report = _fit_blend(None, None, attrs, np.zeros((0, 4)), True, None)  # type: ignore[arg-type]
     assert report is not None and report["enabled"] is False and "--no-refit" in report["skipped"]
     assert _fit_blend(None, None, None, np.zeros((0, 4)), False, None) is None  # type: ignore[arg-type]
+
+
+def test_evaluating_the_bundle_reproduces_the_blends_training_figures(
+        tiny_blend_bundle: Path, tiny_data: object) -> None:
+    """``streamrec evaluate`` on a bundle with a blend scores it as served (ONNX Runtime and
+    FAISS) and gets training's test figures for it."""
+    import orjson
+
+    from training.bundle_eval import evaluate_bundle
+
+    report = orjson.loads((tiny_blend_bundle / "manifest.json").read_bytes())["metrics"]["content_blend"]
+    got = evaluate_bundle(tiny_blend_bundle, tiny_data)  # type: ignore[arg-type]
+    assert got["content_blend"]["beta"] == report["beta"]
+    for k, v in report["test"]["blend"].items():
+        assert got["content_blend"]["full"][k] == pytest.approx(v, abs=1e-9), k
