@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 
 import numpy as np
 
@@ -91,10 +92,11 @@ class ContentBlend:
     def profiles(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         """[B, width] float32: how many of each user's last ``max_len`` items (indexes; 0 and
         unknown skipped) have each attribute column."""
-        n = len(self.cols)
-        recent = [[i for i in h[-self.max_len:] if 0 < i < n] for h in histories]
-        items = np.fromiter((i for h in recent for i in h), dtype=np.int64)
+        recent = [h[-self.max_len:] for h in histories]
+        items = np.fromiter(chain.from_iterable(recent), dtype=np.int64)
         user = np.repeat(np.arange(len(recent)), [len(h) for h in recent])
+        known = (items > 0) & (items < len(self.cols))
+        items, user = items[known], user[known]
         owner, cols, _ = self._entries(items)
         size = len(histories) * self.width
         out = np.bincount(user[owner] * self.width + cols, minlength=size)
