@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,42 +41,36 @@ def tiny_bundle_b(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceD
                             progress=False).bundle
 
 
-@pytest.fixture(scope="session")
-def tiny_tower_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
-    """The tiny model with an item tower over the synthetic attributes."""
+def _tiny_with_attributes(tmp_path_factory: pytest.TempPathFactory, data: SequenceData, name: str,
+                          epochs: int, **kw: Any) -> Path:
+    """The tiny model trained over the synthetic attributes (``kw``: train_and_export's)."""
     from training.attributes import build
     from training.synthetic import item_attributes
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny-tower"
-    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2,
-                                             "id_dropout": 0.5},
-                            TrainConfig(epochs=20, patience=20, batch_size=64, seed=1),
-                            progress=False, attributes=build(item_attributes(TINY)),
-                            blend=False).bundle
+    mcfg = {"max_len": 20, "dim": 32, "layers": 1, "heads": 2, **kw.pop("mcfg", {})}
+    return train_and_export(data, tmp_path_factory.mktemp("bundles") / name, mcfg,
+                            TrainConfig(epochs=epochs, patience=epochs, batch_size=64, seed=1),
+                            progress=False, attributes=build(item_attributes(TINY)), **kw).bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_tower_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
+    """The tiny model with an item tower over the synthetic attributes."""
+    return _tiny_with_attributes(tmp_path_factory, tiny_data, "tiny-tower", 20,
+                                 mcfg={"id_dropout": 0.5}, blend=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_ranker_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
     """The tiny model with an item tower and a ranking stage over 50 candidates."""
-    from training.attributes import build
     from training.ranker import RankerConfig
-    from training.synthetic import item_attributes
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny-ranker"
-    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
-                            TrainConfig(epochs=8, patience=8, batch_size=64, seed=1),
-                            progress=False, attributes=build(item_attributes(TINY)),
-                            ranker=RankerConfig(candidates=50, epochs=8, patience=8),
-                            blend=False).bundle
+    return _tiny_with_attributes(tmp_path_factory, tiny_data, "tiny-ranker", 8,
+                                 ranker=RankerConfig(candidates=50, epochs=8, patience=8),
+                                 blend=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_blend_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
     """The tiny model with an item tower and the content blend training chose."""
-    from training.attributes import build
-    from training.synthetic import item_attributes
-
-    out = tmp_path_factory.mktemp("bundles") / "tiny-blend"
-    return train_and_export(tiny_data, out, {"max_len": 20, "dim": 32, "layers": 1, "heads": 2},
-                            TrainConfig(epochs=8, patience=8, batch_size=64, seed=1),
-                            progress=False, attributes=build(item_attributes(TINY))).bundle
+    return _tiny_with_attributes(tmp_path_factory, tiny_data, "tiny-blend", 8)
