@@ -27,7 +27,7 @@ from itertools import chain
 
 import numpy as np
 
-from serving.newitems import attribute_df, rarity_weights
+from serving.newitems import catalogue_rarity
 from serving.ranking import ranked_rows
 
 
@@ -70,8 +70,7 @@ class ContentBlend:
         rarity counted over those items: what training fits and what a bundle loads."""
         cols: list[list[int]] = [[]]
         cols += [[columns[t] for t in attributes.get(i, ()) if t in columns] for i in items]
-        known = [c for c in cols if c]
-        rarity = rarity_weights(attribute_df(known, len(columns) + 1), len(known))
+        rarity = catalogue_rarity(cols, len(columns) + 1)
         return cls.from_columns(cols, rarity, beta, candidates, enabled, max_len)
 
     @cached_property

@@ -94,6 +94,13 @@ def rarity_weights(df: np.ndarray, catalogue: int) -> np.ndarray:
     return (np.maximum(idf, 0.0) ** IDF_POWER).astype(np.float32)
 
 
+def catalogue_rarity(items: Sequence[Columns], width: int) -> np.ndarray:
+    """[width] :func:`rarity_weights` of a catalogue given as its items' attribute columns:
+    the items with none neither count nor dilute."""
+    known = [c for c in items if len(c)]
+    return rarity_weights(attribute_df(known, width), len(known))
+
+
 def attribute_df(items: Sequence[Columns], width: int) -> np.ndarray:
     """[width] int64: how many of ``items`` (each its attribute columns) have each column."""
     df = np.zeros(width, dtype=np.int64)

@@ -30,10 +30,10 @@ import numpy as np
 
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
-from serving.content import chosen_blend
+from serving.content import ContentBlend, chosen_blend
 from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
 from serving.newitems import CONTENT_WINDOW, content_profiles, new_item_keys
-from serving.ranking import chosen, profiles_of, ranked_rows
+from serving.ranking import Ranker, chosen, profiles_of, ranked_rows
 from serving.rerank import (
     REASON_CONTENT,
     REASON_POPULAR,
@@ -58,6 +58,14 @@ def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
     return [i for i in bundle.popular if i not in seen][:n]
 
 
+def reorder_stages(bundle: ModelBundle, ranking: str, blending: str,
+                   ) -> tuple[Ranker | None, ContentBlend | None]:
+    """The ranker and the content blend ``recommend`` runs under these modes: at most one of
+    them (where the ranker runs, the blend does not)."""
+    ranker = chosen(bundle.ranker, ranking)
+    return ranker, None if ranker is not None else chosen_blend(bundle.blend, blending)
+
+
 def describe_funnel(bundle: ModelBundle, ranking: str, rules: RerankConfig,
                     candidates: int, blending: str = "auto") -> str:
     """The stages ``recommend`` runs for ``bundle`` under these settings, in one line."""
@@ -72,7 +80,7 @@ def describe_funnel(bundle: ModelBundle, ranking: str, rules: RerankConfig,
     if blend is None:
         mix = "content blend: none in the bundle"
     else:
-        runs = chosen_blend(blend, blending) is not None and chosen(ranker, ranking) is None
+        runs = reorder_stages(bundle, ranking, blending)[1] is not None
         mix = (f"content blend: {'on' if runs else 'off'} (STREAMREC_CONTENT_BLEND={blending}; the "
                f"bundle's default: {'on' if blend.enabled else 'off'}; beta {blend.beta:.4g}; "
                f"not where the ranker runs), re-scores the first {blend.candidates}")
@@ -106,8 +114,7 @@ def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: in
         index, proxy = vocab.index, live.proxies.get
         encoded = [[x for i in h if (x := index(i) or proxy(i))] for h in histories]
     modelled = [u for u, e in enumerate(encoded) if e]
-    ranker = chosen(bundle.ranker, ranking)
-    blend = None if ranker is not None else chosen_blend(bundle.blend, blending)
+    ranker, blend = reorder_stages(bundle, ranking, blending)
     k = max(top_n, candidates if rules.reorders else 0, ranker.candidates if ranker else 0,
             blend.candidates if blend else 0,
             rules.new_item_within if rules.new_item_slot >= 0 and live.size else 0)

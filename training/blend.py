@@ -14,11 +14,13 @@ never chooses anything.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from serving.content import ContentBlend
+from serving.topk import top_k_rows
 from training.attributes import ItemAttributes
 from training.evaluate import masked_scores
 from training.metrics import hr_ndcg
@@ -41,12 +43,9 @@ def candidate_lists(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[S
     item indexes [U, K] and scores [U, K] (descending)."""
     keys, scores = [], []
     for _, _, s in masked_scores(users, item_vecs, inputs):
-        k = min(candidates, s.shape[1] - 1)
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(s, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
+        top, best = top_k_rows(s, min(candidates, s.shape[1] - 1))  # column 0: PAD, never
         keys.append(top)
-        scores.append(np.take_along_axis(s, top, axis=1).astype(np.float32))
+        scores.append(best.astype(np.float32))
     return np.concatenate(keys), np.concatenate(scores)
 
 
@@ -58,8 +57,7 @@ def blended_ranks(blend: ContentBlend, keys: np.ndarray, scores: np.ndarray,
     out = np.full(len(targets), keys.shape[1] + 1, dtype=np.int64)
     for lo in range(0, len(targets), 1024):
         hi = min(lo + 1024, len(targets))
-        k, s = blend.apply(keys[lo:hi], scores[lo:hi], inputs[lo:hi]) if blend.beta else \
-            (keys[lo:hi], scores[lo:hi])
+        k, s = blend.apply(keys[lo:hi], scores[lo:hi], inputs[lo:hi])
         hit = (k == targets[lo:hi, None]) & np.isfinite(s)
         rows, cols = np.nonzero(hit)
         out[lo + rows] = cols
@@ -89,11 +87,11 @@ def fit_blend(attributes: ItemAttributes, items: Sequence[str], item_vecs: np.nd
     v_keys, v_scores = candidate_lists(v_users, item_vecs, v_inputs, candidates)
     unit = scale(base, v_keys, v_scores, v_inputs)
     alone = hr_ndcg(blended_ranks(base, v_keys, v_scores, v_inputs, v_targets))
-    by_beta = {b: hr_ndcg(blended_ranks(_with(base, b * unit), v_keys, v_scores, v_inputs, v_targets))
+    by_beta = {b: hr_ndcg(blended_ranks(replace(base, beta=b * unit), v_keys, v_scores, v_inputs, v_targets))
                for b in BETAS}
     best = max(BETAS, key=lambda b: by_beta[b]["ndcg@10"])
     enabled = by_beta[best]["ndcg@10"] > alone["ndcg@10"]
-    chosen = _with(base, best * unit, enabled)
+    chosen = replace(base, beta=best * unit, enabled=enabled)
     t_users, t_inputs, t_targets = test
     t_keys, t_scores = candidate_lists(t_users, item_vecs, t_inputs, candidates)
     report = {
@@ -107,7 +105,3 @@ def fit_blend(attributes: ItemAttributes, items: Sequence[str], item_vecs: np.nd
                     "(serving.content), the rest ranked past every list"}
     return chosen, report
 
-
-def _with(blend: ContentBlend, beta: float, enabled: bool = True) -> ContentBlend:
-    return ContentBlend(blend.cols, blend.weights, blend.width, float(beta), blend.candidates,
-                        enabled, blend.max_len)

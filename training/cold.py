@@ -23,11 +23,10 @@ import numpy as np
 
 from serving.newitems import (
     CONTENT_WINDOW,
-    attribute_df,
+    catalogue_rarity,
     content_profiles,
     item_columns,
     new_item_keys,
-    rarity_weights,
 )
 from streamrec.errors import ConfigError
 from training.data import SequenceData, Split, leave_one_out
@@ -171,10 +170,9 @@ class SlotContent:
         trained on this split has them: counted over the warm items with attributes (the
         catalogue the model was trained on), over ``width`` columns (default: the largest
         attribute index + 1)."""
-        cols = self.columns()
-        known = [c for i, c in enumerate(cols) if i > 0 and not cold[i] and len(c)]
+        warm = [c for i, c in enumerate(self.columns()) if i > 0 and not cold[i]]
         width = int(self.item_attrs.max()) + 1 if width is None else width
-        return rarity_weights(attribute_df(known, width), len(known))
+        return catalogue_rarity(warm, width)
 
 
 def attribute_columns(item_attrs: np.ndarray) -> list[np.ndarray]:
