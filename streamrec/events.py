@@ -59,13 +59,22 @@ def decode_record(decoder: msgspec.json.Decoder[T], value: bytes | None, max_byt
         return decoder.decode(value)
     except msgspec.ValidationError as e:
         raise EventError(f"invalid {what}: {e}", f"invalid_{what}") from None
-    except msgspec.DecodeError as e:
-        raise EventError(f"malformed JSON: {e}", "malformed_json") from None
-    except UnicodeDecodeError as e:
-        raise EventError(f"invalid UTF-8 in a JSON string at byte {e.start}: {e.reason}",
-                         "invalid_utf8") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        # msgspec < 0.23 raises UnicodeDecodeError for invalid UTF-8 inside a string, 0.23
+        # a DecodeError: the kind comes from our own check, not from the library's wording.
+        raise _utf8_error(value) or EventError(f"malformed JSON: {e}", "malformed_json") from None
     except Exception as e:  # noqa: BLE001 - contract 4: no record may stop the stream
         raise EventError(f"undecodable record: {type(e).__name__}: {e}", "undecodable") from None
+
+
+def _utf8_error(value: bytes) -> EventError | None:
+    """An ``invalid_utf8`` error when ``value`` is not UTF-8 (JSON must be, RFC 8259), else
+    None. Only a record that failed to decode pays for this check."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return EventError(f"invalid UTF-8 at byte {e.start}: {e.reason}", "invalid_utf8")
+    return None
 
 
 def check_key(key: bytes | None, expected: str, field: str, rule: str) -> None:

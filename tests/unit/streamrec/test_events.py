@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 import pytest
 
 from streamrec.errors import EventError
-from streamrec.events import ClickEvent, decode_event, encode_event
+from streamrec.events import ClickEvent, decode_event, decode_record, encode_event
 
 MAX = 1024
 
@@ -65,3 +66,34 @@ def test_every_refusal_has_a_fixed_kind_for_metrics(key: bytes | None, value: by
     with pytest.raises(EventError) as e:
         decode_event(key, value, 4096)
     assert e.value.kind == kind
+
+
+class _RaisesLikeMsgspec:
+    """A decoder that fails on invalid UTF-8 the way one msgspec release does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def decode(self, value: bytes) -> object:
+        raise self.error
+
+
+BAD_UTF8 = b'{"event_id":"\xff\xfe","user_id":"u1","item_id":"i","ts":1}'
+
+
+@pytest.mark.parametrize("error", [
+    UnicodeDecodeError("utf-8", BAD_UTF8, 13, 14, "invalid start byte"),  # msgspec < 0.23
+    msgspec.DecodeError("Invalid UTF-8 encoded string"),  # msgspec 0.23
+], ids=["unicode_decode_error", "decode_error"])
+def test_invalid_utf8_has_one_kind_whatever_the_decoder_raises(error: Exception) -> None:
+    with pytest.raises(EventError) as e:
+        decode_record(_RaisesLikeMsgspec(error), BAD_UTF8, 4096, "event", "tombstone")  # type: ignore[arg-type]
+    assert e.value.kind == "invalid_utf8"
+    assert "byte 13" in e.value.reason
+
+
+def test_malformed_json_that_is_valid_utf8_stays_malformed_json() -> None:
+    error = msgspec.DecodeError("Input data was truncated")
+    with pytest.raises(EventError) as e:
+        decode_record(_RaisesLikeMsgspec(error), '{"é": '.encode(), 4096, "event", "tombstone")  # type: ignore[arg-type]
+    assert e.value.kind == "malformed_json"
