@@ -4,16 +4,37 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up down status demo check test test-fast unit faults bench clean
+.PHONY: venv lock deps-latest deps-oldest up down status demo check test test-fast unit faults bench clean
 
-$(STAMP): pyproject.toml
+# Everything installs from requirements.lock (exact versions and sha256 hashes), then the
+# project itself without dependencies. torch is the CPU build 2.13.0+cpu: this machine has
+# it on disk; elsewhere, pass the PyTorch CPU index: make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+LOCK := requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch==2.13.0 is pinned in the train extra: a looser pin pulls a multi-GB CUDA build.
-	$(BIN)/python -m pip install -q -e '.[worker,train,dev]'
+	$(BIN)/python -m pip install -q --require-hashes --no-deps $(PIP_INDEX_ARGS) -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## Re-resolve requirements.lock from pyproject.toml (every extra, hashes, pip and setuptools too).
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --extra worker --extra train --extra dev --generate-hashes \
+	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url \
+	  --no-emit-trusted-host $(PIP_INDEX_ARGS) -o $(LOCK) pyproject.toml
+	$(BIN)/python deploy/lockfile.py tidy $(LOCK)
+
+## The newest versions pyproject.toml allows, in a scratch venv, against the unit tests.
+deps-latest:
+	deploy/deps-scratch.sh latest
+
+## The reader on the lowest versions of its base dependencies, in a scratch venv.
+deps-oldest:
+	deploy/deps-scratch.sh oldest
 
 up: $(STAMP)
 	deploy/local.sh up
@@ -28,8 +49,9 @@ status:
 demo: up
 	$(BIN)/streamrec demo
 
-## Lint (ruff), types (mypy: strict on streams/ and serving/), the compose file (config).
+## The venv against the lock, lint (ruff), types (mypy: strict on streams/ and serving/), the compose file.
 check: $(STAMP)
+	$(BIN)/python deploy/lockfile.py check $(LOCK)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	deploy/check-compose.sh

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from training.data import Split, item_counts
 from training.early_stop import EarlyStopping
 from training.evaluate import full_ranks_of, popularity_ranks, popularity_sampled_ranks
 from training.metrics import hr_ndcg
+from training.progress import epochs
 from training.train import seed_everything
 
 
@@ -71,7 +71,7 @@ def train_bpr(split: Split, cfg: BPRConfig, progress: bool = True) -> tuple[BPRM
     gen = torch.Generator().manual_seed(cfg.seed)
     stop = EarlyStopping(cfg.patience)
     valid_inputs, valid_targets = split.inputs("valid"), split.targets("valid")
-    for epoch in (bar := tqdm(range(1, cfg.epochs + 1), desc="bpr", disable=not progress)):
+    for epoch in (bar := epochs(cfg.epochs, "bpr", progress)):
         model.train()
         for idx in torch.randperm(len(users), generator=gen).split(cfg.batch_size):
             neg = torch.randint(1, n_items + 1, (len(idx),), generator=gen)

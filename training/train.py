@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from streamrec.sequences import left_pad
 from training.data import Split
 from training.early_stop import EarlyStopping
 from training.evaluate import evaluate_full
 from training.model import RetrievalModel, SASRecConfig, TwoTowerConfig, build_model, nearest_items
+from training.progress import epochs
 
 
 @dataclass
@@ -129,8 +129,7 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
     stop = EarlyStopping(cfg.patience if select else cfg.epochs + 1,
                          cfg.max_minutes if select else None)
     start = time.monotonic()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=model.kind if select else "refit", unit="epoch",
-               disable=not progress)
+    bar = epochs(cfg.epochs, model.kind if select else "refit", progress)
     for epoch in bar:
         model.train()
         total, n = 0.0, 0
@@ -146,6 +145,7 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
             total, n = total + loss.item(), n + 1
         if not select:
             history.append({"epoch": epoch, "loss": total / max(n, 1), "seconds": time.monotonic() - start})
+            bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
             stop.update(epoch, float(epoch), model)
             continue
         valid = evaluate_model(model, split, "valid")

@@ -102,3 +102,14 @@ def test_cold_start_rows_name_the_gate_to_set_on_the_workers() -> None:
     assert _gate_setting({"min_key": 1.0767}) == "   (STREAMREC_RERANK_NEW_ITEM_MIN_KEY=1.0767)"
     assert _gate_setting({"within": 200}) == "   (STREAMREC_RERANK_NEW_ITEM_WITHIN=200)"
     assert _gate_setting({"cold": {}}) == ""
+
+
+def test_version_prints_the_installed_distributions_version() -> None:
+    from importlib import metadata
+
+    import streamrec
+
+    out = runner.invoke(app, ["--version"])
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == f"streamrec {metadata.version('streamrec')}"
+    assert metadata.version("streamrec") == streamrec.__version__
