@@ -7,7 +7,8 @@
     ├── BundleError            a model bundle cannot be used
     │   └── BundleRejected     a bundle failed validation (names file and check)
     ├── EventError             a click event failed to decode or validate
-    └── DataError              a dataset file is malformed or empty
+    ├── DataError              a dataset file is malformed or empty
+    └── StartupError           a worker cannot start (port taken, topics unusable, …)
 """
 
 from __future__ import annotations
@@ -50,3 +51,7 @@ class EventError(StreamrecError):
 
 class DataError(StreamrecError):
     """A dataset file is malformed or empty."""
+
+
+class StartupError(StreamrecError):
+    """A worker cannot start; the message names the cause and what to do about it."""

@@ -69,7 +69,8 @@ class WorkerProcess:
         if settings.data_dir is None:  # one per worker name: a restart under the name reuses it
             settings = settings.model_copy(update={"data_dir": log.parent / f"{settings.worker_id}-data"})
         log.parent.mkdir(parents=True, exist_ok=True)
-        child_env = {**os.environ, **settings.to_env(), **(env or {})}
+        # unbuffered: a worker killed after a failed start keeps every line it wrote
+        child_env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1", **(env or {})}
         if cwd is not None:  # the code is imported from here, not from the working directory
             child_env["PYTHONPATH"] = os.pathsep.join(
                 [str(Path(__file__).resolve().parents[1]), child_env.get("PYTHONPATH", "")])

@@ -85,8 +85,10 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCr
 COMPACTED = {"cleanup.policy": "compact"}
 
 
-async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
-    """Create the clicks, dead-letter, model-update and items topics if missing (idempotent).
+async def ensure_topics(settings: Settings, names: list[str] | None = None, *,
+                        compacted: bool = False) -> None:
+    """Create the clicks, dead-letter, model-update and items topics if missing (idempotent),
+    or the ``names`` given (all compacted if ``compacted``).
 
     The items topic (the live catalogue, keyed by item id) is compacted too.
 
@@ -100,14 +102,15 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
     names = names or [settings.clicks_topic, settings.dlq_topic, settings.model_updates_topic,
                       settings.items_topic]
     updates = settings.model_updates_topic
-    compacted = {updates, settings.items_topic}  # the latest record of each key is the state
+    # the latest record of each key is the state
+    compact = set(names) if compacted else {updates, settings.items_topic}
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         new = [NewTopic(n, num_partitions=1 if n == updates else settings.topic_partitions,
                         replication_factor=settings.topic_replication_factor,
-                        topic_configs=dict(COMPACTED) if n in compacted else {})
+                        topic_configs=dict(COMPACTED) if n in compact else {})
                for n in names if n not in existing]
         if new:
             try:
@@ -125,6 +128,18 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
                             "announcements expire with the retention time", updates, e)
     finally:
         await admin.close()
+
+
+async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
+    """How many partitions each of ``names`` has (topics that do not exist are left out)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described
+            if t.get("error_code", 0) == 0 and t["partitions"]}
 
 
 async def topic_config(admin: AIOKafkaAdminClient, topic: str, key: str) -> str | None:

@@ -28,13 +28,13 @@ def worker(
         except ImportError:
             fail("STREAMREC_EVENT_LOOP=uvloop needs the uvloop package (pip install uvloop)", 2)
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    from faust.worker import Worker
-
     from serving.store import check_redis
     from streamrec.logs import logging_config
     from streams.app import create_app
+    from streams.startup import Worker, preflight
 
     check_redis(s)
+    preflight(s)  # the web port free, the topics there with the right partition counts
     config = logging_config(loglevel, s.log_format, s.worker_name)
     Worker(create_app(s), loglevel=loglevel, logging_config=config,
            quiet=config is not None).execute_from_commandline()
