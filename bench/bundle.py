@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from serving.vocab import Vocabulary
-from training.export import write_bundle
-from training.model import SASRec, SASRecConfig
+from training.export.bundle import write_bundle
+from training.models.retrieval import SASRec, SASRecConfig
 
 TORCH_WEIGHTS = "torch-weights.pt"  # beside the bundle, for the naive (torch eager) baseline
 

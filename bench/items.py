@@ -18,10 +18,10 @@ from pathlib import Path
 import orjson
 
 from bench.run import Fleet
+from cli.waiting import poll_until
 from serving.latency import fields_from_prometheus, percentiles
 from streamrec.items import ItemRecord, encode_item
 from streamrec.settings import Settings
-from streamrec.waiting import poll_until
 from streams.replay import send_paced
 
 METRIC = "streamrec_item_to_live_seconds"
@@ -29,10 +29,10 @@ METRIC = "streamrec_item_to_live_seconds"
 
 def tower_bundle(out: Path) -> Path:
     """A small bundle with an item tower (synthetic data and attributes), trained once."""
-    from training.attributes import build
+    from training.data.attributes import build
+    from training.data.synthetic import SyntheticSpec, generate, item_attributes
+    from training.models.train import TrainConfig
     from training.pipeline import train_and_export
-    from training.synthetic import SyntheticSpec, generate, item_attributes
-    from training.train import TrainConfig
 
     bundle = out / "synthetic-tower"
     if (bundle / "manifest.json").is_file():

@@ -24,7 +24,7 @@ from serving.latency import bucket_counts
 from serving.vocab import Vocabulary
 from streamrec.kafka import client_kwargs
 from streamrec.settings import Settings
-from training.model import SASRec, SASRecConfig
+from training.models.retrieval import SASRec, SASRecConfig
 
 
 async def main() -> None:

@@ -31,12 +31,12 @@ from pathlib import Path
 import redis
 
 from bench.run import _peak_rss_mb
+from cli.harness import WorkerProcess
+from cli.waiting import poll_until
 from serving.keys import recs_key
 from streamrec.events import ClickEvent, encode_event
-from streamrec.harness import WorkerProcess
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
-from streamrec.waiting import poll_until
 from streams.replay import send_paced
 
 COMMIT_WAIT_S = 7.0  # two of Faust's offset commits (every 2.8 s), and a second

@@ -1,8 +1,8 @@
 """The end-to-end benchmark: offered rates -> throughput, event-to-Redis latency, CPU, memory.
 
 Each measurement starts a fresh worker process (own app id, topics and Redis
-prefix) on the local broker and Redis. CPU seconds and peak RSS come from
-/proc of the worker.
+prefix) on the local broker and Redis. The worker's CPU seconds come from psutil,
+its peak RSS from /proc.
 
 - At an offered rate, the worker is warmed up, then clicks are sent at that
   rate and the worker's own counters and latency histogram
@@ -30,20 +30,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import psutil
 import redis
 
 from bench.load import produce
+from cli.harness import WorkerProcess
+from cli.waiting import ProcessExited, poll_until
 from serving.latency import FIELD, diff, percentiles
 from serving.reader import RecsReader
 from streamrec.errors import ConfigError
-from streamrec.harness import WorkerProcess
 from streamrec.items import ItemRecord, encode_item
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
-from streamrec.waiting import ProcessExited, poll_until
 from streams.replay import send_paced
-
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -76,11 +75,14 @@ class Result:
 
 
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
+    """User + system CPU seconds of process ``pid`` so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _peak_rss_mb(pid: int) -> float:
+    """Process ``pid``'s peak resident set (MiB). Read from /proc's VmHWM by hand: psutil
+    reports the current RSS only, and the peak of a process still running is nowhere else."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -109,7 +111,7 @@ class Fleet:
         return [w.proc for w in self.workers]
 
     def start(self) -> None:
-        module, args = (("streamrec.cli", ("worker",)) if self.pipeline == "streamrec"
+        module, args = (("cli", ("worker",)) if self.pipeline == "streamrec"
                         else ("bench.naive", ()))
         for wid in self.ids:
             self.workers.append(WorkerProcess.start(

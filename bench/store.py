@@ -1,4 +1,4 @@
-"""The Redis write of a batch, in process: ``serving.store.RecsWriter.write``.
+"""The Redis write of a batch, in process: ``serving.redis_store.RecsWriter.write``.
 
 A worker's event loop packs every batch's lists into one Redis round trip and
 parses the reply; ``streamrec bench`` sees that cost only mixed with Kafka's
@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import redis.asyncio as aioredis
 
-from serving.lists import SOURCE_MODEL, Provenance, Ranked
-from serving.store import RecsWriter
+from serving.list_types import SOURCE_MODEL, Provenance, Ranked
+from serving.redis_store import RecsWriter
 
 
 @dataclass

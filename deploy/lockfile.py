@@ -35,13 +35,21 @@ def pins(lock: str) -> dict[str, str]:
     return {canonical(m[1]): m[2] for m in found if m}
 
 
+# pip-compile's note above an entry it cannot hash: the project's own, which tidy drops.
+HASH_WARNING = ("# WARNING: pip install will require the following package to be hashed.",
+                "# Consider using a hashable URL like")
+
+
 def tidy(lock: str) -> str:
-    """The lock without the project's own entry (its line and its ``# via`` comments)."""
+    """The lock without the project's own entry (its line, its ``# via`` comments and the
+    warning pip-compile writes above it)."""
     out: list[str] = []
     skipping = False
     for line in lock.splitlines():
         if re.match(rf"^{PROJECT}\s*@", line):
             skipping = True
+            while out and out[-1].startswith(HASH_WARNING):
+                out.pop()
             continue
         if skipping and line.startswith("    "):
             continue

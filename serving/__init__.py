@@ -4,5 +4,5 @@ Computing a list (:mod:`serving.recommend`, :mod:`serving.encoder`,
 :mod:`serving.index`) is pure and synchronous: it knows nothing about Kafka.
 Bundles are loaded and validated in :mod:`serving.bundle` and published in
 :mod:`serving.registry` (which announces them on Kafka); lists are written to
-Redis by :mod:`serving.store` (async) and read by :mod:`serving.reader`.
+Redis by :mod:`serving.redis_store` (async) and read by :mod:`serving.reader`.
 """

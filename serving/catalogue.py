@@ -16,7 +16,7 @@ A snapshot is immutable and replaced in one assignment, so a batch computes
 against one consistent view. A new bundle rebuilds it (:meth:`Catalogue.rebuild`):
 its tower re-embeds every item it does not know, and items it was trained on
 leave the "new" set (the tower may be a trained one or a content map fitted on an
-ID-only model's vectors, ``training.cold.ContentMap``). A bundle without a tower cannot
+ID-only model's vectors, ``training.evaluation.cold_start.ContentMap``). A bundle without a tower cannot
 embed new items; they are counted (``unembedded``) and not retrieved until one with a
 tower is served.
 """

@@ -12,7 +12,7 @@ with ``r(a)`` the rarity weight the new-item slot's overlap uses
 retrieval's order below (:func:`serving.ranking.ranked_rows`); new items (from
 the items topic) keep their retrieval score (the new-item slot shows them by
 content). ``beta`` is chosen on the validation split by ``streamrec train``
-with attributes (:mod:`training.blend`), which stores it in the manifest
+with attributes (:mod:`training.models.blend`), which stores it in the manifest
 (``metrics.content_blend``) with ``enabled`` true only where it beat retrieval
 alone there; the worker and the offline report both order lists with
 :meth:`ContentBlend.apply`.

@@ -47,7 +47,7 @@ def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seco
     """The histogram fields (``lat_le_{ms}``) of a Prometheus histogram in exposition text.
 
     The worker exports its latency histogram with these edges (in seconds) at
-    ``/metrics`` (:mod:`streams.metrics`); this turns it back into per-bucket counts,
+    ``/metrics`` (:mod:`streams.prometheus`); this turns it back into per-bucket counts,
     so a benchmark can take windows (``diff``) and ``percentiles`` of it.
     """
     from prometheus_client.parser import text_string_to_metric_families

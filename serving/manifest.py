@@ -9,14 +9,14 @@ A bundle is one directory::
     popular.json    item indexes by training popularity (fallback list)
     samples.npz     warm-up sequences ``seqs`` [S, L] and reference outputs ``vecs`` [S, D]
 
-and, for a model with an item tower (training.model, item attributes):
+and, for a model with an item tower (training.models.retrieval, item attributes):
 
     item_tower.onnx attribute indexes [B, A] int64 (0 pads) -> item vector [B, D] float32:
                     the attribute part of an item's vector, all a new item has
     attributes.json {"tokens": [attribute token, …] (index = position + 1),
                      "items": {item id: [token, …]}}
 
-and, with a ranking stage (serving.ranking, training.ranker):
+and, with a ranking stage (serving.ranking, training.models.ranker):
 
     ranker.onnx     user [B, D], items [B, K, D], feats [B, K, F] float32 -> scores [B, K]
     ranker.npz      log_pop [N + 1], item_attrs [N + 1, A] (indexes into tokens), tokens [T],

@@ -22,7 +22,7 @@ split. Dividing by ``|v_u|`` puts the vector
 part on the same scale for every user, so one **minimum key** can gate the
 slot: only users whose chosen item reaches it get one (fewer warm lists lose
 their tenth item). The worker (``serving.recommend``) and the offline
-cold-start protocol (``training.cold.slot_ranks``) both compute the key here.
+cold-start protocol (``training.evaluation.cold_start.slot_ranks``) both compute the key here.
 The decay and window were chosen on Beauty's validation items, never its test
 split (docs/BENCHMARKS.md, "Choosing the new item by content"); the rarity
 weight on Beauty's tuning split over three cold-item seeds (docs/BENCHMARKS.md,

@@ -2,7 +2,7 @@
 
 The funnel's middle stage (retrieval -> **ranking** -> re-ranking). Retrieval
 returns the top ``candidates`` items by inner product; the ranker (a Neural-CF
-style MLP, trained by :mod:`training.ranker`) scores each of them from
+style MLP, trained by :mod:`training.models.ranker`) scores each of them from
 
 * the user vector and the item vector (their product, and both as they are);
 * :data:`FEATURES`: the retrieval score, the score's gap to the user's best

@@ -31,7 +31,7 @@ import numpy as np
 from serving.bundle import ModelBundle
 from serving.catalogue import EMPTY, LiveItems
 from serving.content import ContentBlend, chosen_blend
-from serving.lists import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
+from serving.list_types import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
 from serving.newitems import CONTENT_WINDOW, content_profiles, new_item_keys
 from serving.ranking import Ranker, chosen, profiles_of, ranked_rows
 from serving.rerank import (

@@ -3,7 +3,7 @@
 Present in bundles trained with item attributes (``item_tower.onnx`` and
 ``attributes.json``, see :mod:`serving.manifest`). A new item (not in the
 bundle's vocabulary) is embedded from its attributes alone, which is what the
-tower was trained to make usable (ID dropout, :mod:`training.model`).
+tower was trained to make usable (ID dropout, :mod:`training.models.retrieval`).
 """
 
 from __future__ import annotations

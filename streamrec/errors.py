@@ -8,7 +8,11 @@
     │   └── BundleRejected     a bundle failed validation (names file and check)
     ├── EventError             a click event failed to decode or validate
     ├── DataError              a dataset file is malformed or empty
-    └── StartupError           a worker cannot start (port taken, topics unusable, …)
+    ├── ExportError            an exported ONNX graph does not reproduce the torch model
+    ├── StartupError           a worker cannot start (port taken, topics unusable, …)
+    └── WaitError              a process being waited on did not get there
+        ├── ProcessExited      it exited first (also a RuntimeError)
+        └── WaitTimedOut       the timeout passed first (also a TimeoutError)
 """
 
 from __future__ import annotations
@@ -55,3 +59,20 @@ class DataError(StreamrecError):
 
 class StartupError(StreamrecError):
     """A worker cannot start; the message names the cause and what to do about it."""
+
+
+class ExportError(StreamrecError):
+    """An exported ONNX graph does not reproduce the torch model (or cannot be exported)."""
+
+
+class WaitError(StreamrecError):
+    """A process being waited on (a worker, in the demo, benchmarks and tests) did not
+    reach the awaited state."""
+
+
+class ProcessExited(WaitError, RuntimeError):
+    """A process being waited on exited before the condition held."""
+
+
+class WaitTimedOut(WaitError, TimeoutError):
+    """The condition did not hold within the timeout."""

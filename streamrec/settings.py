@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     # New items reach lists through the slot only (true), not also merged into retrieval by
     # score (false): the rest of each list is then the bundle's own ranking.
     rerank_new_item_slot_only: bool = False
-    # Where the session table lives (streams/stores.py): "memory" (rebuilt from the
+    # Where the session table lives (streams/table_stores.py): "memory" (rebuilt from the
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).
     table_store: Literal["memory", "rocksdb"] = "memory"

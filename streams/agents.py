@@ -33,8 +33,8 @@ import redis.asyncio as aioredis
 from threadpoolctl import threadpool_limits
 
 from serving.catalogue import Catalogue
+from serving.redis_store import RecsWriter
 from serving.rerank import RerankConfig
-from serving.store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import ensure_topics
 from streamrec.session import SessionRules
@@ -43,7 +43,7 @@ from streams.catalogue import ItemUpdates
 from streams.diagnostics import consumer_lag, consumer_state, install_task_dump
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
-from streams.metrics import WorkerMetrics
+from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter
 from streams.tables import SessionTable
 from streams.topics import Topics

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 
 from serving.catalogue import Catalogue
 from serving.keys import epoch_key
+from serving.redis_store import RecsWriter
 from serving.rerank import RerankConfig
-from serving.store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import faust_credentials
 from streamrec.settings import Settings
@@ -30,7 +30,7 @@ from streams.catalogue import ItemUpdates
 from streams.consumer import install_consumer
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
-from streams.metrics import WorkerMetrics
+from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter
 from streams.tables import session_table
 from streams.topics import worker_topics

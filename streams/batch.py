@@ -18,7 +18,7 @@ from typing import Protocol
 
 import orjson
 
-from serving.lists import Provenance
+from serving.list_types import Provenance
 from streamrec.errors import EventError
 from streamrec.events import decode_event
 from streamrec.session import Session, SessionRules, apply_event

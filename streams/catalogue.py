@@ -29,7 +29,7 @@ from streamrec.kafka import drain, partition_reader
 from streamrec.settings import Settings
 from streams.batch import DeadLetter, Record
 from streams.hotswap import ModelHolder
-from streams.metrics import WorkerMetrics
+from streams.prometheus import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

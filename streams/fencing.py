@@ -6,7 +6,7 @@ InitProducerId). This guard holds on any broker: every time a worker is
 assigned partitions it takes the next number of one Redis counter, its
 *epoch*, and every list it writes carries the epoch that was current when the
 batch was applied to state. The store keeps a list only against ones of a
-lower ``(epoch, seq)`` (``serving.store``). The worker that owns a partition
+lower ``(epoch, seq)`` (``serving.redis_store``). The worker that owns a partition
 now was assigned it after every earlier owner was, so its epoch is higher, and
 a zombie's late writes lose against anything the owner wrote.
 

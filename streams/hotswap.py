@@ -33,7 +33,7 @@ from serving.registry import Announcement, decode_or_none, load_announced
 from streamrec.errors import BundleRejected
 from streamrec.kafka import drain, partition_reader
 from streamrec.settings import Settings
-from streams.metrics import WorkerMetrics
+from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ Two rules that Faust's plain ``Table`` does not give us:
   owner's. Sessions carry ``seq``, the count of applied events, and a record
   whose ``seq`` is below the stored one is skipped.
 
-The table lives in memory or in RocksDB (:mod:`streams.stores`), by the app's
+The table lives in memory or in RocksDB (:mod:`streams.table_stores`), by the app's
 ``store`` URL.
 """
 
@@ -30,7 +30,7 @@ import faust
 from faust.types import EventT
 
 from streamrec.session import Session
-from streams.stores import SessionStore
+from streams.table_stores import SessionStore
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
 ``GET /ready``            readiness: 200 when a bundle is loaded, partitions were
                           assigned, table recovery is done and the items topic was read
                           to its end; else 503 with the reasons
-``GET /metrics``          Prometheus exposition of :mod:`streams.metrics`
+``GET /metrics``          Prometheus exposition of :mod:`streams.prometheus`
 ``GET /recs/{user_id}``   the user's stored list with its provenance (``?n=`` items at
                           most); a user with no list gets the fallback list (trending,
                           topped up from the bundle's popularity list), marked
@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from serving.keys import recs_key
-from serving.lists import SOURCE_POPULAR, SOURCE_TRENDING
+from serving.list_types import SOURCE_POPULAR, SOURCE_TRENDING
 from serving.reader import parse
 from serving.rerank import REASON_POPULAR, REASON_TRENDING
 from serving.trending import fallback_list

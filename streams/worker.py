@@ -16,15 +16,15 @@ import numpy as np
 
 from serving.catalogue import Catalogue
 from serving.recommend import describe_funnel, recommend
+from serving.redis_store import RecsWriter
 from serving.rerank import RerankConfig
-from serving.store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
 from streamrec.logs import RateLimitedLog
 from streamrec.session import SessionRules
 from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder
-from streams.metrics import WorkerMetrics
+from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter, retry_transient
 
 log = logging.getLogger(__name__)

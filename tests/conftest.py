@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from training.data import SequenceData
+from training.data.sequences import SequenceData
+from training.data.synthetic import SyntheticSpec, generate
+from training.models.train import TrainConfig
 from training.pipeline import TrainReport, train_and_export
-from training.synthetic import SyntheticSpec, generate
-from training.train import TrainConfig
 
 TINY = SyntheticSpec(users=300, items=120, clusters=12, mean_len=12, seed=3)
 
@@ -44,8 +44,8 @@ def tiny_bundle_b(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceD
 def _tiny_with_attributes(tmp_path_factory: pytest.TempPathFactory, data: SequenceData, name: str,
                           epochs: int, **kw: Any) -> Path:
     """The tiny model trained over the synthetic attributes (``kw``: train_and_export's)."""
-    from training.attributes import build
-    from training.synthetic import item_attributes
+    from training.data.attributes import build
+    from training.data.synthetic import item_attributes
 
     mcfg = {"max_len": 20, "dim": 32, "layers": 1, "heads": 2, **kw.pop("mcfg", {})}
     return train_and_export(data, tmp_path_factory.mktemp("bundles") / name, mcfg,
@@ -63,7 +63,7 @@ def tiny_tower_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: Seque
 @pytest.fixture(scope="session")
 def tiny_ranker_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_data: SequenceData) -> Path:
     """The tiny model with an item tower and a ranking stage over 50 candidates."""
-    from training.ranker import RankerConfig
+    from training.models.ranker import RankerConfig
 
     return _tiny_with_attributes(tmp_path_factory, tiny_data, "tiny-ranker", 8,
                                  ranker=RankerConfig(candidates=50, epochs=8, patience=8),

@@ -16,8 +16,8 @@ import torch
 
 from serving.index import build_flat_ip
 from streamrec.files import sha256_file
-from training.export import export_onnx
-from training.model import SASRec, SASRecConfig
+from training.export.bundle import export_onnx
+from training.models.retrieval import SASRec, SASRecConfig
 
 
 def rewrite_manifest(d: Path, edit: Callable[[dict[str, object]], None] = lambda m: None) -> None:

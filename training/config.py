@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.errors import ConfigError
-from training.baselines import BPRConfig
-from training.model import SASRecConfig, TwoTowerConfig
-from training.train import TrainConfig
+from training.models.baselines import BPRConfig
+from training.models.retrieval import SASRecConfig, TwoTowerConfig
+from training.models.train import TrainConfig
 
 MODELS = ("sasrec", "twotower", "bpr", "pop")
-SEQUENCE_MODELS = ("sasrec", "twotower")  # trained by training.train, exported as bundles
+SEQUENCE_MODELS = ("sasrec", "twotower")  # trained by training.models.train, exported as bundles
 CONFIG_DIR = Path(__file__).parent / "configs"
 # the tower's sizes come from the attribute data, not from configuration
 _DERIVED = {"num_items", "attributes", "max_attrs"}

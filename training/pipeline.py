@@ -16,10 +16,12 @@ from serving.manifest import Manifest
 from streamrec.errors import ConfigError
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
-from training.attributes import MAX_ATTRS, ItemAttributes
-from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
-from training.blend import fit_blend
-from training.cold import (
+from training.config import SEQUENCE_MODELS, load_config, resolve_flags
+from training.data.attributes import MAX_ATTRS, ItemAttributes
+from training.data.from_topic import read_topic
+from training.data.sequences import SequenceData, Split, item_counts, leave_one_out, load_dataset
+from training.data.synthetic import generate
+from training.evaluation.cold_start import (
     SLOT_ONLY_LOSS_CAP,
     ContentMap,
     SlotContent,
@@ -35,16 +37,14 @@ from training.cold import (
     slot_parts_by_merge,
     vector_ranks,
 )
-from training.config import SEQUENCE_MODELS, load_config, resolve_flags
-from training.data import SequenceData, Split, item_counts, leave_one_out, load_dataset
-from training.evaluate import encode_all, evaluate_vectors, popularity_ranks
-from training.export import write_bundle
-from training.from_topic import read_topic
-from training.metrics import hr_ndcg
-from training.model import RetrievalModel, SASRecConfig, TwoTowerConfig
-from training.ranker import FittedRanker, RankerConfig, fit_ranker
-from training.synthetic import generate
-from training.train import TrainConfig, torch_encode, train_sasrec
+from training.evaluation.evaluate import encode_all, evaluate_vectors, popularity_ranks
+from training.evaluation.ranking_metrics import hr_ndcg
+from training.export.bundle import write_bundle
+from training.models.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
+from training.models.blend import fit_blend
+from training.models.ranker import FittedRanker, RankerConfig, fit_ranker
+from training.models.retrieval import RetrievalModel, SASRecConfig, TwoTowerConfig
+from training.models.train import TrainConfig, torch_encode, train_sasrec
 
 POPULAR_K = 500
 
@@ -59,8 +59,8 @@ class TrainReport:
     valid: dict[str, float]
     test: dict[str, dict[str, float]]  # {"full": …, "sampled": …}
     popularity_test: dict[str, dict[str, float]]
-    ranker: dict[str, Any] | None = None  # the ranking stage's report (training.ranker)
-    blend: dict[str, Any] | None = None  # the content blend's report (training.blend)
+    ranker: dict[str, Any] | None = None  # the ranking stage's report (training.models.ranker)
+    blend: dict[str, Any] | None = None  # the content blend's report (training.models.blend)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.manifest.model, "version": self.manifest.version, "bundle": str(self.bundle),
@@ -98,9 +98,9 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
     """Train SASRec or the two-tower model (``model_name``) (with an item tower over ``attributes`` unless ``tower`` is off; the
     ranker reads the attributes either way), evaluate, and export the bundle to ``out``. With
     attributes and the tower off, the bundle's item tower is a content map fitted on the
-    trained item vectors (:class:`training.cold.ContentMap`), so new items can be served.
+    trained item vectors (:class:`training.evaluation.cold_start.ContentMap`), so new items can be served.
     With attributes and ``blend``, the content blend's weight is chosen on validation
-    (:mod:`training.blend`)."""
+    (:mod:`training.models.blend`)."""
     if ranker is not None and tcfg.refit:
         raise ConfigError("the ranker learns from the validation item, which a refit trains the "
                           "retrieval model on: use --no-refit with --ranker")
@@ -144,7 +144,7 @@ BLEND_CANDIDATES = 200  # the worker's default STREAMREC_CANDIDATES
 def _fit_blend(model: RetrievalModel, split: Split, attributes: ItemAttributes | None,
                test_users: np.ndarray, refit: bool, ranker: FittedRanker | None,
                ) -> dict[str, Any] | None:
-    """The content blend's report (:mod:`training.blend`), chosen on the validation split;
+    """The content blend's report (:mod:`training.models.blend`), chosen on the validation split;
     None without attributes. Not chosen after a refit (the model trained on the validation
     items); never enabled beside an enabled ranker (the ranker runs instead)."""
     if attributes is None:
@@ -165,7 +165,7 @@ def _fit_blend(model: RetrievalModel, split: Split, attributes: ItemAttributes |
 
 def _fit_ranker(model: RetrievalModel, split: Split, counts: np.ndarray, attributes: ItemAttributes | None,
                 cfg: RankerConfig, progress: bool) -> FittedRanker:
-    """The ranking stage over this retrieval model (:mod:`training.ranker`)."""
+    """The ranking stage over this retrieval model (:mod:`training.models.ranker`)."""
     encode = torch_encode(model)
     if attributes is not None:
         item_attrs, tokens = attributes.matrix(split.data.vocab.ids, MAX_ATTRS), list(attributes.tokens)
@@ -181,7 +181,7 @@ def load_training_data(data: Path | None = None, *, synthetic: bool = False,
                        topic: Settings | None = None, since_ms: int | None = None,
                        on_read: Callable[[str], None] | None = None) -> SequenceData:
     """The sequences to train on: a file, generated data, or the clicks topic (``topic``: the
-    settings naming it; read with the workers' rules, see :mod:`training.from_topic`)."""
+    settings naming it; read with the workers' rules, see :mod:`training.data.from_topic`)."""
     if sum([data is not None, synthetic, topic is not None]) != 1:
         raise ConfigError("give exactly one of --data PATH, --synthetic or --from-topic")
     if synthetic:
@@ -217,11 +217,11 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                    flags: dict[str, Any], fraction: float, seed: int, id_only: bool = True,
                    progress: bool = True, tower: bool = True, slot: int = 9,
                    content_weight: float = 0.0) -> dict[str, Any]:
-    """The cold-start protocol (:mod:`training.cold`): SASRec with its item tower, cold
+    """The cold-start protocol (:mod:`training.evaluation.cold_start`): SASRec with its item tower, cold
     items embedded from attributes alone, beside ID-only SASRec, attribute k-NN and
     popularity, on cold and on warm test targets (full ranking, test split). Each model
     that places cold items is also scored as served with the new-item slot at ``slot``
-    (``*_slot``, :func:`training.cold.slot_ranks`; -1: not); with ``content_weight`` > 0,
+    (``*_slot``, :func:`training.evaluation.cold_start.slot_ranks`; -1: not); with ``content_weight`` > 0,
     also with the slot's item chosen by the worker's key (``*_slot_content``,
     :mod:`serving.newitems`) and gated by a minimum key chosen on validation."""
     _, mcfg, tcfg, _ = resolve_flags(load_config(config), "sasrec", flags)
@@ -293,10 +293,10 @@ def _slot_rows(report: dict[str, Any], name: str, users: np.ndarray, v_users: np
                content: SlotContent | None = None) -> None:
     """``{name}_slot``: the model's test ranks with the new-item slot at ``slot``;
     ``{name}_slot_gated``: the same, gated to users whose best cold item ranks within a
-    depth chosen on the validation split (:func:`training.cold.choose_within`). With
+    depth chosen on the validation split (:func:`training.evaluation.cold_start.choose_within`). With
     ``content``: ``{name}_slot_content``, the slot's item chosen by the worker's key, and
     ``{name}_slot_content_gated``, gated by a minimum key chosen on the validation split
-    (:func:`training.cold.choose_min_key`)."""
+    (:func:`training.evaluation.cold_start.choose_min_key`)."""
     inputs, targets = split.inputs("test"), split.targets("test")
     v_inputs, v_targets = split.inputs("valid"), split.targets("valid")  # v_users: their vectors
     # one scoring pass per split and choice; the gates below only redo the rank arithmetic

@@ -25,11 +25,11 @@ from pathlib import Path
 import orjson
 import redis
 
+from cli.harness import WorkerProcess, free_port
+from cli.waiting import poll_until
 from serving.reader import RecsReader
 from streamrec.events import ClickEvent, encode_event
-from streamrec.harness import WorkerProcess, free_port
 from streamrec.settings import Settings
-from streamrec.waiting import poll_until
 from streams.replay import send_raw
 
 Record = tuple[bytes | None, bytes | None]
@@ -162,7 +162,7 @@ def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes], timeout: flo
                interval=0.05)
 
 
-Worker = WorkerProcess  # the shared harness (streamrec.harness)
+Worker = WorkerProcess  # the shared harness (cli.harness)
 
 
 @dataclass

@@ -17,10 +17,10 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from streamrec.harness import WorkerProcess
+from cli.harness import WorkerProcess
+from cli.waiting import ProcessExited, WaitTimedOut
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
-from streamrec.waiting import ProcessExited, WaitTimedOut
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def make_settings(services: None) -> Callable[..., Settings]:
 
 
 class WorkerProc(WorkerProcess):
-    """The shared harness (:mod:`streamrec.harness`), failing the test with the log's tail."""
+    """The shared harness (:mod:`cli.harness`), failing the test with the log's tail."""
 
     def wait_for(self, cond: Callable[[dict[str, str]], bool], timeout: float, what: str,
                  interval: float = 0.2) -> dict[str, str]:

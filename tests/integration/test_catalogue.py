@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from cli.waiting import poll_until
 from serving.bundle import load_bundle
 from serving.catalogue import Catalogue
 from serving.reader import RecsReader
@@ -17,11 +18,10 @@ from serving.recommend import recommend
 from streamrec.events import ClickEvent, encode_event
 from streamrec.items import ItemRecord, encode_item
 from streamrec.settings import Settings
-from streamrec.waiting import poll_until
 from streams.replay import send_raw
 from tests.conftest import TINY
 from tests.integration.conftest import WorkerProc, consume
-from training.synthetic import generate, item_attributes
+from training.data.synthetic import generate, item_attributes
 
 pytestmark = pytest.mark.integration
 

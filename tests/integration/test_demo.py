@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end(make_settings: Callable[..., Settings], tmp_path: 
                       bundle_store=tmp_path / "bundles" / "store")
     env = {**os.environ, **s.to_env()}
     env.pop("STREAMREC_WORKER_ID", None)
-    out = subprocess.run(check=False, args=[sys.executable, "-m", "streamrec.cli", "demo", "--users", "150", "--items",
+    out = subprocess.run(check=False, args=[sys.executable, "-m", "cli", "demo", "--users", "150", "--items",
                           "80", "--train-minutes", "0.1", "--rate", "0"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -11,8 +11,8 @@ from streamrec.events import ClickEvent, encode_event
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
 from streams.replay import replay, send_raw
-from training.from_topic import read_topic
-from training.synthetic import SyntheticSpec, generate
+from training.data.from_topic import read_topic
+from training.data.synthetic import SyntheticSpec, generate
 
 pytestmark = pytest.mark.integration
 

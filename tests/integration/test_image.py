@@ -82,7 +82,7 @@ def test_worker_as_in_the_image_swaps_to_a_model_published_from_another_process(
         # the trainer's side: a new bundle on the volume, published from another process
         new = root / "bundles" / "new"
         shutil.copytree(tiny_bundle_dir, new)
-        subprocess.run([sys.executable, "-m", "streamrec.cli", "publish", str(new)], check=True,
+        subprocess.run([sys.executable, "-m", "cli", "publish", str(new)], check=True,
                        env={**s.to_env(), "PATH": "/usr/bin:/bin"}, cwd=ROOT, capture_output=True)
         version = load_bundle(new).version
         w.wait_for(lambda st: st.get("model_version") == version, 60, "swap to the published model")

@@ -68,7 +68,7 @@ def test_wrong_redis_password_is_a_clear_error_at_start(
     name, _, prefix = acl_user
     s = make_settings(key_prefix=prefix, redis_url=f"redis://{name}:wrong@127.0.0.1:6379/0")
     env = {**os.environ, **s.to_env(), "STREAMREC_BUNDLE_PATH": str(tiny_bundle_dir)}
-    done = subprocess.run(check=False, args=[sys.executable, "-m", "streamrec.cli", "worker"], env=env,
+    done = subprocess.run(check=False, args=[sys.executable, "-m", "cli", "worker"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "refused the worker" in done.stderr and "wrong" not in done.stderr  # no secret echoed

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def status_json(s: Settings) -> dict[str, dict[str, dict[str, object]]]:
-    out = subprocess.run([sys.executable, "-m", "streamrec.cli", "status", "--json"],
+    out = subprocess.run([sys.executable, "-m", "cli", "status", "--json"],
                          env={**s.to_env(), "PATH": "/usr/bin:/bin"}, capture_output=True,
                          check=True, text=True)
     return orjson.loads(out.stdout)

@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from serving.keys import SCHEMA_VERSION
-from serving.lists import Provenance, Ranked
+from serving.list_types import Provenance, Ranked
 from serving.reader import RecsReader
-from serving.store import LISTS_PER_CALL, RecsWriter
+from serving.redis_store import LISTS_PER_CALL, RecsWriter
 from streamrec.settings import Settings
 
 pytestmark = pytest.mark.integration

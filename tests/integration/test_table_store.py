@@ -1,4 +1,4 @@
-"""The session table on each store (``STREAMREC_TABLE_STORE``, :mod:`streams.stores`).
+"""The session table on each store (``STREAMREC_TABLE_STORE``, :mod:`streams.table_stores`).
 
 The same recovery promise on both: a worker that takes over rebuilds every
 session from the changelog. And what only the persistent store gives: a worker
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.waiting import poll_until
 from serving.bundle import load_bundle
 from serving.reader import RecsReader
 from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
-from streamrec.waiting import poll_until
 from streams.replay import send_raw
 from tests.integration.conftest import WorkerProc
 

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from serving.bundle import load_bundle
 from serving.reader import RecsReader
-from serving.store import RecsWriter
+from serving.redis_store import RecsWriter
 from serving.trending import landmark_key, parse_top, trending_key
 from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings

@@ -1,12 +1,22 @@
-"""The package boundaries the README promises, checked on the source tree.
+"""The floors of the code, checked on the source tree.
 
-* ``training/`` and ``streams/`` are siblings: neither imports the other.
-* ``streamrec/`` (settings, events, session rules, Kafka) imports none of them
-  at module level, except the top layer that drives them all: the CLI, the
-  demo and the worker-process harness.
-* Importing any ``training`` module loads neither ONNX Runtime nor FAISS;
-  importing any ``streams``/``serving`` module never loads torch.
-* No import cycles among the modules of ``streams/`` and ``serving/``.
+Three floors, each importing only from its own floor or the ones below, by any
+import: at module level or inside a function (a function-local import is no
+way around the rule):
+
+====  ===================================  ==========================================
+0     ``streamrec/``                       settings, errors, events, session rules, Kafka
+1     ``streams/``, ``serving/``,          the parts: when, what is computed and stored,
+      ``training/``                        what is learned
+2     ``cli/``, ``bench/``                 the top: the command line, the demo, the
+                                           worker-process harness, the benchmarks
+====  ===================================  ==========================================
+
+Within floor 1, ``training/`` and ``streams/`` are siblings (neither imports the
+other) and ``serving/`` imports neither. Importing any ``training`` module loads
+neither ONNX Runtime nor FAISS; importing any ``streams``/``serving`` module never
+loads torch. No import cycles among the modules of ``streams/`` and ``serving/``, nor of
+``training/``; every error class is in ``streamrec/errors.py``, under ``StreamrecError``.
 """
 
 from __future__ import annotations
@@ -19,8 +29,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("streamrec", "streams", "serving", "training")
-TOP_LAYER = ("streamrec.cli", "streamrec.demo", "streamrec.harness")
+FLOORS = {"streamrec": 0, "streams": 1, "serving": 1, "training": 1, "cli": 2, "bench": 2}
+PACKAGES = tuple(FLOORS)
 
 
 def modules(package: str) -> list[str]:
@@ -38,7 +48,11 @@ def source(module: str) -> Path:
 
 def imports(module: str, *, top_level_only: bool) -> set[str]:
     """Project modules ``module`` imports (at module level only, or anywhere)."""
-    tree = ast.parse(source(module).read_text())
+    return imports_in(source(module).read_text(), top_level_only=top_level_only)
+
+
+def imports_in(text: str, *, top_level_only: bool) -> set[str]:
+    tree = ast.parse(text)
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     found: set[str] = set()
     for node in nodes:
@@ -50,6 +64,12 @@ def imports(module: str, *, top_level_only: bool) -> set[str]:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
     return {m for m in found if m.split(".")[0] in PACKAGES and _exists(m)}
+
+
+def upward(package: str, text: str) -> list[str]:
+    """The imports in ``text`` (a module of ``package``) from a floor above ``package``'s."""
+    return sorted(i for i in imports_in(text, top_level_only=False)
+                  if FLOORS[i.split(".")[0]] > FLOORS[package])
 
 
 def _exists(module: str) -> bool:
@@ -65,11 +85,22 @@ def test_sibling_packages_do_not_import_each_other(package: str, forbidden: str)
     assert {m: i for m, i in bad.items() if i} == {}
 
 
-def test_the_base_package_imports_no_layer_above_it_at_module_level() -> None:
-    bad = {m: sorted(i for i in imports(m, top_level_only=True)
-                     if i.split(".")[0] in ("streams", "serving", "training"))
-           for m in modules("streamrec") if not m.startswith(TOP_LAYER)}
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_imports_from_a_floor_above_its_own(package: str) -> None:
+    bad = {m: upward(package, source(m).read_text()) for m in modules(package)}
     assert {m: i for m, i in bad.items() if i} == {}
+
+
+def test_every_package_has_a_floor() -> None:
+    on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    assert on_disk == set(FLOORS)
+
+
+def test_a_function_local_import_from_a_floor_above_is_caught() -> None:
+    hidden = "def f():\n    from cli.harness import WorkerProcess\n    return WorkerProcess\n"
+    assert upward("streamrec", hidden) == ["cli.harness"]
+    assert upward("serving", "def f():\n    import streamrec.events\n") == []
+    assert upward("streams", "def f():\n    from training.pipeline import train_and_export\n") == []
 
 
 def _loaded_after_import(mods: list[str], heavy: tuple[str, ...]) -> dict[str, list[str]]:
@@ -94,8 +125,9 @@ def test_the_worker_never_imports_torch() -> None:
     assert _loaded_after_import(modules("streams") + modules("serving"), ("torch",)) == {}
 
 
-def test_streams_and_serving_have_no_import_cycles() -> None:
-    mods = modules("streams") + modules("serving")
+@pytest.mark.parametrize("packages", [("streams", "serving"), ("training",)])
+def test_no_import_cycles(packages: tuple[str, ...]) -> None:
+    mods = [m for p in packages for m in modules(p)]
     graph = {m: {i for i in imports(m, top_level_only=False) if i in mods} for m in mods}
     cycles: list[list[str]] = []
 
@@ -112,3 +144,20 @@ def test_streams_and_serving_have_no_import_cycles() -> None:
         if m not in done:
             visit(m, [m])
     assert cycles == []
+
+
+def test_every_error_class_is_in_the_one_error_tree() -> None:
+    """Exceptions are defined in streamrec/errors.py only, all under StreamrecError."""
+    elsewhere = {}
+    for package in PACKAGES:
+        for m in modules(package):
+            for node in ast.walk(ast.parse(source(m).read_text())):
+                if isinstance(node, ast.ClassDef) and any(
+                        isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception"))
+                        for b in node.bases) and m != "streamrec.errors":
+                    elsewhere[f"{m}.{node.name}"] = [ast.unparse(b) for b in node.bases]
+    assert elsewhere == {}
+    from streamrec import errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert all(issubclass(c, errors.StreamrecError) for c in classes)

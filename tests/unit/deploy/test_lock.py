@@ -24,7 +24,7 @@ LOCK = (ROOT / "requirements.lock").read_text()
 # Which packages may import what: the base and worker dependencies everywhere, the train
 # extra's in training/ and bench/ (its naive baseline runs torch eager) only: the worker
 # must never need torch or tqdm.
-PARTS = {"streamrec": ("worker",), "streams": ("worker",), "serving": ("worker",),
+PARTS = {"streamrec": ("worker",), "streams": ("worker",), "serving": ("worker",), "cli": ("worker",),
          "bench": ("worker", "train"), "training": ("worker", "train")}
 OUR_PACKAGES = set(PARTS) | {"tests"}
 
@@ -83,14 +83,17 @@ def test_the_lock_pins_every_declared_dependency_with_hashes() -> None:
         if lockfile.PIN.match(block):
             assert "--hash=sha256:" in block, block.splitlines()[0]
     assert "streamrec @" not in LOCK, "make lock must tidy the project's own entry away"
+    assert "# WARNING" not in LOCK
 
 
 def test_tidy_drops_the_projects_own_entry_and_keeps_the_rest() -> None:
     lock = ("redis==8.1.0 \\\n    --hash=sha256:aa\n    # via streamrec (pyproject.toml)\n"
+            "# WARNING: pip install will require the following package to be hashed.\n"
+            "# Consider using a hashable URL like https://example.org/x.zip\n"
             "streamrec @ file:///home/someone/streamrec\n    # via streamrec (pyproject.toml)\n"
             "tqdm==4.70.1 \\\n    --hash=sha256:bb\n")
     out = lockfile.tidy(lock)
-    assert "streamrec @" not in out and "/home/someone" not in out
+    assert "streamrec @" not in out and "/home/someone" not in out and "WARNING" not in out
     assert lockfile.pins(out) == {"redis": "8.1.0", "tqdm": "4.70.1"}
 
 

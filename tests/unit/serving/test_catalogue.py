@@ -9,14 +9,14 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.catalogue import Catalogue, LiveItems
-from serving.lists import SOURCE_MODEL
+from serving.list_types import SOURCE_MODEL
 from serving.newitems import IDF_POWER
 from serving.recommend import recommend
 from streamrec.errors import EventError
 from streamrec.items import ItemRecord, decode_item, encode_item
 from streamrec.sequences import pad_batch
 from tests.conftest import TINY
-from training.synthetic import item_attributes
+from training.data.synthetic import item_attributes
 
 
 def test_item_records_decode_or_say_why_not() -> None:
@@ -128,7 +128,7 @@ def test_a_clone_of_the_next_item_is_retrieved_from_its_attributes_alone(tiny_to
     # what the tower is for: an item with no interactions, embedded from content, found
     # by users heading its way (tiny model: a floor, not the measured quality; see
     # streamrec cold-start for that)
-    from training.synthetic import generate
+    from training.data.synthetic import generate
 
     b = load_bundle(tiny_tower_bundle)
     attrs, data = item_attributes(TINY), generate(TINY)

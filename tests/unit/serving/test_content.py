@@ -72,11 +72,11 @@ def test_a_catalogue_blend_uses_every_token_the_columns_know() -> None:
 def test_the_worker_orders_lists_as_the_offline_blend_scores_them(tiny_blend_bundle: Path) -> None:
     """A bundle trained with attributes carries the blend training chose; ``recommend`` with
     the blend on writes, for every user, the first ten items of the list the offline
-    evaluation (training.blend) ranks, and with it off, retrieval's own."""
+    evaluation (training.models.blend) ranks, and with it off, retrieval's own."""
     from serving.bundle import load_bundle
     from serving.recommend import recommend
     from streamrec.sequences import pad_batch
-    from training.blend import candidate_lists
+    from training.models.blend import candidate_lists
 
     b = load_bundle(tiny_blend_bundle)
     assert b.blend is not None and b.blend.beta > 0
@@ -146,7 +146,7 @@ def test_training_reports_retrieval_and_the_blend_on_both_splits(tiny_blend_bund
 
 
 def test_after_a_refit_the_blend_is_not_chosen_and_says_why() -> None:
-    from training.attributes import build
+    from training.data.attributes import build
     from training.pipeline import _fit_blend
 
     attrs = build({"a": ["x"], "b": ["y"]})
@@ -161,7 +161,7 @@ def test_evaluating_the_bundle_reproduces_the_blends_training_figures(
     FAISS) and gets training's test figures for it."""
     import orjson
 
-    from training.bundle_eval import evaluate_bundle
+    from training.evaluation.bundle import evaluate_bundle
 
     report = orjson.loads((tiny_blend_bundle / "manifest.json").read_bytes())["metrics"]["content_blend"]
     got = evaluate_bundle(tiny_blend_bundle, tiny_data)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from serving.bundle import load_bundle
-from serving.lists import SOURCE_MODEL, SOURCE_POPULAR
+from serving.list_types import SOURCE_MODEL, SOURCE_POPULAR
 from serving.recommend import describe_funnel, recommend
 from serving.rerank import RerankConfig
 

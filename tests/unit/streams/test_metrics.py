@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`streams.metrics`."""
+"""Unit tests of :mod:`streams.prometheus`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from prometheus_client import generate_latest
 
 from serving.latency import bucket_counts, fields_from_prometheus, percentiles
-from streams.metrics import ConsumerLag, WorkerMetrics
+from streams.prometheus import ConsumerLag, WorkerMetrics
 
 
 def test_latency_histogram_round_trips_through_the_exposition_format() -> None:

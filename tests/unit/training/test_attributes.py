@@ -1,4 +1,4 @@
-"""Item attributes (training.attributes) and the cold-start split (training.cold)."""
+"""Item attributes (training.data.attributes) and the cold-start split (training.evaluation.cold_start)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from streamrec.errors import DataError
-from training.attributes import build, encode_rows, load_attributes
-from training.cold import attribute_knn_ranks, by_target, choose_cold, cold_split
-from training.data import from_id_sequences
-from training.synthetic import SyntheticSpec, generate, item_attributes
+from training.data.attributes import build, encode_rows, load_attributes
+from training.data.sequences import from_id_sequences
+from training.data.synthetic import SyntheticSpec, generate, item_attributes
+from training.evaluation.cold_start import attribute_knn_ranks, by_target, choose_cold, cold_split
 
 
 def test_item2attributes_json_and_text_lines_read_alike(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_rarity_weighted_knn_ranks_a_shared_rare_attribute_above_a_shared_common
 
 def test_the_rarity_is_counted_over_the_warm_items_with_attributes() -> None:
     from serving.newitems import IDF_POWER
-    from training.cold import SlotContent
+    from training.evaluation.cold_start import SlotContent
 
     attrs = np.array([[0, 0], [1, 2], [1, 0], [2, 0], [0, 0], [1, 3]])  # item 4: none
     cold = np.array([False, False, False, False, False, True])  # item 5 (with 3) is cold
@@ -105,7 +105,7 @@ def test_synthetic_attributes_cover_every_item_and_carry_the_cluster() -> None:
 def test_the_content_map_recovers_vectors_that_are_means_of_attribute_vectors() -> None:
     import numpy as np
 
-    from training.cold import fit_content_map, mapped_vectors
+    from training.evaluation.cold_start import fit_content_map, mapped_vectors
 
     rng = np.random.default_rng(0)
     truth = np.vstack([np.zeros((1, 4)), rng.normal(size=(6, 4))]).astype(np.float32)  # A = 6
@@ -121,7 +121,7 @@ def test_a_content_map_is_fitted_on_the_items_with_attributes_only() -> None:
     import numpy as np
 
     from streamrec.errors import ConfigError
-    from training.cold import ContentMap
+    from training.evaluation.cold_start import ContentMap
 
     attrs = np.array([[1, 2], [2, 0], [0, 0]])  # the third item has no attributes
     vecs = np.array([[3.0, 4.0], [0.0, 1.0], [100.0, 0.0]], dtype=np.float32)
@@ -137,7 +137,7 @@ def test_a_content_map_is_fitted_on_the_items_with_attributes_only() -> None:
 def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: int, within: int) -> None:
     """The offline arithmetic against the worker's rule applied to every full list."""
     from serving.rerank import Candidate, slot_new_item
-    from training.cold import slot_ranks
+    from training.evaluation.cold_start import slot_ranks
 
     rng = np.random.default_rng(slot)
     n_items, n_users = 40, 60
@@ -180,7 +180,7 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
         new_item_keys,
     )
     from serving.rerank import Candidate, slot_new_item
-    from training.cold import SlotContent, slot_ranks
+    from training.evaluation.cold_start import SlotContent, slot_ranks
 
     rng = np.random.default_rng(slot + int(weight))
     n_items, n_users, n_attrs = 40, 80, 6
@@ -228,7 +228,7 @@ def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
 
 
 def test_the_minimum_key_is_the_lowest_quantile_whose_validation_loss_stays_under_the_cap() -> None:
-    from training.cold import choose_min_key
+    from training.evaluation.cold_start import choose_min_key
 
     keys = np.arange(100, dtype=np.float32)  # quantiles 0, 1.98, 3.96, ... (steps of 2%)
     least, table = choose_min_key(lambda k: 1.0 - 0.03 * (1 - k / 100), 1.0, keys, cap=0.015)
@@ -239,7 +239,7 @@ def test_the_minimum_key_is_the_lowest_quantile_whose_validation_loss_stays_unde
 
 
 def test_the_slot_gate_is_the_deepest_whose_validation_loss_stays_under_the_cap() -> None:
-    from training.cold import choose_within
+    from training.evaluation.cold_start import choose_within
 
     loss = {10: 0.001, 20: 0.004, 50: 0.01, 100: 0.02, 200: 0.03, 500: 0.04, 1000: 0.05, 0: 0.06}
     within, table = choose_within(lambda w: 1.0 - loss[w], 1.0, slot=9, cap=0.015)
@@ -252,8 +252,8 @@ def test_the_slot_gate_is_the_deepest_whose_validation_loss_stays_under_the_cap(
 def test_the_slot_rows_report_what_slot_ranks_gives_for_each_gate() -> None:
     """``_slot_rows`` scores each split once and applies the gates to stored parts: every
     row and every validation figure it reports is what ``slot_ranks`` gives with that gate."""
-    from training.cold import SlotContent, slot_ranks
-    from training.metrics import hr_ndcg, mask_history, ranks_from_scores
+    from training.evaluation.cold_start import SlotContent, slot_ranks
+    from training.evaluation.ranking_metrics import hr_ndcg, mask_history, ranks_from_scores
     from training.pipeline import _slot_rows
 
     rng = np.random.default_rng(7)

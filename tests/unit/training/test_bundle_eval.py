@@ -1,10 +1,10 @@
-"""Unit tests of :mod:`training.bundle_eval`."""
+"""Unit tests of :mod:`training.evaluation.bundle`."""
 
 from __future__ import annotations
 
 from serving.bundle import load_bundle
 from serving.manifest import REFERENCE_ATOL
-from training.bundle_eval import evaluate_bundle
+from training.evaluation.bundle import evaluate_bundle
 from training.pipeline import TrainReport
 
 

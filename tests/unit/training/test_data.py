@@ -1,10 +1,10 @@
-"""Unit tests of :mod:`training.data`."""
+"""Unit tests of :mod:`training.data.sequences`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from training.data import leave_one_out, load_dataset, load_movielens, without_last_items
+from training.data.sequences import leave_one_out, load_dataset, load_movielens, without_last_items
 
 
 def test_sequence_loader_and_split(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""Unit tests of :mod:`training.early_stop`."""
+"""Unit tests of :mod:`training.models.early_stop`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from training.early_stop import EarlyStopping
+from training.models.early_stop import EarlyStopping
 
 
 def _model(value: float) -> nn.Linear:

@@ -1,10 +1,10 @@
-"""Unit tests of :mod:`training.evaluate`."""
+"""Unit tests of :mod:`training.evaluation.evaluate`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.evaluate import popularity_ranks
+from training.evaluation.evaluate import popularity_ranks
 
 
 def test_popularity_ranks() -> None:
@@ -14,7 +14,7 @@ def test_popularity_ranks() -> None:
 
 
 def test_sampled_protocol_is_deterministic_and_excludes_history() -> None:
-    from training.evaluate import sampled_ranks
+    from training.evaluation.evaluate import sampled_ranks
 
     rng = np.random.default_rng(0)
     item_vecs = rng.normal(size=(300, 8)).astype(np.float32)
@@ -31,7 +31,7 @@ def test_sampled_protocol_is_deterministic_and_excludes_history() -> None:
 
 
 def test_sampled_candidates_on_a_tiny_catalogue_terminate_and_pad() -> None:
-    from training.evaluate import sampled_candidates
+    from training.evaluation.evaluate import sampled_candidates
 
     cands = sampled_candidates([[1, 2, 3]], np.array([4]), num_items=10, seed=0)
     row = cands[0]

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`training.export`."""
+"""Unit tests of :mod:`training.export.bundle`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from serving.bundle import load_bundle
 from serving.encoder import Encoder, make_session
 from serving.manifest import REFERENCE_ATOL
-from training.export import ExportError, check_parity
-from training.model import SASRec, SASRecConfig
+from training.export.bundle import ExportError, check_parity
+from training.models.retrieval import SASRec, SASRecConfig
 from training.pipeline import TrainReport
 
 
@@ -28,8 +28,8 @@ def test_parity_check_rejects_a_different_model(tiny_report: TrainReport) -> Non
 
 
 def test_lowpass_bundle_exports_with_parity(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.models.train import TrainConfig
     from training.pipeline import train_and_export
-    from training.train import TrainConfig
 
     r = train_and_export(tiny_data, tmp_path / "lp", {"max_len": 20, "dim": 16, "layers": 2,
                                                       "lowpass": 0.7},
@@ -52,10 +52,10 @@ def test_item_tower_bundle_has_its_tower_attributes_and_parity(tiny_data, tmp_pa
     import orjson
 
     from tests.conftest import TINY
-    from training.attributes import build
+    from training.data.attributes import build
+    from training.data.synthetic import item_attributes
+    from training.models.train import TrainConfig
     from training.pipeline import train_and_export
-    from training.synthetic import item_attributes
-    from training.train import TrainConfig
 
     attrs = build(item_attributes(TINY))
     r = train_and_export(tiny_data, tmp_path / "tower", {"max_len": 20, "dim": 16, "layers": 1,

@@ -1,4 +1,4 @@
-"""List metrics (training.lists) on hand-made lists, and the λ table's direction."""
+"""List metrics (training.evaluation.list_metrics) on hand-made lists, and the λ table's direction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.lists import lambda_table, list_metrics
+from training.evaluation.list_metrics import lambda_table, list_metrics
 
 # items 1..4: 1 and 2 share everything, 3 shares half with 1, 4 has nothing in common
 ATTRS = np.array([[0, 0], [1, 2], [1, 2], [1, 3], [4, 0]])

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`training.metrics`."""
+"""Unit tests of :mod:`training.evaluation.ranking_metrics`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from training.metrics import hr_ndcg, mask_history, ranks_from_scores
+from training.evaluation.ranking_metrics import hr_ndcg, mask_history, ranks_from_scores
 
 
 def test_ranks_hand_computed() -> None:

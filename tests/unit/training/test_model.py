@@ -1,11 +1,11 @@
-"""Unit tests of :mod:`training.model`."""
+"""Unit tests of :mod:`training.models.retrieval`."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from training.model import SASRec, SASRecConfig
+from training.models.retrieval import SASRec, SASRecConfig
 
 
 @pytest.mark.parametrize("lowpass", [0.0, 0.7])
@@ -24,7 +24,7 @@ def test_last_only_and_trimmed_padding_match_the_full_forward(lowpass: float) ->
 
 
 def test_seen_items_mask_covers_the_input_so_far_but_never_the_target() -> None:
-    from training.model import _seen_before
+    from training.models.retrieval import _seen_before
 
     seq = torch.tensor([[0, 0, 3, 1, 3, 2], [5, 4, 1, 2, 3, 4]])  # inputs, left-padded
     pos = torch.tensor([[0, 3, 1, 3, 2, 4], [4, 1, 2, 3, 4, 5]])  # next-item targets
@@ -38,7 +38,7 @@ def test_seen_items_mask_covers_the_input_so_far_but_never_the_target() -> None:
 
 
 def test_nearest_items_excludes_itself() -> None:
-    from training.model import nearest_items
+    from training.models.retrieval import nearest_items
 
     torch.manual_seed(0)
     m = SASRec(SASRecConfig(num_items=40, max_len=5, dim=8, layers=1, heads=1))
@@ -95,7 +95,7 @@ def test_a_tower_needs_the_attribute_matrix() -> None:
 
 
 def test_two_tower_is_causal_and_its_last_only_path_matches_the_full_one() -> None:
-    from training.model import TwoTower, TwoTowerConfig
+    from training.models.retrieval import TwoTower, TwoTowerConfig
 
     torch.manual_seed(0)
     m = TwoTower(TwoTowerConfig(num_items=30, max_len=12, dim=16, hidden=32)).eval()
@@ -114,7 +114,7 @@ def test_two_tower_is_causal_and_its_last_only_path_matches_the_full_one() -> No
 
 
 def test_two_tower_with_an_item_tower_freezes_to_the_same_outputs() -> None:
-    from training.model import TwoTower, TwoTowerConfig
+    from training.models.retrieval import TwoTower, TwoTowerConfig
 
     torch.manual_seed(0)
     attrs = torch.randint(0, 6, (31, 3))

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`training.progress`: no carriage-return frames outside a terminal."""
+"""Unit tests of :mod:`training.models.progress`: no carriage-return frames outside a terminal."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 from tqdm import tqdm
 
-from training.progress import EpochLine, epochs
+from training.models.progress import EpochLine, epochs
 
 
 class Terminal(io.StringIO):

@@ -17,8 +17,8 @@ from serving.ranking import Ranker, candidate_features
 from serving.recommend import recommend
 from streamrec.errors import BundleRejected
 from tests.corrupt import rewrite_manifest
-from training.evaluate import full_ranks_of, sampled_ranks_of
-from training.ranker import (
+from training.evaluation.evaluate import full_ranks_of, sampled_ranks_of
+from training.models.ranker import (
     Candidates,
     NCFRanker,
     RankerConfig,
@@ -198,10 +198,10 @@ def test_the_ranker_report_names_its_split(tiny_ranker_bundle: Path) -> None:
 
 def test_attributes_can_feed_the_ranker_alone(tiny_data, tmp_path: Path) -> None:
     from tests.conftest import TINY
-    from training.attributes import build
+    from training.data.attributes import build
+    from training.data.synthetic import item_attributes
+    from training.models.train import TrainConfig
     from training.pipeline import train_and_export
-    from training.synthetic import item_attributes
-    from training.train import TrainConfig
 
     out = train_and_export(tiny_data, tmp_path / "b", {"max_len": 20, "dim": 16, "layers": 1},
                            TrainConfig(epochs=2, patience=2, batch_size=64, seed=1), progress=False,

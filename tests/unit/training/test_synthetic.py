@@ -1,8 +1,8 @@
-"""Unit tests of :mod:`training.synthetic`."""
+"""Unit tests of :mod:`training.data.synthetic`."""
 
 from __future__ import annotations
 
-from training.synthetic import SyntheticSpec, generate
+from training.data.synthetic import SyntheticSpec, generate
 
 
 def test_synthetic_is_deterministic() -> None:

@@ -1,14 +1,14 @@
-"""Unit tests of :mod:`training.train`."""
+"""Unit tests of :mod:`training.models.train`."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from training.data import leave_one_out
-from training.model import SASRecConfig
+from training.data.sequences import leave_one_out
+from training.models.retrieval import SASRecConfig
+from training.models.train import TrainConfig
 from training.pipeline import TrainReport
-from training.train import TrainConfig
 
 
 def test_sasrec_clearly_beats_popularity_on_synthetic(tiny_report: TrainReport) -> None:
@@ -19,7 +19,7 @@ def test_sasrec_clearly_beats_popularity_on_synthetic(tiny_report: TrainReport) 
 
 
 def test_bpr_learns_on_synthetic(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    from training.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
+    from training.models.baselines import BPRConfig, bpr_metrics, popularity_metrics, train_bpr
 
     split = leave_one_out(tiny_data)
     model, valid, _, _ = train_bpr(split, BPRConfig(dim=16, epochs=30, batch_size=256, lr=0.02,
@@ -32,8 +32,8 @@ def test_bpr_learns_on_synthetic(tiny_data) -> None:  # type: ignore[no-untyped-
 
 @pytest.mark.parametrize("loss", ["bce", "sampled", "ce", "ce-mask-seen"])
 def test_every_loss_learns_above_popularity(tiny_data, loss: str) -> None:  # type: ignore[no-untyped-def]
-    from training.baselines import popularity_metrics
-    from training.train import TrainConfig, evaluate_model, train_sasrec
+    from training.models.baselines import popularity_metrics
+    from training.models.train import TrainConfig, evaluate_model, train_sasrec
 
     split = leave_one_out(tiny_data)
     cfg = TrainConfig(epochs=6, patience=6, batch_size=64, loss=loss.removesuffix("-mask-seen"),
@@ -45,7 +45,7 @@ def test_every_loss_learns_above_popularity(tiny_data, loss: str) -> None:  # ty
 
 
 def test_training_is_deterministic_with_a_seed(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    from training.train import TrainConfig, train_sasrec
+    from training.models.train import TrainConfig, train_sasrec
 
     split = leave_one_out(tiny_data)
     cfg = TrainConfig(epochs=2, patience=2, batch_size=64, seed=9)
@@ -56,7 +56,7 @@ def test_training_is_deterministic_with_a_seed(tiny_data) -> None:  # type: igno
 
 
 def test_refit_trains_on_the_validation_items_for_the_selected_epochs(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    from training.train import TrainConfig, train_sasrec
+    from training.models.train import TrainConfig, train_sasrec
 
     split = leave_one_out(tiny_data)
     mcfg = SASRecConfig(tiny_data.num_items, max_len=20, dim=16, layers=1)

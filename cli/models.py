@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streamrec.cli.base import MODELS, app, fail, settings
+from cli.base import MODELS, app, fail, settings
 
 
 @app.command("publish", rich_help_panel=MODELS)

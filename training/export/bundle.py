@@ -29,22 +29,18 @@ from serving.manifest import (
     encode_manifest,
 )
 from serving.vocab import Vocabulary
-from streamrec.errors import StreamrecError
+from streamrec.errors import ExportError
 from streamrec.files import atomic_directory, sha256_file
 from streamrec.sequences import left_pad
-from training.attributes import MAX_ATTRS, ItemAttributes
-from training.model import RetrievalModel
+from training.data.attributes import MAX_ATTRS, ItemAttributes
+from training.models.retrieval import RetrievalModel
 
 if TYPE_CHECKING:
     from serving.encoder import Encoder
-    from training.cold import ContentMap
-    from training.ranker import FittedRanker
+    from training.evaluation.cold_start import ContentMap
+    from training.models.ranker import FittedRanker
 INPUT, OUTPUT = "item_seq", "user_vec"
 ATTRS, ITEM_VEC = "item_attrs", "item_vec"
-
-
-class ExportError(StreamrecError):
-    """The exported encoder does not reproduce the torch model."""
 
 
 class _Encoder(torch.nn.Module):
@@ -74,7 +70,7 @@ class _ItemTower(torch.nn.Module):
 
 
 class _ContentMapTower(torch.nn.Module):
-    """:class:`training.cold.ContentMap` as an item tower: the mean of the item's attribute
+    """:class:`training.evaluation.cold_start.ContentMap` as an item tower: the mean of the item's attribute
     rows of ``m``, rescaled to the map's norm (zero for no known attribute)."""
 
     m: torch.Tensor  # [A + 1, D], a buffer
@@ -194,7 +190,7 @@ def write_bundle(
             tower_config = {"max_attrs": int(rows.shape[1])}
         items = model.item_vectors()[1:].detach().numpy().astype(np.float32)
         if ranker is not None:
-            from training.ranker import write_ranker
+            from training.models.ranker import write_ranker
 
             extra["ranker"] = write_ranker(ranker, tmp, items)
         kind = resolve_index_type(index_type, len(items))

@@ -1,9 +1,9 @@
 """The ``streamrec`` command line: one module per job, each command a thin shell over a package.
 
-* :mod:`streamrec.cli.run`: running (worker, replay, recs, status, demo)
-* :mod:`streamrec.cli.models`: models (publish, models, rollback)
-* :mod:`streamrec.cli.data`: data and evaluation (generate, train, evaluate)
-* :mod:`streamrec.cli.bench`: benchmarks (bench, bench-index, bench-swap, bench-state)
+* :mod:`cli.run`: running (worker, replay, recs, status, demo)
+* :mod:`cli.models`: models (publish, models, rollback)
+* :mod:`cli.data`: data and evaluation (generate, train, evaluate)
+* :mod:`cli.bench`: benchmarks (bench, bench-index, bench-swap, bench-state)
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from streamrec.cli.base import app
+from cli.base import app
 from streamrec.errors import StreamrecError
 
 __all__ = ["app", "main"]
 
 # Importing a job's module registers its commands; this order is the order of the help panels.
 for _job in ("run", "models", "data", "bench"):
-    importlib.import_module(f"streamrec.cli.{_job}")
+    importlib.import_module(f"cli.{_job}")
 
 
 def main() -> None:

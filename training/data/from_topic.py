@@ -19,7 +19,7 @@ from streamrec.errors import DataError, EventError
 from streamrec.events import decode_event
 from streamrec.kafka import Kafka, drain, partition_reader
 from streamrec.session import Session, SessionRules, already_applied, apply_event
-from training.data import SequenceData, from_id_sequences
+from training.data.sequences import SequenceData, from_id_sequences
 
 
 @dataclass

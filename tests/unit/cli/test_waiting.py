@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`streamrec.waiting`."""
+"""Unit tests of :mod:`cli.waiting`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from streamrec.waiting import ProcessExited, WaitTimedOut, poll_until
+from cli.waiting import ProcessExited, WaitTimedOut, poll_until
 
 
 def test_returns_the_first_value_that_satisfies() -> None:

@@ -25,9 +25,9 @@ import numpy as np
 
 from serving.rerank import Candidate, Similarity, cosine, jaccard, mmr
 from streamrec.errors import ConfigError
-from training.attributes import MAX_ATTRS, ItemAttributes
-from training.data import SequenceData, leave_one_out
-from training.evaluate import encode_all
+from training.data.attributes import MAX_ATTRS, ItemAttributes
+from training.data.sequences import SequenceData, leave_one_out
+from training.evaluation.evaluate import encode_all
 
 BATCH = 1024
 
@@ -98,8 +98,8 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
     ranker per ``ranking`` (``auto``: when training enabled it), then MMR."""
     from serving.bundle import load_bundle
     from serving.ranking import chosen, ranked_rows
-    from training.bundle_eval import remap
-    from training.ranker import retrieve
+    from training.evaluation.bundle import remap
+    from training.models.ranker import retrieve
 
     bundle = load_bundle(path)
     mapped, _ = remap(data, bundle.vocab.ids)

@@ -50,8 +50,9 @@ from serving.ranking import (
     profiles_of,
 )
 from serving.topk import top_k_rows
-from training.evaluate import masked_scores, sampled_candidates
-from training.metrics import hr_ndcg, ranks_from_scores
+from streamrec.errors import ExportError
+from training.evaluation.evaluate import masked_scores, sampled_candidates
+from training.evaluation.ranking_metrics import hr_ndcg, ranks_from_scores
 
 BATCH = 1024
 BIG = 1e9  # funnel keys: candidates above every retrieval score
@@ -313,7 +314,6 @@ def export_ranker(model: NCFRanker, path: Path, c: Candidates, item_vecs: np.nda
     the warm-up sample (``user``, ``items``, ``feats``, ``scores``) for ``ranker.npz``."""
     import onnxruntime as ort
 
-    from training.export import ExportError
 
     model.eval()
     n = min(8, len(c.idx))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streamrec.cli.base import BENCHMARKS, app, fail, print_json, settings
+from cli.base import BENCHMARKS, app, fail, print_json, settings
 
 BENCH_DIR = Path("var/bench")
 
@@ -137,7 +137,7 @@ def bench_restart(
     from bench.bundle import random_bundle
     from bench.restart import as_dict, measure_restart
     from bench.run import write_results
-    from streams.stores import STORES
+    from streams.table_stores import STORES
 
     names = [x.strip() for x in stores.split(",") if x.strip()]
     if not names or any(n not in STORES for n in names):

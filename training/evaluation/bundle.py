@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from serving.vocab import Vocabulary
-from training.data import SequenceData, leave_one_out
-from training.evaluate import encode_all, evaluate_vectors
-from training.metrics import hr_ndcg
+from training.data.sequences import SequenceData, leave_one_out
+from training.evaluation.evaluate import encode_all, evaluate_vectors
+from training.evaluation.ranking_metrics import hr_ndcg
 
 
 def remap(data: SequenceData, vocab_ids: tuple[str, ...]) -> tuple[SequenceData, int]:
@@ -41,7 +41,7 @@ def evaluate_bundle(path: Path, data: SequenceData, split: str = "test", seed: i
     users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
     result: dict[str, Any] = dict(evaluate_vectors(users, item_vecs, inputs, s.targets(split), seed))
     if bundle.blend is not None:  # the content blend as the worker runs it (serving.content)
-        from training.blend import blended_ranks, candidate_lists
+        from training.models.blend import blended_ranks, candidate_lists
 
         keys, scores = candidate_lists(users, item_vecs, inputs, bundle.blend.candidates)
         result["content_blend"] = {

@@ -21,9 +21,9 @@ import numpy as np
 
 from serving.content import ContentBlend
 from serving.topk import top_k_rows
-from training.attributes import ItemAttributes
-from training.evaluate import masked_scores
-from training.metrics import hr_ndcg
+from training.data.attributes import ItemAttributes
+from training.evaluation.evaluate import masked_scores
+from training.evaluation.ranking_metrics import hr_ndcg
 
 BETAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 

@@ -29,9 +29,9 @@ from serving.newitems import (
     new_item_keys,
 )
 from streamrec.errors import ConfigError
-from training.data import SequenceData, Split, leave_one_out
-from training.evaluate import full_ranks_of, masked_scores
-from training.metrics import hr_ndcg, mask_history, ranks_from_scores
+from training.data.sequences import SequenceData, Split, leave_one_out
+from training.evaluation.evaluate import full_ranks_of, masked_scores
+from training.evaluation.ranking_metrics import hr_ndcg, mask_history, ranks_from_scores
 
 BATCH = 1024
 
@@ -297,7 +297,7 @@ class ContentMap:
     """Attributes -> a vector in a trained model's item space, for items it never trained on:
     ``m`` [A + 1, D] from :func:`fit_content_map`, each mapped vector rescaled to ``norm``
     (the trained items' mean norm). A bundle without a trained item tower ships it as its
-    ``item_tower.onnx`` (:func:`training.export.write_bundle`), so new items on the items
+    ``item_tower.onnx`` (:func:`training.export.bundle.write_bundle`), so new items on the items
     topic are embedded by it."""
 
     m: np.ndarray

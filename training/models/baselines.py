@@ -3,7 +3,7 @@
 The seed article's golden rule: a deep model that does not beat MF by at least
 5% points to a data problem, not an architecture problem. BPR-MF (Rendle et
 al., 2009) learns a user and an item vector; the score is their inner product.
-It ranks with the same code as SASRec (``training.evaluate``).
+It ranks with the same code as SASRec (``training.evaluation.evaluate``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import Split, item_counts
-from training.early_stop import EarlyStopping
-from training.evaluate import full_ranks_of, popularity_ranks, popularity_sampled_ranks
-from training.metrics import hr_ndcg
-from training.progress import epochs
-from training.train import seed_everything
+from training.data.sequences import Split, item_counts
+from training.evaluation.evaluate import full_ranks_of, popularity_ranks, popularity_sampled_ranks
+from training.evaluation.ranking_metrics import hr_ndcg
+from training.models.early_stop import EarlyStopping
+from training.models.progress import epochs
+from training.models.train import seed_everything
 
 
 @dataclass
@@ -89,7 +89,7 @@ def train_bpr(split: Split, cfg: BPRConfig, progress: bool = True) -> tuple[BPRM
 
 
 def bpr_metrics(model: BPRMF, split: Split, which: str, seed: int = 0) -> dict[str, dict[str, float]]:
-    from training.evaluate import evaluate_vectors
+    from training.evaluation.evaluate import evaluate_vectors
 
     item_vecs = model.item.weight.detach().numpy()[1:]
     return evaluate_vectors(_user_rows(model, split), item_vecs, split.inputs(which),

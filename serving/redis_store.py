@@ -39,7 +39,7 @@ from serving.keys import (
     worker_key,
     workers_set,
 )
-from serving.lists import SOURCE_MODEL, Provenance, Ranked
+from serving.list_types import SOURCE_MODEL, Provenance, Ranked
 from serving.rerank import REASON_SEQUENCE
 from serving.trending import ADD_CLICKS, landmark_key, trending_key
 from streamrec.errors import ConfigError

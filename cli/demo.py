@@ -15,12 +15,12 @@ import numpy as np
 import redis
 import typer
 
+from cli.harness import Status, WorkerProcess
+from cli.waiting import ProcessExited, WaitTimedOut
 from serving.keys import recs_key
 from serving.latency import percentiles
 from serving.reader import RecsReader
-from streamrec.harness import Status, WorkerProcess
 from streamrec.settings import Settings
-from streamrec.waiting import ProcessExited, WaitTimedOut
 
 VAR = Path("var")
 BAD_RECORDS: list[tuple[bytes | None, bytes | None]] = [
@@ -39,10 +39,10 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
     from serving.registry import publish_bundle
     from streamrec.kafka import ensure_topics
     from streams.replay import replay, send_raw
-    from training.data import write_sequences
+    from training.data.sequences import write_sequences
+    from training.data.synthetic import SyntheticSpec, generate
+    from training.models.train import TrainConfig
     from training.pipeline import train_and_export
-    from training.synthetic import SyntheticSpec, generate
-    from training.train import TrainConfig
 
     r = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
     r.ping()

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Self
 
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
+from cli.waiting import poll_until, stop_process
 from serving.keys import worker_key
 from serving.latency import scrape_fields
 from streamrec.settings import Settings
-from streamrec.waiting import poll_until, stop_process
 
 Status = dict[str, str]
 
@@ -56,7 +57,7 @@ class WorkerProcess:
 
     @classmethod
     def start(cls, settings: Settings, log: Path, *, bundle: Path | None = None,
-              module: str = "streamrec.cli", args: Sequence[str] = ("worker",),
+              module: str = "cli", args: Sequence[str] = ("worker",),
               env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Self:
         """Start ``python -m module args`` with ``settings`` (and ``bundle``, extra ``env``),
         in ``cwd`` (default: this process's working directory)."""
@@ -151,9 +152,10 @@ class WorkerProcess:
             if default is None:
                 raise
             return default
-        for line in body.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
         if default is None:
             raise KeyError(f"{self.name}: no metric {name} on /metrics")
         return default

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streamrec.cli.base import DATA, app, fail, print_json, settings
+from cli.base import DATA, app, fail, print_json, settings
 
 
 class Loss(str, Enum):
@@ -48,9 +48,9 @@ def generate(
     """Write a synthetic click log with sequential structure (``user item item …`` per line)."""
     import orjson
 
-    from training.data import write_sequences
-    from training.synthetic import SyntheticSpec, item_attributes
-    from training.synthetic import generate as gen
+    from training.data.sequences import write_sequences
+    from training.data.synthetic import SyntheticSpec, item_attributes
+    from training.data.synthetic import generate as gen
 
     spec = SyntheticSpec(users=users, items=items, seed=seed)
     data = gen(spec)
@@ -107,10 +107,10 @@ def train(
              "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
              "lowpass": lowpass, "seed": seed, "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
-    from training.attributes import load_attributes
     from training.config import load_config, resolve_flags
+    from training.data.attributes import load_attributes
+    from training.models.ranker import RankerConfig
     from training.pipeline import load_training_data, run_training
-    from training.ranker import RankerConfig
 
     try:  # a bad flag combination is a usage error (exit 2), before any data is read
         chosen, _, tcfg, _ = resolve_flags(load_config(config), model.value if model else None, flags)
@@ -174,8 +174,8 @@ def cold_start(
     """The cold-start protocol: items never trained on, ranked from their attributes, vs baselines."""
     from bench.run import write_results
     from streamrec.errors import ConfigError, DataError
-    from training.attributes import load_attributes
-    from training.data import load_dataset, without_last_items
+    from training.data.attributes import load_attributes
+    from training.data.sequences import load_dataset, without_last_items
     from training.pipeline import run_cold_start
 
     flags = {"epochs": epochs, "max_minutes": max_minutes, "id_dropout": id_dropout}
@@ -217,8 +217,8 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Evaluate a bundle as served (ONNX + FAISS), full ranking and 100-negative sampled."""
-    from training.bundle_eval import evaluate_bundle
-    from training.data import load_dataset
+    from training.data.sequences import load_dataset
+    from training.evaluation.bundle import evaluate_bundle
 
     if not (bundle / "manifest.json").is_file():
         fail(f"{bundle} is not a bundle directory (no manifest.json)", 2)
@@ -258,9 +258,9 @@ def evaluate_lists(
     """List metrics of a bundle's funnel (test split): NDCG/HR, diversity, coverage, novelty per MMR λ."""
     from bench.run import write_results
     from streamrec.errors import ConfigError, DataError
-    from training.attributes import load_attributes
-    from training.data import load_dataset
-    from training.lists import bundle_lists
+    from training.data.attributes import load_attributes
+    from training.data.sequences import load_dataset
+    from training.evaluation.list_metrics import bundle_lists
 
     try:
         lams = [float(x) for x in lambdas.split(",") if x.strip()]

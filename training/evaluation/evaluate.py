@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from streamrec.sequences import pad_batch
-from training.metrics import hr_ndcg, mask_history, ranks_from_scores
+from training.evaluation.ranking_metrics import hr_ndcg, mask_history, ranks_from_scores
 
 EncodeFn = Callable[[np.ndarray], np.ndarray]  # (B, L) int64 -> (B, D) float32
 SAMPLED_NEGATIVES = 100

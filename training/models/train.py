@@ -11,11 +11,17 @@ import numpy as np
 import torch
 
 from streamrec.sequences import left_pad
-from training.data import Split
-from training.early_stop import EarlyStopping
-from training.evaluate import evaluate_full
-from training.model import RetrievalModel, SASRecConfig, TwoTowerConfig, build_model, nearest_items
-from training.progress import epochs
+from training.data.sequences import Split
+from training.evaluation.evaluate import evaluate_full
+from training.models.early_stop import EarlyStopping
+from training.models.progress import epochs
+from training.models.retrieval import (
+    RetrievalModel,
+    SASRecConfig,
+    TwoTowerConfig,
+    build_model,
+    nearest_items,
+)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`streamrec.cli`: help grouped by job, usage errors named, settings built once."""
+"""Unit tests of :mod:`cli`: help grouped by job, usage errors named, settings built once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamrec.cli import app
-from streamrec.cli.base import settings
+from cli import app
+from cli.base import settings
 
 runner = CliRunner()
 
@@ -97,7 +97,7 @@ def test_bench_new_items_take_the_attributes_of_bundle_items(tiny_tower_bundle: 
 
 
 def test_cold_start_rows_name_the_gate_to_set_on_the_workers() -> None:
-    from streamrec.cli.data import _gate_setting
+    from cli.data import _gate_setting
 
     assert _gate_setting({"min_key": 1.0767}) == "   (STREAMREC_RERANK_NEW_ITEM_MIN_KEY=1.0767)"
     assert _gate_setting({"within": 200}) == "   (STREAMREC_RERANK_NEW_ITEM_WITHIN=200)"

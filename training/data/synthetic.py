@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data import SequenceData, from_id_sequences
+from training.data.sequences import SequenceData, from_id_sequences
 
 
 @dataclass(frozen=True)

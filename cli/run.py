@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streamrec.cli.base import RUNNING, app, fail, print_json, settings
+from cli.base import RUNNING, app, fail, print_json, settings
 
 
 @app.command(rich_help_panel=RUNNING)
@@ -28,7 +28,7 @@ def worker(
         except ImportError:
             fail("STREAMREC_EVENT_LOOP=uvloop needs the uvloop package (pip install uvloop)", 2)
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    from serving.store import check_redis
+    from serving.redis_store import check_redis
     from streamrec.logs import logging_config
     from streams.app import create_app
     from streams.startup import Worker, preflight
@@ -50,7 +50,7 @@ def replay(
     """Send a dataset as click events to the clicks topic."""
     from streamrec.kafka import ensure_topics
     from streams.replay import replay as run
-    from training.data import load_dataset
+    from training.data.sequences import load_dataset
 
     s = settings()
     ds = load_dataset(data)
@@ -119,6 +119,6 @@ def demo(
     rate: Annotated[float, typer.Option(min=0.0, help="Replay rate, events/s (0 = full speed); the default is below one local worker's capacity.")] = 500.0,
 ) -> None:
     """The main job end to end on local services: data, training, worker, replay, summary."""
-    from streamrec.demo import run_demo
+    from cli.demo import run_demo
 
     run_demo(settings(), users=users, items=items, train_minutes=train_minutes, rate=rate or None)

@@ -7,15 +7,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from streamrec.errors import ProcessExited, WaitTimedOut
+
+__all__ = ["ProcessExited", "WaitTimedOut", "poll_until", "stop_process"]
+
 T = TypeVar("T")
-
-
-class ProcessExited(RuntimeError):
-    """A process being waited on exited before the condition held."""
-
-
-class WaitTimedOut(TimeoutError):
-    """The condition did not hold within the timeout."""
 
 
 def poll_until(probe: Callable[[], T], done: Callable[[T], bool], *, timeout: float,

@@ -1,0 +1,5 @@
+"""``python -m cli``: the same as the ``streamrec`` script."""
+
+from cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Data: sequence files, synthetic sequences, item attributes, the clicks topic."""

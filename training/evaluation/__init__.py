@@ -1,0 +1,2 @@
+"""Evaluation protocols: full-ranking HR/NDCG, whole-list metrics, exported
+bundles scored as served, and the cold-start protocol."""

@@ -1,0 +1,1 @@
+"""Export: the ONNX bundle a worker loads (encoder, index, vocabulary, manifest)."""
