@@ -23,7 +23,7 @@ from serving.recommend import recommend
 from serving.rerank import RerankConfig
 from streamrec.items import ItemRecord
 
-# The rules `streamrec bench` turns on in its "rules on" rows (docs/BENCHMARKS.md).
+# The rules `streamrec bench` turns on in its "rules on" rows (docs/benchmarks.md).
 BENCH_RULES_LAMBDA = 0.8
 
 

@@ -16,7 +16,7 @@ Redis prefix:
 
 The workers write every changelog record as its own batch
 (``producer_max_batch_bytes=1``): Tansu 0.6's changelog recovery needs it
-(README, "Local broker caveats"), and recovery is what this measures.
+(docs/operations.md, "The local broker and its limits"), and recovery is what this measures.
 """
 
 from __future__ import annotations

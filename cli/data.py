@@ -92,9 +92,9 @@ def train(
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
     index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
     tower: Annotated[bool, typer.Option("--tower/--no-tower", help="With --attributes: train the item tower (off: the attributes feed only the ranker).")] = True,
-    ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="Also train the ranking stage (needs --no-refit; README \"Ranking\").")] = False,
+    ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="Also train the ranking stage (needs --no-refit; docs/models.md, \"Ranking\").")] = False,
     ranker_candidates: Annotated[int, typer.Option(min=10, max=2000, help="With --ranker: candidates per user it learns to order (the worker ranks as many).")] = 100,
-    blend: Annotated[bool, typer.Option("--blend/--no-blend", help="With --attributes and --no-refit: choose the content blend's weight on validation (README \"The content blend\").")] = True,
+    blend: Annotated[bool, typer.Option("--blend/--no-blend", help="With --attributes and --no-refit: choose the content blend's weight on validation (docs/models.md, \"The content blend\").")] = True,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:

@@ -128,7 +128,8 @@ def _wait(wait: Callable[[], Status], log: Path) -> Status:
 
 
 def _show_http(worker: WorkerProcess, user: str) -> None:
-    """What the worker's HTTP port answers (it stops with the demo; see README, "HTTP")."""
+    """What the worker's HTTP port answers (it stops with the demo; see docs/operations.md,
+    "The worker's HTTP port")."""
     port = worker.settings.web_port
     for path in ("/health", "/ready", f"/recs/{user}?n=3", "/recs/no-such-user?n=3"):
         status, body = worker.get(path)

@@ -101,7 +101,7 @@ def build_flat_ip(item_vecs: np.ndarray) -> faiss.Index:
 
 
 # From this many items on, "auto" builds an approximate index (IVF): below it exact
-# search is fast enough (see docs/BENCHMARKS.md, catalogue scaling), above it exact
+# search is fast enough (see docs/benchmarks.md, "Catalogue scaling"), above it exact
 # search costs too much.
 AUTO_APPROX_FROM = 100_000
 INDEX_TYPES = ("flat_ip", "ivf_ip", "hnsw_ip")

@@ -1,4 +1,4 @@
-"""Redis key layout, in one place (documented in the README, "Redis layout").
+"""Redis key layout, in one place (documented in docs/architecture.md, "Redis layout").
 
 A list hash carries ``schema``, the version of its layout. Within a version,
 fields are only ever added: a reader must ignore fields it does not know, and

@@ -24,9 +24,8 @@ slot: only users whose chosen item reaches it get one (fewer warm lists lose
 their tenth item). The worker (``serving.recommend``) and the offline
 cold-start protocol (``training.evaluation.cold_start.slot_ranks``) both compute the key here.
 The decay and window were chosen on Beauty's validation items, never its test
-split (docs/BENCHMARKS.md, "Choosing the new item by content"); the rarity
-weight on Beauty's tuning split over three cold-item seeds (docs/BENCHMARKS.md,
-"Rare attributes count more").
+split; the rarity weight on Beauty's tuning split over three cold-item seeds
+(docs/benchmarks.md, "Cold start").
 """
 
 from __future__ import annotations

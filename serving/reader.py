@@ -1,7 +1,7 @@
 """Reading recommendation lists from Redis: what applications call.
 
-Applications in other languages can read the same data directly: see the
-README's "Redis layout" section.
+Applications in other languages can read the same data directly: see
+docs/architecture.md, "Redis layout".
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 # written only if no later one is stored. Returns how many were written. One call per
 # LISTS_PER_CALL lists, not one per list: per-list EVALSHA commands cost the worker's event
 # loop a command to pack and a reply to parse each (profiled at saturation: the write was
-# 13.1% of the loop's samples per list, 5.6% per batch; BENCHMARKS "Redis: one script call
-# per batch").
+# 13.1% of the loop's samples per list, 5.6% per batch; docs/benchmarks.md, "Writing
+# lists to Redis").
 _WRITE_IF_NEWER = """
 local new_epoch = tonumber(ARGV[1])
 local written = 0
@@ -89,7 +89,7 @@ return 1
 """
 _TOKEN_TTL_MS = 3_600_000
 # Lists per script call. Redis runs nothing else while a script runs: 256 lists took
-# ~3 ms in one call here (INFO commandstats), 64 take under 1 ms (BENCHMARKS).
+# ~3 ms in one call here (INFO commandstats), 64 take under 1 ms (docs/benchmarks.md).
 LISTS_PER_CALL = 64
 
 
@@ -105,7 +105,7 @@ class RecsWriter:
         self.trending_half_life_ms = int(trending_half_life_s * 1000)
         self.trending_max_items = trending_max_items
         self._trend_sha = _sha1(ADD_CLICKS)
-        # e.g. an ACL user without the sorted-set commands (README, "Redis security")
+        # e.g. an ACL user without the sorted-set commands (docs/operations.md, "Redis")
         self._trend_log = RateLimitedLog(interval_s=60.0, what="trending not updated:", logger=log)
         # every status write renews the worker's hash; a dead worker's expires
         self.status_ttl_ms = status_ttl_s * 1000 if status_ttl_s else None

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     producer_linger_s: float = Field(0.005, ge=0, le=1)
     # Kafka's normal batching. Tansu 0.6 reports high watermarks that count *batches*, so
     # Faust's changelog recovery stops early unless every record is its own batch: local
-    # runs and tests against Tansu set this to 1 (see README, "Local broker caveats").
+    # runs and tests against Tansu set this to 1 (see docs/operations.md, "The local broker
+    # and its limits").
     producer_max_batch_bytes: int = Field(16_384, ge=1)
     fetch_max_wait_s: float = Field(0.01, gt=0, le=5)
 
@@ -113,15 +114,15 @@ class Settings(BaseSettings):
     trending_half_life_s: float = Field(3600.0, ge=1.0, le=30 * 86_400)
     trending_max_items: int = Field(10_000, ge=100, le=10_000_000)
     trending_refresh_s: float = Field(1.0, ge=0.1, le=3600)
-    # Ranking (serving/ranking.py; README "Ranking"): "auto" runs the bundle's ranker where
+    # Ranking (serving/ranking.py; docs/models.md, "Ranking"): "auto" runs the bundle's ranker where
     # training measured it better than retrieval alone, "on" whenever there is one, "off" never.
     ranker: Literal["auto", "on", "off"] = "auto"
-    # The content blend (serving/content.py; README "The content blend"): retrieval's first
+    # The content blend (serving/content.py; docs/models.md, "The content blend"): retrieval's first
     # candidates re-scored with their rarity-weighted attribute overlap; the same three modes
     # (a bundle's default: what training measured on validation); never where the ranker runs.
     content_blend: Literal["auto", "on", "off"] = "auto"
-    # Re-ranking (serving/rerank.py; README "Re-ranking rules and reason codes"): retrieval returns `candidates`
-    # items per user when MMR, freshness or a cap is on; they pick the final top_n.
+    # Re-ranking (serving/rerank.py; docs/models.md, "Re-ranking rules"): retrieval returns
+    # `candidates` items per user when MMR, freshness or a cap is on; they pick the final top_n.
     candidates: int = Field(200, ge=1, le=10_000)
     rerank_blocklist: str = ""  # item ids, comma-separated: never in a list
     rerank_mmr_lambda: float = Field(1.0, ge=0.0, le=1.0)  # 1 = relevance only
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
     # best-scoring new item at that position.
     rerank_new_item_slot: int = Field(-1, ge=-1, le=1_000)
     # ... only for users whose best new item ranks in their first this many by score (0 =
-    # any): what the cold-start protocol chose on validation (docs/BENCHMARKS.md).
+    # any): what the cold-start protocol chose on validation (docs/benchmarks.md).
     rerank_new_item_within: int = Field(0, ge=0, le=10_000)
     # How the slot's new item is chosen (serving/newitems.py): key = vector score / |user|
     # + weight * attribute overlap with the user's recent items (0: by vector score), and
@@ -222,4 +223,4 @@ def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> None:
             close = difflib.get_close_matches(var.upper(), sorted(known), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"unknown setting {var}{hint} (every STREAMREC_* variable must "
-                              "name a setting: see the README's Configuration table)")
+                              "name a setting: see docs/configuration.md)")

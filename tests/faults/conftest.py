@@ -95,7 +95,8 @@ def scenario(tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Callable[..., Sc
             model_updates_topic=f"f-{run}-models", items_topic=f"f-{run}-items",
             key_prefix=f"fault:{run}:",
             topic_partitions=PARTITIONS, redis_url=server.url,
-            # documented failover settings (README, "Failover"): a dead worker is noticed
+            # documented failover settings (docs/operations.md, "Failover and restarts"): a dead
+            # worker is noticed
             # after the session timeout, and a new group forms within the rebalance timeout
             rebalance_timeout_s=3.0, session_timeout_s=6.0,
             producer_max_batch_bytes=1)  # Tansu: see Settings.producer_max_batch_bytes

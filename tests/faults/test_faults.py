@@ -1,4 +1,5 @@
-"""The fault suite: every promise of the README under kills, pauses, outages and hostile input.
+"""The fault suite: every promise of docs/architecture.md under kills, pauses, outages and
+hostile input.
 
 Each scenario ends with the same check (``Scenario.check``): every user's list
 reflects that user's last event, holds no clicked item, and counts every event
@@ -24,7 +25,7 @@ RESULTS = Path(os.environ.get("STREAMREC_FAULT_RESULTS", "results/faults.json"))
 
 
 def record(name: str, **figures: float) -> None:
-    """Keep measured figures (failover, recovery) for the note and docs/BENCHMARKS.md."""
+    """Keep measured figures (failover, recovery) for docs/benchmarks.md."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data[name] = {k: round(v, 2) for k, v in figures.items()}
@@ -159,7 +160,8 @@ def test_failover_when_one_of_two_workers_is_killed(scenario: Callable[..., Scen
 def test_restart_to_ready_with_2000_users(scenario: Callable[..., Scenario], tmp_path: Path,
                                           store: str) -> None:
     sc = scenario(users=2000, table_store=store)
-    slot = {"STREAMREC_GROUP_INSTANCE_ID": "slot-0",  # static membership (README, "Failover")
+    # static membership (docs/operations.md, "Failover and restarts")
+    slot = {"STREAMREC_GROUP_INSTANCE_ID": "slot-0",
             "STREAMREC_DATA_DIR": str(tmp_path / "slot-0")}  # the slot's disk
     sc.cluster.start("s1", **slot)
     sc.send(sc.work.wave(3))
@@ -179,7 +181,7 @@ def test_restart_to_ready_with_2000_users(scenario: Callable[..., Scenario], tmp
 
 @pytest.mark.skipif(not os.environ.get("FAULTS_BROKER_RESTART"), reason=(
     "opt-in (FAULTS_BROKER_RESTART=1): needs a broker that keeps its log over a kill -9; "
-    "Tansu 0.6 on s3rver does not (README, 'Fault suite')"))
+    "Tansu 0.6 on s3rver does not (docs/operations.md, 'The local broker and its limits')"))
 def test_broker_restart_mid_stream(scenario: Callable[..., Scenario]) -> None:
     sc = scenario(persistent_broker=True)
     assert sc.broker is not None

@@ -22,7 +22,7 @@ from tests.integration.conftest import WorkerProc
 
 pytestmark = pytest.mark.integration
 
-# What a worker needs: its key prefix, and these commands (README, "Redis security").
+# What a worker needs: its key prefix, and these commands (docs/operations.md, "Redis").
 WORKER_COMMANDS = ["+ping", "+evalsha", "+script|load", "+hset", "+hmget", "+hincrby", "+pexpire",
                    "+sadd", "+set", "+get", "+incr", "+incrby", "+hgetall", "+zincrby",
                    "+zunionstore", "+zcard", "+zremrangebyrank", "+zrevrange"]

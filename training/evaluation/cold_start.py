@@ -212,8 +212,8 @@ WITHIN_GRID = (10, 20, 50, 100, 200, 500, 1000, 0)  # 0: no gate
 WARM_LOSS_CAP = 0.015  # the most validation NDCG@10 the slot may cost (relative)
 # ... with new items through the slot only, against the ID-only lists (the warm target's own
 # reference, so this budgets the whole warm cost): chosen on Beauty's tuning split (`--tune`,
-# cold-item seeds 0, 1, 2), never its test, with the key's rarity weight (docs/BENCHMARKS.md
-# "Rare attributes count more"): the warm cost seen on the next split ran up to 0.3% past
+# cold-item seeds 0, 1, 2), never its test, with the key's rarity weight (docs/benchmarks.md,
+# "Cold start"): the warm cost seen on the next split ran up to 0.3% past
 # the cap, so it leaves 0.75% of the 2% bound
 SLOT_ONLY_LOSS_CAP = 0.0125
 
