@@ -1,4 +1,4 @@
-"""The funnel's compute, in process: ``serving.recommend.recommend`` per micro-batch.
+"""The funnel's compute, in process: ``serving.funnel.recommend`` per micro-batch.
 
 ``streamrec bench`` measures the whole worker (Kafka, state, Redis); this one
 isolates the step a worker runs in its executor for each batch, so the cost of
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from serving.bundle import ModelBundle, load_bundle
 from serving.catalogue import EMPTY, Catalogue, LiveItems
-from serving.recommend import recommend
+from serving.funnel import Batch, Funnel, FunnelConfig
 from serving.rerank import RerankConfig
 from streamrec.items import ItemRecord
 
@@ -79,30 +79,31 @@ def run(bundle_path: Path, batch_sizes: list[int], batches: int = 30, top_n: int
         on_result: Callable[[FunnelResult], None] | None = None) -> list[FunnelResult]:
     bundle = load_bundle(bundle_path)
     rules = bench_rules(bundle)
-    configs: list[tuple[str, RerankConfig, str]] = [("plain", RerankConfig(), "off")]
+    base = FunnelConfig(top_n=top_n, candidates=candidates, ranking="off", blending="off")
+    ranked = replace(base, ranking="on")
+    configs: list[tuple[str, FunnelConfig]] = [("plain", base)]
     if bundle.ranker is not None:
-        configs.append(("ranker", RerankConfig(), "on"))
-    configs.append(("rules", rules, "off"))
+        configs.append(("ranker", ranked))
+    configs.append(("rules", replace(base, rules=rules)))
     if bundle.ranker is not None:
-        configs.append(("ranker+rules", rules, "on"))
+        configs.append(("ranker+rules", replace(ranked, rules=rules)))
     rng = np.random.default_rng(seed)
     live = new_items(bundle, NEW_ITEMS, rng)
-    settings = [(name, cfg, ranking, EMPTY, "off") for name, cfg, ranking in configs]
+    funnels = [(name, Funnel(c), EMPTY) for name, c in configs]
     if bundle.blend is not None:  # the content blend (serving.content), without the ranker
-        settings.insert(1, ("content blend", RerankConfig(), "off", EMPTY, "on"))
+        funnels.insert(1, ("content blend", Funnel(replace(base, blending="on")), EMPTY))
     if live.size:  # the new-item slot, by vector score and by content (serving.newitems)
-        settings += [("slot by score", RerankConfig(new_item_slot=9), "off", live, "off"),
-                     ("slot by content", RerankConfig(new_item_slot=9, new_item_content_weight=1.0),
-                      "off", live, "off")]
+        by_content = RerankConfig(new_item_slot=9, new_item_content_weight=1.0)
+        funnels += [("slot by score", Funnel(replace(base, rules=RerankConfig(new_item_slot=9))), live),
+                    ("slot by content", Funnel(replace(base, rules=by_content)), live)]
     out: list[FunnelResult] = []
     for b in batch_sizes:
         data = [histories(bundle, b, rng) for _ in range(batches + 1)]
-        for name, cfg, ranking, catalogue, blending in settings:
+        for name, funnel, catalogue in funnels:
             times = []
             for i, h in enumerate(data):
                 t = time.perf_counter()
-                recommend(bundle, h, top_n, live=catalogue, rules=cfg, candidates=candidates,
-                          ranking=ranking, blending=blending)
+                funnel.run(bundle, Batch(h, live=catalogue))
                 if i:  # the first batch warms up
                     times.append((time.perf_counter() - t) * 1000)
             r = FunnelResult(name, b, batches, float(np.percentile(times, 50)),

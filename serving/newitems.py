@@ -21,7 +21,7 @@ user's side and the item's); 3, sharper still, did better on Beauty's tuning
 split. Dividing by ``|v_u|`` puts the vector
 part on the same scale for every user, so one **minimum key** can gate the
 slot: only users whose chosen item reaches it get one (fewer warm lists lose
-their tenth item). The worker (``serving.recommend``) and the offline
+their tenth item). The worker (``serving.funnel``) and the offline
 cold-start protocol (``training.evaluation.cold_start.slot_ranks``) both compute the key here.
 The decay and window were chosen on Beauty's validation items, never its test
 split; the rarity weight on Beauty's tuning split over three cold-item seeds

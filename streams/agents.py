@@ -33,8 +33,8 @@ import redis.asyncio as aioredis
 from threadpoolctl import threadpool_limits
 
 from serving.catalogue import Catalogue
+from serving.funnel import Funnel
 from serving.redis_store import RecsWriter
-from serving.rerank import RerankConfig
 from serving.trending import TrendingCache
 from streamrec.kafka import ensure_topics
 from streamrec.session import SessionRules
@@ -47,7 +47,7 @@ from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter
 from streams.tables import SessionTable
 from streams.topics import Topics
-from streams.worker import ClickWorker, Pipeline
+from streams.worker import BatchContext, ClickWorker, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class WorkerContext:
     trending: TrendingCache  # the fallback list's trending part, re-read by a timer
     catalogue: Catalogue  # the live item catalogue (new and withdrawn items)
     items: ItemUpdates  # its listener
-    rerank: RerankConfig  # the deployment's re-ranking (serving.rerank)
+    funnel: Funnel  # the deployment's funnel (serving.funnel): stages, rules, widths
     worker_id: str
     started_at_ms: int
     rebalanced: bool = False  # a partition assignment has completed (readiness)
@@ -87,13 +87,12 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
     await ctx.holder.wait_ready()
     await ctx.items.ready.wait()  # the whole catalogue, before the first list
     settle_heap(ctx)
-    worker = ClickWorker(
+    worker = ClickWorker(BatchContext(
         table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
-        executor=ctx.compute, rules=SessionRules.from_settings(s), top_n=s.top_n,
-        worker_id=ctx.worker_id, fencing=ctx.fencing, status=ctx.status, metrics=ctx.metrics,
-        dead_letter_max_bytes=s.dead_letter_max_bytes, trending=ctx.trending,
-        catalogue=ctx.catalogue, rerank=ctx.rerank, candidates=s.candidates, ranking=s.ranker,
-        blending=s.content_blend)
+        executor=ctx.compute, fencing=ctx.fencing, status=ctx.status,
+        rules=SessionRules.from_settings(s), funnel=ctx.funnel, worker_id=ctx.worker_id,
+        metrics=ctx.metrics, trending=ctx.trending, catalogue=ctx.catalogue,
+        dead_letter_max_bytes=s.dead_letter_max_bytes))
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface

@@ -18,9 +18,9 @@ import faust
 import redis.asyncio as aioredis
 
 from serving.catalogue import Catalogue
+from serving.funnel import Funnel, FunnelConfig
 from serving.keys import epoch_key
 from serving.redis_store import RecsWriter
-from serving.rerank import RerankConfig
 from serving.trending import TrendingCache
 from streamrec.kafka import faust_credentials
 from streamrec.settings import Settings
@@ -103,7 +103,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         trending=TrendingCache(),
         catalogue=catalogue,
         items=items,
-        rerank=RerankConfig.from_settings(settings),  # a malformed rule stops the start
+        funnel=Funnel(FunnelConfig.from_settings(settings)),  # a malformed rule stops the start
         worker_id=worker_id,
         started_at_ms=int(time.time() * 1000),
     )

@@ -60,7 +60,7 @@ async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, An
         return {**rec, "fallback": False}
     bundle = ctx.holder.current
     ids = bundle.vocab.ids
-    banned = set(ctx.catalogue.live.blocked_ids | ctx.rerank.blocklist)
+    banned = set(ctx.catalogue.live.blocked_ids | ctx.funnel.config.rules.blocklist)
     items, from_trending = fallback_list(ctx.trending.items, (ids[i - 1] for i in bundle.popular),
                                          banned, n)
     return {"user_id": user_id, "items": items, "scores": None,

@@ -10,14 +10,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from serving.catalogue import Catalogue
-from serving.recommend import describe_funnel, recommend
+from serving.funnel import Batch, Funnel
 from serving.redis_store import RecsWriter
-from serving.rerank import RerankConfig
 from serving.trending import TrendingCache, clicks_by_item
 from streamrec.logs import RateLimitedLog
 from streamrec.session import SessionRules
@@ -30,40 +30,35 @@ from streams.retry import StatusReporter, retry_transient
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BatchContext:
+    """What a :class:`ClickWorker` works with: the session table, where lists and dead
+    letters go, the model, the funnel that turns sessions into lists, and the counters."""
+
+    table: Sessions
+    dlq: Any  # faust TopicT: ``await dlq.send(key=…, value=…)``
+    model: ModelHolder
+    writer: RecsWriter
+    executor: Executor  # the compute thread (ONNX Runtime, FAISS)
+    fencing: Fencing
+    status: StatusReporter
+    rules: SessionRules
+    funnel: Funnel
+    worker_id: str
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    trending: TrendingCache = field(default_factory=TrendingCache)
+    catalogue: Catalogue = field(default_factory=Catalogue)
+    dead_letter_max_bytes: int = 262_144
+
+
 class ClickWorker:
     """Handles the batches of one agent. Not shared between agents."""
 
-    def __init__(
-        self,
-        *,
-        table: Sessions,
-        dlq: Any,  # faust TopicT: ``await dlq.send(key=…, value=…)``
-        model: ModelHolder,
-        writer: RecsWriter,
-        executor: Executor,
-        rules: SessionRules,
-        top_n: int,
-        worker_id: str,
-        fencing: Fencing,
-        status: StatusReporter,
-        metrics: WorkerMetrics | None = None,
-        dead_letter_max_bytes: int = 262_144,
-        trending: TrendingCache | None = None,
-        catalogue: Catalogue | None = None,
-        rerank: RerankConfig | None = None,
-        candidates: int = 200,
-        ranking: str = "auto",
-        blending: str = "auto",
-    ) -> None:
-        self.table, self.dlq, self.model, self.writer = table, dlq, model, writer
-        self.executor, self.rules, self.top_n, self.worker_id = executor, rules, top_n, worker_id
-        self.fencing, self.status = fencing, status
-        self.dead_letter_max_bytes = dead_letter_max_bytes
-        self.metrics = metrics or WorkerMetrics()
-        self.trending = trending or TrendingCache()
-        self.catalogue = catalogue or Catalogue()
-        self.rerank, self.candidates, self.ranking = rerank or RerankConfig(), candidates, ranking
-        self.blending = blending
+    def __init__(self, ctx: BatchContext) -> None:
+        self.ctx = ctx
+        self.table, self.dlq, self.model, self.writer = ctx.table, ctx.dlq, ctx.model, ctx.writer
+        self.rules, self.worker_id, self.fencing = ctx.rules, ctx.worker_id, ctx.fencing
+        self.metrics, self.status = ctx.metrics, ctx.status
         # batch ids name the Redis tokens that make a retried write count once: unique
         # per process, since a restarted worker may keep its name (a container's pid 1)
         self._run = uuid.uuid4().hex[:12]
@@ -108,7 +103,7 @@ class ClickWorker:
         while True:
             try:
                 futures = [await self.dlq.send(key=d.record.key,
-                                               value=d.encode(self.worker_id, self.dead_letter_max_bytes))
+                                               value=d.encode(self.worker_id, self.ctx.dead_letter_max_bytes))
                            for d in dead]
                 await asyncio.gather(*futures)
             except asyncio.CancelledError:
@@ -139,19 +134,18 @@ class ClickWorker:
         the one from the later event.
         """
         bundle = self.model.current  # one version for the whole batch
+        funnel = self.ctx.funnel
         if bundle.version != self._described:
             self._described = bundle.version
-            log.info("%s", describe_funnel(bundle, self.ranking, self.rerank, self.candidates,
-                                            self.blending))
+            log.info("%s", funnel.describe(bundle))
         users = list(out.touched)
         ranked = []
         if users:
-            histories = [out.histories[u] for u in users]
+            batch = Batch([out.histories[u] for u in users], self.ctx.trending.items,
+                          self.ctx.catalogue.live)
             t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
-                self.executor, recommend, bundle, histories, self.top_n, self.trending.items,
-                self.catalogue.live, self.rerank, self.candidates, None, self.ranking,
-                self.blending)
+                self.ctx.executor, funnel.run, bundle, batch)
             self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"

@@ -13,8 +13,8 @@ import pytest
 from cli.waiting import poll_until
 from serving.bundle import load_bundle
 from serving.catalogue import Catalogue
+from serving.funnel import recommend
 from serving.reader import RecsReader
-from serving.recommend import recommend
 from streamrec.events import ClickEvent, encode_event
 from streamrec.items import ItemRecord, encode_item
 from streamrec.settings import Settings

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from serving.bundle import load_bundle
+from serving.funnel import recommend
 from serving.reader import RecsReader
-from serving.recommend import recommend
 from streamrec.settings import Settings
 from tests.integration.conftest import WorkerProc, send_histories
 

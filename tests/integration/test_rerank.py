@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from serving.bundle import load_bundle
+from serving.funnel import recommend
 from serving.reader import RecsReader
-from serving.recommend import recommend
 from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
 from tests.integration.conftest import WorkerProc, send_histories

@@ -90,8 +90,8 @@ def test_quality_gate(tiny_bundle_dir: Path, tiny_bundle_b: Path) -> None:
 @pytest.mark.parametrize("kind", ["hnsw_ip", "ivf_ip"])
 def test_approximate_bundle_serves_and_a_mislabelled_index_is_refused(
         tiny_bundle_dir: Path, tmp_path: Path, kind: str) -> None:
+    from serving.funnel import recommend
     from serving.index import build_index
-    from serving.recommend import recommend
 
     d = tmp_path / kind
     shutil.copytree(tiny_bundle_dir, d)

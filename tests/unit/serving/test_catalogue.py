@@ -9,9 +9,9 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.catalogue import Catalogue, LiveItems
+from serving.funnel import recommend
 from serving.list_types import SOURCE_MODEL
 from serving.newitems import IDF_POWER
-from serving.recommend import recommend
 from streamrec.errors import EventError
 from streamrec.items import ItemRecord, decode_item, encode_item
 from streamrec.sequences import pad_batch

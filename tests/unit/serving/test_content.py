@@ -74,7 +74,7 @@ def test_the_worker_orders_lists_as_the_offline_blend_scores_them(tiny_blend_bun
     the blend on writes, for every user, the first ten items of the list the offline
     evaluation (training.models.blend) ranks, and with it off, retrieval's own."""
     from serving.bundle import load_bundle
-    from serving.recommend import recommend
+    from serving.funnel import recommend
     from streamrec.sequences import pad_batch
     from training.models.blend import candidate_lists
 

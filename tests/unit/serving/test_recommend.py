@@ -1,4 +1,5 @@
-"""Unit tests of :mod:`serving.recommend`."""
+"""Unit tests of the whole funnel (:func:`serving.funnel.recommend`) and its array steps
+(:mod:`serving.slate`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from serving.bundle import load_bundle
+from serving.funnel import Funnel, FunnelConfig, recommend
 from serving.list_types import SOURCE_MODEL, SOURCE_POPULAR
-from serving.recommend import describe_funnel, recommend
 from serving.rerank import RerankConfig
 
 
@@ -65,12 +66,12 @@ def test_no_usable_history_gets_trending_then_popular(tiny_bundle_dir: Path) -> 
     popular = b.vocab.decode(list(b.popular[:5]))
     trending = ["new-item", popular[0]]
     r_seen, r_new, r_modelled = recommend(
-        b, [["x-unknown", "new-item"], [], [popular[1]]], 5, trending)
+        b, [["x-unknown", "new-item"], [], [popular[1]]], 5, trending=trending)
     assert r_new.source == "trending" and r_new.items[:2] == trending
     assert r_new.items[2:] == [p for p in popular if p not in trending][:3]
     assert "new-item" not in r_seen.items and r_seen.source == "trending"  # seen: left out
     assert r_modelled.source == "model"  # trending is only the fallback
-    r_none = recommend(b, [[]], 5, [])[0]
+    r_none = recommend(b, [[]], 5, trending=[])[0]
     assert r_none.source == "popular" and r_none.items == popular
 
 
@@ -94,9 +95,10 @@ def test_every_item_has_a_reason_and_rules_apply_to_every_list(tiny_bundle_dir: 
 @pytest.mark.parametrize("caps", [2, 0])
 def test_mmr_for_the_whole_batch_writes_the_lists_the_per_list_path_writes(
         tiny_tower_bundle: Path, monkeypatch: pytest.MonkeyPatch, caps: int) -> None:
-    import serving.recommend as rec
+    from serving import funnel
     from serving.catalogue import Catalogue
     from serving.rerank import RerankConfig
+    from serving.slate import item_vectors
     from streamrec.items import ItemRecord
 
     b = load_bundle(tiny_tower_bundle)
@@ -106,13 +108,13 @@ def test_mmr_for_the_whole_batch_writes_the_lists_the_per_list_path_writes(
     assert live.size == 2
     histories = [list(b.vocab.ids[i:i + 6]) for i in range(0, 60, 4)]
     rules = RerankConfig(mmr_lambda=0.5, max_per_value=caps, pins={3: b.vocab.ids[-1]})
-    batched = rec.recommend(b, histories, 10, live=live, rules=rules)
-    monkeypatch.setattr(rec, "_batched_mmr", lambda r: False)
-    per_list = rec.recommend(b, histories, 10, live=live, rules=rules)
+    batched = funnel.recommend(b, histories, 10, live=live, rules=rules)
+    monkeypatch.setattr(funnel, "batched_mmr", lambda r: False)
+    per_list = funnel.recommend(b, histories, 10, live=live, rules=rules)
     assert [r.items for r in batched] == [r.items for r in per_list]
     assert [r.reasons for r in batched] == [r.reasons for r in per_list]
     # the batch's vectors: bundle items by index, new items by their catalogue row, padding 0
-    got = rec._vectors(b, live, np.array([[1, -2, 0]]))
+    got = item_vectors(b, live, np.array([[1, -2, 0]]))
     assert b.index.dense is not None
     np.testing.assert_array_equal(got[0], np.stack([b.index.dense[0], live.vecs[1],
                                                     np.zeros_like(live.vecs[1])]))
@@ -120,6 +122,10 @@ def test_mmr_for_the_whole_batch_writes_the_lists_the_per_list_path_writes(
 
 def test_the_funnel_says_which_stages_run(tiny_bundle_dir: Path, tiny_ranker_bundle: Path) -> None:
     plain = load_bundle(tiny_bundle_dir)
+    def describe_funnel(bundle: object, ranking: str, rules: RerankConfig, candidates: int) -> str:
+        config = FunnelConfig(candidates=candidates, rules=rules, ranking=ranking)  # type: ignore[arg-type]
+        return Funnel(config).describe(bundle)  # type: ignore[arg-type]
+
     assert "ranker: none in the bundle" in describe_funnel(plain, "on", RerankConfig(), 200)
     ranked = load_bundle(tiny_ranker_bundle)
     assert ranked.ranker is not None

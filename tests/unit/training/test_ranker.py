@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from serving.bundle import load_bundle
+from serving.funnel import recommend
 from serving.ranking import Ranker, candidate_features
-from serving.recommend import recommend
 from streamrec.errors import BundleRejected
 from tests.corrupt import rewrite_manifest
 from training.evaluation.evaluate import full_ranks_of, sampled_ranks_of
@@ -230,7 +230,7 @@ def test_attributes_can_feed_the_ranker_alone(tiny_data, tmp_path: Path) -> None
 def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ranker_bundle: Path,
                                                                         tiny_data) -> None:
     from serving.catalogue import EMPTY
-    from serving.recommend import _rank
+    from serving.slate import rank_rows
 
     b = load_bundle(tiny_ranker_bundle)
     assert b.ranker is not None and b.ranker.candidates == 50
@@ -239,7 +239,7 @@ def test_the_worker_ranks_only_as_many_candidates_as_the_ranker_learned(tiny_ran
     keys = [b.vocab.index(i) or 0 for i in ids]
     scores = [float(-n) for n in range(70)]
     user = b.encoder.encode(np.asarray([[0] * 15 + history], dtype=np.int64))
-    got_keys, got_scores = _rank(b, EMPTY, user, np.asarray([keys]), np.asarray([scores], dtype=np.float32),
+    got_keys, got_scores = rank_rows(b, EMPTY, user, np.asarray([keys]), np.asarray([scores], dtype=np.float32),
                                  [history])
     got_scores = got_scores[0].tolist()
     got = b.vocab.decode(got_keys[0].tolist())

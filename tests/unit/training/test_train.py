@@ -70,7 +70,7 @@ def test_refit_trains_on_the_validation_items_for_the_selected_epochs(tiny_data)
 
 def test_the_two_tower_model_trains_exports_and_serves(tiny_data, tmp_path) -> None:
     from serving.bundle import load_bundle
-    from serving.recommend import recommend
+    from serving.funnel import recommend
     from training.pipeline import train_and_export
 
     report = train_and_export(tiny_data, tmp_path / "tt", {"max_len": 20, "dim": 32, "hidden": 64},
