@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.bundle import ModelBundle, load_bundle
-from serving.catalogue import EMPTY, Catalogue, LiveItems
+from serving.catalogue import EMPTY, Catalogue, CatalogueView
 from serving.funnel import Batch, Funnel, FunnelConfig
 from serving.rerank import RerankConfig
 from streamrec.items import ItemRecord
@@ -62,7 +62,7 @@ def new_item_records(bundle: ModelBundle, n: int, rng: np.random.Generator,
             for k, j in enumerate(rng.integers(0, len(ids), n))]
 
 
-def new_items(bundle: ModelBundle, n: int, rng: np.random.Generator) -> LiveItems:
+def new_items(bundle: ModelBundle, n: int, rng: np.random.Generator) -> CatalogueView:
     """:func:`new_item_records` applied to an empty catalogue."""
     records = new_item_records(bundle, n, rng)
     return Catalogue().apply(records, bundle) if records else EMPTY
@@ -90,9 +90,9 @@ def run(bundle_path: Path, batch_sizes: list[int], batches: int = 30, top_n: int
     rng = np.random.default_rng(seed)
     live = new_items(bundle, NEW_ITEMS, rng)
     funnels = [(name, Funnel(c), EMPTY) for name, c in configs]
-    if bundle.blend is not None:  # the content blend (serving.content), without the ranker
+    if bundle.blend is not None:  # the content blend (serving.content_blend), without the ranker
         funnels.insert(1, ("content blend", Funnel(replace(base, blending="on")), EMPTY))
-    if live.size:  # the new-item slot, by vector score and by content (serving.newitems)
+    if live.size:  # the new-item slot, by vector score and by content (serving.new_item_slot)
         by_content = RerankConfig(new_item_slot=9, new_item_content_weight=1.0)
         funnels += [("slot by score", Funnel(replace(base, rules=RerankConfig(new_item_slot=9))), live),
                     ("slot by content", Funnel(replace(base, rules=by_content)), live)]

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 
-from serving.content import ContentBlend
+from serving.content_blend import ContentBlend
 from serving.encoder import Encoder, make_session
 from serving.index import ItemIndex, configure
 from serving.manifest import (
@@ -57,7 +57,7 @@ class ModelBundle:
     tower: ItemTower | None = None  # with item attributes: embeds new items (serving.tower)
     attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # item -> tokens
     ranker: Ranker | None = None  # the ranking stage (serving.ranking), when trained
-    blend: ContentBlend | None = None  # the content blend (serving.content), when trained
+    blend: ContentBlend | None = None  # the content blend (serving.content_blend), when trained
 
     @property
     def version(self) -> str:
@@ -70,7 +70,7 @@ class ModelBundle:
     @cached_property
     def attribute_counts(self) -> tuple[Mapping[str, int], int]:
         """How many of the bundle's items have each attribute token, and how many items have
-        any: the rarity of an attribute in the new-item slot's overlap (:mod:`serving.newitems`).
+        any: the rarity of an attribute in the new-item slot's overlap (:mod:`serving.new_item_slot`).
         Counted once per bundle."""
         df: dict[str, int] = {}
         n = 0

@@ -3,7 +3,7 @@
 Fed by the ``items`` topic (:mod:`streamrec.items`; the worker's listener is
 :mod:`streams.catalogue`). :class:`Catalogue` keeps the latest record of every
 item (the topic's state, independent of any model) and, for the bundle being
-served, a :class:`LiveItems` snapshot that retrieval reads:
+served, a :class:`CatalogueView` snapshot that retrieval reads:
 
 * **new items** (not in the bundle's vocabulary) with the vectors the bundle's
   item tower gives their attributes: retrieved beside the bundle's index, in the
@@ -30,12 +30,12 @@ from functools import cached_property
 import numpy as np
 
 from serving.bundle import ModelBundle
-from serving.newitems import item_columns, rarity_weights
+from serving.new_item_slot import item_columns, rarity_weights
 from streamrec.items import ItemRecord
 
 
 @dataclass(frozen=True)
-class LiveItems:
+class CatalogueView:
     """What the catalogue adds to the bundle ``version``: new items and their vectors
     (row r of ``vecs`` is ``ids[r]``), withdrawn bundle item indexes, withdrawn ids."""
 
@@ -67,7 +67,7 @@ class LiveItems:
     @cached_property
     def content(self) -> tuple[Mapping[str, int], np.ndarray]:
         """The new items' attribute tokens as columns, for the new-item slot's content weight
-        (:mod:`serving.newitems`): token -> column, and [n, T] ``item_columns`` weighted by
+        (:mod:`serving.new_item_slot`): token -> column, and [n, T] ``item_columns`` weighted by
         each token's rarity in the bundle's catalogue. Built once per snapshot."""
         columns: dict[str, int] = {}
         per_item = [[columns.setdefault(t, len(columns)) for t in self.attributes.get(i, ())]
@@ -83,7 +83,7 @@ class LiveItems:
         return {}
 
 
-EMPTY = LiveItems()
+EMPTY = CatalogueView()
 
 
 class Catalogue:
@@ -95,7 +95,7 @@ class Catalogue:
         self._vecs: dict[str, np.ndarray] = {}  # new item id -> vector, for live.version
         self._proxies: dict[str, int] = {}  # new item id -> nearest bundle item index
 
-    def apply(self, records: Sequence[ItemRecord], bundle: ModelBundle | None) -> LiveItems:
+    def apply(self, records: Sequence[ItemRecord], bundle: ModelBundle | None) -> CatalogueView:
         """Take ``records`` (in log order: the later record of an item wins) and return the
         new snapshot for ``bundle`` (None: none served yet; only the records are kept)."""
         for r in records:
@@ -112,10 +112,10 @@ class Catalogue:
                 self._proxies.pop(r.item_id, None)
         return self._publish(bundle)
 
-    def rebuild(self, bundle: ModelBundle) -> LiveItems:
+    def rebuild(self, bundle: ModelBundle) -> CatalogueView:
         """The snapshot for a newly served ``bundle``: every new item embedded by its tower."""
         self._vecs, self._proxies = {}, {}
-        self.live = LiveItems(version=bundle.version)
+        self.live = CatalogueView(version=bundle.version)
         self._embed(bundle, [r for r in self.records.values() if r.available])
         return self._publish(bundle)
 
@@ -133,7 +133,7 @@ class Catalogue:
                 if p:
                     self._proxies[r.item_id] = int(p)
 
-    def _publish(self, bundle: ModelBundle) -> LiveItems:
+    def _publish(self, bundle: ModelBundle) -> CatalogueView:
         withdrawn = frozenset(i for i, r in self.records.items() if not r.available)
         blocked = frozenset(ix for i in withdrawn if (ix := bundle.vocab.index(i)) is not None)
         ids = tuple(self._vecs)
@@ -142,7 +142,7 @@ class Catalogue:
         unembedded = sum(1 for i, r in self.records.items() if r.available and i not in self._vecs
                          and bundle.vocab.index(i) is None)
         available = [r for r in self.records.values() if r.available]
-        self.live = LiveItems(bundle.version, ids, vecs, blocked, withdrawn, unembedded,
+        self.live = CatalogueView(bundle.version, ids, vecs, blocked, withdrawn, unembedded,
                               {r.item_id: tuple(r.attributes) for r in available},
                               {r.item_id: r.ts for r in available},
                               {i: self._proxies[i] for i in ids if i in self._proxies},

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from serving.bundle import ModelBundle
-from serving.catalogue import EMPTY, LiveItems
-from serving.content import ContentBlend, chosen_blend
+from serving.catalogue import EMPTY, CatalogueView
+from serving.content_blend import ContentBlend, chosen_blend
 from serving.list_types import SOURCE_MODEL, SOURCE_POPULAR, SOURCE_TRENDING, Ranked
 from serving.ranking import Ranker, chosen
 from serving.rerank import (
-    REASON_CONTENT,
+    REASON_NEW_ITEM,
     REASON_POPULAR,
     REASON_SEQUENCE,
     REASON_TRENDING,
@@ -95,7 +95,7 @@ class Batch:
 
     histories: Sequence[Sequence[str]]
     trending: Sequence[str] = ()
-    live: LiveItems = EMPTY
+    live: CatalogueView = EMPTY
     now_ms: int | None = None
 
 
@@ -151,7 +151,7 @@ class Funnel:
         ranker = chosen(bundle.ranker, self.config.ranking)
         return ranker, None if ranker is not None else chosen_blend(bundle.blend, self.config.blending)
 
-    def plan(self, bundle: ModelBundle, live: LiveItems) -> Plan:
+    def plan(self, bundle: ModelBundle, live: CatalogueView) -> Plan:
         c, rules = self.config, self.config.rules
         ranker, blend = self.reorder_stages(bundle)
         width = max(c.top_n, c.candidates if rules.reorders else 0,
@@ -233,14 +233,14 @@ def candidates_stage(bundle: ModelBundle, batch: Batch, users: Users, plan: Plan
 
 def blend_stage(slate: Slate, blend: ContentBlend | None) -> Slate:
     """Stage 2: the first candidates re-scored with their attribute overlap (the content
-    blend, :mod:`serving.content`), where it runs."""
+    blend, :mod:`serving.content_blend`), where it runs."""
     if blend is None:
         return slate
     keys, scores = blend.apply(slate.keys, slate.scores, slate.histories)
     return replace(slate, keys=keys, scores=scores)
 
 
-def rank_stage(bundle: ModelBundle, live: LiveItems, slate: Slate, ranker: Ranker | None) -> Slate:
+def rank_stage(bundle: ModelBundle, live: CatalogueView, slate: Slate, ranker: Ranker | None) -> Slate:
     """Stage 3: the first candidates re-scored by the bundle's ranker, where it runs."""
     if ranker is None:
         return slate
@@ -268,7 +268,7 @@ def rerank_stage(bundle: ModelBundle, batch: Batch, slate: Slate, plan: Plan) ->
         ks = keys[row][keys[row] != PAD].tolist()
         ids = [bundle_ids[x - 1] if x > 0 else live_ids[-x - 1] for x in ks]
         sc = scores[row, :len(ks)].tolist()
-        why = [REASON_SEQUENCE if x > 0 else REASON_CONTENT for x in ks]
+        why = [REASON_SEQUENCE if x > 0 else REASON_NEW_ITEM for x in ks]
         if pins_only:
             ids, sc, why = pin_lists(ids, sc, why, rules.pins, top_n)
         elif rerank_of is not None:
@@ -320,7 +320,7 @@ def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
 
 
 def recommend(bundle: ModelBundle, histories: Sequence[Sequence[str]], top_n: int = 20, *,
-              trending: Sequence[str] = (), live: LiveItems = EMPTY, now_ms: int | None = None,
+              trending: Sequence[str] = (), live: CatalogueView = EMPTY, now_ms: int | None = None,
               rules: RerankConfig = NO_RULES, candidates: int = 200,
               ranking: Mode = "auto", blending: Mode = "auto") -> list[Ranked]:
     """One batch through a funnel made for it: for callers that hold no :class:`Funnel`

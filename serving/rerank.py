@@ -38,12 +38,12 @@ from streamrec.errors import ConfigError
 from streamrec.settings import Settings
 
 REASON_SEQUENCE = "sequence"  # retrieved for the user's sequence (the model's vector)
-REASON_CONTENT = "content"  # a new item found through its attributes (the item tower)
+REASON_NEW_ITEM = "new_item"  # a new item found through its attributes (the item tower)
 REASON_TRENDING = "trending"  # the fallback: clicked a lot lately
 REASON_POPULAR = "popular"  # the fallback: popular in the training data
 REASON_FRESH = "fresh"  # moved up by the freshness boost
 REASON_PINNED = "pinned"  # a business rule put it at this position
-REASONS = (REASON_SEQUENCE, REASON_CONTENT, REASON_TRENDING, REASON_POPULAR, REASON_FRESH,
+REASONS = (REASON_SEQUENCE, REASON_NEW_ITEM, REASON_TRENDING, REASON_POPULAR, REASON_FRESH,
            REASON_PINNED)
 
 
@@ -69,7 +69,7 @@ class RerankConfig:
     pins: Mapping[int, str] = field(default_factory=dict)  # 0-based position -> item
     new_item_slot: int = -1  # 0-based position for the user's best new item; -1 = off
     new_item_within: int = 0  # the slot only where that item ranks in the first this many; 0 = any
-    # the choice of that item (serving.newitems): weight of attribute overlap in its key, and
+    # the choice of that item (serving.new_item_slot): weight of attribute overlap in its key, and
     # the key it must reach (-inf: any)
     new_item_content_weight: float = 0.0
     new_item_min_key: float = -math.inf
@@ -286,7 +286,7 @@ def slot_new_item(cands: Sequence[Candidate], slot: int, best: Candidate | None,
     if best is None or slot < 0 or any(is_new(c.item) for c in cands[:slot + 1]):
         return list(cands)
     rest = [c for c in cands if c.item != best.item]
-    return [*rest[:slot], replace(best, reason=REASON_CONTENT), *rest[slot:]]
+    return [*rest[:slot], replace(best, reason=REASON_NEW_ITEM), *rest[slot:]]
 
 
 def pin(cands: Sequence[Candidate], pins: Mapping[int, str], n: int) -> list[Candidate]:

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from serving.bundle import ModelBundle
-from serving.catalogue import LiveItems
-from serving.newitems import CONTENT_WINDOW, content_profiles, new_item_keys
+from serving.catalogue import CatalogueView
+from serving.new_item_slot import CONTENT_WINDOW, content_profiles, new_item_keys
 from serving.ranking import profiles_of, ranked_rows
 from serving.rerank import (
-    REASON_CONTENT,
+    REASON_NEW_ITEM,
     Candidate,
     RerankConfig,
     cosine,
@@ -32,7 +32,7 @@ from serving.topk import top_k_rows
 from streamrec.sequences import PAD
 
 
-def item_vectors(bundle: ModelBundle, live: LiveItems, keys: np.ndarray, unit: bool = False) -> np.ndarray:
+def item_vectors(bundle: ModelBundle, live: CatalogueView, keys: np.ndarray, unit: bool = False) -> np.ndarray:
     """[B, W, D] the vectors of ``keys`` [B, W] (0: padding, a zero vector); ``unit``: scaled
     to unit length (zero vectors stay zero)."""
     mine = keys > 0
@@ -63,7 +63,7 @@ def batched_mmr(rules: RerankConfig) -> bool:
     return rules.mmr_lambda < 1.0 and rules.mmr_similarity == "vectors" and not rules.freshness_boost
 
 
-def mmr_batch(bundle: ModelBundle, live: LiveItems, keys: np.ndarray, scores: np.ndarray,
+def mmr_batch(bundle: ModelBundle, live: CatalogueView, keys: np.ndarray, scores: np.ndarray,
                lam: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Every list reordered by MMR(λ) over cosine of item vectors, in one numpy pass
     (:func:`serving.rerank.mmr_rows`; the same picks as the per-list :func:`mmr`)."""
@@ -73,7 +73,7 @@ def mmr_batch(bundle: ModelBundle, live: LiveItems, keys: np.ndarray, scores: np
     return np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
-def rank_rows(bundle: ModelBundle, live: LiveItems, users: np.ndarray, keys: np.ndarray,
+def rank_rows(bundle: ModelBundle, live: CatalogueView, users: np.ndarray, keys: np.ndarray,
           scores: np.ndarray, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Every user's first ``ranker.candidates`` candidates re-scored by the bundle's ranker in
     one call, and re-sorted (new items: their tower vectors and attribute tokens, no
@@ -97,7 +97,7 @@ def rank_rows(bundle: ModelBundle, live: LiveItems, users: np.ndarray, keys: np.
     return np.take_along_axis(keys, order, axis=1), ranked
 
 
-def capped_values(bundle: ModelBundle, live: LiveItems, rules: RerankConfig,
+def capped_values(bundle: ModelBundle, live: CatalogueView, rules: RerankConfig,
             ) -> Callable[[str], Sequence[str]]:
     """An item's capped values: its attribute tokens that start with ``cap_attribute``."""
     prefix = rules.cap_attribute
@@ -108,7 +108,7 @@ def capped_values(bundle: ModelBundle, live: LiveItems, rules: RerankConfig,
     return values
 
 
-def list_reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now_ms: int | None,
+def list_reranker(bundle: ModelBundle, live: CatalogueView, rules: RerankConfig, now_ms: int | None,
               ) -> Callable[[list[Candidate], int, Candidate | None],
                             tuple[list[str], list[float], list[str]]]:
     """The re-ranking step of one batch, with its similarity, capped values and item ages."""
@@ -133,7 +133,7 @@ def list_reranker(bundle: ModelBundle, live: LiveItems, rules: RerankConfig, now
     return run
 
 
-def with_new_items(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: LiveItems,
+def with_new_items(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live: CatalogueView,
                histories: Sequence[Sequence[str]], k: int, blocklist: frozenset[str] = frozenset(),
                within: int = 0, choose: Chooser | None = None, merge: bool = True,
                ) -> tuple[np.ndarray, np.ndarray, list[Candidate | None]]:
@@ -142,7 +142,7 @@ def with_new_items(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live:
     > 0, where it does not rank in the user's first ``within``: ``k`` >= ``within``
     bundle candidates tell); a new item in the user's history or on the blocklist is
     excluded like a seen one. ``choose``: the new item by a key other than the vector score
-    (:mod:`serving.newitems`), and the gate on that key. ``merge`` False: the candidates stay
+    (:mod:`serving.new_item_slot`), and the gate on that key. ``merge`` False: the candidates stay
     the bundle's (new items reach the list through the slot only)."""
     new_scores = vecs @ live.vecs.T  # (B, K)
     position = live.rows
@@ -162,7 +162,7 @@ def with_new_items(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live:
         shown &= np.isfinite(top)
     if within > 0:  # its rank: the bundle candidates scoring above it
         shown &= (scores > top[:, None]).sum(axis=1) < within
-    best = [Candidate(live.ids[int(p)], float(s), REASON_CONTENT) if ok else None
+    best = [Candidate(live.ids[int(p)], float(s), REASON_NEW_ITEM) if ok else None
             for p, s, ok in zip(pick, top, shown, strict=True)]
     if not merge:
         return keys, scores, best
@@ -176,8 +176,8 @@ def with_new_items(keys: np.ndarray, scores: np.ndarray, vecs: np.ndarray, live:
 Chooser = Callable[[np.ndarray, np.ndarray, Sequence[Sequence[str]]], tuple[np.ndarray, np.ndarray]]
 
 
-def new_item_chooser(bundle: ModelBundle, live: LiveItems, rules: RerankConfig) -> Chooser | None:
-    """The new-item slot's choice by key (:mod:`serving.newitems`), where the deployment
+def new_item_chooser(bundle: ModelBundle, live: CatalogueView, rules: RerankConfig) -> Chooser | None:
+    """The new-item slot's choice by key (:mod:`serving.new_item_slot`), where the deployment
     sets a content weight or a minimum key; None: by vector score, ungated."""
     if rules.new_item_slot < 0 or (rules.new_item_content_weight <= 0
                                    and rules.new_item_min_key == -math.inf):
@@ -209,7 +209,7 @@ def new_item_chooser(bundle: ModelBundle, live: LiveItems, rules: RerankConfig) 
 class _VectorView:
     """Item vectors by id: the bundle's index rows and the live items' tower vectors."""
 
-    def __init__(self, bundle: ModelBundle, live: LiveItems) -> None:
+    def __init__(self, bundle: ModelBundle, live: CatalogueView) -> None:
         self.bundle, self.live = bundle, live
         self.position = live.rows  # new item id -> its catalogue row
 
@@ -229,7 +229,7 @@ class _VectorView:
 class _AttributeView(Mapping[str, Sequence[str]]):
     """Item id -> attribute tokens: the catalogue's records first, then the bundle's."""
 
-    def __init__(self, bundle: ModelBundle, live: LiveItems) -> None:
+    def __init__(self, bundle: ModelBundle, live: CatalogueView) -> None:
         self.bundle, self.live = bundle, live
 
     def __getitem__(self, item: str) -> Sequence[str]:

@@ -10,4 +10,4 @@ The code is split by concern:
   (the CLI, the demo, the worker-process harness).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

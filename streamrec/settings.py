@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     # Ranking (serving/ranking.py; docs/models.md, "Ranking"): "auto" runs the bundle's ranker where
     # training measured it better than retrieval alone, "on" whenever there is one, "off" never.
     ranker: Literal["auto", "on", "off"] = "auto"
-    # The content blend (serving/content.py; docs/models.md, "The content blend"): retrieval's first
+    # The content blend (serving/content_blend.py; docs/models.md, "The content blend"): retrieval's first
     # candidates re-scored with their rarity-weighted attribute overlap; the same three modes
     # (a bundle's default: what training measured on validation); never where the ranker runs.
     content_blend: Literal["auto", "on", "off"] = "auto"
@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     # ... only for users whose best new item ranks in their first this many by score (0 =
     # any): what the cold-start protocol chose on validation (docs/benchmarks.md).
     rerank_new_item_within: int = Field(0, ge=0, le=10_000)
-    # How the slot's new item is chosen (serving/newitems.py): key = vector score / |user|
+    # How the slot's new item is chosen (serving/new_item_slot.py): key = vector score / |user|
     # + weight * attribute overlap with the user's recent items (0: by vector score), and
     # the key the chosen item must reach for the user to get it (unset: any).
     rerank_new_item_content_weight: float = Field(0.0, ge=0.0, le=100.0)

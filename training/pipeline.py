@@ -223,7 +223,7 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
     that places cold items is also scored as served with the new-item slot at ``slot``
     (``*_slot``, :func:`training.evaluation.cold_start.slot_ranks`; -1: not); with ``content_weight`` > 0,
     also with the slot's item chosen by the worker's key (``*_slot_content``,
-    :mod:`serving.newitems`) and gated by a minimum key chosen on validation."""
+    :mod:`serving.new_item_slot`) and gated by a minimum key chosen on validation."""
     _, mcfg, tcfg, _ = resolve_flags(load_config(config), "sasrec", flags)
     tcfg = replace(tcfg, refit=False)  # the published protocol: train split only
     cold = choose_cold(data.num_items, fraction, seed)

@@ -134,4 +134,4 @@ def test_the_new_item_slot_shows_a_new_item_to_every_user_at_its_position(
         assert got is not None and got.items == want.items and got.reasons == want.reasons, u
         # the only new item: in the first three places of every list, at the slot unless it
         # scored higher on its own
-        assert "fresh-1" in got.items[:3] and got.reasons[got.items.index("fresh-1")] == "content"
+        assert "fresh-1" in got.items[:3] and got.reasons[got.items.index("fresh-1")] == "new_item"

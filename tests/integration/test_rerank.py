@@ -44,7 +44,7 @@ def test_blocklisted_items_never_reach_redis_and_reasons_are_stored(
         assert not set(blocked) & set(r.items), (u, r.items)
         assert r.items[2] == "house-pick" and r.reasons is not None and len(r.reasons) == 10
         assert r.reasons[2] == "pinned"
-        assert set(r.reasons) <= {"sequence", "content", "trending", "popular", "fresh", "pinned"}
+        assert set(r.reasons) <= {"sequence", "new_item", "trending", "popular", "fresh", "pinned"}
     assert set(reader.get_recommendations("rr0").reasons or []) - {"pinned"} <= {"sequence", "popular"}
     # and the HTTP API returns them
     status, body = w.get("/recs/rr0?n=3")

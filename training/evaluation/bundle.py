@@ -40,7 +40,7 @@ def evaluate_bundle(path: Path, data: SequenceData, split: str = "test", seed: i
     inputs = s.inputs(split)
     users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
     result: dict[str, Any] = dict(evaluate_vectors(users, item_vecs, inputs, s.targets(split), seed))
-    if bundle.blend is not None:  # the content blend as the worker runs it (serving.content)
+    if bundle.blend is not None:  # the content blend as the worker runs it (serving.content_blend)
         from training.models.blend import blended_ranks, candidate_lists
 
         keys, scores = candidate_lists(users, item_vecs, inputs, bundle.blend.candidates)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.newitems import (
+from serving.new_item_slot import (
     CONTENT_WINDOW,
     catalogue_rarity,
     content_profiles,
@@ -79,7 +79,7 @@ def slot_ranks(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[Sequen
     position ``slot`` and the items from there to its old place shift one down;
     with ``within`` > 0, only where that item ranks in the user's first ``within``.
     "Best" is by vector score, or with ``content`` (a content weight) or ``min_key``, by
-    the worker's key (:mod:`serving.newitems`), shown only where it reaches ``min_key``.
+    the worker's key (:mod:`serving.new_item_slot`), shown only where it reaches ``min_key``.
     ``merged`` False: cold items stand in the lists through the slot only (:func:`slot_parts`)."""
     parts = slot_parts(users, item_vecs, inputs, targets, cold, content,
                        keyed=content is not None or min_key > -np.inf, merged=merged)
@@ -166,7 +166,7 @@ class SlotContent:
         return attribute_columns(self.item_attrs)
 
     def rarity(self, cold: np.ndarray, width: int | None = None) -> np.ndarray:
-        """The overlap's column weights (:func:`serving.newitems.rarity_weights`) as a bundle
+        """The overlap's column weights (:func:`serving.new_item_slot.rarity_weights`) as a bundle
         trained on this split has them: counted over the warm items with attributes (the
         catalogue the model was trained on), over ``width`` columns (default: the largest
         attribute index + 1)."""

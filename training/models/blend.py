@@ -1,7 +1,7 @@
-"""The content blend's weight (:mod:`serving.content`), chosen on the validation split.
+"""The content blend's weight (:mod:`serving.content_blend`), chosen on the validation split.
 
 ``streamrec train`` with attributes scores the trained model's validation users
-through the worker's own blend (:meth:`serving.content.ContentBlend.apply` over
+through the worker's own blend (:meth:`serving.content_blend.ContentBlend.apply` over
 the first ``candidates`` retrieved items) for each relative weight in
 :data:`BETAS` (times the spread of the retrieval scores over the spread of the
 overlaps, among the validation users' candidates, so the grid fits any
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.content import ContentBlend
+from serving.content_blend import ContentBlend
 from serving.topk import top_k_rows
 from training.data.attributes import ItemAttributes
 from training.evaluation.evaluate import masked_scores
@@ -102,6 +102,6 @@ def fit_blend(attributes: ItemAttributes, items: Sequence[str], item_vecs: np.nd
         "test": {"retrieval": hr_ndcg(blended_ranks(base, t_keys, t_scores, t_inputs, t_targets)),
                  "blend": hr_ndcg(blended_ranks(chosen, t_keys, t_scores, t_inputs, t_targets))},
         "protocol": f"leave-one-out; the first {candidates} retrieved unseen items re-scored "
-                    "(serving.content), the rest ranked past every list"}
+                    "(serving.content_blend), the rest ranked past every list"}
     return chosen, report
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from serving.bundle import load_bundle
-from serving.catalogue import Catalogue, LiveItems
+from serving.catalogue import Catalogue, CatalogueView
 from serving.funnel import recommend
 from serving.list_types import SOURCE_MODEL
-from serving.newitems import IDF_POWER
+from serving.new_item_slot import IDF_POWER
 from streamrec.errors import EventError
 from streamrec.items import ItemRecord, decode_item, encode_item
 from streamrec.sequences import pad_batch
@@ -81,7 +81,7 @@ def test_recommend_merges_new_items_by_score_and_drops_withdrawn_ones(tiny_tower
     user0 = b.encoder.encode(pad_batch([b.vocab.encode(histories[0])], b.max_len))[0]
     unit = user0 / float(user0 @ user0)
     first, middle = (before[0].scores[0] + 1.0) * unit, (sum(before[0].scores[2:4]) / 2) * unit
-    live = LiveItems(b.version, ("first", "middle"), np.stack([first, middle]).astype(np.float32),
+    live = CatalogueView(b.version, ("first", "middle"), np.stack([first, middle]).astype(np.float32),
                      live.blocked, live.blocked_ids)
     after = recommend(b, histories, 10, live=live)
     assert all(top not in r.items for r in after)  # withdrawn: in nobody's list
@@ -101,11 +101,11 @@ def test_recommend_merges_new_items_by_score_and_drops_withdrawn_ones(tiny_tower
     pinned = recommend(b, histories[:1], 10, live=live,
                        rules=RerankConfig(blocklist=frozenset({"first"}), pins={9: "promo"}))[0]
     assert pinned.items == [i for i in r0.items if i != "first"][:9] + ["promo"]
-    assert pinned.reasons == ["sequence"] * 2 + ["content"] + ["sequence"] * 6 + ["pinned"]
+    assert pinned.reasons == ["sequence"] * 2 + ["new_item"] + ["sequence"] * 6 + ["pinned"]
     blocked = recommend(b, histories[:1], 10, live=live,
                         rules=RerankConfig(blocklist=frozenset({"first"})))[0]
     assert blocked.items == r0.items[1:] + [before[0].items[9]]  # from the model, not popularity
-    assert blocked.reasons == ["sequence"] * 2 + ["content"] + ["sequence"] * 7
+    assert blocked.reasons == ["sequence"] * 2 + ["new_item"] + ["sequence"] * 7
     # the new-item slot: "middle" (3rd by score once "first" is clicked) moves up to the 2nd
     # place; a list that
     # already shows a new item in its first two places ("first") keeps its order
@@ -114,13 +114,13 @@ def test_recommend_merges_new_items_by_score_and_drops_withdrawn_ones(tiny_tower
     assert slotted[0].items == r0.items
     assert again[0].items[2] == "middle"
     assert slotted[1].items == [again[0].items[0], "middle", again[0].items[1], *again[0].items[3:]]
-    assert slotted[1].reasons == ["sequence", "content"] + ["sequence"] * 8
+    assert slotted[1].reasons == ["sequence", "new_item"] + ["sequence"] * 8
     # gated to users whose best new item ranks in their first `within`: "middle" is 3rd
     gated = [recommend(b, [[*histories[0], "first"]], 10, live=live,
                        rules=RerankConfig(new_item_slot=1, new_item_within=w))[0].items for w in (2, 3)]
     assert gated == [again[0].items, slotted[1].items]
     # a snapshot built for another bundle is ignored (its vectors are in another space)
-    stale = LiveItems("other", live.ids, live.vecs, live.blocked, live.blocked_ids)
+    stale = CatalogueView("other", live.ids, live.vecs, live.blocked, live.blocked_ids)
     assert recommend(b, histories[:1], 10, live=stale)[0].items == before[0].items
 
 
@@ -186,14 +186,14 @@ def test_the_new_item_slot_chooses_by_content_where_a_weight_is_set(tiny_tower_b
     unit = user / float(user @ user)  # an item vector scoring s for this user: s * unit
     low = before.scores[9] - 1.0
     shared = sorted({t for i in h for t in b.attributes[i]})
-    live = LiveItems(b.version, ("near", "alike"), np.stack([low * unit, (low - 0.5) * unit]).astype(np.float32),
+    live = CatalogueView(b.version, ("near", "alike"), np.stack([low * unit, (low - 0.5) * unit]).astype(np.float32),
                      attributes={"near": ["zz-nothing-alike"], "alike": shared})
     assert recommend(b, [h], 10, live=live)[0].items == before.items  # below the top ten
 
     def slotted(**rules: float) -> list[str]:
         r = recommend(b, [h], 10, live=live, rules=RerankConfig(new_item_slot=2, **rules))[0]  # type: ignore[arg-type]
         assert r.reasons is not None
-        assert [i for i, why in zip(r.items, r.reasons, strict=True) if why == "content"] == \
+        assert [i for i, why in zip(r.items, r.reasons, strict=True) if why == "new_item"] == \
             [i for i in r.items if i in ("near", "alike")]
         return r.items
 
@@ -219,13 +219,13 @@ def test_with_the_slot_only_new_items_never_merge_into_the_list_by_score(tiny_to
     unit = user / float(user @ user)
     high, low = before.scores[0] + 1.0, before.scores[9] - 1.0
     shared = sorted({t for i in h for t in b.attributes[i]})
-    live = LiveItems(b.version, ("top", "alike"), np.stack([high * unit, low * unit]).astype(np.float32),
+    live = CatalogueView(b.version, ("top", "alike"), np.stack([high * unit, low * unit]).astype(np.float32),
                      attributes={"top": ["zz-nothing-alike"], "alike": shared})
     merged = recommend(b, [h], 10, live=live, rules=RerankConfig(new_item_slot=2))[0]
     assert merged.items == ["top", *before.items[:9]]  # a new item in the first three: no slot
     only = recommend(b, [h], 10, live=live, rules=RerankConfig(new_item_slot=2, new_item_slot_only=True))[0]
     assert only.items == [*before.items[:2], "top", *before.items[2:9]]
-    assert only.reasons == ["sequence", "sequence", "content"] + ["sequence"] * 7
+    assert only.reasons == ["sequence", "sequence", "new_item"] + ["sequence"] * 7
     by_content = recommend(b, [h], 10, live=live, rules=RerankConfig(
         new_item_slot=2, new_item_slot_only=True, new_item_content_weight=100.0))[0]
     assert by_content.items == [*before.items[:2], "alike", *before.items[2:9]]

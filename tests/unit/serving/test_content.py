@@ -1,4 +1,4 @@
-"""The content blend (serving.content): profiles, the rarity-weighted overlap, re-sorting."""
+"""The content blend (serving.content_blend): profiles, the rarity-weighted overlap, re-sorting."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.content import ContentBlend, chosen_blend
-from serving.newitems import rarity_weights
+from serving.content_blend import ContentBlend, chosen_blend
+from serving.new_item_slot import rarity_weights
 
 # items 1..5 (row 0 PAD): attribute columns 1 (common) and 2, 3 (rare)
 COLS = [[], [1, 2], [1], [1, 3], [1], [2]]

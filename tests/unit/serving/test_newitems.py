@@ -1,11 +1,11 @@
-"""The new-item slot's choice by key (serving.newitems): profiles, item columns, keys."""
+"""The new-item slot's choice by key (serving.new_item_slot): profiles, item columns, keys."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from serving.newitems import (
+from serving.new_item_slot import (
     CONTENT_DECAY,
     CONTENT_WINDOW,
     IDF_POWER,

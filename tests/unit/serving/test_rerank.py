@@ -97,7 +97,7 @@ def test_the_new_item_slot_gives_the_best_new_item_a_place_only_where_none_is_li
     new = {"n1", "n2"}.__contains__
     best = Candidate("n1", 0.5, "sequence")
     out = slot_new_item(cands("a1", "a2", "b1", "c1"), 2, best, new)
-    assert names(out) == ["a1", "a2", "n1", "b1", "c1"] and out[2].reason == "content"
+    assert names(out) == ["a1", "a2", "n1", "b1", "c1"] and out[2].reason == "new_item"
     # a new item already in the first slot + 1 places: nothing changes
     assert names(slot_new_item(cands("a1", "n2", "b1"), 2, best, new)) == ["a1", "n2", "b1"]
     # a new item further down does not count; the best one leaves its old place
@@ -107,7 +107,7 @@ def test_the_new_item_slot_gives_the_best_new_item_a_place_only_where_none_is_li
     # in the rule order: before caps and pins, which keep their word
     cfg = RerankConfig(new_item_slot=0, pins={0: "promo"})
     out = rerank(cands("a1", "a2", "b1"), cfg, 3, new_item=best, is_new=new)
-    assert names(out) == ["promo", "n1", "a1"] and [c.reason for c in out] == ["pinned", "content", "sequence"]
+    assert names(out) == ["promo", "n1", "a1"] and [c.reason for c in out] == ["pinned", "new_item", "sequence"]
     assert RerankConfig(new_item_slot=9).active and not RerankConfig(new_item_slot=9).reorders
 
 

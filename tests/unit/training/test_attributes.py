@@ -84,7 +84,7 @@ def test_rarity_weighted_knn_ranks_a_shared_rare_attribute_above_a_shared_common
 
 
 def test_the_rarity_is_counted_over_the_warm_items_with_attributes() -> None:
-    from serving.newitems import IDF_POWER
+    from serving.new_item_slot import IDF_POWER
     from training.evaluation.cold_start import SlotContent
 
     attrs = np.array([[0, 0], [1, 2], [1, 0], [2, 0], [0, 0], [1, 3]])  # item 4: none
@@ -169,10 +169,10 @@ def test_slot_ranks_are_the_ranks_of_the_lists_the_new_item_slot_writes(slot: in
 def test_slot_ranks_by_key_are_the_ranks_of_the_lists_the_worker_writes(
         slot: int, weight: float, min_key: float, merged: bool) -> None:
     """With a content weight or a minimum key, the slot's item is the best cold item by
-    the worker's key (serving.newitems), often not the first cold item in the list. Not
+    the worker's key (serving.new_item_slot), often not the first cold item in the list. Not
     ``merged`` (``STREAMREC_RERANK_NEW_ITEM_SLOT_ONLY``): the worker's list holds no cold
     item but the slot's."""
-    from serving.newitems import (
+    from serving.new_item_slot import (
         CONTENT_WINDOW,
         IDF_POWER,
         content_profiles,

@@ -7,7 +7,7 @@ sequence model's score gains from adding attribute k-NN's, weighted by rarity:
 
 over the user's last ``max_len`` items ``H(u)`` (the items the encoder reads),
 with ``r(a)`` the rarity weight the new-item slot's overlap uses
-(:func:`serving.newitems.rarity_weights`, over the bundle's items). The first
+(:func:`serving.new_item_slot.rarity_weights`, over the bundle's items). The first
 ``candidates`` retrieved items are re-scored and re-sorted; those past them keep
 retrieval's order below (:func:`serving.ranking.ranked_rows`); new items (from
 the items topic) keep their retrieval score (the new-item slot shows them by
@@ -27,7 +27,7 @@ from itertools import chain
 
 import numpy as np
 
-from serving.newitems import catalogue_rarity
+from serving.new_item_slot import catalogue_rarity
 from serving.ranking import ranked_rows
 
 
