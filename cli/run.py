@@ -88,7 +88,8 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Every live worker's status (Redis) and event-to-Redis latency percentiles (its /metrics)."""
-    from serving.latency import percentiles, scrape_fields
+    from serving.latency import fields_from_prometheus, percentiles, scrape
+    from serving.online import from_prometheus
     from serving.reader import RecsReader
 
     s = settings()
@@ -96,12 +97,15 @@ def status(
     report: dict[str, dict[str, object]] = {}
     for wid, fields in statuses.items():
         latency: dict[str, object] = {}
+        online: dict[str, object] = {}
         if "web" in fields:
             try:
-                latency = dict(percentiles(scrape_fields(fields["web"])))
+                text = scrape(fields["web"])
+                latency = dict(percentiles(fields_from_prometheus(text)))
+                online = dict(from_prometheus(text))
             except OSError as e:
                 latency = {"unreachable": f"{fields['web']}: {e}"}
-        report[wid] = {**fields, "latency_ms": latency}
+        report[wid] = {**fields, "latency_ms": latency, "online": online}
     if json_out:
         print_json({"workers": report})
         return

@@ -70,13 +70,19 @@ def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seco
     return out
 
 
-def scrape_fields(address: str, timeout_s: float = 2.0) -> dict[str, int]:
-    """The latency histogram fields of the worker whose HTTP port is at ``address``
-    (``host:port``), read from its ``/metrics``."""
+def scrape(address: str, timeout_s: float = 2.0) -> str:
+    """The ``/metrics`` text of the worker whose HTTP port is at ``address`` (``host:port``)."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as r:
-        return fields_from_prometheus(r.read().decode())
+        text: str = r.read().decode()
+        return text
+
+
+def scrape_fields(address: str, timeout_s: float = 2.0) -> dict[str, int]:
+    """The latency histogram fields of the worker whose HTTP port is at ``address``
+    (``host:port``), read from its ``/metrics``."""
+    return fields_from_prometheus(scrape(address, timeout_s))
 
 
 def diff(after: Mapping[str, str | int], before: Mapping[str, str | int]) -> dict[str, int]:

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     # changelog at each start) or "rocksdb" (on disk under data_dir, one database per
     # owned partition: bounded by disk, and a restart reads only the changelog's tail).
     table_store: Literal["memory", "rocksdb"] = "memory"
+    # Online metrics (serving/online.py; docs/operations.md, "Online metrics"): each applied
+    # click against the list the user held before it, counted per model version and arm on
+    # /metrics. The worker keeps the last list of at most online_metrics_users users.
+    online_metrics: bool = True
+    online_metrics_users: int = Field(100_000, ge=1, le=100_000_000)
 
     @model_validator(mode="before")
     @classmethod

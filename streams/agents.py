@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from serving.catalogue import Catalogue
 from serving.funnel import Funnel
+from serving.online import OnlineMetrics
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import ensure_topics
@@ -71,6 +72,7 @@ class WorkerContext:
     catalogue: Catalogue  # the live item catalogue (new and withdrawn items)
     items: ItemUpdates  # its listener
     funnel: Funnel  # the deployment's funnel (serving.funnel): stages, rules, widths
+    online: OnlineMetrics | None  # clicks against the lists users held (None: off)
     worker_id: str
     started_at_ms: int
     rebalanced: bool = False  # a partition assignment has completed (readiness)
@@ -92,7 +94,7 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
         executor=ctx.compute, fencing=ctx.fencing, status=ctx.status,
         rules=SessionRules.from_settings(s), funnel=ctx.funnel, worker_id=ctx.worker_id,
         metrics=ctx.metrics, trending=ctx.trending, catalogue=ctx.catalogue,
-        dead_letter_max_bytes=s.dead_letter_max_bytes))
+        dead_letter_max_bytes=s.dead_letter_max_bytes, online=ctx.online))
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from serving.catalogue import Catalogue
 from serving.funnel import Funnel, FunnelConfig
 from serving.keys import epoch_key
+from serving.online import OnlineMetrics
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import faust_credentials
@@ -79,6 +80,10 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-loader")
     topics = worker_topics(app, settings)
     catalogue = Catalogue()
+    online = OnlineMetrics(settings.online_metrics_users) if settings.online_metrics else None
+    if online is not None:
+        metrics.watch_online(online, lambda: (holder.current.version, len(holder.current.vocab.ids))
+                             if holder.loaded else ("", 0))
 
     async def send_dead(letters: Sequence[DeadLetter]) -> None:
         for d in letters:
@@ -104,6 +109,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         catalogue=catalogue,
         items=items,
         funnel=Funnel(FunnelConfig.from_settings(settings)),  # a malformed rule stops the start
+        online=online,
         worker_id=worker_id,
         started_at_ms=int(time.time() * 1000),
     )

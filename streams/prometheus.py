@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from serving.latency import EDGES, bucket_array
+from serving.online import KS, PREFIX, OnlineMetrics
 
 # (topic, partition) -> (high watermark, position): what a lag gauge needs
 LagSource = Callable[[], Mapping[tuple[str, int], tuple[int, int]]]
@@ -63,6 +64,49 @@ class ConsumerLag(Collector):
         yield g
 
 
+class OnlineCollector(Collector):
+    """``streamrec_online_*``: the clicks against the lists users held
+    (:mod:`serving.online`), by model version and arm; coverage for the served version."""
+
+    def __init__(self, online: OnlineMetrics, served: Callable[[], tuple[str, int]]) -> None:
+        self.online, self.served = online, served
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["model_version", "arm"]
+        fams = {
+            "clicks": CounterMetricFamily(f"{PREFIX}clicks", "Applied clicks by users whose "
+                                          "previous list this worker wrote", labels=labels),
+            "hits": CounterMetricFamily(f"{PREFIX}hits", "Clicks on an item in the first k of "
+                                        "the user's previous list", labels=[*labels, "k"]),
+            "on_list": CounterMetricFamily(f"{PREFIX}clicks_on_list", "Clicks on any item of "
+                                           "the user's previous list", labels=labels),
+            "rr": CounterMetricFamily(f"{PREFIX}reciprocal_rank", "Sum over clicks of 1/rank "
+                                      "of the clicked item (0 off the list): / clicks = MRR",
+                                      labels=labels),
+            "ndcg": CounterMetricFamily(f"{PREFIX}ndcg_at_10", "Sum over clicks of "
+                                        "1/log2(rank+1) for ranks <= 10: / clicks = NDCG@10",
+                                        labels=labels),
+        }
+        for (version, arm), c in sorted(self.online.counts.items()):
+            fams["clicks"].add_metric([version, arm], c.clicks)
+            for k in KS:
+                fams["hits"].add_metric([version, arm, str(k)], c.hits[k])
+            fams["on_list"].add_metric([version, arm], c.on_list)
+            fams["rr"].add_metric([version, arm], c.reciprocal_rank)
+            fams["ndcg"].add_metric([version, arm], c.ndcg10)
+        yield from fams.values()
+        yield CounterMetricFamily(f"{PREFIX}clicks_without_list", "Applied clicks by users "
+                                  "whose previous list this worker does not hold (after a "
+                                  "start or a rebalance)", value=self.online.without_list)
+        coverage = GaugeMetricFamily(f"{PREFIX}coverage_ratio", "Distinct items in the lists "
+                                     "of the served version over its bundle's items",
+                                     labels=["model_version"])
+        version, items = self.served()  # ("", 0) before the first model
+        if version:
+            coverage.add_metric([version], self.online.coverage(version, items))
+        yield coverage
+
+
 class WorkerMetrics:
     """Every metric a worker exports. ``registry`` is what ``/metrics`` renders."""
 
@@ -103,6 +147,9 @@ class WorkerMetrics:
             "streamrec_changelog_applied", "Changelog records read into the session table "
             "since start (recovery and standbys; with the rocksdb store, only the tail a "
             "restart missed)", registry=r)
+
+    def watch_online(self, online: OnlineMetrics, served: Callable[[], tuple[str, int]]) -> None:
+        self.registry.register(OnlineCollector(online, served))
 
     def watch_consumer(self, source: LagSource) -> None:
         self.registry.register(ConsumerLag(source))

@@ -17,6 +17,7 @@ import numpy as np
 
 from serving.catalogue import Catalogue
 from serving.funnel import Batch, Funnel
+from serving.online import OnlineMetrics
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
 from streamrec.logs import RateLimitedLog
@@ -49,6 +50,7 @@ class BatchContext:
     trending: TrendingCache = field(default_factory=TrendingCache)
     catalogue: Catalogue = field(default_factory=Catalogue)
     dead_letter_max_bytes: int = 262_144
+    online: OnlineMetrics | None = None  # None: online metrics off
 
 
 class ClickWorker:
@@ -140,6 +142,9 @@ class ClickWorker:
             log.info("%s", funnel.describe(bundle))
         users = list(out.touched)
         ranked = []
+        online = self.ctx.online
+        if online is not None:  # against the lists held before this batch's
+            online.observe(zip(out.clickers, out.clicked, strict=True))
         if users:
             batch = Batch([out.histories[u] for u in users], self.ctx.trending.items,
                           self.ctx.catalogue.live)
@@ -174,6 +179,9 @@ class ClickWorker:
         ))
         self.metrics.redis_write.observe(time.perf_counter() - t0)
         self.metrics.lists_written.inc(written)
+        if online is not None:
+            online.remember(((u, r.items) for u, r in zip(users, ranked, strict=True)),
+                            bundle.version)
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             self.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
 

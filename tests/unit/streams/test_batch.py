@@ -182,3 +182,11 @@ def test_small_dead_letter_is_whole() -> None:
     assert letter["truncated"] is False and base64.b64decode(letter["value_b64"]) == b"{bad"
     assert base64.b64decode(letter["key_b64"]) == b"k"
 
+
+
+def test_each_applied_click_names_its_user_in_step_with_its_item() -> None:
+    table = Sessions()
+    out = apply_batch(table, [rec("u1", "a", "i1", 0), rec("u2", "b", "i2", 1),
+                              rec("u1", "a", "i1", 2), rec("u1", "c", "i3", 3)], RULES)
+    assert list(zip(out.clickers, out.clicked, strict=True)) == [("u1", "i1"), ("u2", "i2"),
+                                                                ("u1", "i3")]

@@ -1,0 +1,163 @@
+"""Online metrics: did the list a user held predict the user's next click? (pure)
+
+For every applied click, the worker takes the list it last wrote for that user
+(before the click's batch) and finds the clicked item's rank in it. Summed per
+model version and experiment arm, these give the online counterparts of the
+offline metrics:
+
+* ``HR@k`` (k = 1, 5, 10, 20): the share of clicks whose item was in the first k
+  items of the list the user held: ``hits[k] / clicks``;
+* ``MRR``: the mean reciprocal rank of the clicked item (0 when not in the list):
+  ``reciprocal_rank / clicks``;
+* ``NDCG@10``: the mean of ``1 / log2(rank + 1)`` for ranks up to 10 (one relevant
+  item, so the ideal DCG is 1): ``ndcg10 / clicks``;
+* the share of clicks on any recommended item: ``on_list / clicks``;
+* coverage: the distinct items in the lists written since the model version was
+  first served, over the bundle's item count.
+
+A click counts only where the worker knows the user's previous list: the last
+``max_users`` users' lists are kept in memory (least recently written dropped
+first). A user seen first after a restart or a rebalance has no known list; such
+clicks are counted apart (``without_list``) and enter no ratio. A list is the one
+written, not necessarily the one an application displayed (impressions report
+that).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+KS = (1, 5, 10, 20)
+NDCG_K = 10
+DEFAULT_ARM = "all"  # the arm of every user while no experiment runs
+
+
+def click_rank(items: Sequence[str], item: str) -> int | None:
+    """The 1-based rank of ``item`` in ``items``, None where it is not there."""
+    try:
+        return items.index(item) + 1
+    except ValueError:
+        return None
+
+
+@dataclass
+class OnlineCounts:
+    """Sums over the clicks of one (model version, arm); the ratios divide by ``clicks``."""
+
+    clicks: int = 0
+    hits: dict[int, int] = field(default_factory=lambda: dict.fromkeys(KS, 0))
+    on_list: int = 0
+    reciprocal_rank: float = 0.0
+    ndcg10: float = 0.0
+
+    def add(self, rank: int | None) -> None:
+        self.clicks += 1
+        if rank is None:
+            return
+        self.on_list += 1
+        self.reciprocal_rank += 1.0 / rank
+        if rank <= NDCG_K:
+            self.ndcg10 += 1.0 / math.log2(rank + 1)
+        for k in KS:
+            if rank <= k:
+                self.hits[k] += 1
+
+    def ratios(self) -> dict[str, float]:
+        """``hr@k``, ``mrr``, ``ndcg@10`` and ``on_list`` as shares of the clicks (0 with none)."""
+        n = max(self.clicks, 1)
+        out = {f"hr@{k}": self.hits[k] / n for k in KS}
+        return {**out, "mrr": self.reciprocal_rank / n, "ndcg@10": self.ndcg10 / n,
+                "on_list": self.on_list / n}
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A list as written: its items, the model version and the arm that made it."""
+
+    items: tuple[str, ...]
+    model_version: str
+    arm: str
+
+
+class OnlineMetrics:
+    """The users' last written lists (LRU, ``max_users``) and the counts of their clicks."""
+
+    def __init__(self, max_users: int = 100_000) -> None:
+        self.max_users = max_users
+        self.lists: OrderedDict[str, Shown] = OrderedDict()
+        self.counts: dict[tuple[str, str], OnlineCounts] = {}
+        self.without_list = 0
+        self.recommended: dict[str, set[str]] = {}  # model version -> items in its lists
+
+    def observe(self, clicks: Iterable[tuple[str, str]]) -> None:
+        """``(user, item)`` clicks, each against the list the user held before it."""
+        lists, counts = self.lists, self.counts
+        for user, item in clicks:
+            shown = lists.get(user)
+            if shown is None:
+                self.without_list += 1
+                continue
+            key = (shown.model_version, shown.arm)
+            c = counts.get(key)
+            if c is None:
+                c = counts[key] = OnlineCounts()
+            c.add(click_rank(shown.items, item))
+
+    def remember(self, lists: Iterable[tuple[str, Sequence[str]]], model_version: str,
+                 arm: str = DEFAULT_ARM) -> None:
+        """The lists just written, ``(user, items)``; the oldest users beyond ``max_users``
+        are forgotten."""
+        held, seen = self.lists, self.recommended.setdefault(model_version, set())
+        for user, items in lists:
+            shown = Shown(tuple(items), model_version, arm)
+            held[user] = shown
+            held.move_to_end(user)
+            seen.update(shown.items)
+        while len(held) > self.max_users:
+            held.popitem(last=False)
+
+    def coverage(self, model_version: str, catalogue_size: int) -> float:
+        """Distinct items in ``model_version``'s lists over ``catalogue_size`` items."""
+        return len(self.recommended.get(model_version, ())) / max(catalogue_size, 1)
+
+
+PREFIX = "streamrec_online_"
+
+
+def from_prometheus(text: str) -> dict[str, dict[str, float]]:
+    """A worker's online metrics from its ``/metrics`` text: ``"{model_version}/{arm}"`` ->
+    ``clicks`` and the ratios of :meth:`OnlineCounts.ratios`, plus ``without_list``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    by: dict[str, OnlineCounts] = {}
+    without = 0.0
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith(PREFIX):
+            continue
+        for sample in family.samples:
+            if sample.name == f"{PREFIX}clicks_without_list_total":
+                without = sample.value
+                continue
+            labels = sample.labels
+            if "model_version" not in labels or not sample.name.endswith("_total"):
+                continue
+            c = by.setdefault(f"{labels['model_version']}/{labels.get('arm', DEFAULT_ARM)}",
+                              OnlineCounts())
+            what = sample.name.removeprefix(PREFIX).removesuffix("_total")
+            if what == "clicks":
+                c.clicks = int(sample.value)
+            elif what == "hits":
+                c.hits[int(labels["k"])] = int(sample.value)
+            elif what == "clicks_on_list":
+                c.on_list = int(sample.value)
+            elif what == "reciprocal_rank":
+                c.reciprocal_rank = sample.value
+            elif what == "ndcg_at_10":
+                c.ndcg10 = sample.value
+    out: dict[str, dict[str, float]] = {k: {"clicks": c.clicks, **c.ratios()} for k, c in by.items()}
+    if without:
+        out["without_list"] = {"clicks": without}
+    return out

@@ -1,0 +1,48 @@
+"""Online metrics on a live worker: each click against the list its user held before it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from serving.bundle import load_bundle
+from serving.online import from_prometheus
+from serving.reader import RecsReader
+from streamrec.events import ClickEvent, encode_event
+from streamrec.settings import Settings
+from streams.replay import send_raw
+from tests.integration.conftest import WorkerProc, send_histories
+
+
+def test_clicks_on_the_held_lists_are_counted_by_rank(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    s = make_settings()
+    w = start_worker(s, tiny_bundle_dir)
+    ids = load_bundle(tiny_bundle_dir).vocab.ids
+    users = {f"u{n}": [ids[n]] for n in range(20)}  # one click each: no list before it
+    now = int(time.time() * 1000)
+    sent = send_histories(s, users, now)
+    w.wait_events(sent)
+    reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
+    held = {u: reader.get_recommendations(u) for u in users}
+    assert all(r is not None and len(r.items) == s.top_n for r in held.values())
+    # even users click their list's first item, odd users its third, u0 an item off the list
+    nxt = {u: [r.items[0] if k % 2 == 0 else r.items[2]]  # type: ignore[union-attr]
+           for k, (u, r) in enumerate(held.items())}
+    nxt["u0"] = ["never-recommended"]
+    second = [(u.encode(), encode_event(ClickEvent(f"{u}/second", u, items[0], now + 1000)))
+              for u, items in nxt.items()]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, second))
+    sent += len(second)
+    w.wait_events(sent)
+    online = from_prometheus(w.get("/metrics")[1].decode())
+    version = held["u1"].model_version  # type: ignore[union-attr]
+    got = online[f"{version}/all"]
+    # the first round's clicks had no list yet; the second round's 20 each had one
+    assert got["clicks"] == 20 and online["without_list"]["clicks"] == 20
+    assert got["hr@1"] == 9 / 20 and got["hr@5"] == 19 / 20 and got["on_list"] == 19 / 20
+    assert abs(got["mrr"] - (9 + 10 / 3) / 20) < 1e-9
