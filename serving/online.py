@@ -12,6 +12,8 @@ offline metrics:
 * ``NDCG@10``: the mean of ``1 / log2(rank + 1)`` for ranks up to 10 (one relevant
   item, so the ideal DCG is 1): ``ndcg10 / clicks``;
 * the share of clicks on any recommended item: ``on_list / clicks``;
+* the share of clicks attributed to the list held (the click names its ``list_id``):
+  ``attributed / clicks``;
 * coverage: the distinct items in the lists written since the model version was
   first served, over the bundle's item count.
 
@@ -52,9 +54,11 @@ class OnlineCounts:
     on_list: int = 0
     reciprocal_rank: float = 0.0
     ndcg10: float = 0.0
+    attributed: int = 0
 
-    def add(self, rank: int | None) -> None:
+    def add(self, rank: int | None, attributed: bool = False) -> None:
         self.clicks += 1
+        self.attributed += attributed
         if rank is None:
             return
         self.on_list += 1
@@ -70,7 +74,7 @@ class OnlineCounts:
         n = max(self.clicks, 1)
         out = {f"hr@{k}": self.hits[k] / n for k in KS}
         return {**out, "mrr": self.reciprocal_rank / n, "ndcg@10": self.ndcg10 / n,
-                "on_list": self.on_list / n}
+                "on_list": self.on_list / n, "attributed": self.attributed / n}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class Shown:
     items: tuple[str, ...]
     model_version: str
     arm: str
+    list_id: str | None = None
 
 
 class OnlineMetrics:
@@ -92,10 +97,11 @@ class OnlineMetrics:
         self.without_list = 0
         self.recommended: dict[str, set[str]] = {}  # model version -> items in its lists
 
-    def observe(self, clicks: Iterable[tuple[str, str]]) -> None:
-        """``(user, item)`` clicks, each against the list the user held before it."""
+    def observe(self, clicks: Iterable[tuple[str, str, str | None]]) -> None:
+        """``(user, item, list_id)`` clicks, each against the list the user held before it
+        (``list_id``: the list the click names, or None)."""
         lists, counts = self.lists, self.counts
-        for user, item in clicks:
+        for user, item, named in clicks:
             shown = lists.get(user)
             if shown is None:
                 self.without_list += 1
@@ -104,15 +110,15 @@ class OnlineMetrics:
             c = counts.get(key)
             if c is None:
                 c = counts[key] = OnlineCounts()
-            c.add(click_rank(shown.items, item))
+            c.add(click_rank(shown.items, item), named is not None and named == shown.list_id)
 
-    def remember(self, lists: Iterable[tuple[str, Sequence[str]]], model_version: str,
-                 arm: str = DEFAULT_ARM) -> None:
-        """The lists just written, ``(user, items)``; the oldest users beyond ``max_users``
-        are forgotten."""
+    def remember(self, lists: Iterable[tuple[str, Sequence[str], str | None]],
+                 model_version: str, arm: str = DEFAULT_ARM) -> None:
+        """The lists just written, ``(user, items, list_id)``; the oldest users beyond
+        ``max_users`` are forgotten."""
         held, seen = self.lists, self.recommended.setdefault(model_version, set())
-        for user, items in lists:
-            shown = Shown(tuple(items), model_version, arm)
+        for user, items, list_id in lists:
+            shown = Shown(tuple(items), model_version, arm, list_id)
             held[user] = shown
             held.move_to_end(user)
             seen.update(shown.items)
@@ -157,6 +163,8 @@ def from_prometheus(text: str) -> dict[str, dict[str, float]]:
                 c.reciprocal_rank = sample.value
             elif what == "ndcg_at_10":
                 c.ndcg10 = sample.value
+            elif what == "clicks_attributed":
+                c.attributed = int(sample.value)
     out: dict[str, dict[str, float]] = {k: {"clicks": c.clicks, **c.ratios()} for k, c in by.items()}
     if without:
         out["without_list"] = {"clicks": without}

@@ -31,6 +31,7 @@ class Recommendations:
     epoch: int = 0  # fencing epoch of the worker that wrote it (0: written before epochs)
     schema: int = 0  # layout version (serving.keys.SCHEMA_VERSION; 0: written before versions)
     reasons: list[str] | None = None  # why each item is there (serving.rerank); None: older writer
+    list_id: str | None = None  # names this list in impressions and clicks; None: not named
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -91,4 +92,5 @@ def parse(user_id: str, raw: Mapping[bytes | str, bytes | str]) -> Recommendatio
         epoch=int(g.get("epoch", 0)),
         schema=int(g.get("schema", 0)),
         reasons=orjson.loads(g["reasons"]) if "reasons" in g else None,
+        list_id=g.get("list_id") or None,
     )

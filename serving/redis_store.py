@@ -49,7 +49,7 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 
 # KEYS = the batch's recs keys; ARGV = epoch, model_version, generated_at, ttl_ms, schema, then
-# per key: seq, items, scores, source, last_event_id, last_event_ts, reasons. Each list is
+# per key: seq, items, scores, source, last_event_id, last_event_ts, reasons, list_id. Each list is
 # written only if no later one is stored. Returns how many were written. One call per
 # LISTS_PER_CALL lists, not one per list: per-list EVALSHA commands cost the worker's event
 # loop a command to pack and a reply to parse each (profiled at saturation: the write was
@@ -59,7 +59,7 @@ _WRITE_IF_NEWER = """
 local new_epoch = tonumber(ARGV[1])
 local written = 0
 for i, key in ipairs(KEYS) do
-  local a = 5 + (i - 1) * 7
+  local a = 5 + (i - 1) * 8
   local cur = redis.call('HMGET', key, 'epoch', 'seq')
   local older = false
   if cur[2] then
@@ -70,7 +70,7 @@ for i, key in ipairs(KEYS) do
     redis.call('HSET', key, 'epoch', ARGV[1], 'seq', ARGV[a + 1], 'items', ARGV[a + 2],
       'scores', ARGV[a + 3], 'source', ARGV[a + 4], 'model_version', ARGV[2],
       'generated_at', ARGV[3], 'last_event_id', ARGV[a + 5], 'last_event_ts', ARGV[a + 6],
-      'schema', ARGV[5], 'reasons', ARGV[a + 7])
+      'schema', ARGV[5], 'reasons', ARGV[a + 7], 'list_id', ARGV[a + 8])
     redis.call('PEXPIRE', key, ARGV[4])
     written = written + 1
   end
@@ -123,9 +123,11 @@ class RecsWriter:
         status: Mapping[str, str | int | float],
         batch_id: str | None = None,
         clicked: Mapping[str, int] | None = None,
+        list_ids: Sequence[str] | None = None,
     ) -> int:
         """Store ``lists``; returns how many were written (the rest were older than stored).
-        ``clicked``: the batch's applied clicks per item, added to trending.
+        ``clicked``: the batch's applied clicks per item, added to trending; ``list_ids``: one
+        per list, stored with it (default: none, an empty field).
 
         Safe to retry after any failure: list writes are conditional and, given a
         ``batch_id`` unique to the batch, its counters and clicks are added once.
@@ -133,15 +135,18 @@ class RecsWriter:
         pipe = self.client.pipeline(transaction=False)
         # plain EVALSHA: redis-py's Script wrapper costs more per call than the script
         # a script holds Redis while it runs: chunks bound what other clients wait for
-        chunks = [lists[lo:lo + LISTS_PER_CALL] for lo in range(0, len(lists), LISTS_PER_CALL)]
+        ids = list(list_ids) if list_ids is not None else [""] * len(lists)
+        chunks = [range(lo, min(lo + LISTS_PER_CALL, len(lists)))
+                  for lo in range(0, len(lists), LISTS_PER_CALL)]
         for chunk in chunks:
             args: list[Any] = [epoch, model_version, generated_at_ms, self.ttl_ms, SCHEMA_VERSION]
-            for p, r in chunk:
+            for at in chunk:
+                p, r = lists[at]
                 args += (p.seq, orjson.dumps(r.items), orjson.dumps(r.scores), r.source,
                          p.last_event_id, p.last_event_ts,
-                         orjson.dumps(r.reasons or _default_reasons(r)))
+                         orjson.dumps(r.reasons or _default_reasons(r)), ids[at])
             pipe.evalsha(self._write_sha, len(chunk),
-                         *[recs_key(self.prefix, p.user_id) for p, _ in chunk], *args)
+                         *[recs_key(self.prefix, lists[at][0].user_id) for at in chunk], *args)
         deltas = [x for name, d in counters.items() if d for x in (name, d)]
         if deltas and batch_id is not None:
             pipe.evalsha(self._count_sha, 2, worker_key(self.prefix, worker_id),
@@ -163,7 +168,7 @@ class RecsWriter:
             await self.load_scripts()
             return await self.write(lists, model_version, epoch, generated_at_ms, worker_id,
                                     counters if batch_id is not None else {}, status, batch_id,
-                                    clicked if batch_id is not None else None)
+                                    clicked if batch_id is not None else None, list_ids)
         for at, r in enumerate(results):
             if isinstance(r, Exception):
                 if at == trend_at:  # trending is best effort: the lists are written

@@ -2,7 +2,11 @@
 
 Wire format: JSON object, Kafka key = UTF-8 user id::
 
-    {"event_id": str, "user_id": str, "item_id": str, "ts": int (epoch ms), ...}
+    {"event_id": str, "user_id": str, "item_id": str, "ts": int (epoch ms),
+     "list_id": str (optional), ...}
+
+``list_id`` names the list the click came from (the ``list_id`` stored with each list
+in Redis and returned by ``GET /recs``): it attributes the click to that list.
 
 Extra fields are allowed and ignored (they stay in the log). Types are strict:
 ``"ts": "17"`` or ``"ts": true`` are rejected, not coerced.
@@ -21,11 +25,12 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0, lt=10**15)]
 
 
-class ClickEvent(msgspec.Struct, frozen=True):
+class ClickEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     event_id: Id
     user_id: Id
     item_id: Id
     ts: EpochMs
+    list_id: Id | None = None
 
 
 _decoder = msgspec.json.Decoder(ClickEvent)

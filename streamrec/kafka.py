@@ -100,7 +100,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, *,
     (AlterConfigs); where it does not (Tansu 0.6), a warning says what to set.
     """
     names = names or [settings.clicks_topic, settings.dlq_topic, settings.model_updates_topic,
-                      settings.items_topic]
+                      settings.items_topic, settings.impressions_topic]
     updates = settings.model_updates_topic
     # the latest record of each key is the state
     compact = set(names) if compacted else {updates, settings.items_topic}

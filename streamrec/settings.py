@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     model_updates_topic: str = "model-updates"
     # The live item catalogue (streamrec/items.py): compacted, read in full by every worker.
     items_topic: str = "items"
+    # Impressions (streamrec/impressions.py): the lists written, and what applications report
+    # they displayed. impressions=true sends one record per list written (a produce per list).
+    impressions_topic: str = "impressions"
+    impressions: bool = False
     topic_partitions: int = Field(8, ge=1)
     # How long the group coordinator waits for members to (re)join. Some brokers (Tansu)
     # hold a new group's first join for this long, so it bounds worker start-up time.

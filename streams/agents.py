@@ -94,7 +94,8 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
         executor=ctx.compute, fencing=ctx.fencing, status=ctx.status,
         rules=SessionRules.from_settings(s), funnel=ctx.funnel, worker_id=ctx.worker_id,
         metrics=ctx.metrics, trending=ctx.trending, catalogue=ctx.catalogue,
-        dead_letter_max_bytes=s.dead_letter_max_bytes, online=ctx.online))
+        dead_letter_max_bytes=s.dead_letter_max_bytes, online=ctx.online,
+        impressions=ctx.topics.impressions if s.impressions else None))
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface

@@ -96,6 +96,7 @@ class BatchOutcome:
     applied_ts: list[int] = field(default_factory=list)
     clicked: list[str] = field(default_factory=list)  # item of each applied event (trending)
     clickers: list[str] = field(default_factory=list)  # user of each applied event, in step
+    click_lists: list[str | None] = field(default_factory=list)  # the list_id each names, in step
     duplicates: int = 0
     epoch: int = 0  # the fencing epoch current when the batch was applied (streams.fencing)
 
@@ -147,6 +148,7 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
         out.applied_ts.append(ev.ts)
         out.clicked.append(ev.item_id)
         out.clickers.append(ev.user_id)
+        out.click_lists.append(ev.list_id)
         out.touched[ev.user_id] = Provenance(ev.user_id, new["seq"], ev.event_id, ev.ts)
         out.histories[ev.user_id] = new["items"]
     for key, (state, partition) in changed.items():

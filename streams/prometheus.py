@@ -86,6 +86,9 @@ class OnlineCollector(Collector):
             "ndcg": CounterMetricFamily(f"{PREFIX}ndcg_at_10", "Sum over clicks of "
                                         "1/log2(rank+1) for ranks <= 10: / clicks = NDCG@10",
                                         labels=labels),
+            "attributed": CounterMetricFamily(f"{PREFIX}clicks_attributed", "Clicks that name "
+                                              "the list_id of the list the user held",
+                                              labels=labels),
         }
         for (version, arm), c in sorted(self.online.counts.items()):
             fams["clicks"].add_metric([version, arm], c.clicks)
@@ -94,6 +97,7 @@ class OnlineCollector(Collector):
             fams["on_list"].add_metric([version, arm], c.on_list)
             fams["rr"].add_metric([version, arm], c.reciprocal_rank)
             fams["ndcg"].add_metric([version, arm], c.ndcg10)
+            fams["attributed"].add_metric([version, arm], c.attributed)
         yield from fams.values()
         yield CounterMetricFamily(f"{PREFIX}clicks_without_list", "Applied clicks by users "
                                   "whose previous list this worker does not hold (after a "

@@ -19,10 +19,12 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 class Topics:
     clicks: faust.TopicT  # the events (key = user id); consumed by process_clicks
     dead_letters: faust.TopicT  # what could not be applied, with the reason (streams.batch)
+    impressions: faust.TopicT  # the lists written, one record each (STREAMREC_IMPRESSIONS)
 
 
 def worker_topics(app: faust.App, settings: Settings) -> Topics:
-    """The click and dead-letter topics. Model updates are read outside Faust
+    """The click, dead-letter and impression topics. Model updates are read outside Faust
     (every worker reads all of them: :mod:`streams.hotswap`)."""
     return Topics(raw_topic(app, settings.clicks_topic, settings.topic_partitions),
-                  raw_topic(app, settings.dlq_topic, settings.topic_partitions))
+                  raw_topic(app, settings.dlq_topic, settings.topic_partitions),
+                  raw_topic(app, settings.impressions_topic, settings.topic_partitions))

@@ -66,7 +66,7 @@ async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, An
     return {"user_id": user_id, "items": items, "scores": None,
             "source": SOURCE_TRENDING if from_trending else SOURCE_POPULAR,
             "reasons": [REASON_TRENDING] * from_trending + [REASON_POPULAR] * (len(items) - from_trending),
-            "model_version": bundle.version, "fallback": True}
+            "model_version": bundle.version, "list_id": None, "fallback": True}
 
 
 def register(app: faust.App, ctx: WorkerContext) -> None:

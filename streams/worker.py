@@ -17,9 +17,11 @@ import numpy as np
 
 from serving.catalogue import Catalogue
 from serving.funnel import Batch, Funnel
-from serving.online import OnlineMetrics
+from serving.list_types import Ranked
+from serving.online import DEFAULT_ARM, OnlineMetrics
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
+from streamrec.impressions import Impression, encode_impression
 from streamrec.logs import RateLimitedLog
 from streamrec.session import SessionRules
 from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
@@ -51,6 +53,7 @@ class BatchContext:
     catalogue: Catalogue = field(default_factory=Catalogue)
     dead_letter_max_bytes: int = 262_144
     online: OnlineMetrics | None = None  # None: online metrics off
+    impressions: Any = None  # faust TopicT of the impressions; None: not sent
 
 
 class ClickWorker:
@@ -144,7 +147,7 @@ class ClickWorker:
         ranked = []
         online = self.ctx.online
         if online is not None:  # against the lists held before this batch's
-            online.observe(zip(out.clickers, out.clicked, strict=True))
+            online.observe(zip(out.clickers, out.clicked, out.click_lists, strict=True))
         if users:
             batch = Batch([out.histories[u] for u in users], self.ctx.trending.items,
                           self.ctx.catalogue.live)
@@ -154,6 +157,7 @@ class ClickWorker:
             self.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"
+        list_ids = [f"{batch_id}.{n}" for n in range(len(users))]
         t0 = time.perf_counter()
         written = await retry_transient(lambda: self.writer.write(
             [(out.touched[u], r) for u, r in zip(users, ranked, strict=True)],
@@ -176,14 +180,29 @@ class ClickWorker:
                 "last_batch_size": n_records,
             },
             clicked=clicks_by_item(out.clicked),
+            list_ids=list_ids,
         ))
         self.metrics.redis_write.observe(time.perf_counter() - t0)
         self.metrics.lists_written.inc(written)
+        if self.ctx.impressions is not None:
+            await self._send_impressions(users, ranked, list_ids, bundle.version, now_ms)
         if online is not None:
-            online.remember(((u, r.items) for u, r in zip(users, ranked, strict=True)),
+            online.remember(zip(users, (r.items for r in ranked), list_ids, strict=True),
                             bundle.version)
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             self.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
+
+
+    async def _send_impressions(self, users: Sequence[str], ranked: Sequence[Ranked],
+                                list_ids: Sequence[str], version: str, now_ms: int) -> None:
+        """One impression record per list written (keyed by user), waited for before the
+        batch's offsets are acked, like the lists: an impression is lost only with its list."""
+        topic = self.ctx.impressions
+        futures = [await topic.send(key=u.encode(), value=encode_impression(Impression(
+                       list_id=i, user_id=u, ts=now_ms, items=r.items, reasons=r.reasons,
+                       arm=DEFAULT_ARM, model_version=version)))
+                   for u, r, i in zip(users, ranked, list_ids, strict=True)]
+        await asyncio.gather(*futures)
 
 
 class Pipeline:

@@ -46,7 +46,7 @@ def make_settings(services: None) -> Callable[..., Settings]:
         run = uuid.uuid4().hex[:10]
         base: dict[str, object] = dict(  # noqa: C408 - keyword style reads as settings
             app_id=f"t-{run}", clicks_topic=f"t-{run}-clicks", dlq_topic=f"t-{run}-dlq",
-            model_updates_topic=f"t-{run}-models", items_topic=f"t-{run}-items", key_prefix=f"test:{run}:", topic_partitions=4,
+            model_updates_topic=f"t-{run}-models", items_topic=f"t-{run}-items", impressions_topic=f"t-{run}-impressions", key_prefix=f"test:{run}:", topic_partitions=4,
             worker_id=f"w-{run}", rebalance_timeout_s=3.0, session_timeout_s=10.0,
             producer_max_batch_bytes=1)  # Tansu: see Settings.producer_max_batch_bytes
         base.update(overrides)

@@ -7,13 +7,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 from serving.bundle import load_bundle
 from serving.online import from_prometheus
 from serving.reader import RecsReader
 from streamrec.events import ClickEvent, encode_event
+from streamrec.impressions import decode_impression
 from streamrec.settings import Settings
 from streams.replay import send_raw
-from tests.integration.conftest import WorkerProc, send_histories
+from tests.integration.conftest import WorkerProc, consume, send_histories
 
 
 def test_clicks_on_the_held_lists_are_counted_by_rank(
@@ -46,3 +49,38 @@ def test_clicks_on_the_held_lists_are_counted_by_rank(
     assert got["clicks"] == 20 and online["without_list"]["clicks"] == 20
     assert got["hr@1"] == 9 / 20 and got["hr@5"] == 19 / 20 and got["on_list"] == 19 / 20
     assert abs(got["mrr"] - (9 + 10 / 3) / 20) < 1e-9
+
+
+def test_each_written_list_has_an_impression_and_a_click_naming_it_is_attributed(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    s = make_settings(impressions=True)
+    w = start_worker(s, tiny_bundle_dir)
+    ids = load_bundle(tiny_bundle_dir).vocab.ids
+    users = {f"u{n}": [ids[n]] for n in range(10)}
+    now = int(time.time() * 1000)
+    sent = send_histories(s, users, now)
+    w.wait_events(sent)
+    reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
+    held = {u: reader.get_recommendations(u) for u in users}
+    impressions = [decode_impression(k, v, 1 << 20)
+                   for k, v in consume(s.kafka_bootstrap, s.impressions_topic, len(users))]
+    by_user = {i.user_id: i for i in impressions}
+    assert set(by_user) == set(users)
+    for u, r in held.items():
+        assert r is not None and r.list_id is not None
+        imp = by_user[u]
+        assert (imp.list_id, imp.items, imp.reasons, imp.model_version) == \
+               (r.list_id, r.items, r.reasons, r.model_version)
+    status, body = w.get("/recs/u3")
+    assert status == 200 and orjson.loads(body)["list_id"] == held["u3"].list_id  # type: ignore[union-attr]
+    # u0 names the list it clicked from, u1 an older list, u2 none
+    named = {"u0": held["u0"].list_id, "u1": "some-old-list", "u2": None}  # type: ignore[union-attr]
+    clicks = [(u.encode(), encode_event(ClickEvent(f"{u}/2", u, held[u].items[0], now + 1000,  # type: ignore[union-attr]
+                                                   list_id=lid)))
+              for u, lid in named.items()]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, clicks))
+    w.wait_events(sent + len(clicks))
+    got = from_prometheus(w.get("/metrics")[1].decode())[f"{held['u0'].model_version}/all"]  # type: ignore[union-attr]
+    assert got["clicks"] == 3 and got["hr@1"] == 1.0 and abs(got["attributed"] - 1 / 3) < 1e-9

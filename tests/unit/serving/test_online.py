@@ -36,31 +36,31 @@ def test_counts_follow_the_metric_definitions() -> None:
 
 def test_a_click_is_judged_by_the_list_held_before_it() -> None:
     m = OnlineMetrics()
-    m.observe([("u1", "a")])  # no list yet
+    m.observe([("u1", "a", None)])  # no list yet
     assert m.without_list == 1 and m.counts == {}
-    m.remember([("u1", ["a", "b", "c"]), ("u2", ["x"])], "v1")
-    m.observe([("u1", "b"), ("u1", "q"), ("u2", "x")])
+    m.remember([("u1", ["a", "b", "c"], None), ("u2", ["x"], None)], "v1")
+    m.observe([("u1", "b", None), ("u1", "q", None), ("u2", "x", None)])
     c = m.counts[("v1", DEFAULT_ARM)]
     assert (c.clicks, c.hits[1], c.hits[5], c.on_list) == (3, 1, 2, 2)
-    m.remember([("u1", ["q"])], "v2")  # a new model's list replaces the old one
-    m.observe([("u1", "q")])
+    m.remember([("u1", ["q"], None)], "v2")  # a new model's list replaces the old one
+    m.observe([("u1", "q", None)])
     assert m.counts[("v2", DEFAULT_ARM)].hits[1] == 1
     assert m.counts[("v1", DEFAULT_ARM)].clicks == 3
 
 
 def test_the_oldest_lists_are_forgotten_beyond_the_bound() -> None:
     m = OnlineMetrics(max_users=2)
-    m.remember([("u1", ["a"]), ("u2", ["a"])], "v1")
-    m.remember([("u1", ["b"])], "v1")  # u1 written again: u2 is now the oldest
-    m.remember([("u3", ["c"])], "v1")
+    m.remember([("u1", ["a"], None), ("u2", ["a"], None)], "v1")
+    m.remember([("u1", ["b"], None)], "v1")  # u1 written again: u2 is now the oldest
+    m.remember([("u3", ["c"], None)], "v1")
     assert list(m.lists) == ["u1", "u3"]
-    m.observe([("u2", "a")])
+    m.observe([("u2", "a", None)])
     assert m.without_list == 1
 
 
 def test_coverage_is_distinct_recommended_items_over_the_catalogue() -> None:
     m = OnlineMetrics()
-    m.remember([("u1", ["a", "b"]), ("u2", ["b", "c"])], "v1")
+    m.remember([("u1", ["a", "b"], None), ("u2", ["b", "c"], None)], "v1")
     assert m.coverage("v1", 10) == pytest.approx(0.3)
     assert m.coverage("v2", 10) == 0.0
 
@@ -68,8 +68,8 @@ def test_coverage_is_distinct_recommended_items_over_the_catalogue() -> None:
 def test_the_counts_round_trip_through_metrics_text() -> None:
     metrics, online = WorkerMetrics(), OnlineMetrics()
     metrics.watch_online(online, lambda: ("v1", 4))
-    online.remember([("u1", ["a", "b"]), ("u2", ["c"])], "v1")
-    online.observe([("u1", "b"), ("u2", "z"), ("u3", "a")])
+    online.remember([("u1", ["a", "b"], None), ("u2", ["c"], None)], "v1")
+    online.observe([("u1", "b", None), ("u2", "z", None), ("u3", "a", None)])
     text = generate_latest(metrics.registry).decode()
     assert 'streamrec_online_hits_total{arm="all",k="5",model_version="v1"} 1.0' in text
     assert 'streamrec_online_coverage_ratio{model_version="v1"} 0.75' in text
@@ -86,3 +86,12 @@ def test_no_model_yet_exports_no_coverage() -> None:
     text = generate_latest(metrics.registry).decode()
     assert "streamrec_online_coverage_ratio{" not in text
     assert "streamrec_online_clicks_without_list_total 0.0" in text
+
+
+def test_a_click_naming_the_held_list_is_attributed_to_it() -> None:
+    m = OnlineMetrics()
+    m.remember([("u1", ["a", "b"], "L1"), ("u2", ["c"], "L2")], "v1")
+    m.observe([("u1", "b", "L1"), ("u2", "c", "L-old"), ("u2", "c", None)])
+    c = m.counts[("v1", DEFAULT_ARM)]
+    assert (c.clicks, c.attributed, c.on_list) == (3, 1, 3)
+    assert c.ratios()["attributed"] == pytest.approx(1 / 3)

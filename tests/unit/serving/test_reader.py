@@ -35,3 +35,9 @@ def test_lists_written_before_versions_and_epochs_still_read() -> None:
 def test_str_and_bytes_clients_read_alike() -> None:
     as_text = {k.decode(): v.decode() for k, v in STORED.items()}
     assert parse("u1", as_text) == parse("u1", STORED)
+
+
+def test_the_list_id_is_read_when_present() -> None:
+    assert parse("u1", {**STORED, b"list_id": b"run:7.3"}).list_id == "run:7.3"
+    assert parse("u1", {**STORED, b"list_id": b""}).list_id is None  # a list not named
+    assert parse("u1", STORED).list_id is None  # a list written before list ids
