@@ -50,14 +50,14 @@ log = logging.getLogger(__name__)
 
 # KEYS = the batch's recs keys; ARGV = epoch, model_version, generated_at, ttl_ms, schema, then
 # per key: seq, items, scores, source, last_event_id, last_event_ts, reasons, list_id. Each list is
-# written only if no later one is stored. Returns how many were written. One call per
+# written only if no later one is stored. Returns a flag per list, 1 where it was written. One call per
 # LISTS_PER_CALL lists, not one per list: per-list EVALSHA commands cost the worker's event
 # loop a command to pack and a reply to parse each (profiled at saturation: the write was
 # 13.1% of the loop's samples per list, 5.6% per batch; docs/benchmarks.md, "Writing
 # lists to Redis").
 _WRITE_IF_NEWER = """
 local new_epoch = tonumber(ARGV[1])
-local written = 0
+local written = {}
 for i, key in ipairs(KEYS) do
   local a = 5 + (i - 1) * 8
   local cur = redis.call('HMGET', key, 'epoch', 'seq')
@@ -72,8 +72,8 @@ for i, key in ipairs(KEYS) do
       'generated_at', ARGV[3], 'last_event_id', ARGV[a + 5], 'last_event_ts', ARGV[a + 6],
       'schema', ARGV[5], 'reasons', ARGV[a + 7], 'list_id', ARGV[a + 8])
     redis.call('PEXPIRE', key, ARGV[4])
-    written = written + 1
   end
+  written[i] = older and 0 or 1
 end
 return written
 """
@@ -124,8 +124,9 @@ class RecsWriter:
         batch_id: str | None = None,
         clicked: Mapping[str, int] | None = None,
         list_ids: Sequence[str] | None = None,
-    ) -> int:
-        """Store ``lists``; returns how many were written (the rest were older than stored).
+    ) -> list[bool]:
+        """Store ``lists``; returns, for each, whether it was written (False: the stored list
+        reflects more of the user's events, or a later fencing epoch).
         ``clicked``: the batch's applied clicks per item, added to trending; ``list_ids``: one
         per list, stored with it (default: none, an empty field).
 
@@ -175,7 +176,7 @@ class RecsWriter:
                     self._trend_log.add(f"{type(r).__name__}: {r}")
                     continue
                 raise r
-        return sum(int(r) for r in results[:len(chunks)])
+        return [bool(flag) for r in results[:len(chunks)] for flag in r]
 
     async def load_scripts(self) -> None:
         await self.client.script_load(_WRITE_IF_NEWER)

@@ -183,11 +183,13 @@ class ClickWorker:
             list_ids=list_ids,
         ))
         self.metrics.redis_write.observe(time.perf_counter() - t0)
-        self.metrics.lists_written.inc(written)
+        self.metrics.lists_written.inc(sum(written))
+        stored = [n for n, ok in enumerate(written) if ok]  # the rest lost to newer lists
         if self.ctx.impressions is not None:
-            await self._send_impressions(users, ranked, list_ids, bundle.version, now_ms)
+            await self._send_impressions([users[n] for n in stored], [ranked[n] for n in stored],
+                                         [list_ids[n] for n in stored], bundle.version, now_ms)
         if online is not None:
-            online.remember(zip(users, (r.items for r in ranked), list_ids, strict=True),
+            online.remember(((users[n], ranked[n].items, list_ids[n]) for n in stored),
                             bundle.version)
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             self.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))

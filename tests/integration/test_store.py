@@ -25,8 +25,8 @@ def test_lists_are_ordered_by_epoch_then_seq_never_by_event_time(services: None)
         client = aioredis.Redis.from_url(url)
         try:
             w = RecsWriter(client, prefix, ttl_s=60)
-            return await w.write([(Provenance("u", seq, f"e{seq}", ts), Ranked([tag], [1.0], "model"))],
-                                 "v1", epoch, 0, "w", {}, {})
+            return sum(await w.write([(Provenance("u", seq, f"e{seq}", ts), Ranked([tag], [1.0], "model"))],
+                                 "v1", epoch, 0, "w", {}, {}))
         finally:
             await client.aclose()
 
@@ -58,13 +58,13 @@ def test_one_batch_decides_each_list_on_its_own(services: None) -> None:
         client = aioredis.Redis.from_url(url)
         try:
             w = RecsWriter(client, prefix, ttl_s=60)
-            first = await w.write([(Provenance(u, 5, f"{u}-5", 50), Ranked([f"{u}-a"], [1.0], "model"))
-                                   for u in ("a", "b", "c")], "v1", 3, 0, "w", {}, {})
+            first = sum(await w.write([(Provenance(u, 5, f"{u}-5", 50), Ranked([f"{u}-a"], [1.0], "model"))
+                                       for u in ("a", "b", "c")], "v1", 3, 0, "w", {}, {}))
             lists = [(Provenance("a", 4, "a-4", 40), Ranked(["a-old"], [0.5], "model")),  # older seq
                      (Provenance("b", 6, "b-6", 60), Ranked(["b-new", "x"], [0.9, 0.1], "trending",
                                                             ["trending", "fresh"])),
                      (Provenance("d", 1, "d-1", 10), Ranked(["d-new"], [0.3], "model"))]  # new key
-            return first, await w.write(lists, "v2", 3, 7, "w", {}, {})
+            return first, sum(await w.write(lists, "v2", 3, 7, "w", {}, {}))
         finally:
             await client.aclose()
 
@@ -92,12 +92,14 @@ def test_a_batch_longer_than_one_script_call_writes_every_list(services: None) -
         client = aioredis.Redis.from_url(url)
         try:
             w = RecsWriter(client, prefix, ttl_s=60)
-            first = await w.write([(Provenance(u, 2, f"{u}-2", 2), Ranked([f"{u}-a"], [1.0], "model"))
-                                   for u in users], "v1", 1, 0, "w", {}, {})
+            first = sum(await w.write([(Provenance(u, 2, f"{u}-2", 2), Ranked([f"{u}-a"], [1.0], "model"))
+                                       for u in users], "v1", 1, 0, "w", {}, {}))
             # every third list is older than the stored one
             again = [(Provenance(u, 1 if i % 3 == 0 else 3, f"{u}-b", 3), Ranked([f"{u}-b"], [1.0], "model"))
                      for i, u in enumerate(users)]
-            return first, await w.write(again, "v1", 1, 0, "w", {}, {})
+            flags = await w.write(again, "v1", 1, 0, "w", {}, {})
+            assert flags == [i % 3 != 0 for i in range(len(users))]  # the older ones refused
+            return first, sum(flags)
         finally:
             await client.aclose()
 
@@ -140,8 +142,8 @@ def test_write_survives_a_flushed_script_cache(services: None) -> None:
         try:
             await client.script_flush()
             w = RecsWriter(client, prefix, ttl_s=60)
-            n = await w.write([(Provenance("u", 1, "e1", 5), Ranked(["x"], [1.0], "model"))],
-                              "v1", 1, 0, "w", {"events": 1}, {}, batch_id="b")
+            n = sum(await w.write([(Provenance("u", 1, "e1", 5), Ranked(["x"], [1.0], "model"))],
+                                  "v1", 1, 0, "w", {"events": 1}, {}, batch_id="b"))
             assert int(await client.hget(f"{prefix}worker:w", "events")) == 1  # counted once
             return n
         finally:
