@@ -129,8 +129,10 @@ class ClickWorker:
                     self.status.report({"dead_letter_blocked": ""})
                 return
 
-    async def finish(self, n_records: int, out: BatchOutcome) -> None:
-        """Compute the touched users' lists off the loop and write them in one pipeline.
+    async def finish(self, n_records: int, out: BatchOutcome) -> list[asyncio.Future[Any]]:
+        """Compute the touched users' lists off the loop and write them in one pipeline;
+        returns the deliveries still pending (impressions) that must land before the
+        batch's offsets are acked.
 
         An error escaping here stops the agent, so a transient Redis failure must
         not escape: the Redis step is retried with backoff until it succeeds (the
@@ -185,26 +187,30 @@ class ClickWorker:
         self.metrics.redis_write.observe(time.perf_counter() - t0)
         self.metrics.lists_written.inc(sum(written))
         stored = [n for n, ok in enumerate(written) if ok]  # the rest lost to newer lists
+        deliveries: list[asyncio.Future[Any]] = []
         if self.ctx.impressions is not None:
-            await self._send_impressions([users[n] for n in stored], [ranked[n] for n in stored],
-                                         [list_ids[n] for n in stored], bundle.version, now_ms)
+            deliveries = await self._send_impressions(
+                [users[n] for n in stored], [ranked[n] for n in stored],
+                [list_ids[n] for n in stored], bundle.version, now_ms)
         if online is not None:
             online.remember(((users[n], ranked[n].items, list_ids[n]) for n in stored),
                             bundle.version)
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             self.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
+        return deliveries
 
 
     async def _send_impressions(self, users: Sequence[str], ranked: Sequence[Ranked],
-                                list_ids: Sequence[str], version: str, now_ms: int) -> None:
-        """One impression record per list written (keyed by user), waited for before the
-        batch's offsets are acked, like the lists: an impression is lost only with its list."""
+                                list_ids: Sequence[str], version: str, now_ms: int,
+                                ) -> list[asyncio.Future[Any]]:
+        """One impression record per list written (keyed by user), handed to the producer;
+        the deliveries are returned for the ack to wait on (:class:`Pipeline`), so the next
+        batch does not wait for them, and an impression is lost only with its list."""
         topic = self.ctx.impressions
-        futures = [await topic.send(key=u.encode(), value=encode_impression(Impression(
-                       list_id=i, user_id=u, ts=now_ms, items=r.items, reasons=r.reasons,
-                       arm=DEFAULT_ARM, model_version=version)))
-                   for u, r, i in zip(users, ranked, list_ids, strict=True)]
-        await asyncio.gather(*futures)
+        return [await topic.send(key=u.encode(), value=encode_impression(Impression(
+                    list_id=i, user_id=u, ts=now_ms, items=r.items, reasons=r.reasons,
+                    arm=DEFAULT_ARM, model_version=version)))
+                for u, r, i in zip(users, ranked, list_ids, strict=True)]
 
 
 class Pipeline:
@@ -215,14 +221,17 @@ class Pipeline:
     batches are unfinished at a time (``depth`` 1 is strictly one after another).
     Offsets are committed only for finished batches: each event's message gets an
     extra reference before Faust's own ack after the ``take_events`` body, and
-    ``ack`` (the stream's) drops it once the batch's lists are in Redis. A batch
-    that never finishes (crash, shutdown) is redelivered, and a redelivered latest
-    event recomputes its user's list (``streams.batch``).
+    ``ack`` (the stream's) drops it once the batch's lists are in Redis and its
+    impressions, if any, with the broker. Waiting for those deliveries does not hold
+    the next batch (they are ``acking``, not in flight). A batch that never
+    finishes (crash, shutdown) is redelivered, and a redelivered latest event
+    recomputes its user's list (``streams.batch``).
     """
 
     def __init__(self, worker: ClickWorker, ack: Callable[[Any], Awaitable[Any]], depth: int) -> None:
         self.worker, self.ack, self.depth = worker, ack, depth
         self.inflight: set[asyncio.Task[None]] = set()
+        self.acking: set[asyncio.Task[None]] = set()  # finished, waiting on deliveries to ack
         self.error: BaseException | None = None
 
     async def submit(self, events: Sequence[Any]) -> None:
@@ -238,27 +247,43 @@ class Pipeline:
             self._raise_failed()
 
     async def drain(self) -> None:
-        """Wait for every submitted batch to finish; raise the first failure."""
+        """Wait for every submitted batch to finish and be acked; raise the first failure."""
         if self.inflight:
             await asyncio.wait(self.inflight)
+        if self.acking:
+            await asyncio.wait(self.acking)
         self._raise_failed()
 
     async def settle(self, timeout: float) -> None:
         """On shutdown: give the batches in flight ``timeout`` s to finish, cancel the rest."""
-        if self.inflight:
-            _, pending = await asyncio.wait(self.inflight, timeout=timeout)
+        if self.inflight or self.acking:
+            _, pending = await asyncio.wait(self.inflight | self.acking, timeout=timeout)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
 
     async def _finish(self, events: Sequence[Any], out: BatchOutcome) -> None:
-        await self.worker.finish(len(events), out)
+        deliveries = await self.worker.finish(len(events), out)
+        if not deliveries:
+            await self._ack(events)
+            return
+        task = asyncio.create_task(self._ack_when_delivered(events, deliveries))
+        self.acking.add(task)
+        task.add_done_callback(self._done)
+
+    async def _ack_when_delivered(self, events: Sequence[Any],
+                                  deliveries: Sequence[asyncio.Future[Any]]) -> None:
+        await asyncio.gather(*deliveries)
+        await self._ack(events)
+
+    async def _ack(self, events: Sequence[Any]) -> None:
         for e in events:
             await self.ack(e)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.inflight.discard(task)
+        self.acking.discard(task)
         if not task.cancelled() and task.exception() is not None and self.error is None:
             self.error = task.exception()
 

@@ -130,3 +130,52 @@ def test_settle_cancels_what_does_not_finish_in_time() -> None:
 
     asyncio.run(scenario())
 
+
+
+class DeliveringWorker(FakeWorker):
+    """finish() returns at once, with a delivery (an impression) the test completes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deliveries: dict[int, asyncio.Future[None]] = {}
+
+    async def finish(self, n_records: int, batch: int) -> list[asyncio.Future[None]]:  # type: ignore[override]
+        fut = self.deliveries[batch] = asyncio.get_running_loop().create_future()
+        return [fut]
+
+
+def test_pending_deliveries_hold_the_ack_but_not_the_next_batch() -> None:
+    async def scenario() -> None:
+        w, acks = DeliveringWorker(), Acks()
+        p = Pipeline(w, acks, depth=1)  # type: ignore[arg-type]
+        await p.submit(batch(0))
+        await asyncio.wait_for(p.submit(batch(1)), 1)  # not held by batch 0's delivery
+        await asyncio.sleep(0.01)
+        assert w.prepared == [0, 1] and acks.batches == []  # nothing delivered: nothing acked
+        w.deliveries[1].set_result(None)
+        await asyncio.sleep(0.01)
+        assert acks.batches == [1, 1]
+        w.deliveries[0].set_result(None)
+        await asyncio.wait_for(p.drain(), 1)
+        assert sorted(acks.batches) == [0, 0, 1, 1]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_delivery_is_raised_and_its_batch_never_acked() -> None:
+    async def scenario() -> None:
+        w, acks = DeliveringWorker(), Acks()
+        p = Pipeline(w, acks, depth=1)  # type: ignore[arg-type]
+        await p.submit(batch(0))
+        await asyncio.sleep(0.01)
+        w.deliveries[0].set_exception(RuntimeError("broker down"))
+        await asyncio.sleep(0.01)
+        try:
+            await p.submit(batch(1))
+        except RuntimeError as e:
+            assert "broker down" in str(e)
+        else:
+            raise AssertionError("the failed delivery was not raised")
+        assert acks.batches == []
+
+    asyncio.run(scenario())
