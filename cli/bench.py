@@ -228,3 +228,22 @@ def bench_store(
         typer.echo(r.row())
     write_results(out, {"top_n": top_n, "results": as_dict(results)})
     typer.echo(f"wrote {out}")
+
+
+@app.command("bench-online", rich_help_panel=BENCHMARKS)
+def bench_online(
+    batch_sizes: Annotated[str, typer.Option(help="Clicks per batch, comma-separated.")] = "64,256",
+    batches: Annotated[int, typer.Option(min=2, help="Timed batches per size.")] = 400,
+    users: Annotated[int, typer.Option(min=1, help="Users whose lists are held.")] = 10_000,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-online.json"),
+) -> None:
+    """The online metrics' own work per event, in process (observe and remember)."""
+    sizes = [int(x) for x in _numbers(batch_sizes, "--batch-sizes", int)]
+    from bench.online import as_dict, run
+    from bench.run import write_results
+
+    results = run(sizes, batches=batches, users=users)
+    for r in results:
+        typer.echo(r.row())
+    write_results(out, {"results": as_dict(results)})
+    typer.echo(f"wrote {out}")
