@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -219,15 +220,11 @@ def bench_store(
 ) -> None:
     """The Redis write of one batch of lists, in process: the client's CPU and the round trip."""
     sizes = [int(x) for x in _numbers(batch_sizes, "--batch-sizes", int)]
-    from bench.run import write_results
     from bench.store import as_dict, run
 
     s = settings()
     results = run(s.redis_url.get_secret_value(), sizes, batches=batches, top_n=top_n)
-    for r in results:
-        typer.echo(r.row())
-    write_results(out, {"top_n": top_n, "results": as_dict(results)})
-    typer.echo(f"wrote {out}")
+    _report(results, out, {"top_n": top_n, "results": as_dict(results)})
 
 
 @app.command("bench-online", rich_help_panel=BENCHMARKS)
@@ -240,10 +237,16 @@ def bench_online(
     """The online metrics' own work per event, in process (observe and remember)."""
     sizes = [int(x) for x in _numbers(batch_sizes, "--batch-sizes", int)]
     from bench.online import as_dict, run
-    from bench.run import write_results
 
     results = run(sizes, batches=batches, users=users)
+    _report(results, out, {"results": as_dict(results)})
+
+
+def _report(results: Sequence[Any], out: Path, report: dict[str, object]) -> None:
+    """Each result's row on stdout, then the results file."""
+    from bench.run import write_results
+
     for r in results:
         typer.echo(r.row())
-    write_results(out, {"results": as_dict(results)})
+    write_results(out, report)
     typer.echo(f"wrote {out}")
