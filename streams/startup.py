@@ -25,9 +25,9 @@ from faust.worker import Worker as FaustWorker
 from streamrec.errors import StartupError
 from streamrec.kafka import ensure_topics, partition_counts
 from streamrec.settings import Settings
+from streams.tables import TABLE
 
 log = logging.getLogger("streamrec.startup")
-TABLE = "sessions"  # streams.tables.session_table's name: its changelog is {app_id}-sessions-changelog
 
 
 def changelog_topic(settings: Settings) -> str:

@@ -33,6 +33,8 @@ from streamrec.session import Session
 from streams.table_stores import SessionStore
 
 log = logging.getLogger(__name__)
+# The session table's name: its changelog topic is "{app_id}-sessions-changelog".
+TABLE = "sessions"
 
 
 class SessionTable(faust.Table[bytes, Session]):
@@ -112,6 +114,6 @@ def session_table(app: faust.App, partitions: int) -> SessionTable:
     """The session table, registered with ``app``: raw ``bytes`` keys (the record key,
     the user id), plain-dict values through the json codec, one changelog partition
     per clicks partition."""
-    table = SessionTable(app=app, name="sessions", partitions=partitions, key_type=bytes)
+    table = SessionTable(app=app, name=TABLE, partitions=partitions, key_type=bytes)
     app.tables.add(table)
     return table

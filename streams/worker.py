@@ -61,9 +61,6 @@ class ClickWorker:
 
     def __init__(self, ctx: BatchContext) -> None:
         self.ctx = ctx
-        self.table, self.dlq, self.model, self.writer = ctx.table, ctx.dlq, ctx.model, ctx.writer
-        self.rules, self.worker_id, self.fencing = ctx.rules, ctx.worker_id, ctx.fencing
-        self.metrics, self.status = ctx.metrics, ctx.status
         # batch ids name the Redis tokens that make a retried write count once: unique
         # per process, since a restarted worker may keep its name (a container's pid 1)
         self._run = uuid.uuid4().hex[:12]
@@ -79,9 +76,9 @@ class ClickWorker:
         """
         records = [Record(e.message.key, e.value, e.message.topic, e.message.partition,
                           e.message.offset) for e in events]
-        epoch = await self.fencing.current()
-        out = apply_batch(self.table, records, self.rules, epoch)
-        m = self.metrics
+        epoch = await self.ctx.fencing.current()
+        out = apply_batch(self.ctx.table, records, self.ctx.rules, epoch)
+        m = self.ctx.metrics
         m.events.inc(len(records))
         m.batch_size.observe(len(records))
         m.applied.inc(len(out.applied_ts))
@@ -107,8 +104,8 @@ class ClickWorker:
         delay, failures = 0.1, 0
         while True:
             try:
-                futures = [await self.dlq.send(key=d.record.key,
-                                               value=d.encode(self.worker_id, self.ctx.dead_letter_max_bytes))
+                futures = [await self.ctx.dlq.send(key=d.record.key,
+                                               value=d.encode(self.ctx.worker_id, self.ctx.dead_letter_max_bytes))
                            for d in dead]
                 await asyncio.gather(*futures)
             except asyncio.CancelledError:
@@ -117,16 +114,16 @@ class ClickWorker:
                 failures += 1
                 first = dead[0].record
                 log.error("cannot write %d dead letter(s) to %s (attempt %d: %s: %s); holding "
-                          "%s[%d] at offset %d, retrying in %.1fs", len(dead), self.dlq.get_topic_name(),
+                          "%s[%d] at offset %d, retrying in %.1fs", len(dead), self.ctx.dlq.get_topic_name(),
                           failures, type(e).__name__, e, first.topic, first.partition, first.offset,
                           delay)
-                self.status.report({"dead_letter_blocked": f"{type(e).__name__}: {e}"[:300],
+                self.ctx.status.report({"dead_letter_blocked": f"{type(e).__name__}: {e}"[:300],
                                     "dead_letter_failures": failures})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             else:
                 if failures:
-                    self.status.report({"dead_letter_blocked": ""})
+                    self.ctx.status.report({"dead_letter_blocked": ""})
                 return
 
     async def finish(self, n_records: int, out: BatchOutcome) -> list[asyncio.Future[Any]]:
@@ -140,7 +137,7 @@ class ClickWorker:
         Lists of different batches may reach Redis in any order: the store keeps
         the one from the later event.
         """
-        bundle = self.model.current  # one version for the whole batch
+        bundle = self.ctx.model.current  # one version for the whole batch
         funnel = self.ctx.funnel
         if bundle.version != self._described:
             self._described = bundle.version
@@ -156,18 +153,18 @@ class ClickWorker:
             t0 = time.perf_counter()
             ranked = await asyncio.get_running_loop().run_in_executor(
                 self.ctx.executor, funnel.run, bundle, batch)
-            self.metrics.compute.observe(time.perf_counter() - t0)
+            self.ctx.metrics.compute.observe(time.perf_counter() - t0)
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"
         list_ids = [f"{batch_id}.{n}" for n in range(len(users))]
         t0 = time.perf_counter()
-        written = await retry_transient(lambda: self.writer.write(
+        written = await retry_transient(lambda: self.ctx.writer.write(
             [(out.touched[u], r) for u, r in zip(users, ranked, strict=True)],
             model_version=bundle.version,
             epoch=out.epoch,
             batch_id=batch_id,
             generated_at_ms=now_ms,
-            worker_id=self.worker_id,
+            worker_id=self.ctx.worker_id,
             counters={
                 "events": n_records,
                 "applied": len(out.applied_ts),
@@ -184,8 +181,8 @@ class ClickWorker:
             clicked=clicks_by_item(out.clicked),
             list_ids=list_ids,
         ))
-        self.metrics.redis_write.observe(time.perf_counter() - t0)
-        self.metrics.lists_written.inc(sum(written))
+        self.ctx.metrics.redis_write.observe(time.perf_counter() - t0)
+        self.ctx.metrics.lists_written.inc(sum(written))
         stored = [n for n, ok in enumerate(written) if ok]  # the rest lost to newer lists
         deliveries: list[asyncio.Future[Any]] = []
         if self.ctx.impressions is not None:
@@ -196,9 +193,8 @@ class ClickWorker:
             online.remember(((users[n], ranked[n].items, list_ids[n]) for n in stored),
                             bundle.version)
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
-            self.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
+            self.ctx.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
         return deliveries
-
 
     async def _send_impressions(self, users: Sequence[str], ranked: Sequence[Ranked],
                                 list_ids: Sequence[str], version: str, now_ms: int,
