@@ -131,6 +131,21 @@ class OnlineMetrics:
 
 
 PREFIX = "streamrec_online_"
+# The exported sums, each a counter labelled by model version and arm: its name after
+# PREFIX -> (its help, the OnlineCounts field). One table for the worker's collector
+# (streams.prometheus) and for reading them back (from_prometheus).
+COUNTERS = {
+    "clicks": ("Applied clicks by users whose previous list this worker wrote", "clicks"),
+    "clicks_on_list": ("Clicks on any item of the user's previous list", "on_list"),
+    "reciprocal_rank": (("Sum over clicks of 1/rank of the clicked item (0 off the list): "
+                         "/ clicks = MRR"), "reciprocal_rank"),
+    "ndcg_at_10": ("Sum over clicks of 1/log2(rank+1) for ranks <= 10: / clicks = NDCG@10",
+                   "ndcg10"),
+    "clicks_attributed": ("Clicks that name the list_id of the list the user held", "attributed"),
+}
+HITS = "hits"  # also labelled by k
+WITHOUT_LIST = "clicks_without_list"  # unlabelled
+COVERAGE = "coverage_ratio"  # a gauge, labelled by model version
 
 
 def from_prometheus(text: str) -> dict[str, dict[str, float]]:
@@ -144,7 +159,8 @@ def from_prometheus(text: str) -> dict[str, dict[str, float]]:
         if not family.name.startswith(PREFIX):
             continue
         for sample in family.samples:
-            if sample.name == f"{PREFIX}clicks_without_list_total":
+            what = sample.name.removeprefix(PREFIX).removesuffix("_total")
+            if what == WITHOUT_LIST:
                 without = sample.value
                 continue
             labels = sample.labels
@@ -152,19 +168,11 @@ def from_prometheus(text: str) -> dict[str, dict[str, float]]:
                 continue
             c = by.setdefault(f"{labels['model_version']}/{labels.get('arm', DEFAULT_ARM)}",
                               OnlineCounts())
-            what = sample.name.removeprefix(PREFIX).removesuffix("_total")
-            if what == "clicks":
-                c.clicks = int(sample.value)
-            elif what == "hits":
+            if what == HITS:
                 c.hits[int(labels["k"])] = int(sample.value)
-            elif what == "clicks_on_list":
-                c.on_list = int(sample.value)
-            elif what == "reciprocal_rank":
-                c.reciprocal_rank = sample.value
-            elif what == "ndcg_at_10":
-                c.ndcg10 = sample.value
-            elif what == "clicks_attributed":
-                c.attributed = int(sample.value)
+            elif what in COUNTERS:
+                attr = COUNTERS[what][1]
+                setattr(c, attr, type(getattr(c, attr))(sample.value))  # int counts stay int
     out: dict[str, dict[str, float]] = {k: {"clicks": c.clicks, **c.ratios()} for k, c in by.items()}
     if without:
         out["without_list"] = {"clicks": without}

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from serving.latency import EDGES, bucket_array
-from serving.online import KS, PREFIX, OnlineMetrics
+from serving.online import COUNTERS, COVERAGE, HITS, KS, PREFIX, WITHOUT_LIST, OnlineMetrics
 
 # (topic, partition) -> (high watermark, position): what a lag gauge needs
 LagSource = Callable[[], Mapping[tuple[str, int], tuple[int, int]]]
@@ -73,37 +73,22 @@ class OnlineCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         labels = ["model_version", "arm"]
-        fams = {
-            "clicks": CounterMetricFamily(f"{PREFIX}clicks", "Applied clicks by users whose "
-                                          "previous list this worker wrote", labels=labels),
-            "hits": CounterMetricFamily(f"{PREFIX}hits", "Clicks on an item in the first k of "
-                                        "the user's previous list", labels=[*labels, "k"]),
-            "on_list": CounterMetricFamily(f"{PREFIX}clicks_on_list", "Clicks on any item of "
-                                           "the user's previous list", labels=labels),
-            "rr": CounterMetricFamily(f"{PREFIX}reciprocal_rank", "Sum over clicks of 1/rank "
-                                      "of the clicked item (0 off the list): / clicks = MRR",
-                                      labels=labels),
-            "ndcg": CounterMetricFamily(f"{PREFIX}ndcg_at_10", "Sum over clicks of "
-                                        "1/log2(rank+1) for ranks <= 10: / clicks = NDCG@10",
-                                        labels=labels),
-            "attributed": CounterMetricFamily(f"{PREFIX}clicks_attributed", "Clicks that name "
-                                              "the list_id of the list the user held",
-                                              labels=labels),
-        }
+        sums = {name: CounterMetricFamily(PREFIX + name, help_, labels=labels)
+                for name, (help_, _) in COUNTERS.items()}
+        hits = CounterMetricFamily(PREFIX + HITS, "Clicks on an item in the first k of the "
+                                   "user's previous list", labels=[*labels, "k"])
         for (version, arm), c in sorted(self.online.counts.items()):
-            fams["clicks"].add_metric([version, arm], c.clicks)
+            for name, (_, attr) in COUNTERS.items():
+                sums[name].add_metric([version, arm], getattr(c, attr))
             for k in KS:
-                fams["hits"].add_metric([version, arm, str(k)], c.hits[k])
-            fams["on_list"].add_metric([version, arm], c.on_list)
-            fams["rr"].add_metric([version, arm], c.reciprocal_rank)
-            fams["ndcg"].add_metric([version, arm], c.ndcg10)
-            fams["attributed"].add_metric([version, arm], c.attributed)
-        yield from fams.values()
-        yield CounterMetricFamily(f"{PREFIX}clicks_without_list", "Applied clicks by users "
-                                  "whose previous list this worker does not hold (after a "
-                                  "start or a rebalance)", value=self.online.without_list)
-        coverage = GaugeMetricFamily(f"{PREFIX}coverage_ratio", "Distinct items in the lists "
-                                     "of the served version over its bundle's items",
+                hits.add_metric([version, arm, str(k)], c.hits[k])
+        yield from sums.values()
+        yield hits
+        yield CounterMetricFamily(PREFIX + WITHOUT_LIST, "Applied clicks by users whose "
+                                  "previous list this worker does not hold (after a start or "
+                                  "a rebalance)", value=self.online.without_list)
+        coverage = GaugeMetricFamily(PREFIX + COVERAGE, "Distinct items in the lists of the "
+                                     "served version over its bundle's items",
                                      labels=["model_version"])
         version, items = self.served()  # ("", 0) before the first model
         if version:
