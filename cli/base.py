@@ -15,7 +15,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Streaming recommender: Kafka clicks -> SASRec (ONNX) + FAISS -> Redis.")
 
 
-
 def version() -> str:
     """The installed distribution's version (pyproject.toml's), or the source tree's."""
     try:
