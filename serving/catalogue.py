@@ -94,12 +94,32 @@ class Catalogue:
         self.live = EMPTY
         self._vecs: dict[str, np.ndarray] = {}  # new item id -> vector, for live.version
         self._proxies: dict[str, int] = {}  # new item id -> nearest bundle item index
+        self.generation = 0  # counts applied record batches (the other bundles' views)
+        self._others: dict[str, tuple[int, CatalogueView]] = {}  # version -> (generation, view)
+
+    def view_for(self, bundle: ModelBundle) -> CatalogueView:
+        """The snapshot for ``bundle``: ``live`` for the served one; for another bundle (an
+        experiment's arm), a snapshot of the same records built for it, kept until the
+        records change."""
+        if bundle.version == self.live.version:
+            return self.live
+        held = self._others.get(bundle.version)
+        if held is not None and held[0] == self.generation:
+            return held[1]
+        other = Catalogue()
+        other.records = self.records
+        view = other.rebuild(bundle)
+        self._others = {v: h for v, h in self._others.items() if h[0] == self.generation}
+        self._others[bundle.version] = (self.generation, view)
+        return view
 
     def apply(self, records: Sequence[ItemRecord], bundle: ModelBundle | None) -> CatalogueView:
         """Take ``records`` (in log order: the later record of an item wins) and return the
         new snapshot for ``bundle`` (None: none served yet; only the records are kept)."""
         for r in records:
             self.records[r.item_id] = r
+        if records:
+            self.generation += 1
         if bundle is None:
             return self.live
         if bundle.version != self.live.version:

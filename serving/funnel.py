@@ -86,6 +86,13 @@ class FunnelConfig:
         return cls(top_n=s.top_n, candidates=s.candidates, rules=RerankConfig.from_settings(s),
                    ranking=s.ranker, blending=s.content_blend)
 
+    def with_overrides(self, ranking: Mode | None = None,
+                       mmr_lambda: float | None = None) -> FunnelConfig:
+        """This configuration with an experiment arm's settings (None: unchanged)."""
+        out = self if ranking is None else replace(self, ranking=ranking)
+        return out if mmr_lambda is None else replace(out, rules=replace(out.rules,
+                                                                         mmr_lambda=mmr_lambda))
+
 
 @dataclass(frozen=True)
 class Batch:

@@ -35,3 +35,8 @@ def batch_token_key(prefix: str, worker_id: str, batch_id: str) -> str:
 def epoch_key(prefix: str) -> str:
     """Counter of fencing epochs: each partition assignment of any worker takes the next."""
     return f"{prefix}epoch"
+
+
+def experiment_key(prefix: str, name: str) -> str:
+    """Hash with an experiment's counts, ``{arm}:{sum}`` fields added by every worker."""
+    return f"{prefix}experiment:{name}"

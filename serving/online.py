@@ -15,7 +15,13 @@ offline metrics:
 * the share of clicks attributed to the list held (the click names its ``list_id``):
   ``attributed / clicks``;
 * coverage: the distinct items in the lists written since the model version was
-  first served, over the bundle's item count.
+  first served, over the bundle's item count;
+* in a team-draft interleaving experiment (:mod:`serving.experiments`), each click on an
+  item of the list is a win for the arm that placed the item (``wins``).
+
+The clicks on an experiment's lists are also returned per batch (:class:`Observed`), so
+the worker adds them to the experiment's counts in Redis, which every worker shares and
+``streamrec experiment report`` reads.
 
 A click counts only where the worker knows the user's previous list: the last
 ``max_users`` users' lists are kept in memory (least recently written dropped
@@ -54,6 +60,7 @@ class OnlineCounts:
     on_list: int = 0
     reciprocal_rank: float = 0.0
     ndcg10: float = 0.0
+    ndcg10_sq: float = 0.0  # sum of squares: the variance of NDCG@10 (experiment intervals)
     attributed: int = 0
 
     def add(self, rank: int | None, attributed: bool = False) -> None:
@@ -64,7 +71,9 @@ class OnlineCounts:
         self.on_list += 1
         self.reciprocal_rank += 1.0 / rank
         if rank <= NDCG_K:
-            self.ndcg10 += 1.0 / math.log2(rank + 1)
+            gain = 1.0 / math.log2(rank + 1)
+            self.ndcg10 += gain
+            self.ndcg10_sq += gain * gain
         for k in KS:
             if rank <= k:
                 self.hits[k] += 1
@@ -76,15 +85,42 @@ class OnlineCounts:
         return {**out, "mrr": self.reciprocal_rank / n, "ndcg@10": self.ndcg10 / n,
                 "on_list": self.on_list / n, "attributed": self.attributed / n}
 
+    def fields(self) -> dict[str, float]:
+        """The sums by name (what an experiment's Redis hash holds per arm)."""
+        return {"clicks": self.clicks, **{f"hits@{k}": self.hits[k] for k in KS},
+                "on_list": self.on_list, "rr": self.reciprocal_rank, "ndcg10": self.ndcg10,
+                "ndcg10_sq": self.ndcg10_sq, "attributed": self.attributed}
+
+    @classmethod
+    def from_fields(cls, f: dict[str, float]) -> OnlineCounts:
+        return cls(clicks=int(f.get("clicks", 0)),
+                   hits={k: int(f.get(f"hits@{k}", 0)) for k in KS},
+                   on_list=int(f.get("on_list", 0)), reciprocal_rank=f.get("rr", 0.0),
+                   ndcg10=f.get("ndcg10", 0.0), ndcg10_sq=f.get("ndcg10_sq", 0.0),
+                   attributed=int(f.get("attributed", 0)))
+
 
 @dataclass(frozen=True, slots=True)
 class Shown:
-    """A list as written: its items, the model version and the arm that made it."""
+    """A list as written: its items, the model version and the arm that made it; in an
+    experiment, its name, and for a team-draft list each item's team (the arm that placed
+    it)."""
 
     items: tuple[str, ...]
     model_version: str
     arm: str
     list_id: str | None = None
+    experiment: str = ""
+    teams: tuple[str, ...] = ()
+
+
+@dataclass
+class Observed:
+    """One batch's clicks on experiment lists: sums per (experiment, arm of the list), and
+    team-draft wins per (experiment, team)."""
+
+    arms: dict[tuple[str, str], OnlineCounts] = field(default_factory=dict)
+    wins: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class OnlineMetrics:
@@ -94,13 +130,16 @@ class OnlineMetrics:
         self.max_users = max_users
         self.lists: OrderedDict[str, Shown] = OrderedDict()
         self.counts: dict[tuple[str, str], OnlineCounts] = {}
+        self.wins: dict[tuple[str, str], int] = {}  # (experiment, team) -> clicks it won
         self.without_list = 0
         self.recommended: dict[str, set[str]] = {}  # model version -> items in its lists
 
-    def observe(self, clicks: Iterable[tuple[str, str, str | None]]) -> None:
+    def observe(self, clicks: Iterable[tuple[str, str, str | None]]) -> Observed:
         """``(user, item, list_id)`` clicks, each against the list the user held before it
-        (``list_id``: the list the click names, or None)."""
+        (``list_id``: the list the click names, or None); returns what the clicks on
+        experiment lists added (the worker adds it to the experiment's counts in Redis)."""
         lists, counts = self.lists, self.counts
+        batch = Observed()
         for user, item, named in clicks:
             shown = lists.get(user)
             if shown is None:
@@ -110,17 +149,37 @@ class OnlineMetrics:
             c = counts.get(key)
             if c is None:
                 c = counts[key] = OnlineCounts()
-            c.add(click_rank(shown.items, item), named is not None and named == shown.list_id)
+            rank = click_rank(shown.items, item)
+            attributed = named is not None and named == shown.list_id
+            c.add(rank, attributed)
+            if shown.experiment:
+                arm = (shown.experiment, shown.arm)
+                d = batch.arms.get(arm)
+                if d is None:
+                    d = batch.arms[arm] = OnlineCounts()
+                d.add(rank, attributed)
+                if shown.teams and rank is not None:
+                    won = (shown.experiment, shown.teams[rank - 1])
+                    batch.wins[won] = batch.wins.get(won, 0) + 1
+                    self.wins[won] = self.wins.get(won, 0) + 1
+        return batch
 
     def remember(self, lists: Iterable[tuple[str, Sequence[str], str | None]],
                  model_version: str, arm: str = DEFAULT_ARM) -> None:
         """The lists just written, ``(user, items, list_id)``; the oldest users beyond
         ``max_users`` are forgotten."""
-        held, seen = self.lists, self.recommended.setdefault(model_version, set())
-        for user, items, list_id in lists:
-            shown = Shown(tuple(items), model_version, arm, list_id)
+        self.remember_shown((user, Shown(tuple(items), model_version, arm, list_id))
+                            for user, items, list_id in lists)
+
+    def remember_shown(self, lists: Iterable[tuple[str, Shown]]) -> None:
+        """The lists just written, as ``(user, Shown)``."""
+        held, recommended = self.lists, self.recommended
+        for user, shown in lists:
             held[user] = shown
             held.move_to_end(user)
+            seen = recommended.get(shown.model_version)
+            if seen is None:
+                seen = recommended[shown.model_version] = set()
             seen.update(shown.items)
         while len(held) > self.max_users:
             held.popitem(last=False)
@@ -141,11 +200,14 @@ COUNTERS = {
                          "/ clicks = MRR"), "reciprocal_rank"),
     "ndcg_at_10": ("Sum over clicks of 1/log2(rank+1) for ranks <= 10: / clicks = NDCG@10",
                    "ndcg10"),
+    "ndcg_at_10_squares": ("Sum over clicks of the square of that gain (its variance)",
+                           "ndcg10_sq"),
     "clicks_attributed": ("Clicks that name the list_id of the list the user held", "attributed"),
 }
 HITS = "hits"  # also labelled by k
 WITHOUT_LIST = "clicks_without_list"  # unlabelled
 COVERAGE = "coverage_ratio"  # a gauge, labelled by model version
+WINS = "interleave_wins"  # labelled by experiment and arm (the team)
 
 
 def from_prometheus(text: str) -> dict[str, dict[str, float]]:

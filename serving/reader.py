@@ -32,6 +32,7 @@ class Recommendations:
     schema: int = 0  # layout version (serving.keys.SCHEMA_VERSION; 0: written before versions)
     reasons: list[str] | None = None  # why each item is there (serving.rerank); None: older writer
     list_id: str | None = None  # names this list in impressions and clicks; None: not named
+    arm: str | None = None  # the experiment arm that made it ("all": none runs; None: older writer)
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -93,4 +94,5 @@ def parse(user_id: str, raw: Mapping[bytes | str, bytes | str]) -> Recommendatio
         schema=int(g.get("schema", 0)),
         reasons=orjson.loads(g["reasons"]) if "reasons" in g else None,
         list_id=g.get("list_id") or None,
+        arm=g.get("arm") or None,
     )

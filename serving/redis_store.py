@@ -35,11 +35,13 @@ from serving.keys import (
     SCHEMA_VERSION,
     batch_token_key,
     epoch_key,
+    experiment_key,
     recs_key,
     worker_key,
     workers_set,
 )
 from serving.list_types import SOURCE_MODEL, Provenance, Ranked
+from serving.online import DEFAULT_ARM
 from serving.rerank import REASON_SEQUENCE
 from serving.trending import ADD_CLICKS, landmark_key, trending_key
 from streamrec.errors import ConfigError
@@ -48,18 +50,18 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# KEYS = the batch's recs keys; ARGV = epoch, model_version, generated_at, ttl_ms, schema, then
-# per key: seq, items, scores, source, last_event_id, last_event_ts, reasons, list_id. Each list is
-# written only if no later one is stored. Returns a flag per list, 1 where it was written. One call per
-# LISTS_PER_CALL lists, not one per list: per-list EVALSHA commands cost the worker's event
-# loop a command to pack and a reply to parse each (profiled at saturation: the write was
-# 13.1% of the loop's samples per list, 5.6% per batch; docs/benchmarks.md, "Writing
+# KEYS = the batch's recs keys; ARGV = epoch, generated_at, ttl_ms, schema, then per key: seq,
+# items, scores, source, last_event_id, last_event_ts, reasons, list_id, model_version, arm. Each
+# list is written only if no later one is stored. Returns a flag per list, 1 where it was written.
+# One call per LISTS_PER_CALL lists, not one per list: per-list EVALSHA commands cost the
+# worker's event loop a command to pack and a reply to parse each (profiled at saturation: the
+# write was 13.1% of the loop's samples per list, 5.6% per batch; docs/benchmarks.md, "Writing
 # lists to Redis").
 _WRITE_IF_NEWER = """
 local new_epoch = tonumber(ARGV[1])
 local written = {}
 for i, key in ipairs(KEYS) do
-  local a = 5 + (i - 1) * 8
+  local a = 4 + (i - 1) * 10
   local cur = redis.call('HMGET', key, 'epoch', 'seq')
   local older = false
   if cur[2] then
@@ -68,10 +70,10 @@ for i, key in ipairs(KEYS) do
   end
   if not older then
     redis.call('HSET', key, 'epoch', ARGV[1], 'seq', ARGV[a + 1], 'items', ARGV[a + 2],
-      'scores', ARGV[a + 3], 'source', ARGV[a + 4], 'model_version', ARGV[2],
-      'generated_at', ARGV[3], 'last_event_id', ARGV[a + 5], 'last_event_ts', ARGV[a + 6],
-      'schema', ARGV[5], 'reasons', ARGV[a + 7], 'list_id', ARGV[a + 8])
-    redis.call('PEXPIRE', key, ARGV[4])
+      'scores', ARGV[a + 3], 'source', ARGV[a + 4], 'model_version', ARGV[a + 9],
+      'generated_at', ARGV[2], 'last_event_id', ARGV[a + 5], 'last_event_ts', ARGV[a + 6],
+      'schema', ARGV[4], 'reasons', ARGV[a + 7], 'list_id', ARGV[a + 8], 'arm', ARGV[a + 10])
+    redis.call('PEXPIRE', key, ARGV[3])
   end
   written[i] = older and 0 or 1
 end
@@ -84,6 +86,13 @@ return written
 _COUNT_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
   for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+# The same for an experiment's counts (sums of ranks and gains are not integers).
+_COUNT_ONCE_FLOAT = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  for i = 2, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 return 1
 """
@@ -111,11 +120,12 @@ class RecsWriter:
         self.status_ttl_ms = status_ttl_s * 1000 if status_ttl_s else None
         self._write_sha = _sha1(_WRITE_IF_NEWER)
         self._count_sha = _sha1(_COUNT_ONCE)
+        self._count_float_sha = _sha1(_COUNT_ONCE_FLOAT)
 
     async def write(
         self,
         lists: Sequence[tuple[Provenance, Ranked]],
-        model_version: str,
+        model_version: str | Sequence[str],
         epoch: int,
         generated_at_ms: int,
         worker_id: str,
@@ -124,11 +134,15 @@ class RecsWriter:
         batch_id: str | None = None,
         clicked: Mapping[str, int] | None = None,
         list_ids: Sequence[str] | None = None,
+        arms: Sequence[str] | None = None,
+        experiments: Mapping[str, Mapping[str, float]] | None = None,
     ) -> list[bool]:
         """Store ``lists``; returns, for each, whether it was written (False: the stored list
         reflects more of the user's events, or a later fencing epoch).
-        ``clicked``: the batch's applied clicks per item, added to trending; ``list_ids``: one
-        per list, stored with it (default: none, an empty field).
+        ``model_version``: the batch's, or one per list; ``clicked``: the batch's applied
+        clicks per item, added to trending; ``list_ids``: one per list, stored with it
+        (default: none, an empty field); ``arms``: one per list (default: the arm of no
+        experiment); ``experiments``: per experiment, the sums to add to its counts.
 
         Safe to retry after any failure: list writes are conditional and, given a
         ``batch_id`` unique to the batch, its counters and clicks are added once.
@@ -137,15 +151,18 @@ class RecsWriter:
         # plain EVALSHA: redis-py's Script wrapper costs more per call than the script
         # a script holds Redis while it runs: chunks bound what other clients wait for
         ids = list(list_ids) if list_ids is not None else [""] * len(lists)
+        versions = [model_version] * len(lists) if isinstance(model_version, str) else model_version
+        arm_of = arms if arms is not None else [DEFAULT_ARM] * len(lists)
         chunks = [range(lo, min(lo + LISTS_PER_CALL, len(lists)))
                   for lo in range(0, len(lists), LISTS_PER_CALL)]
         for chunk in chunks:
-            args: list[Any] = [epoch, model_version, generated_at_ms, self.ttl_ms, SCHEMA_VERSION]
+            args: list[Any] = [epoch, generated_at_ms, self.ttl_ms, SCHEMA_VERSION]
             for at in chunk:
                 p, r = lists[at]
                 args += (p.seq, orjson.dumps(r.items), orjson.dumps(r.scores), r.source,
                          p.last_event_id, p.last_event_ts,
-                         orjson.dumps(r.reasons or _default_reasons(r)), ids[at])
+                         orjson.dumps(r.reasons or _default_reasons(r)), ids[at], versions[at],
+                         arm_of[at])
             pipe.evalsha(self._write_sha, len(chunk),
                          *[recs_key(self.prefix, lists[at][0].user_id) for at in chunk], *args)
         deltas = [x for name, d in counters.items() if d for x in (name, d)]
@@ -154,6 +171,13 @@ class RecsWriter:
                          batch_token_key(self.prefix, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
         elif deltas:
             self._add_counters(pipe, worker_id, counters)
+        counted = experiments if experiments and batch_id is not None else {}
+        for name, sums in counted.items():
+            pairs = [x for field, v in sums.items() if v for x in (field, repr(float(v)))]
+            if pairs:
+                pipe.evalsha(self._count_float_sha, 2, experiment_key(self.prefix, name),
+                             batch_token_key(self.prefix, worker_id, f"{batch_id}:x:{name}"),
+                             _TOKEN_TTL_MS, *pairs)
         trend_at = None
         if clicked and batch_id is not None:
             trend_at = len(pipe.command_stack)
@@ -169,7 +193,8 @@ class RecsWriter:
             await self.load_scripts()
             return await self.write(lists, model_version, epoch, generated_at_ms, worker_id,
                                     counters if batch_id is not None else {}, status, batch_id,
-                                    clicked if batch_id is not None else None, list_ids)
+                                    clicked if batch_id is not None else None, list_ids,
+                                    arms, experiments if batch_id is not None else None)
         for at, r in enumerate(results):
             if isinstance(r, Exception):
                 if at == trend_at:  # trending is best effort: the lists are written
@@ -181,6 +206,7 @@ class RecsWriter:
     async def load_scripts(self) -> None:
         await self.client.script_load(_WRITE_IF_NEWER)
         await self.client.script_load(_COUNT_ONCE)
+        await self.client.script_load(_COUNT_ONCE_FLOAT)
         await self.client.script_load(ADD_CLICKS)
 
     def _add_counters(self, pipe: Any, worker_id: str, counters: Mapping[str, int]) -> None:

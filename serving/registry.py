@@ -32,9 +32,12 @@ from pathlib import Path
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from serving import experiments
 from serving.bundle import ModelBundle, QualityGate, load_bundle
+from serving.experiments import KIND as EXPERIMENT
+from serving.experiments import Experiment
 from serving.manifest import MANIFEST, Manifest, decode_manifest
-from streamrec.errors import BundleError, BundleRejected
+from streamrec.errors import BundleError, BundleRejected, ConfigError
 from streamrec.files import atomic_directory
 from streamrec.kafka import client_kwargs, drain, ensure_topics, partition_reader
 from streamrec.settings import Settings
@@ -123,35 +126,72 @@ def load_announced(a: Announcement, threads: int, gate: QualityGate,
     return bundle
 
 
-def decode_or_none(value: bytes | None) -> Announcement | None:
-    """The announcement in a record's value, or None (logged) for a malformed one."""
+class _Kind(msgspec.Struct):
+    kind: str = "model"  # model announcements carry no kind (the first format)
+
+
+_kind = msgspec.json.Decoder(_Kind)
+
+
+def decode_update(value: bytes | None) -> Announcement | Experiment | None:
+    """A model-updates record: a model announcement or an experiment's state
+    (:mod:`serving.experiments`); None (logged) for a malformed one."""
     try:
+        kind = _kind.decode(value or b"").kind
+        if kind == EXPERIMENT:
+            return experiments.check(experiments.decode(value or b""))
         return decode_announcement(value or b"")
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        log.error("ignoring malformed model announcement: %s", e)
+    except (msgspec.DecodeError, msgspec.ValidationError, ConfigError) as e:
+        log.error("ignoring malformed record on the model-updates topic: %s", e)
         return None
 
 
-async def announcement_history(settings: Settings) -> list[Announcement]:
-    """Every announcement so far, oldest first (for ``models`` and ``rollback``)."""
+def decode_or_none(value: bytes | None) -> Announcement | None:
+    """The model announcement in a record's value; None for an experiment's record and
+    (logged) for a malformed one."""
+    a = decode_update(value)
+    return a if isinstance(a, Announcement) else None
+
+
+async def update_history(settings: Settings) -> tuple[list[Announcement], list[Experiment]]:
+    """Every model announcement and every experiment record so far, oldest first."""
     consumer, tps = await partition_reader(settings, settings.model_updates_topic,
                                            default_partitions={0})
-    history: list[Announcement] = []
+    models: list[Announcement] = []
+    exps: list[Experiment] = []
     try:
         async for m in drain(consumer, tps):
-            if (a := decode_or_none(m.value)) is not None:
-                history.append(a)
+            a = decode_update(m.value)
+            if isinstance(a, Announcement):
+                models.append(a)
+            elif a is not None:
+                exps.append(a)
     finally:
         await consumer.stop()
-    return history
+    return models, exps
+
+
+async def announcement_history(settings: Settings) -> list[Announcement]:
+    """Every model announcement so far, oldest first (for ``models`` and ``rollback``)."""
+    return (await update_history(settings))[0]
 
 
 async def announce(settings: Settings, a: Announcement) -> None:
+    await _send(settings, encode_announcement(a), a.version.encode())
+
+
+async def announce_experiment(settings: Settings, exp: Experiment) -> None:
+    """Announce an experiment's state (started, changed, stopped) to every worker."""
+    await ensure_topics(settings, [settings.model_updates_topic])
+    await _send(settings, experiments.encode(experiments.check(exp)),
+                experiments.record_key(exp.name))
+
+
+async def _send(settings: Settings, value: bytes, key: bytes) -> None:
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(settings.model_updates_topic, encode_announcement(a),
-                                     key=a.version.encode())
+        await producer.send_and_wait(settings.model_updates_topic, value, key=key)
     finally:
         await producer.stop()
 

@@ -6,7 +6,11 @@ kinds share the topic:
 * what a worker **wrote** (``STREAMREC_IMPRESSIONS=true``), one record per list::
 
     {"list_id": str, "user_id": str, "arm": str, "model_version": str,
-     "items": [str, ...], "reasons": [str, ...], "ts": int (epoch ms)}
+     "items": [str, ...], "reasons": [str, ...], "ts": int (epoch ms),
+     "experiment": str, "teams": [str, ...]}
+
+  (``experiment`` only on an experiment's lists; ``teams`` only on a team-draft list: the
+  arm that placed each item)
 
 * what an application **displayed** of a list, reported by the application::
 
@@ -38,6 +42,8 @@ class Impression(msgspec.Struct, frozen=True, omit_defaults=True):
     reasons: list[str] | None = None
     arm: str | None = None
     model_version: str | None = None
+    experiment: str | None = None  # the experiment the list belongs to
+    teams: list[str] | None = None  # a team-draft list: the arm that placed each item
 
 
 _decoder = msgspec.json.Decoder(Impression)

@@ -12,6 +12,15 @@ one to a single worker. On start a worker reads up to the end of the topic and
 loads the *last* announcement before its first click; with none, it falls back
 to ``bundle_path``.
 
+The same topic carries experiments' records (:mod:`serving.experiments`). The
+running experiment's arms are loaded the same way (validated, but not held to the
+quality gate: an experiment compares versions an operator chose, a deliberately weak
+one included), then set on the holder in one assignment
+(:meth:`ModelHolder.set_experiment`); a stopped experiment is cleared. On start the
+last record of each experiment decides which one runs, so a restarted worker
+recovers it. An arm that cannot be loaded stops the worker from running the
+experiment (it serves the fleet's bundle to everyone, arm ``all``) and says so.
+
 A new bundle is loaded and validated (:func:`serving.registry.load_announced`)
 in its own thread, so serving goes on with the old one meanwhile; only a
 bundle that passes every check replaces the reference. A refused bundle is
@@ -26,10 +35,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
+from serving import experiments
 from serving.bundle import ModelBundle, QualityGate, load_bundle
-from serving.registry import Announcement, decode_or_none, load_announced
+from serving.experiments import Experiment
+from serving.registry import Announcement, decode_update, load_announced
 from streamrec.errors import BundleRejected
 from streamrec.kafka import drain, partition_reader
 from streamrec.settings import Settings
@@ -39,12 +51,25 @@ from streams.retry import StatusReporter
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class LiveExperiment:
+    """The running experiment and its arms' bundles, by arm name, in the arms' order."""
+
+    experiment: Experiment
+    bundles: dict[str, ModelBundle]
+
+
 class ModelHolder:
-    """The bundle a worker serves; ``swap`` replaces it in one assignment."""
+    """The bundle a worker serves and the running experiment, if any; ``swap`` and
+    ``set_experiment`` replace them in one assignment each."""
 
     def __init__(self) -> None:
         self._bundle: ModelBundle | None = None
         self._ready = asyncio.Event()
+        self.experiment: LiveExperiment | None = None
+
+    def set_experiment(self, live: LiveExperiment | None) -> None:
+        self.experiment = live
 
     @property
     def current(self) -> ModelBundle:
@@ -83,20 +108,71 @@ class ModelUpdates:
                                                default_partitions={0})
         try:
             latest = None
+            records: list[Experiment] = []
             async for m in drain(consumer, tps):
-                latest = decode_or_none(m.value) or latest
+                update = decode_update(m.value)
+                if isinstance(update, Announcement):
+                    latest = update
+                elif update is not None:
+                    records.append(update)
             if latest is not None:
                 await self.apply(latest)
             if not self.holder.loaded:
                 await self._load_fallback()
+            if (exp := experiments.running(records)) is not None:
+                await self.apply_experiment(exp)
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for msgs in batch.values():
                     for m in msgs:
-                        if (a := decode_or_none(m.value)) is not None:
-                            await self.apply(a)
+                        update = decode_update(m.value)
+                        if isinstance(update, Announcement):
+                            await self.apply(update)
+                        elif update is not None:
+                            await self.apply_experiment(update)
         finally:
             await consumer.stop()
+
+    async def apply_experiment(self, exp: Experiment) -> None:
+        """Run ``exp`` (load its arms' bundles), or clear it when it is stopped."""
+        live = self.holder.experiment
+        if not exp.running:
+            if live is not None and live.experiment.name == exp.name:
+                self.holder.set_experiment(None)
+                log.info("experiment %s stopped (%s)", exp.name, exp.decision or "no decision",
+                         extra={"experiment": exp.name, "promoted": exp.promoted})
+                self.status.report({"experiment": "", "experiment_stopped": exp.name})
+            return
+        if live is not None and live.experiment == exp:
+            return
+        have = {b.version: b for b in ([self.holder.current] if self.holder.loaded else [])}
+        if live is not None:
+            have.update({b.version: b for b in live.bundles.values()})
+        loop = asyncio.get_running_loop()
+        bundles: dict[str, ModelBundle] = {}
+        try:
+            for arm in exp.arms:
+                if arm.version not in have:
+                    a = Announcement(arm.version, arm.uri, arm.manifest_sha256, exp.updated_at,
+                                     f"experiment {exp.name}")
+                    have[arm.version] = await loop.run_in_executor(
+                        self.executor, load_announced, a, self.settings.compute_threads,
+                        QualityGate(), None)
+                bundles[arm.name] = have[arm.version]
+        except BundleRejected as e:
+            self._rejected(e)
+            self.holder.set_experiment(None)
+            log.error("experiment %s not run: arm bundle %s refused; every user gets the "
+                      "fleet's bundle", exp.name, e.bundle, extra={"experiment": exp.name})
+            self.status.report({"experiment": "", "experiment_error": f"{exp.name}: {e}"[:500]})
+            return
+        self.holder.set_experiment(LiveExperiment(exp, bundles))
+        arms = ",".join(f"{a.name}={a.version}:{a.weight}" + (f":{a.overrides()}" if a.overrides() else "")
+                        for a in exp.arms)
+        log.info("running experiment %s (%s): %s", exp.name, exp.mode, arms,
+                 extra={"experiment": exp.name})
+        self.status.report({"experiment": exp.name, "experiment_mode": exp.mode,
+                            "experiment_arms": arms, "experiment_error": ""})
 
     async def apply(self, a: Announcement) -> None:
         current = self.holder.current if self.holder.loaded else None

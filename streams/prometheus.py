@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from serving.latency import EDGES, bucket_array
-from serving.online import COUNTERS, COVERAGE, HITS, KS, PREFIX, WITHOUT_LIST, OnlineMetrics
+from serving.online import COUNTERS, COVERAGE, HITS, KS, PREFIX, WINS, WITHOUT_LIST, OnlineMetrics
 
 # (topic, partition) -> (high watermark, position): what a lag gauge needs
 LagSource = Callable[[], Mapping[tuple[str, int], tuple[int, int]]]
@@ -84,6 +84,11 @@ class OnlineCollector(Collector):
                 hits.add_metric([version, arm, str(k)], c.hits[k])
         yield from sums.values()
         yield hits
+        wins = CounterMetricFamily(PREFIX + WINS, "Clicks on a team-draft list's item, by the "
+                                   "arm that placed it", labels=["experiment", "arm"])
+        for (experiment, team), n in sorted(self.online.wins.items()):
+            wins.add_metric([experiment, team], n)
+        yield wins
         yield CounterMetricFamily(PREFIX + WITHOUT_LIST, "Applied clicks by users whose "
                                   "previous list this worker does not hold (after a start or "
                                   "a rebalance)", value=self.online.without_list)

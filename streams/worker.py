@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from serving.catalogue import Catalogue
+from serving.bundle import ModelBundle
+from serving.catalogue import Catalogue, CatalogueView
+from serving.experiments import INTERLEAVE, INTERLEAVED_ARM, Arm, Experiment, assign, team_draft
 from serving.funnel import Batch, Funnel
 from serving.list_types import Ranked
-from serving.online import DEFAULT_ARM, OnlineMetrics
+from serving.online import DEFAULT_ARM, Observed, OnlineMetrics, Shown
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
 from streamrec.impressions import Impression, encode_impression
@@ -26,7 +28,7 @@ from streamrec.logs import RateLimitedLog
 from streamrec.session import SessionRules
 from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
 from streams.fencing import Fencing
-from streams.hotswap import ModelHolder
+from streams.hotswap import LiveExperiment, ModelHolder
 from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter, retry_transient
 
@@ -67,6 +69,7 @@ class ClickWorker:
         self._batch_ids = itertools.count()
         self._dead_log = RateLimitedLog(interval_s=1.0, what="dead-lettered", logger=log)
         self._described: str | None = None  # the bundle version whose funnel was logged
+        self._funnels: dict[tuple[str | None, float | None], Funnel] = {}  # arms' overrides
 
     async def prepare(self, events: Sequence[Any]) -> BatchOutcome:
         """Validate and apply a batch to session state, dead-letter the bad records.
@@ -137,30 +140,35 @@ class ClickWorker:
         Lists of different batches may reach Redis in any order: the store keeps
         the one from the later event.
         """
-        bundle = self.ctx.model.current  # one version for the whole batch
+        bundle = self.ctx.model.current  # one version (and experiment) for the whole batch
+        live_exp = self.ctx.model.experiment
         funnel = self.ctx.funnel
         if bundle.version != self._described:
             self._described = bundle.version
             log.info("%s", funnel.describe(bundle))
         users = list(out.touched)
-        ranked = []
         online = self.ctx.online
+        observed = None
         if online is not None:  # against the lists held before this batch's
-            online.observe(zip(out.clickers, out.clicked, out.click_lists, strict=True))
+            observed = online.observe(zip(out.clickers, out.clicked, out.click_lists, strict=True))
+        lists = Lists([], [], [], [])
         if users:
-            batch = Batch([out.histories[u] for u in users], self.ctx.trending.items,
-                          self.ctx.catalogue.live)
+            groups = self._groups(users, out, bundle, live_exp)
+            histories = [out.histories[u] for u in users]
             t0 = time.perf_counter()
-            ranked = await asyncio.get_running_loop().run_in_executor(
-                self.ctx.executor, funnel.run, bundle, batch)
+            lists = await asyncio.get_running_loop().run_in_executor(
+                self.ctx.executor, compute_lists, groups, histories, self.ctx.trending.items,
+                live_exp.experiment if live_exp is not None else None, users, out)
             self.ctx.metrics.compute.observe(time.perf_counter() - t0)
+        ranked = lists.ranked
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"
         list_ids = [f"{batch_id}.{n}" for n in range(len(users))]
         t0 = time.perf_counter()
+        counted = experiment_sums(observed) if observed is not None else None
         written = await retry_transient(lambda: self.ctx.writer.write(
             [(out.touched[u], r) for u, r in zip(users, ranked, strict=True)],
-            model_version=bundle.version,
+            model_version=lists.versions,
             epoch=out.epoch,
             batch_id=batch_id,
             generated_at_ms=now_ms,
@@ -180,33 +188,135 @@ class ClickWorker:
             },
             clicked=clicks_by_item(out.clicked),
             list_ids=list_ids,
+            arms=lists.arms,
+            experiments=counted,
         ))
         self.ctx.metrics.redis_write.observe(time.perf_counter() - t0)
         self.ctx.metrics.lists_written.inc(sum(written))
         stored = [n for n, ok in enumerate(written) if ok]  # the rest lost to newer lists
+        name = live_exp.experiment.name if live_exp is not None else ""
+        shown = [(users[n], Shown(tuple(ranked[n].items), lists.versions[n], lists.arms[n],
+                                  list_ids[n], name if lists.arms[n] != DEFAULT_ARM else "",
+                                  lists.teams[n])) for n in stored]
         deliveries: list[asyncio.Future[Any]] = []
         if self.ctx.impressions is not None:
-            deliveries = await self._send_impressions(
-                [users[n] for n in stored], [ranked[n] for n in stored],
-                [list_ids[n] for n in stored], bundle.version, now_ms)
+            deliveries = await self._send_impressions(shown, [ranked[n] for n in stored], now_ms)
         if online is not None:
-            online.remember(((users[n], ranked[n].items, list_ids[n]) for n in stored),
-                            bundle.version)
+            online.remember_shown(shown)
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             self.ctx.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
         return deliveries
 
-    async def _send_impressions(self, users: Sequence[str], ranked: Sequence[Ranked],
-                                list_ids: Sequence[str], version: str, now_ms: int,
+    def _groups(self, users: Sequence[str], out: BatchOutcome, bundle: ModelBundle,
+                live_exp: LiveExperiment | None) -> list[Group]:
+        """Which rows each bundle and funnel computes: all with the fleet's bundle when no
+        experiment runs; per arm (A/B); every row with both arms (interleaving)."""
+        catalogue = self.ctx.catalogue
+        if live_exp is None:
+            return [Group(DEFAULT_ARM, bundle, self.ctx.funnel, catalogue.live,
+                          list(range(len(users))))]
+        exp = live_exp.experiment
+        rows: dict[str, list[int]] = {a.name: [] for a in exp.arms}
+        if exp.mode == INTERLEAVE:
+            for r in rows.values():
+                r.extend(range(len(users)))
+        else:
+            for n, u in enumerate(users):
+                rows[assign(exp, u).name].append(n)
+        return [Group(a.name, live_exp.bundles[a.name], self._funnel(a),
+                      catalogue.view_for(live_exp.bundles[a.name]), rows[a.name])
+                for a in exp.arms if rows[a.name]]
+
+    def _funnel(self, arm: Arm) -> Funnel:
+        key = (arm.ranker, arm.mmr_lambda)
+        f = self._funnels.get(key)
+        if f is None:
+            f = self._funnels[key] = Funnel(self.ctx.funnel.config.with_overrides(*key))
+        return f
+
+    async def _send_impressions(self, shown: Sequence[tuple[str, Shown]],
+                                ranked: Sequence[Ranked], now_ms: int,
                                 ) -> list[asyncio.Future[Any]]:
         """One impression record per list written (keyed by user), handed to the producer;
         the deliveries are returned for the ack to wait on (:class:`Pipeline`), so the next
         batch does not wait for them, and an impression is lost only with its list."""
         topic = self.ctx.impressions
         return [await topic.send(key=u.encode(), value=encode_impression(Impression(
-                    list_id=i, user_id=u, ts=now_ms, items=r.items, reasons=r.reasons,
-                    arm=DEFAULT_ARM, model_version=version)))
-                for u, r, i in zip(users, ranked, list_ids, strict=True)]
+                    list_id=s.list_id or "", user_id=u, ts=now_ms, items=r.items,
+                    reasons=r.reasons, arm=s.arm, model_version=s.model_version,
+                    experiment=s.experiment or None, teams=list(s.teams) or None)))
+                for (u, s), r in zip(shown, ranked, strict=True)]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows of a batch that one bundle and funnel compute (an arm's, or the fleet's)."""
+
+    arm: str
+    bundle: ModelBundle
+    funnel: Funnel
+    live: CatalogueView
+    rows: list[int]
+
+
+@dataclass(frozen=True)
+class Lists:
+    """A batch's lists, and per list the model version, the arm and the teams that made it."""
+
+    ranked: list[Ranked]
+    versions: list[str]
+    arms: list[str]
+    teams: list[tuple[str, ...]]
+
+
+def compute_lists(groups: Sequence[Group], histories: Sequence[Sequence[str]],
+                  trending: Sequence[str], exp: Experiment | None, users: Sequence[str],
+                  out: BatchOutcome) -> Lists:
+    """Run each group's funnel on its rows (blocking: the compute thread). An interleaving
+    experiment merges its two arms' lists per user by team draft, seeded by the
+    experiment's salt, the user and the session's event count."""
+    n = len(histories)
+    by_arm: dict[str, list[Ranked | None]] = {}
+    for g in groups:
+        got = g.funnel.run(g.bundle, Batch([histories[r] for r in g.rows], trending, g.live))
+        mine: list[Ranked | None] = [None] * n
+        for r, one in zip(g.rows, got, strict=True):
+            mine[r] = one
+        by_arm[g.arm] = mine
+    version = {g.arm: g.bundle.version for g in groups}
+    if exp is not None and exp.mode == INTERLEAVE:
+        (a, ra), (b, rb) = by_arm.items()
+        top_n = groups[0].funnel.config.top_n
+        merged = [team_draft({a: x, b: y}, top_n,
+                             f"{exp.key_salt}:{users[r]}:{out.touched[users[r]].seq}")
+                  for r, (x, y) in enumerate(zip(ra, rb, strict=True)) if x is not None and y is not None]
+        both = f"{version[a]}|{version[b]}"
+        return Lists([m.ranked for m in merged], [both] * n, [INTERLEAVED_ARM] * n,
+                     [m.teams for m in merged])
+    ranked: list[Ranked] = []
+    versions: list[str] = []
+    arms: list[str] = []
+    for r in range(n):
+        arm = next(g.arm for g in groups if by_arm[g.arm][r] is not None)
+        row = by_arm[arm][r]
+        assert row is not None
+        ranked.append(row)
+        versions.append(version[arm])
+        arms.append(arm)
+    return Lists(ranked, versions, arms, [()] * n)
+
+
+def experiment_sums(observed: Observed) -> dict[str, dict[str, float]]:
+    """An experiment's Redis count fields from one batch: ``{arm}:{sum}`` per arm and
+    ``{team}:wins`` per team-draft win, by experiment."""
+    out: dict[str, dict[str, float]] = {}
+    for (name, arm), c in observed.arms.items():
+        fields = out.setdefault(name, {})
+        for f, v in c.fields().items():
+            fields[f"{arm}:{f}"] = v
+    for (name, team), wins in observed.wins.items():
+        out.setdefault(name, {})[f"{team}:wins"] = wins
+    return out
 
 
 class Pipeline:
