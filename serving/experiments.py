@@ -136,11 +136,18 @@ def check(exp: Experiment) -> Experiment:
                               f"and the weights must sum to 100 (they are "
                               f"{', '.join(f'{a.name}={a.weight}' for a in exp.arms)})")
     if exp.canary is not None:
-        c = exp.canary
-        if not (0 < c.confidence < 1 and c.margin >= 0 and 1 <= c.min_clicks <= c.max_clicks):
-            raise ConfigError(f"canary policy {c}: needs 0 < confidence < 1, margin >= 0 and "
-                              "1 <= min_clicks <= max_clicks")
+        check_policy(exp.canary)
+        if len(exp.arms) != 2 or exp.mode != AB:
+            raise ConfigError("a canary is an A/B experiment of two arms: control, canary")
     return exp
+
+
+def check_policy(c: CanaryPolicy) -> CanaryPolicy:
+    if not (0 < c.confidence < 1 and c.margin >= 0 and 1 <= c.min_clicks <= c.max_clicks):
+        raise ConfigError(f"canary policy (margin {c.margin}, confidence {c.confidence}, "
+                          f"min clicks {c.min_clicks}, max clicks {c.max_clicks}): needs "
+                          "0 < confidence < 1, margin >= 0 and min clicks <= max clicks")
+    return c
 
 
 def parse_arm(spec: str) -> Arm:

@@ -161,6 +161,13 @@ class Settings(BaseSettings):
     # /metrics. The worker keeps the last list of at most online_metrics_users users.
     online_metrics: bool = True
     online_metrics_users: int = Field(100_000, ge=1, le=100_000_000)
+    # Canaries (serving/rollout.py; docs/operations.md, "Canary rollout"): `publish --canary`'s
+    # defaults. Promoted when its online HR@10 is not below control's by more than the margin
+    # at the confidence, after min_clicks per arm; rolled back when it is, or undecided at max.
+    canary_margin: float = Field(0.01, ge=0.0, le=1.0)
+    canary_confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    canary_min_clicks: int = Field(1_000, ge=1)
+    canary_max_clicks: int = Field(50_000, ge=1)
 
     @model_validator(mode="before")
     @classmethod
