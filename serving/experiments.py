@@ -77,7 +77,7 @@ class CanaryPolicy(msgspec.Struct, frozen=True):
     max_clicks: int = 50_000  # per arm: still undecided then -> rolled back
 
 
-class Experiment(msgspec.Struct, frozen=True, omit_defaults=True):
+class Experiment(msgspec.Struct, frozen=True):  # every field encoded: "kind" names the record
     """An experiment's state, as announced. ``state`` running or stopped; ``promoted``: the
     arm promoted when it stopped; ``decision``: the last decision, in words."""
 

@@ -181,3 +181,13 @@ def test_the_interleaving_report_counts_wins_with_a_sign_test() -> None:
     assert i["wins"] == {"a": 40, "b": 20} and i["ties"] == 40
     assert i["sign_test_p"] < 0.02
     assert "wins a 40 / b 20" in format_report(r)
+
+
+def test_an_experiment_record_reads_as_one_on_the_model_updates_topic() -> None:
+    from serving.registry import Announcement, decode_or_none, decode_update, encode_announcement
+
+    assert decode_update(ex.encode(AB)) == AB  # "kind" is always encoded
+    assert decode_or_none(ex.encode(AB)) is None  # not a model announcement
+    a = Announcement("v1", "file:///x", "0" * 64, 1)
+    assert decode_update(encode_announcement(a)) == a
+    assert decode_update(b'{"kind": "experiment", "name": "x"}') is None  # malformed: logged
