@@ -184,6 +184,20 @@ class OnlineMetrics:
         while len(held) > self.max_users:
             held.popitem(last=False)
 
+    def displayed(self, user: str, list_id: str, shown: Sequence[str]) -> bool:
+        """An application's report that it displayed ``shown`` of list ``list_id``: where
+        that is the list the user holds, the held list becomes the displayed items that
+        were in it, in the displayed order (each keeping its team), so the user's next
+        click is judged against what was shown. Returns whether it matched."""
+        held = self.lists.get(user)
+        if held is None or held.list_id != list_id:
+            return False
+        team = dict(zip(held.items, held.teams, strict=True)) if held.teams else None
+        items = tuple(dict.fromkeys(i for i in shown if i in set(held.items)))
+        self.lists[user] = Shown(items, held.model_version, held.arm, held.list_id,
+                                 held.experiment, tuple(team[i] for i in items) if team else ())
+        return True
+
     def coverage(self, model_version: str, catalogue_size: int) -> float:
         """Distinct items in ``model_version``'s lists over ``catalogue_size`` items."""
         return len(self.recommended.get(model_version, ())) / max(catalogue_size, 1)

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # they displayed. impressions=true sends one record per list written (a produce per list).
     impressions_topic: str = "impressions"
     impressions: bool = False
+    # impressions_shown=true: workers also read the topic for applications' "shown" reports
+    # (bad records dead-lettered); a click is then judged against what was displayed. The
+    # topic must be keyed by user id with STREAMREC_TOPIC_PARTITIONS partitions, like clicks.
+    impressions_shown: bool = False
     topic_partitions: int = Field(8, ge=1)
     # How long the group coordinator waits for members to (re)join. Some brokers (Tansu)
     # hold a new group's first join for this long, so it bounds worker start-up time.

@@ -3,6 +3,8 @@
 * :func:`process_clicks`, the Faust agent over the clicks topic: micro-batches
   go through :class:`streams.worker.Pipeline` (state in order, lists computed
   off the loop, one Redis pipeline per batch, offsets acked after the write).
+* :func:`process_impressions`, the Faust agent over the impressions topic (only with
+  ``STREAMREC_IMPRESSIONS_SHOWN``): applications' reports of what they displayed.
 * :func:`follow_model_updates`, a Faust task: the model-update listener.
 * :func:`follow_items`, a Faust task: the items-topic listener (the live catalogue).
 * :func:`on_partitions_assigned` and :func:`on_rebalance_complete`: the
@@ -89,13 +91,7 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
     await ctx.holder.wait_ready()
     await ctx.items.ready.wait()  # the whole catalogue, before the first list
     settle_heap(ctx)
-    worker = ClickWorker(BatchContext(
-        table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
-        executor=ctx.compute, fencing=ctx.fencing, status=ctx.status,
-        rules=SessionRules.from_settings(s), funnel=ctx.funnel, worker_id=ctx.worker_id,
-        metrics=ctx.metrics, trending=ctx.trending, catalogue=ctx.catalogue,
-        dead_letter_max_bytes=s.dead_letter_max_bytes, online=ctx.online,
-        impressions=ctx.topics.impressions if s.impressions else None))
+    worker = click_worker(ctx)
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface
@@ -106,6 +102,27 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
         await pipeline.settle(timeout=5.0)
         raise
     await pipeline.drain()
+
+
+def click_worker(ctx: WorkerContext) -> ClickWorker:
+    s = ctx.settings
+    return ClickWorker(BatchContext(
+        table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
+        executor=ctx.compute, fencing=ctx.fencing, status=ctx.status,
+        rules=SessionRules.from_settings(s), funnel=ctx.funnel, worker_id=ctx.worker_id,
+        metrics=ctx.metrics, trending=ctx.trending, catalogue=ctx.catalogue,
+        dead_letter_max_bytes=s.dead_letter_max_bytes, online=ctx.online,
+        impressions=ctx.topics.impressions if s.impressions else None))
+
+
+async def process_impressions(stream: faust.StreamT[bytes], ctx: WorkerContext) -> None:
+    """The shown-reports agent (``STREAMREC_IMPRESSIONS_SHOWN``): applications' reports of
+    what they displayed narrow the held lists; bad records go to the dead-letter topic
+    before their offsets are committed."""
+    worker = click_worker(ctx)
+    async for events in stream.take_events(  # type: ignore[attr-defined]
+            ctx.settings.batch_size, within=ctx.settings.batch_wait_s):
+        await worker.shown_reports(events)
 
 
 async def follow_model_updates(app: faust.App, ctx: WorkerContext) -> None:

@@ -126,6 +126,11 @@ def create_app(settings: Settings) -> faust.App:
     async def process_clicks(stream: faust.StreamT[bytes]) -> None:
         await agents.process_clicks(app, stream, ctx)
 
+    if settings.impressions_shown:
+        @app.agent(ctx.topics.impressions, name="process_impressions")
+        async def process_impressions(stream: faust.StreamT[bytes]) -> None:
+            await agents.process_impressions(stream, ctx)
+
     @app.task  # type: ignore[untyped-decorator]
     async def follow_model_updates() -> None:
         await agents.follow_model_updates(app, ctx)

@@ -137,6 +137,12 @@ class WorkerMetrics:
                                       registry=r)
         self.live_items = Gauge("streamrec_live_items", "New items retrievable beside the "
                                 "bundle (embedded by its item tower)", registry=r)
+        self.shown_reports = Counter("streamrec_impressions_shown", "Applications' reports of "
+                                     "what they displayed, read from the impressions topic",
+                                     registry=r)
+        self.shown_matched = Counter("streamrec_impressions_shown_matched", "Of those, reports "
+                                     "of the list the user held (it becomes what was shown)",
+                                     registry=r)
         self.changelog_applied = Gauge(
             "streamrec_changelog_applied", "Changelog records read into the session table "
             "since start (recovery and standbys; with the rocksdb store, only the tail a "

@@ -23,7 +23,8 @@ from serving.list_types import Ranked
 from serving.online import DEFAULT_ARM, Observed, OnlineMetrics, Shown
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache, clicks_by_item
-from streamrec.impressions import Impression, encode_impression
+from streamrec.errors import EventError
+from streamrec.impressions import Impression, decode_impression, encode_impression
 from streamrec.logs import RateLimitedLog
 from streamrec.session import SessionRules
 from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
@@ -87,12 +88,12 @@ class ClickWorker:
         m.applied.inc(len(out.applied_ts))
         m.duplicates.inc(out.duplicates)
         if out.dead:
-            await self._dead_letter(out.dead)
+            await self.dead_letter(out.dead)
             for d in out.dead:
                 m.dead_lettered.labels(d.kind).inc()
         return out
 
-    async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
+    async def dead_letter(self, dead: Sequence[DeadLetter]) -> None:
         """Send the dead letters and wait until the broker has them (before any ack).
 
         A dead-letter topic that cannot be written holds the batch: the records
@@ -128,6 +129,33 @@ class ClickWorker:
                 if failures:
                     self.ctx.status.report({"dead_letter_blocked": ""})
                 return
+
+    async def shown_reports(self, events: Sequence[Any]) -> int:
+        """Applications' reports of what they displayed (impressions with ``shown``): the
+        user's held list is narrowed to them, so the next click is judged against what was
+        shown. Bad records are dead-lettered; the worker's own written impressions are
+        skipped. Returns the reports that matched a held list."""
+        m, online = self.ctx.metrics, self.ctx.online
+        dead, matched = [], 0
+        for e in events:
+            msg = e.message
+            try:
+                imp = decode_impression(msg.key, e.value, self.ctx.rules.max_event_bytes)
+            except EventError as err:
+                dead.append(DeadLetter(Record(msg.key, e.value, msg.topic, msg.partition,
+                                              msg.offset), err.reason, err.kind))
+                continue
+            if imp.shown is None:
+                continue
+            m.shown_reports.inc()
+            if online is not None and online.displayed(imp.user_id, imp.list_id, imp.shown):
+                matched += 1
+        m.shown_matched.inc(matched)
+        if dead:
+            await self.dead_letter(dead)
+            for d in dead:
+                m.dead_lettered.labels(d.kind).inc()
+        return matched
 
     async def finish(self, n_records: int, out: BatchOutcome) -> list[asyncio.Future[Any]]:
         """Compute the touched users' lists off the loop and write them in one pipeline;

@@ -84,3 +84,42 @@ def test_each_written_list_has_an_impression_and_a_click_naming_it_is_attributed
     w.wait_events(sent + len(clicks))
     got = from_prometheus(w.get("/metrics")[1].decode())[f"{held['u0'].model_version}/all"]  # type: ignore[union-attr]
     assert got["clicks"] == 3 and got["hr@1"] == 1.0 and abs(got["attributed"] - 1 / 3) < 1e-9
+
+
+def test_shown_reports_narrow_the_held_list_and_bad_ones_are_dead_lettered(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    from streamrec.impressions import Impression, encode_impression
+
+    s = make_settings(impressions_shown=True)
+    w = start_worker(s, tiny_bundle_dir)
+    ids = load_bundle(tiny_bundle_dir).vocab.ids
+    users = {f"u{n}": [ids[n]] for n in range(4)}
+    now = int(time.time() * 1000)
+    sent = send_histories(s, users, now)
+    w.wait_events(sent)
+    reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
+    held = {u: reader.get_recommendations(u) for u in users}
+    # the application displayed only the first 3 items of each list; one report is malformed
+    reports = [(u.encode(), encode_impression(Impression(r.list_id or "", u, now + 500,  # type: ignore[union-attr]
+                                                         shown=r.items[:3])))  # type: ignore[union-attr]
+               for u, r in held.items()]
+    bad = [(b"u0", b'{"list_id": "x", "user_id": "u0", "ts": 1}'),  # neither items nor shown
+           (b"u1", b"not json")]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.impressions_topic, reports + bad))
+    dead = consume(s.kafka_bootstrap, s.dlq_topic, 2)
+    kinds = sorted(orjson.loads(v)["reason"] for _, v in dead)
+    assert len(dead) == 2 and any("either 'items'" in k for k in kinds)
+    assert all(orjson.loads(v)["topic"] == s.impressions_topic for _, v in dead)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and w.metric("streamrec_impressions_shown_matched_total", 0) < 4:
+        time.sleep(0.2)
+    assert w.metric("streamrec_impressions_shown_matched_total") == 4
+    # u0 clicks its 2nd item (shown), u1 its 5th (written, not shown)
+    clicks = [(b"u0", encode_event(ClickEvent("u0/2", "u0", held["u0"].items[1], now + 1000))),  # type: ignore[union-attr]
+              (b"u1", encode_event(ClickEvent("u1/2", "u1", held["u1"].items[4], now + 1000)))]  # type: ignore[union-attr]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, clicks))
+    w.wait_events(sent + 2)
+    got = from_prometheus(w.get("/metrics")[1].decode())[f"{held['u0'].model_version}/all"]  # type: ignore[union-attr]
+    assert got["clicks"] == 2 and got["hr@5"] == 0.5 and got["on_list"] == 0.5

@@ -95,3 +95,18 @@ def test_a_click_naming_the_held_list_is_attributed_to_it() -> None:
     c = m.counts[("v1", DEFAULT_ARM)]
     assert (c.clicks, c.attributed, c.on_list) == (3, 1, 3)
     assert c.ratios()["attributed"] == pytest.approx(1 / 3)
+
+
+def test_a_shown_report_narrows_the_held_list_to_what_was_displayed() -> None:
+    from serving.online import Shown
+
+    m = OnlineMetrics()
+    m.remember_shown([("u1", Shown(("a", "b", "c", "d"), "v1", "x", "L1", "e", ("p", "q", "p", "q")))])
+    assert not m.displayed("u1", "L-other", ["a"])  # not the list the user holds
+    assert not m.displayed("u9", "L1", ["a"])
+    assert m.displayed("u1", "L1", ["c", "zz", "a", "c"])  # displayed order, its items only
+    held = m.lists["u1"]
+    assert (held.items, held.teams, held.list_id) == (("c", "a"), ("p", "p"), "L1")
+    m.observe([("u1", "b", None)])  # written but not displayed: off the list
+    c = m.counts[("v1", "x")]
+    assert (c.clicks, c.on_list) == (1, 0)
