@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.fidelity import (
@@ -90,3 +92,16 @@ def test_report_rows_and_dict() -> None:
     rows = r.rows()
     assert "identical lists 3 (75.00%)" in rows[0] and "+0.2500" in rows[1]
     assert rows[2].endswith(f"{RULE} 1") and rows[3].endswith("none")
+
+
+def test_the_command_rejects_a_missing_bundle_or_data_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    got = runner.invoke(app, ["fidelity", "--bundle", str(tmp_path), "--data", "x.txt"])
+    assert got.exit_code == 2 and "is not a bundle" in got.output
+    (tmp_path / "manifest.json").write_text("{}")
+    got = runner.invoke(app, ["fidelity", "--bundle", str(tmp_path), "--data", str(tmp_path / "no.txt")])
+    assert got.exit_code == 2 and "no such file" in got.output
