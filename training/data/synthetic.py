@@ -41,18 +41,55 @@ class SyntheticSpec:
     seed: int = 7
 
 
+@dataclass(frozen=True)
+class SyntheticWorld:
+    """The generator's hidden structure: what a user clicks next after each item (item
+    indexes from 0; the data's ids are ``str(index + 1)``)."""
+
+    spec: SyntheticSpec
+    cluster_of: np.ndarray
+    members: list[np.ndarray]
+    position: dict[int, int]
+    successors: np.ndarray
+    pop: np.ndarray
+    cluster_pop: list[np.ndarray]
+
+    @classmethod
+    def draw(cls, spec: SyntheticSpec, rng: np.random.Generator) -> SyntheticWorld:
+        n, c = spec.items, spec.clusters
+        cluster_of = rng.integers(0, c, n)
+        members = [rng.permutation(np.flatnonzero(cluster_of == k)) for k in range(c)]
+        members = [m if len(m) else rng.integers(0, n, 1) for m in members]
+        position = {int(item): p for m in members for p, item in enumerate(m)}
+        successors = rng.integers(0, c, (c, spec.successors))
+        pop = 1.0 / np.arange(1, n + 1) ** spec.zipf
+        pop = pop[rng.permutation(n)]
+        pop /= pop.sum()
+        cluster_pop = [pop[m] / pop[m].sum() for m in members]
+        return cls(spec, cluster_of, members, position, successors, pop, cluster_pop)
+
+    def next_probabilities(self, item: int) -> np.ndarray:
+        """The probability of each item being clicked right after ``item``."""
+        s, k = self.spec, int(self.cluster_of[item])
+        out = (1.0 - s.p_next - s.p_jump) * self.pop
+        m = self.members[k]
+        out[int(m[(self.position[item] + 1) % len(m)])] += s.p_next
+        for k2 in self.successors[k]:
+            out[self.members[int(k2)]] += s.p_jump / s.successors * self.cluster_pop[int(k2)]
+        return out
+
+
+def world(spec: SyntheticSpec = SyntheticSpec()) -> SyntheticWorld:
+    """The hidden structure of ``generate(spec)``'s data (same seed, same world)."""
+    return SyntheticWorld.draw(spec, np.random.default_rng(spec.seed))
+
+
 def generate(spec: SyntheticSpec = SyntheticSpec()) -> SequenceData:
     rng = np.random.default_rng(spec.seed)
-    n, c = spec.items, spec.clusters
-    cluster_of = rng.integers(0, c, n)
-    members = [rng.permutation(np.flatnonzero(cluster_of == k)) for k in range(c)]
-    members = [m if len(m) else rng.integers(0, n, 1) for m in members]
-    position = {int(item): p for m in members for p, item in enumerate(m)}
-    successors = rng.integers(0, c, (c, spec.successors))
-    pop = 1.0 / np.arange(1, n + 1) ** spec.zipf
-    pop = pop[rng.permutation(n)]
-    pop /= pop.sum()
-    cluster_pop = [pop[m] / pop[m].sum() for m in members]
+    w = SyntheticWorld.draw(spec, rng)
+    n = spec.items
+    cluster_of, members, position = w.cluster_of, w.members, w.position
+    successors, pop, cluster_pop = w.successors, w.pop, w.cluster_pop
 
     def step(item: int) -> int:
         k = int(cluster_of[item])
