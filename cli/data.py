@@ -79,6 +79,9 @@ def train(
     loss: Annotated[Loss | None, typer.Option()] = None,
     negatives: Annotated[int | None, typer.Option(min=1)] = None,
     hard_negatives: Annotated[int | None, typer.Option(min=0, help="With --loss sampled.")] = None,
+    impression_negatives: Annotated[int | None, typer.Option(min=0, help="With --loss sampled and --from-topic: per position, items shown and not clicked (mixed 1:1 with uniform ones).")] = None,
+    impression_top_k: Annotated[int, typer.Option(min=1, help="With --from-topic: how many of a written list the user sees.")] = 10,
+    impression_window: Annotated[float | None, typer.Option(min=0.0, help="With --from-topic: seconds after a click in which a later click of a shown item removes it from the negatives.")] = None,
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="Retrain on train+valid for the selected epochs.")] = None,
     mask_seen: Annotated[bool | None, typer.Option("--mask-seen/--no-mask-seen", help="With --loss ce: leave each position's history out of its softmax.")] = None,
     max_len: Annotated[int | None, typer.Option(min=2)] = None,
@@ -103,14 +106,14 @@ def train(
     flags = {"epochs": epochs, "max_minutes": max_minutes, "patience": patience,
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
              "loss": loss.value if loss else None, "negatives": negatives,
-             "hard_negatives": hard_negatives, "refit": refit, "mask_seen": mask_seen,
+             "hard_negatives": hard_negatives, "impression_negatives": impression_negatives, "refit": refit, "mask_seen": mask_seen,
              "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
              "lowpass": lowpass, "seed": seed, "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import load_config, resolve_flags
     from training.data.attributes import load_attributes
     from training.models.ranker import RankerConfig
-    from training.pipeline import load_training_data, run_training
+    from training.pipeline import load_topic_data, load_training_data, run_training
 
     try:  # a bad flag combination is a usage error (exit 2), before any data is read
         chosen, _, tcfg, _ = resolve_flags(load_config(config), model.value if model else None, flags)
@@ -119,15 +122,23 @@ def train(
                               "model without a refit: add --no-refit"
                               if chosen in ("sasrec", "twotower") else
                               f"--ranker ranks a sequence model's candidates, not {chosen}'s")
-        dataset = load_training_data(data, synthetic=synthetic,
-                                     topic=settings() if from_topic else None, since_ms=since,
-                                     on_read=lambda msg: typer.echo(msg, err=True))
+        negs = None
+        if from_topic and tcfg.impression_negatives:
+            if data is not None or synthetic:
+                raise ConfigError("give exactly one of --data PATH, --synthetic or --from-topic")
+            dataset, negs = load_topic_data(settings(), since, top_k=impression_top_k,
+                                            window_ms=None if impression_window is None else int(impression_window * 1000),
+                                            on_read=lambda msg: typer.echo(msg, err=True))
+        else:
+            dataset = load_training_data(data, synthetic=synthetic,
+                                         topic=settings() if from_topic else None, since_ms=since,
+                                         on_read=lambda msg: typer.echo(msg, err=True))
         attrs = load_attributes(attributes) if attributes is not None else None
         result = run_training(dataset, out, config=config, model=model.value if model else None,
                               flags=flags, index_type=index_type.value, progress=not json_out,
                               attributes=attrs,
                               ranker=RankerConfig(candidates=ranker_candidates) if ranker else None,
-                              tower=tower, blend=blend)
+                              tower=tower, blend=blend, negatives=negs)
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     if publish and "bundle" in result:

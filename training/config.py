@@ -6,7 +6,8 @@ A file has a top-level ``model`` and one table per part::
     [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, id_dropout
     [twotower] max_len, dim, hidden, dropout, id_dropout
     [bpr]     dim, epochs, batch_size, lr, reg, patience
-    [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives, patience,
+    [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
+              impression_negatives, patience,
               max_minutes, refit, mask_seen, seed
 
 Precedence: built-in defaults < file < flags. Unknown keys are errors.

@@ -18,7 +18,7 @@ from streamrec.session import SessionRules
 from streamrec.settings import Settings
 from training.config import SEQUENCE_MODELS, load_config, resolve_flags
 from training.data.attributes import MAX_ATTRS, ItemAttributes
-from training.data.from_topic import read_topic
+from training.data.from_topic import encode_negatives, read_impressions, read_topic
 from training.data.sequences import SequenceData, Split, item_counts, leave_one_out, load_dataset
 from training.data.synthetic import generate
 from training.evaluation.cold_start import (
@@ -94,7 +94,8 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                      progress: bool = True, index_type: str = "auto",
                      attributes: ItemAttributes | None = None,
                      ranker: RankerConfig | None = None, tower: bool = True,
-                     model_name: str = "sasrec", blend: bool = True) -> TrainReport:
+                     model_name: str = "sasrec", blend: bool = True,
+                     negatives: list[list[list[int]]] | None = None) -> TrainReport:
     """Train SASRec or the two-tower model (``model_name``) (with an item tower over ``attributes`` unless ``tower`` is off; the
     ranker reads the attributes either way), evaluate, and export the bundle to ``out``. With
     attributes and the tower off, the bundle's item tower is a content map fitted on the
@@ -107,7 +108,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
     split = leave_one_out(data)
     counts = item_counts(split.train, data.num_items)
     cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg, model_name)
-    result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
+    result = train_sasrec(split, cfg, tcfg, progress, item_attrs, negatives)
     valid = {k: v for k, v in result.valid.items() if "@" in k}
     model = result.model
     inputs = split.inputs("test")
@@ -189,19 +190,37 @@ def load_training_data(data: Path | None = None, *, synthetic: bool = False,
     if data is not None:
         return load_dataset(data)
     assert topic is not None
-    read = asyncio.run(read_topic(topic, topic.clicks_topic, since_ms,
-                                  SessionRules.from_settings(topic)))
+    return load_topic_data(topic, since_ms, on_read=on_read, impressions=False)[0]
+
+
+def load_topic_data(settings: Settings, since_ms: int | None = None, *, impressions: bool = True,
+                    top_k: int = 10, window_ms: int | None = None,
+                    on_read: Callable[[str], None] | None = None,
+                    ) -> tuple[SequenceData, list[list[list[int]]] | None]:
+    """The clicks topic's sequences and, with ``impressions``, each position's impression
+    negatives from the impressions topic (:mod:`training.data.from_topic`)."""
+    read = asyncio.run(read_topic(settings, settings.clicks_topic, since_ms,
+                                  SessionRules.from_settings(settings)))
     if on_read:
-        on_read(f"read {read.records} records from {topic.clicks_topic}: {read.invalid} invalid, "
+        on_read(f"read {read.records} records from {settings.clicks_topic}: {read.invalid} invalid, "
                 f"{read.duplicates} duplicate, {len(read.data.users)} users")
-    return read.data
+    if not impressions:
+        return read.data, None
+    imps = asyncio.run(read_impressions(settings, settings.impressions_topic, since_ms,
+                                        settings.max_event_bytes))
+    negs = encode_negatives(read.data, read.clicks, imps, top_k, window_ms)
+    if on_read:
+        found = sum(1 for u in negs for p in u if p)
+        on_read(f"read {imps.records} records from {settings.impressions_topic}: {imps.invalid} "
+                f"invalid, {len(imps.written)} lists, {found} clicks with impression negatives")
+    return read.data, negs
 
 
 def run_training(data: SequenceData, out: Path, *, config: Path | None, model: str | None,
                  flags: dict[str, Any], index_type: str = "auto", progress: bool = True,
                  attributes: ItemAttributes | None = None,
                  ranker: RankerConfig | None = None, tower: bool = True,
-                 blend: bool = True) -> dict[str, Any]:
+                 blend: bool = True, negatives: list[list[list[int]]] | None = None) -> dict[str, Any]:
     """What ``streamrec train`` does: resolve the configuration (file < flags), then train
     SASRec (with an item tower over ``attributes`` when given) and export its bundle to
     ``out``, or run a baseline (which exports nothing)."""
@@ -210,7 +229,7 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
         return run_baseline(chosen, data, bcfg, progress=progress)
     return train_and_export(data, out, mcfg, tcfg, progress=progress, index_type=index_type,
                             attributes=attributes, ranker=ranker, tower=tower,
-                            model_name=chosen, blend=blend).to_dict()
+                            model_name=chosen, blend=blend, negatives=negatives).to_dict()
 
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,

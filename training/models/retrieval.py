@@ -187,13 +187,16 @@ class ItemSpace(nn.Module):
 
     def loss(self, seq: torch.Tensor, pos: torch.Tensor, kind: str, negatives: int = 1,
              neighbours: torch.Tensor | None = None, hard: int = 0,
-             mask_seen: bool = False) -> torch.Tensor:
+             mask_seen: bool = False, shown: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item loss over every non-pad position of (B, L) inputs ``seq``, targets ``pos``.
 
         ``ce``: full softmax over the catalogue; ``sampled``: softmax over the target and
         ``negatives`` uniform items shared by the batch (easy negatives), plus ``hard``
         per-position items drawn from ``neighbours[target]`` (items near the target in
-        embedding space), accidental hits masked; ``bce``: the original SASRec recipe, one
+        embedding space), accidental hits masked, plus, with ``shown`` (B, L, n: per target
+        position, up to n items of the list the user held that were shown and not clicked, 0
+        = none), n impression negatives and n more uniform ones per position (1:1); a slot
+        with no impression negative takes a uniform item instead; ``bce``: the original SASRec recipe, one
         uniform negative per position.
 
         ``mask_seen`` (``ce`` only): items already in the input up to a position are left
@@ -225,6 +228,12 @@ class ItemSpace(nn.Module):
                 hn = neighbours[y].gather(1, cols)  # (M, hard)
                 hard_logit = (h.unsqueeze(1) * E[hn]).sum(-1)  # (M, hard)
                 parts.append(hard_logit.masked_fill(hn == y.unsqueeze(1), -1e9))
+            if shown is not None:
+                imp = shown[where]  # (M, n)
+                easy = torch.randint(1, self.cfg.num_items + 1, (len(y), 2 * imp.shape[1]), device=y.device)
+                mixed = torch.cat([torch.where(imp > 0, imp, easy[:, :imp.shape[1]]), easy[:, imp.shape[1]:]], 1)
+                mixed_logit = (h.unsqueeze(1) * E[mixed]).sum(-1)  # (M, 2n)
+                parts.append(mixed_logit.masked_fill(mixed == y.unsqueeze(1), -1e9))
             return F.cross_entropy(torch.cat(parts, dim=1), torch.zeros_like(y))
         raise ValueError(f"unknown loss {kind!r}: use ce, sampled or bce")
 

@@ -33,6 +33,9 @@ class TrainConfig:
     loss: str = "ce"  # ce | sampled | bce
     negatives: int = 256  # for loss="sampled": uniform negatives shared by a batch
     hard_negatives: int = 0  # for loss="sampled": per position, from the target's nearest items
+    # for loss="sampled": per position, up to this many items shown to the user and not
+    # clicked (impressions), mixed 1:1 with as many uniform ones; 0 = off
+    impression_negatives: int = 0
     patience: int = 10  # epochs without validation improvement before stopping
     max_minutes: float | None = None  # wall-clock budget
     # Final fit: after early stopping picks the epoch count on validation, retrain from
@@ -73,6 +76,21 @@ def training_pairs(seqs: list[list[int]], max_len: int) -> tuple[torch.Tensor, t
     return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
+def shown_tensor(seqs: list[list[int]], negs: list[list[list[int]]], max_len: int, n: int) -> torch.Tensor:
+    """(U, max_len, n) impression negatives aligned with :func:`training_pairs`' targets:
+    ``negs[u][j]`` are position j's (of the user's full sequence, of which ``seqs[u]`` is a
+    prefix), cut to ``n``, 0-padded."""
+    usable = [(s, ng) for s, ng in zip(seqs, negs, strict=True) if len(s) >= 2]
+    out = torch.zeros((len(usable), max_len, n), dtype=torch.long)
+    for r, (s, ng) in enumerate(usable):
+        rows = [ng[j] if j < len(ng) else [] for j in range(1, len(s))][-max_len:]
+        off = max_len - len(rows)
+        for k, row in enumerate(rows):
+            if row:
+                out[r, off + k, :min(n, len(row))] = torch.tensor(row[:n])
+    return out
+
+
 def length_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Shuffled batches of users with similar lengths, so a batch can be cut to its longest.
 
@@ -103,23 +121,29 @@ def evaluate_model(model: RetrievalModel, split: Split, which: str) -> dict[str,
 
 
 def train_sasrec(split: Split, mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool = True,
-                 item_attrs: torch.Tensor | None = None) -> TrainResult:
+                 item_attrs: torch.Tensor | None = None,
+                 negatives: list[list[list[int]]] | None = None) -> TrainResult:
     """Train SASRec, or the two-tower model for a :class:`TwoTowerConfig` (with an item tower
-    when ``mcfg.attributes`` and ``item_attrs`` are given)."""
-    result = _fit(split, split.train, mcfg, cfg, progress, select=True, item_attrs=item_attrs)
+    when ``mcfg.attributes`` and ``item_attrs`` are given). ``negatives``: per user and
+    position of the full sequence, impression negatives (used with
+    ``cfg.impression_negatives`` and the sampled loss)."""
+    result = _fit(split, split.train, mcfg, cfg, progress, select=True, item_attrs=item_attrs,
+                  negatives=negatives)
     if not cfg.refit:
         return result
     seqs = list(split.train)
     for u, v in zip(split.eval_users, split.valid_target, strict=True):
         seqs[u] = split.train[u] + [int(v)]
     again = replace(cfg, epochs=result.best_epoch, patience=result.best_epoch + 1, max_minutes=None)
-    refit = _fit(split, seqs, mcfg, again, progress, select=False, item_attrs=item_attrs)
+    refit = _fit(split, seqs, mcfg, again, progress, select=False, item_attrs=item_attrs,
+                 negatives=negatives)
     return TrainResult(refit.model, result.best_epoch, result.epochs_run + refit.epochs_run,
                        result.seconds + refit.seconds, result.valid, result.history + refit.history)
 
 
 def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool,
-         select: bool, item_attrs: torch.Tensor | None = None) -> TrainResult:
+         select: bool, item_attrs: torch.Tensor | None = None,
+         negatives: list[list[list[int]]] | None = None) -> TrainResult:
     """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10."""
     seed_everything(cfg.seed)
     if cfg.threads:
@@ -128,6 +152,9 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     inputs, targets = training_pairs(seqs, mcfg.max_len)
     lengths = (targets > 0).sum(dim=1)
+    use_shown = cfg.loss == "sampled" and cfg.impression_negatives > 0 and negatives is not None
+    shown = (shown_tensor(seqs, negatives, mcfg.max_len, cfg.impression_negatives)
+             if use_shown and negatives is not None else None)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     # The refit trains on the validation items (no honest validation): every epoch is
@@ -144,7 +171,8 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
         for idx in length_batches(lengths, cfg.batch_size, gen):
             width = int(lengths[idx].max())
             loss = model.loss(inputs[idx, -width:], targets[idx, -width:], cfg.loss, cfg.negatives,
-                              neighbours, cfg.hard_negatives, cfg.mask_seen)
+                              neighbours, cfg.hard_negatives, cfg.mask_seen,
+                              None if shown is None else shown[idx, -width:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
