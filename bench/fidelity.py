@@ -155,11 +155,14 @@ def evaluator_lists(bundle: Any, inputs: Sequence[Sequence[int]], targets: np.nd
     tied: list[bool] = []
     for lo, hi, scores in masked_scores(users, item_vecs, inputs):
         ranks[lo:hi] = ranks_from_scores(scores, targets[lo:hi])
-        part = np.argpartition(-scores, K, axis=1)[:, :K + 1]
+        w = min(K + 1, scores.shape[1])
+        part = np.argpartition(-scores, w - 1, axis=1)[:, :w]
         for r in range(hi - lo):
             order = part[r][np.argsort(-scores[r, part[r]], kind="stable")]
+            order = order[np.isfinite(scores[r, order])]  # PAD and the history are not ranked
             tops.append(order[:K].tolist())
-            tied.append(bool(np.isclose(scores[r, order[K - 1]], scores[r, order[K]])))
+            tied.append(len(order) > K and bool(np.isclose(scores[r, order[K - 1]],
+                                                           scores[r, order[K]])))
     return tops, ranks, tied
 
 
@@ -217,7 +220,7 @@ def run(settings: Any, bundle_path: Path, data_path: Path, n: int, seed: int = 0
         online[uid] = None if r is None else Online(r.items, r.source, r.reasons, r.last_event_id)
     replay_s = time.monotonic() - start
 
-    top_n = max(settings.top_n, K)
+    top_n = settings.top_n  # the worker's list length
     config = FunnelConfig.from_settings(settings)
     offline = [r.items for r in recommend(bundle, prefixes, top_n, candidates=settings.candidates,
                                           ranking=settings.ranker, blending=settings.content_blend)]
