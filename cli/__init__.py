@@ -20,7 +20,7 @@ from streamrec.errors import StreamrecError
 __all__ = ["app", "main"]
 
 # Importing a job's module registers its commands; this order is the order of the help panels.
-for _job in ("run", "models", "experiments", "data", "bench", "simulate", "fidelity"):
+for _job in ("run", "models", "experiments", "data", "bench", "simulate", "fidelity", "retrain"):
     importlib.import_module(f"cli.{_job}")
 
 
