@@ -1,0 +1,46 @@
+"""The simulator's click model and its detection count (pure logic)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.simulate import SimResult, _draw, clicks_needed
+from training.data.synthetic import SyntheticSpec, world
+
+SPEC = SyntheticSpec(users=50, items=60, clusters=6, seed=4)
+
+
+def test_a_shown_item_is_clicked_more_often_and_more_at_the_top() -> None:
+    w = world(SPEC)
+    p = w.next_probabilities(0)
+    low = int(np.argsort(p)[len(p) // 2])  # an item of middling preference
+    rng = np.random.default_rng(0)
+    n = 20_000
+    plain = sum(_draw(rng, w, 0, {}) == low for _ in range(n)) / n
+    top = sum(_draw(rng, w, 0, {low: 4.0}) == low for _ in range(n)) / n
+    assert plain == pytest.approx(p[low], abs=0.004)
+    want = 4 * p[low] / (1 + 3 * p[low])  # its weight times 4, renormalised
+    assert top == pytest.approx(want, abs=0.01)
+    assert top > plain
+
+
+def test_draws_are_seeded() -> None:
+    w = world(SPEC)
+    a = [_draw(np.random.default_rng(3), w, 5, {1: 2.0}) for _ in range(5)]
+    b = [_draw(np.random.default_rng(3), w, 5, {1: 2.0}) for _ in range(5)]
+    assert a == b
+
+
+def _result(points: list[tuple[int, float]]) -> SimResult:
+    r = SimResult("ab", 0)
+    r.curve = [{"clicks": c, "p_value": p} for c, p in points]
+    return r
+
+
+def test_clicks_needed_is_where_the_p_value_falls_below_alpha_for_good() -> None:
+    one = _result([(10, 0.5), (20, 0.005), (30, 0.2), (40, 0.004), (50, 0.001)])
+    two = _result([(10, 0.001), (20, 0.001), (30, 0.001), (40, 0.001), (50, 0.001)])
+    assert clicks_needed([one], 0.01) == 40  # the dip at 20 did not last
+    assert clicks_needed([one, two], 0.01) == 25  # the median over seeds
+    assert clicks_needed([_result([(10, 0.5), (20, 0.02)])], 0.01) is None
