@@ -7,7 +7,10 @@ that the user has not clicked yet), written half a second before it. A click nam
 list (``list_id``) when its item is in it. The same :func:`training.data.from_topic.encode_negatives`
 the topic reader uses turns the log into per-position negatives.
 
-Both arms train SASRec with the sampled loss on the same data, seeds and epoch budget
+Three arms train SASRec with the sampled loss on the same data, seeds and epoch budget
+(``uniform``: the shared uniform negatives; ``uniform_matched``: as many more uniform ones
+as the impressions arm adds; ``impressions``: the shared ones plus ``n`` impression and
+``n`` uniform negatives per position)
 (early stopping on validation NDCG@10 picks the epoch); the test split's full-catalogue
 NDCG@10 / HR@10 are compared.
 """
@@ -63,10 +66,13 @@ def run(spec: SyntheticSpec, seeds: list[int], epochs: int, impression_negatives
     log = simulate_log(data, top_k)
     negs = encode_negatives(data, log.clicks, log.impressions, top_k, window_ms)
     mcfg = mcfg or {"max_len": 50, "dim": 32, "layers": 1, "heads": 1, "dropout": 0.2}
-    arms: dict[str, list[dict[str, Any]]] = {"uniform": [], "impressions": []}
+    arms: dict[str, list[dict[str, Any]]] = {"uniform": [], "uniform_matched": [], "impressions": []}
+    # uniform_matched: as many negatives per position as the impressions arm, all uniform
+    grid = (("uniform", 0, negatives), ("uniform_matched", 0, negatives + 2 * impression_negatives),
+            ("impressions", impression_negatives, negatives))
     for seed in seeds:
-        for arm, n in (("uniform", 0), ("impressions", impression_negatives)):
-            tcfg = TrainConfig(epochs=epochs, loss="sampled", negatives=negatives,
+        for arm, n, k in grid:
+            tcfg = TrainConfig(epochs=epochs, loss="sampled", negatives=k,
                                impression_negatives=n, patience=max(epochs // 4, 2), seed=seed)
             rep = train_and_export(data, out_dir / f"{arm}-{seed}", dict(mcfg), tcfg, progress=False,
                                    negatives=negs if n else None, blend=False)

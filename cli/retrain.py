@@ -93,7 +93,7 @@ def bench_impression_negatives(
     negatives: Annotated[int, typer.Option(min=1)] = 128,
     top_k: Annotated[int, typer.Option(min=1)] = 10,
     data_seed: Annotated[int, typer.Option()] = 7,
-    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/impression-negatives.json"),
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("var/bench/impression-negatives.json"),
 ) -> None:
     """Sampled loss with and without impression negatives on a simulated log (test NDCG@10 / HR@10)."""
     import tempfile

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from serving.registry import BundleStore, announcement_history
 from streamrec.settings import Settings
 from training.config import SEQUENCE_MODELS, load_config, resolve_flags
 from training.pipeline import load_topic_data, run_training
@@ -27,6 +26,9 @@ async def last_bundle_ms(settings: Settings) -> int | None:
     """When the current bundle was made: the announced version's manifest ``created_at``
     when the store holds it, else the last announcement's ``published_at``; ``None`` when
     nothing was ever announced."""
+    # serving.registry loads bundles (ONNX Runtime, FAISS): imported by the job, not by training
+    from serving.registry import BundleStore, announcement_history
+
     history = await announcement_history(settings)
     if not history:
         return None
