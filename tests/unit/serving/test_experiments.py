@@ -191,3 +191,18 @@ def test_an_experiment_record_reads_as_one_on_the_model_updates_topic() -> None:
     a = Announcement("v1", "file:///x", "0" * 64, 1)
     assert decode_update(encode_announcement(a)) == a
     assert decode_update(b'{"kind": "experiment", "name": "x"}') is None  # malformed: logged
+
+
+def test_an_arm_changes_only_the_funnel_settings_it_names() -> None:
+    from serving.funnel import FunnelConfig
+    from serving.rerank import RerankConfig
+
+    base = FunnelConfig(top_n=10, rules=RerankConfig(mmr_lambda=0.8), ranking="auto")
+    assert base.with_overrides() is base
+    off = base.with_overrides(ranking="off")
+    assert (off.ranking, off.rules.mmr_lambda, off.top_n) == ("off", 0.8, 10)
+    flat = base.with_overrides(mmr_lambda=1.0)
+    assert (flat.ranking, flat.rules.mmr_lambda) == ("auto", 1.0)
+    arm = parse_arm("t=v2:50:ranker=off:mmr=0.5")
+    both = base.with_overrides(arm.ranker, arm.mmr_lambda)
+    assert (both.ranking, both.rules.mmr_lambda) == ("off", 0.5)
