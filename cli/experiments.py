@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.base import MODELS, app, fail, print_json, settings
 from streamrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from serving.experiments import Experiment
 
 experiment_app = typer.Typer(no_args_is_help=True, help="Online experiments: A/B and interleaved.")
 canary_app = typer.Typer(no_args_is_help=True, help="The canary controller.")
@@ -90,10 +93,7 @@ def list_cmd() -> None:
         typer.echo("(no experiments)")
 
 
-def experiment_row(e: object) -> str:
-    from serving.experiments import Experiment
-
-    assert isinstance(e, Experiment)
+def experiment_row(e: Experiment) -> str:
     arms = ", ".join(f"{a.name}={a.version}" + (f":{a.weight}" if e.mode == "ab" else "")
                      + (f":{a.overrides()}" if a.overrides() else "") for a in e.arms)
     kind = "canary" if e.canary is not None else e.mode

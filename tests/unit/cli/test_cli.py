@@ -42,6 +42,10 @@ def test_help_groups_every_command_by_job() -> None:
     (["bench-index", "--sizes", "10,x"], "--sizes must be numbers"),
     (["publish", "/nonexistent/bundle"], "/nonexistent/bundle is not a bundle directory"),
     (["evaluate", "/nonexistent/bundle", "--data", "x.txt"], "is not a bundle directory"),
+    (["experiment", "start", "x", "--arm", "control"], "expected NAME=VERSION"),
+    (["experiment", "start", "x", "--arm", "a=v1:half"], "cannot read 'half'"),
+    (["simulate", "--a", "/nonexistent/bundle", "--b", "popular"], "not a bundle directory"),
+    (["simulate", "--a", "popular", "--b", "popular"], "at least one arm needs a bundle"),
 ])
 def test_usage_errors_exit_2_and_say_what_is_wrong(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
