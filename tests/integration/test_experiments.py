@@ -205,6 +205,19 @@ def _play(s: Settings, histories: dict[str, Sequence[str]], steps: range, tag: s
             _step(s, clicks, f"{tag}{t}")
 
 
+def _play_until_decided(s: Settings, histories: dict[str, Sequence[str]], tag: str) -> ex.Decision:
+    """Two steps of play, then one look by the controller, until it decides (or 12 steps)."""
+    decision = ex.Decision(ex.WAIT, "not looked at yet")
+    for t in range(0, 12, 2):
+        _play(s, histories, range(t, t + 2), tag)
+        step = asyncio.run(canary_step(s))
+        assert step is not None
+        _, decision = step
+        if decision.action != ex.WAIT:
+            break
+    return decision
+
+
 def test_a_broken_canary_is_rolled_back_and_a_good_one_promoted(
     make_settings: Callable[..., Settings], start_worker: StartWorker, tiny_bundle_dir: Path,
     tiny_bundle_b: Path, tiny_data: object, tmp_path: Path,
@@ -222,27 +235,14 @@ def test_a_broken_canary_is_rolled_back_and_a_good_one_promoted(
     broken = asyncio.run(publish_canary(s, _shuffled(tiny_bundle_dir, tmp_path / "broken"), 50,
                                         policy))
     _running(w, broken.name)
-    decision = None
-    for t in range(0, 12, 2):
-        _play(s, histories, range(t, t + 2), "x")
-        step = asyncio.run(canary_step(s))
-        assert step is not None
-        _, decision = step
-        if decision.action != ex.WAIT:
-            break
-    assert decision is not None and decision.action == ex.ROLLBACK, decision
+    decision = _play_until_decided(s, histories, "x")
+    assert decision.action == ex.ROLLBACK, decision
     w.wait_for(lambda st: st.get("experiment") == "" and st.get("model_version") == a.version, 60,
                "the rollback: no experiment, the current version")
     assert asyncio.run(canary_step(s)) is None  # nothing left to decide
 
     good = asyncio.run(publish_canary(s, tiny_bundle_b, 50, policy))
     _running(w, good.name)
-    for t in range(0, 12, 2):
-        _play(s, histories, range(t, t + 2), "y")
-        step = asyncio.run(canary_step(s))
-        assert step is not None
-        _, decision = step
-        if decision.action != ex.WAIT:
-            break
+    decision = _play_until_decided(s, histories, "y")
     assert decision.action == ex.PROMOTE, decision
     w.wait_for(lambda st: st.get("model_version") == good.arms[1].version, 60, "the promotion")
