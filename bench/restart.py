@@ -11,7 +11,7 @@ Redis prefix:
    Measured from its process start: **ready** (``/ready`` answers 200: bundle
    loaded, partitions assigned, table recovered) and **fresh** (a click for
    each of ``probe`` users, sent once it is ready, has reached their lists);
-   the changelog records it read (``streamrec_changelog_applied``) and its
+   the changelog records it read (``streamrec_changelog_applied_total``) and its
    peak RSS.
 
 The workers write every changelog record as its own batch
@@ -115,7 +115,7 @@ def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, pro
                    what="probe lists fresh", interval=0.05)
         fresh_s = time.monotonic() - t0
         return RestartResult(store, users, "sigkill" if kill else "sigterm", load_s, ready_s,
-                             fresh_s, int(second.metric("streamrec_changelog_applied")),
+                             fresh_s, int(second.metric("streamrec_changelog_applied_total")),
                              _peak_rss_mb(second.proc.pid))
     finally:
         for w in workers:

@@ -129,7 +129,7 @@ async def follow_model_updates(app: faust.App, ctx: WorkerContext) -> None:
     """The model-update listener, plus the process-wide compute limits and diagnostics."""
     install_task_dump(asyncio.get_running_loop(), lambda: consumer_state(app.consumer))
     ctx.metrics.watch_consumer(lambda: consumer_lag(app.consumer))
-    ctx.metrics.changelog_applied.set_function(lambda: float(ctx.sessions.changelog_applied))
+    ctx.metrics.watch_changelog(lambda: ctx.sessions.changelog_applied)
     # One compute budget for ONNX Runtime, FAISS and numpy's BLAS: more threads than
     # the quota fight the event loop (measured: 256x12k GEMM median 16 ms on 2 BLAS
     # threads under load versus 7 ms on one).

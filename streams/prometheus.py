@@ -2,10 +2,16 @@
 
 One registry per worker process. Counters and histograms are updated per batch
 by :class:`streams.worker.ClickWorker`, swaps and refusals by
-:mod:`streams.hotswap`; consumer lag is read from the consumer at scrape time.
-The event → Redis latency histogram is kept as bucket counts in numpy
-(``serving.latency.EDGES``, in ms) and added per batch in one call, not one
-``observe`` per event.
+:mod:`streams.hotswap`; consumer lag, the changelog records read and the Redis
+retries (:mod:`streams.retry`) are read at scrape time. The event → Redis
+latency histogram is kept as bucket counts in numpy (``serving.latency.EDGES``,
+in ms) and added per batch in one call, not one ``observe`` per event.
+
+The names follow Prometheus's conventions: running counts are counters
+(``_total``), and a name ends in its unit (``_seconds``, ``_records``, ``_ratio``).
+The registry also carries the standard ``process_*``, ``python_gc_*`` and
+``python_info`` collectors. ``promtool check metrics`` passes on a live
+worker's ``/metrics`` (tests/integration/test_metrics_lint.py).
 """
 
 from __future__ import annotations
@@ -13,12 +19,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from serving.latency import EDGES, bucket_array
 from serving.online import COUNTERS, COVERAGE, HITS, KS, PREFIX, WINS, WITHOUT_LIST, OnlineMetrics
+from streams import retry
 
 # (topic, partition) -> (high watermark, position): what a lag gauge needs
 LagSource = Callable[[], Mapping[tuple[str, int], tuple[int, int]]]
@@ -64,6 +80,33 @@ class ConsumerLag(Collector):
         yield g
 
 
+class ChangelogApplied(Collector):
+    """``streamrec_changelog_applied_total``: changelog records read into the session table
+    (a running count kept by :mod:`streams.tables`, read at scrape time)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], int] = lambda: 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "streamrec_changelog_applied", "Changelog records read into the session table "
+            "since start (recovery and standbys; with the rocksdb store, only the tail a "
+            "restart missed)", value=self.source())
+
+
+class RedisRetries(Collector):
+    """``streamrec_redis_retries_total{operation}``: transient Redis failures retried
+    (:func:`streams.retry.retry_transient`, process-wide), by operation."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        c = CounterMetricFamily("streamrec_redis_retries", "Redis operations retried after a "
+                                "transient failure (Redis down, loading or slow), by operation",
+                                labels=["operation"])
+        for what, n in sorted(retry.RETRIES.items()):  # the worker's operations from the start
+            c.add_metric([what.replace(" ", "_")], n)
+        yield c
+
+
 class OnlineCollector(Collector):
     """``streamrec_online_*``: the clicks against the lists users held
     (:mod:`serving.online`), by model version and arm; coverage for the served version."""
@@ -106,6 +149,9 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # the standard process_*, python_gc_* and python_info series, as the default registry has
+        for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            r.register(standard)
         self.events = Counter("streamrec_events", "Records consumed from the clicks topic",
                               registry=r)
         self.applied = Counter("streamrec_events_applied", "Events applied to session state",
@@ -117,7 +163,7 @@ class WorkerMetrics:
                                      ["reason"], registry=r)
         self.lists_written = Counter("streamrec_lists_written", "Lists written to Redis",
                                      registry=r)
-        self.batch_size = Histogram("streamrec_batch_size", "Records per micro-batch",
+        self.batch_size = Histogram("streamrec_batch_size_records", "Records per micro-batch",
                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
                                     registry=r)
         self.compute = Histogram("streamrec_compute_seconds", "Encoder + index + filtering per "
@@ -143,10 +189,16 @@ class WorkerMetrics:
         self.shown_matched = Counter("streamrec_impressions_shown_matched", "Of those, reports "
                                      "of the list the user held (it becomes what was shown)",
                                      registry=r)
-        self.changelog_applied = Gauge(
-            "streamrec_changelog_applied", "Changelog records read into the session table "
-            "since start (recovery and standbys; with the rocksdb store, only the tail a "
-            "restart missed)", registry=r)
+        self.dead_letter_failures = Counter(
+            "streamrec_dead_letter_write_failures", "Failed attempts to write dead letters to "
+            "the dead-letter topic (the batch is held and retried meanwhile)", registry=r)
+        self.changelog_applied = ChangelogApplied()
+        r.register(self.changelog_applied)
+        r.register(RedisRetries())
+
+    def watch_changelog(self, applied: Callable[[], int]) -> None:
+        """Export ``applied()`` (the session table's running count) as the changelog counter."""
+        self.changelog_applied.source = applied
 
     def watch_online(self, online: OnlineMetrics, served: Callable[[], tuple[str, int]]) -> None:
         self.registry.register(OnlineCollector(online, served))

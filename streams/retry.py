@@ -8,6 +8,7 @@ best-effort and coalesced in the background (status fields).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -24,6 +25,12 @@ T = TypeVar("T")
 # ConnectionError, so it is singled out): it is a configuration error.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
 
+# Transient failures retried so far in this process, by ``what`` (exported as
+# ``streamrec_redis_retries_total{operation}`` by streams.prometheus). The worker's
+# operations are listed so that each is exported, at 0, before its first retry.
+OPERATIONS = ("list write", "fencing epoch", "status report")
+RETRIES: collections.Counter[str] = collections.Counter({op: 0 for op in OPERATIONS})
+
 
 def is_transient(e: BaseException) -> bool:
     from redis.exceptions import AuthenticationError
@@ -35,7 +42,8 @@ async def retry_transient(op: Callable[[], Awaitable[T]], first_delay: float = 0
                           max_delay: float = 5.0, what: str = "redis") -> T:
     """Run ``op`` until it succeeds, backing off on transient Redis errors.
 
-    Other errors (a bug, a permission error) propagate at once.
+    Other errors (a bug, a permission error) propagate at once. Each retry is
+    counted in ``RETRIES[what]``.
     """
     delay = first_delay
     failures = 0
@@ -46,6 +54,7 @@ async def retry_transient(op: Callable[[], Awaitable[T]], first_delay: float = 0
             if not is_transient(e):
                 raise
             failures += 1
+            RETRIES[what] += 1
             # one line per back-off step, not per retry once the delay is at its cap
             if delay < max_delay or failures % 10 == 1:
                 log.warning("%s: redis unavailable (%s); retrying in %.2fs", what, e, delay)

@@ -116,6 +116,7 @@ class ClickWorker:
                 raise
             except Exception as e:  # noqa: BLE001 - any producer failure: hold and say so
                 failures += 1
+                self.ctx.metrics.dead_letter_failures.inc()
                 first = dead[0].record
                 log.error("cannot write %d dead letter(s) to %s (attempt %d: %s: %s); holding "
                           "%s[%d] at offset %d, retrying in %.1fs", len(dead), self.ctx.dlq.get_topic_name(),
@@ -218,7 +219,7 @@ class ClickWorker:
             list_ids=list_ids,
             arms=lists.arms,
             experiments=counted,
-        ))
+        ), what="list write")
         self.ctx.metrics.redis_write.observe(time.perf_counter() - t0)
         self.ctx.metrics.lists_written.inc(sum(written))
         stored = [n for n, ok in enumerate(written) if ok]  # the rest lost to newer lists

@@ -36,7 +36,7 @@ def recovered(w: WorkerProc) -> int:
     """Changelog records the worker read into its table, once it is ready (``/metrics``)."""
     poll_until(w.ready_code, lambda code: code == 200, timeout=60, procs=[w.proc],
                what=f"{w.name} /ready")
-    return int(w.metric("streamrec_changelog_applied"))
+    return int(w.metric("streamrec_changelog_applied_total"))
 
 
 def assert_lists(s: Settings, seq: int, seen: list[str], prefix: str = "r") -> None:

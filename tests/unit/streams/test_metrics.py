@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import numpy as np
+from aiokafka.errors import KafkaError
 from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from serving.latency import bucket_counts, fields_from_prometheus, percentiles
+from serving.online import OnlineMetrics
+from streams.batch import DeadLetter, Record
 from streams.prometheus import ConsumerLag, WorkerMetrics
+from streams.retry import retry_transient
+from streams.worker import ClickWorker
 
 
 def test_latency_histogram_round_trips_through_the_exposition_format() -> None:
@@ -32,3 +43,93 @@ def test_consumer_lag_is_high_watermark_minus_position_and_never_fails_a_scrape(
         raise RuntimeError("rebalancing")
 
     assert next(iter(ConsumerLag(broken).collect())).samples == []
+
+
+def families(m: WorkerMetrics) -> dict[str, Metric]:
+    return {f.name: f for f in text_string_to_metric_families(generate_latest(m.registry).decode())}
+
+
+def test_names_follow_the_conventions_counters_total_and_units_in_names() -> None:
+    m = WorkerMetrics()
+    m.watch_online(OnlineMetrics(10), lambda: ("v1", 5))
+    fams = families(m)
+    ours = {n: f for n, f in fams.items() if n.startswith("streamrec_")}
+    for name, f in ours.items():
+        if f.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in f.samples), name
+        if f.type == "histogram":
+            assert name.endswith(("_seconds", "_records")), name
+    # running counts are counters, not gauges
+    assert ours["streamrec_changelog_applied"].type == "counter"
+    assert "streamrec_batch_size_records" in ours and "streamrec_batch_size" not in ours
+    # the standard collectors the default registry has
+    assert {"process_cpu_seconds", "process_resident_memory_bytes",
+            "python_gc_collections", "python_info"} <= set(fams)
+
+
+def test_changelog_counter_reads_the_tables_running_count_at_scrape_time() -> None:
+    m = WorkerMetrics()
+    assert families(m)["streamrec_changelog_applied"].samples[0].value == 0
+    applied = [41]
+    m.watch_changelog(lambda: applied[0])
+    applied[0] += 1
+    (sample,) = [s for s in families(m)["streamrec_changelog_applied"].samples
+                 if s.name == "streamrec_changelog_applied_total"]
+    assert sample.value == 42
+
+
+def test_redis_retries_are_counted_by_operation() -> None:
+    m = WorkerMetrics()
+
+    def retries() -> dict[str, float]:
+        return {s.labels["operation"]: s.value
+                for s in families(m)["streamrec_redis_retries"].samples}
+
+    before = retries()
+    assert {"list_write", "fencing_epoch", "status_report"} <= set(before)
+    fails = [RedisConnectionError("down")] * 3
+
+    async def flaky() -> str:
+        if fails:
+            raise fails.pop()
+        return "ok"
+
+    assert asyncio.run(retry_transient(flaky, first_delay=0.001, what="fencing epoch")) == "ok"
+    after = retries()
+    assert after["fencing_epoch"] - before["fencing_epoch"] == 3
+    assert after["list_write"] == before["list_write"]
+
+
+class FailingDlq:
+    """A dead-letter topic whose first ``failures`` sends raise."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.sent = failures, 0
+
+    async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaError("broker unreachable")
+        self.sent += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def get_topic_name(self) -> str:
+        return "clicks-dlq"
+
+
+def test_dead_letter_write_failures_are_counted() -> None:
+    m = WorkerMetrics()
+    dlq = FailingDlq(failures=2)
+    reported: list[dict[str, object]] = []
+    status = SimpleNamespace(report=reported.append)
+    ctx = SimpleNamespace(dlq=dlq, status=status, worker_id="w1", dead_letter_max_bytes=8192,
+                          metrics=m)
+    dead = [DeadLetter(Record(b"u1", b"{", "clicks", 0, 7), "bad json", "malformed_json")]
+    asyncio.run(ClickWorker(ctx).dead_letter(dead))  # type: ignore[arg-type]
+    assert dlq.sent == 1
+    (total,) = [s.value for s in families(m)["streamrec_dead_letter_write_failures"].samples
+                if s.name.endswith("_total")]
+    assert total == 2
+    assert reported[-1] == {"dead_letter_blocked": ""}
