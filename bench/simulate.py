@@ -90,30 +90,55 @@ class Arms:
         return recommend(self.bundles[src], histories, self.top_k)
 
 
+class SimUsers:
+    """The simulated users: each one's history (external item ids, the world's item ``i``
+    is ``str(i + 1)``) and its next click given the list it sees (the click model above).
+    The in-process and the live simulator share them, so a seed draws the same users."""
+
+    def __init__(self, w: SyntheticWorld, spec: SimSpec, prefix: str = "s") -> None:
+        self.w, self.spec = w, spec
+        self.rng = np.random.default_rng(spec.seed)
+        self.bias = 1.0 / np.log2(np.arange(2, spec.top_k + 2))
+        self.last = self.rng.choice(len(w.pop), size=spec.users, p=w.pop)
+        self.histories: list[list[str]] = [[str(i + 1)] for i in self.last]
+        for _ in range(spec.warmup - 1):
+            for u in range(spec.users):
+                self.last[u] = _draw(self.rng, w, int(self.last[u]), {})
+                self.histories[u].append(str(self.last[u] + 1))
+        self.ids = [f"{prefix}{u}" for u in range(spec.users)]
+
+    def click(self, u: int, shown: Sequence[str]) -> str:
+        """User ``u``'s next click, having seen ``shown`` (its first ``top_k`` count); the
+        click joins its history."""
+        boost = {int(i) - 1: 1.0 + self.spec.exposure * self.bias[k]
+                 for k, i in enumerate(shown[:self.spec.top_k]) if _known(i, len(self.w.pop))}
+        nxt = _draw(self.rng, self.w, int(self.last[u]), boost)
+        self.last[u] = nxt
+        item = str(nxt + 1)
+        self.histories[u].append(item)
+        return item
+
+
+def _known(item: str, n: int) -> bool:
+    """An item id of the world (a live list may hold others: new items, a blocklist's fill)."""
+    return item.isdigit() and 1 <= int(item) <= n
+
+
 def run(world_spec: SyntheticSpec, arms: dict[str, str], mode: str, spec: SimSpec) -> SimResult:
     """One simulated experiment; ``arms``: name -> bundle directory or ``popular``."""
     t0 = time.perf_counter()
-    w = world(world_spec)
-    rng = np.random.default_rng(spec.seed)
     names = list(arms)
     exp = ex.check(Experiment(f"sim-{spec.seed}", tuple(Arm(n, n, 100 // len(names) +
                                                             (100 % len(names) if i == 0 else 0))
                                                         for i, n in enumerate(names)),
                               mode, salt=f"sim-{spec.seed}"))
     source = Arms(arms, spec.top_k)
-    n = world_spec.items
-    last = rng.choice(n, size=spec.users, p=w.pop)
-    histories: list[list[str]] = [[str(i + 1)] for i in last]
-    for _ in range(spec.warmup - 1):
-        for u in range(spec.users):
-            last[u] = _draw(rng, w, int(last[u]), {})
-            histories[u].append(str(last[u] + 1))
-    users = [f"s{u}" for u in range(spec.users)]
+    sim = SimUsers(world(world_spec), spec)
+    users, histories = sim.ids, sim.histories
     arm_of = [assign(exp, u).name for u in users]
     counts = {a: OnlineCounts() for a in ([ex.INTERLEAVED_ARM] if mode == ex.INTERLEAVE else names)}
     wins = dict.fromkeys(names, 0)
     result = SimResult(mode, spec.seed)
-    bias = 1.0 / np.log2(np.arange(2, spec.top_k + 2))
     for step in range(spec.steps):
         per_arm: dict[str, list[Ranked | None]] = {}
         for a in names:
@@ -135,15 +160,11 @@ def run(world_spec: SyntheticSpec, arms: dict[str, str], mode: str, spec: SimSpe
                 r = per_arm[arm][u]
                 assert r is not None
                 items = r.items[:spec.top_k]
-            boost = {int(i) - 1: 1.0 + spec.exposure * bias[k] for k, i in enumerate(items)}
-            nxt = _draw(rng, w, int(last[u]), boost)
-            item = str(nxt + 1)
+            item = sim.click(u, items)
             rank = click_rank(items, item)
             counts[arm].add(rank)
             if teams and rank is not None:
                 wins[teams[rank - 1]] += 1
-            last[u] = nxt
-            histories[u].append(item)
             done = step * spec.users + u + 1
             if done % spec.curve_every == 0 or done == spec.steps * spec.users:
                 result.curve.append({"clicks": done, "p_value": _p(mode, names, counts, wins)})

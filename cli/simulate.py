@@ -71,3 +71,65 @@ def simulate(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     typer.echo(f"wrote {out}")
+
+
+class ReadVia(str, Enum):
+    redis = "redis"
+    http = "http"
+
+
+@app.command("simulate-live", rich_help_panel=BENCHMARKS)
+def simulate_live(
+    users: Annotated[int, typer.Option(min=1)] = 500,
+    steps: Annotated[int, typer.Option(min=1)] = 10,
+    warmup: Annotated[int, typer.Option(min=1, help="Clicks per user drawn from the world before its first list.")] = 5,
+    top_k: Annotated[int, typer.Option(min=1, max=100, help="What a user sees of its list.")] = 10,
+    exposure: Annotated[float, typer.Option(min=0.0, help="How much a shown item's chance rises at rank 1.")] = 3.0,
+    seed: int = 0,
+    world_users: Annotated[int, typer.Option(min=1, help="The synthetic world the bundles were trained on (streamrec generate / train --synthetic defaults).")] = 2000,
+    world_items: Annotated[int, typer.Option(min=10)] = 1000,
+    world_seed: int = 7,
+    read: Annotated[ReadVia, typer.Option(help="Where users read their lists: Redis (as serving.reader does) or a worker's GET /recs.")] = ReadVia.redis,
+    url: Annotated[str, typer.Option(help="A worker's base URL, for --read http (e.g. http://127.0.0.1:6066).")] = "",
+    token: Annotated[str, typer.Option(envvar="STREAMREC_SIM_TOKEN", help="Bearer token for --read http, where the API asks for one.")] = "",
+    shown: Annotated[bool, typer.Option(help="Report what each user saw (its first top-k) on the impressions topic.")] = True,
+    watch_canary: Annotated[bool, typer.Option(help="After each step, one look by the canary controller; stop once it decides.")] = False,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for the workers' lists after each step.")] = 120.0,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("var/bench/simulate-live.json"),
+) -> None:
+    """Simulated users against the running system: clicks through the broker, lists from Redis or HTTP, shown reports on the impressions topic; reports what the workers counted."""
+    import asyncio
+
+    from bench import simulate_live as live
+    from bench.simulate import SimSpec
+    from cli.base import settings
+    from serving import rollout
+    from streamrec.errors import ConfigError, WaitTimedOut
+    from training.data.synthetic import SyntheticSpec
+
+    if read == ReadVia.http and not url:
+        fail("--read http needs --url, a worker's base URL (for example http://127.0.0.1:6066)", 2)
+    s = settings()
+    spec = SimSpec(users, steps, warmup=warmup, top_k=top_k, exposure=exposure, seed=seed)
+    world = SyntheticSpec(users=world_users, items=world_items, seed=world_seed)
+    lists = live.Lists(s, read.value, url, token)
+    hook = live.canary_hook(s) if watch_canary else None
+    try:
+        res = asyncio.run(live.run(s, world, spec, lists=lists, report_shown=shown,
+                                   timeout_s=timeout, hook=hook, on_progress=typer.echo))
+    except (WaitTimedOut, ConfigError) as e:
+        fail(str(e))
+    for row in live.summary(res):
+        typer.echo(row)
+    extra: dict[str, object] = {"read": read.value, "top_k": top_k, "exposure": exposure,
+                                "seed": seed, "shown": shown}
+    _, known = asyncio.run(rollout.experiment_records(s))
+    running = [e for e in known.values() if e.running]
+    if running:  # what the workers counted for it
+        counts, wins = rollout.read_counts(s, running[0].name)
+        r = rollout.report(running[0], counts, wins)
+        typer.echo(rollout.format_report(r))
+        extra["experiment"] = r
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(live.dumps(res, extra))
+    typer.echo(f"wrote {out}")

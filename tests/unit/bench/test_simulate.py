@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.simulate import SimResult, _draw, clicks_needed
+from bench.simulate import SimResult, SimSpec, SimUsers, _draw, clicks_needed
 from training.data.synthetic import SyntheticSpec, world
 
 SPEC = SyntheticSpec(users=50, items=60, clusters=6, seed=4)
@@ -30,6 +30,21 @@ def test_draws_are_seeded() -> None:
     a = [_draw(np.random.default_rng(3), w, 5, {1: 2.0}) for _ in range(5)]
     b = [_draw(np.random.default_rng(3), w, 5, {1: 2.0}) for _ in range(5)]
     assert a == b
+
+
+def test_simulated_users_are_seeded_and_skip_items_outside_their_world() -> None:
+    w = world(SPEC)
+    spec = SimSpec(users=8, steps=1, warmup=3, top_k=3, seed=2)
+    a, b = SimUsers(w, spec, prefix="x-"), SimUsers(w, spec, prefix="x-")
+    assert a.histories == b.histories and all(len(h) == 3 for h in a.histories)
+    assert a.ids[0] == "x-0"
+    # a live list may hold ids the world does not know (new items, fills): they get no
+    # boost and are never clicked; the world's items keep the boost of their rank
+    clicks_a = [a.click(u, ["new-item", "5", "0", str(SPEC.items + 1)]) for u in range(8)]
+    clicks_b = [b.click(u, ["other", "5", "x"]) for u in range(8)]
+    assert clicks_a == clicks_b
+    assert all(1 <= int(i) <= SPEC.items for i in clicks_a)
+    assert [h[-1] for h in a.histories] == clicks_a
 
 
 def _result(points: list[tuple[int, float]]) -> SimResult:
