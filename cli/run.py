@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +13,20 @@ import typer
 from cli.base import RUNNING, app, fail, print_json, settings
 
 
+class LogLevel(str, enum.Enum):
+    """The worker's log levels (``--loglevel``)."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
 @app.command(rich_help_panel=RUNNING)
 def worker(
     bundle: Annotated[Path | None, typer.Option(help="Bundle directory (default: STREAMREC_BUNDLE_PATH).")] = None,
-    loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    loglevel: Annotated[LogLevel, typer.Option(case_sensitive=False, help="The log level.")] = LogLevel.info,
 ) -> None:
     """Run a stream worker (same as ``faust -A streams.app worker``)."""
     s = settings().model_copy(update={"bundle_path": bundle}) if bundle else settings()
@@ -35,8 +47,8 @@ def worker(
 
     check_redis(s)
     preflight(s)  # the web port free, the topics there with the right partition counts
-    config = logging_config(loglevel, s.log_format, s.worker_name)
-    Worker(create_app(s), loglevel=loglevel, logging_config=config,
+    config = logging_config(loglevel.value, s.log_format, s.worker_name)
+    Worker(create_app(s), loglevel=loglevel.value, logging_config=config,
            quiet=config is not None).execute_from_commandline()
 
 
@@ -85,9 +97,10 @@ def recs(
 
 @app.command(rich_help_panel=RUNNING)
 def status(
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (every field).")] = False,
 ) -> None:
-    """Every live worker's status (Redis) and event-to-Redis latency percentiles (its /metrics)."""
+    """Every live worker's status (Redis) and event-to-Redis latency percentiles (its /metrics):
+    a table, or with --json every field."""
     from serving.latency import fields_from_prometheus, percentiles, scrape
     from serving.online import from_prometheus
     from serving.reader import RecsReader
@@ -111,8 +124,10 @@ def status(
         return
     if not report:
         typer.echo("no live worker")
-    for wid, row in report.items():
-        typer.echo(f"{wid}: {row}")
+        return
+    from cli.status import table
+
+    typer.echo(table(report, int(time.time() * 1000)))
 
 
 @app.command(rich_help_panel=RUNNING)

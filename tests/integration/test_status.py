@@ -48,6 +48,12 @@ def test_status_reports_percentiles_and_forgets_a_dead_worker(
     latency = report[s.worker_id]["latency_ms"]
     assert isinstance(latency, dict) and latency["count"] == 20 and latency["p99"] > 0
     assert report[s.worker_id]["events"] == "20"
+    table = subprocess.run([sys.executable, "-m", "cli", "status"],
+                           env={**s.to_env(), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                           check=True, text=True).stdout.splitlines()
+    assert table[0].split()[:3] == ["WORKER", "MODEL", "PARTITIONS"]
+    (row,) = [line.split() for line in table[1:]]
+    assert row[0] == s.worker_id and row[3] == "20" and float(row[6]) == latency["p99"]
 
     w.kill()  # no clean shutdown: nothing removes its entry but the expiry
     time.sleep(s.status_ttl_s + 1)
