@@ -118,3 +118,52 @@ def bench_impression_negatives(
         typer.echo(f"{arm:12s} NDCG@10 {s['ndcg@10']['mean']:.4f} ± {s['ndcg@10']['stdev']:.4f}  "
                    f"HR@10 {s['hr@10']['mean']:.4f} ± {s['hr@10']['stdev']:.4f}")
     typer.echo(f"wrote {out}")
+
+
+@app.command("bench-retrain-loop", rich_help_panel=BENCHMARKS)
+def bench_retrain_loop(
+    serving: Annotated[Path, typer.Option(help="The bundle the worker serves while the log is made (a bundle of the synthetic world).")],
+    users: Annotated[int, typer.Option(min=10, help="Simulated users in the log.")] = 2000,
+    steps: Annotated[int, typer.Option(min=1, help="Clicks per user on served lists.")] = 15,
+    warmup: Annotated[int, typer.Option(min=1)] = 5,
+    seeds: Annotated[str, typer.Option(help="Comma-separated training (and online) seeds.")] = "1,2,3",
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    impression_negatives: Annotated[int, typer.Option(min=1)] = 9,
+    online_users: Annotated[int, typer.Option(min=10)] = 1000,
+    online_steps: Annotated[int, typer.Option(min=1)] = 10,
+    world_users: Annotated[int, typer.Option(min=1)] = 2000,
+    world_items: Annotated[int, typer.Option(min=10)] = 1000,
+    world_seed: int = 7,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("var/bench/retrain-loop.json"),
+) -> None:
+    """Simulated users make a log on a live worker; retrain from it with and without impression negatives; compare offline and online in the simulator."""
+    import tempfile
+
+    import orjson
+
+    from bench.retrain_loop import run
+    from bench.simulate import SimSpec
+    from training.data.synthetic import SyntheticSpec
+
+    if not (serving / "manifest.json").is_file():
+        fail(f"--serving {serving}: not a bundle directory (no manifest.json)", 2)
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--seeds takes comma-separated integers, not {seeds!r}", 2)
+    if not seed_list:
+        fail("--seeds needs at least one seed", 2)
+    world = SyntheticSpec(users=world_users, items=world_items, seed=world_seed)
+    log_spec = SimSpec(users, steps, warmup=warmup, seed=1000)
+    online_spec = SimSpec(online_users, online_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(settings(), serving, world, log_spec, online_spec, seed_list, epochs,
+                     impression_negatives, Path(tmp), on_progress=lambda m: typer.echo(m, err=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    s = result["summary"]
+    for arm in ("uniform", "impressions"):
+        off, on = s["offline"][arm], s["online_hr@10"][arm]
+        typer.echo(f"{arm:12s} offline NDCG@10 {off['mean']:.4f} ± {off['stdev']:.4f}  "
+                   f"online HR@10 {on['mean']:.4f} ± {on['stdev']:.4f}")
+    typer.echo(f"impressions ahead online on {s['online_wins']} of {len(seed_list)} seeds; wrote {out}")
