@@ -69,6 +69,9 @@ class Settings(BaseSettings):
 
     # Redis
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # A file holding the Redis password (a compose or Kubernetes secret), for a redis_url
+    # without one: every client then connects with it. Trailing newlines are not part of it.
+    redis_password_file: Path | None = None
     key_prefix: str = "streamrec:"
     recs_ttl_s: int = Field(7 * 24 * 3600, ge=1)
 
@@ -109,6 +112,10 @@ class Settings(BaseSettings):
     # The worker's HTTP port: /health, /ready, /metrics (Prometheus), /recs/{user_id}.
     web_port: int = Field(6066, ge=1, le=65535)
     web_bind: str = "0.0.0.0"
+    # host:port where others (`streamrec status`, a scraper) reach this worker's HTTP port,
+    # advertised in its status hash; unset: {host name}:{web_port}. Set it where the host
+    # name does not resolve for them (a container's, with the port published on the host).
+    web_advertised_address: str | None = Field(None, pattern=r"^\S+:[0-9]{1,5}$")
     # The worker's event loop: asyncio's, or uvloop's (needs the uvloop package).
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     # Logs: "text" (Faust's default) or "json" (one object per line: streamrec/logs.py).
@@ -199,6 +206,31 @@ class Settings(BaseSettings):
                 raise ConfigError(f"Kafka TLS file {f} does not exist")
         return self
 
+    @model_validator(mode="after")
+    def _redis_password_from_file(self) -> Settings:
+        if self.redis_password_file is None:
+            return self
+        from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+        f = self.redis_password_file
+        try:
+            password = f.read_text().rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"STREAMREC_REDIS_PASSWORD_FILE={f}: cannot read it "
+                              f"({e.strerror or e})") from e
+        if not password:
+            raise ConfigError(f"STREAMREC_REDIS_PASSWORD_FILE={f} is empty")
+        u = urlsplit(self.redis_url.get_secret_value())
+        if u.password is not None and unquote(u.password) != password:
+            raise ConfigError("STREAMREC_REDIS_URL has a password and "
+                              "STREAMREC_REDIS_PASSWORD_FILE another: give one of them")
+        user = quote(unquote(u.username), safe="") if u.username else ""
+        host = u.netloc.rpartition("@")[2]
+        url = urlunsplit((u.scheme, f"{user}:{quote(password, safe='')}@{host}", u.path,
+                          u.query, u.fragment))
+        object.__setattr__(self, "redis_url", SecretStr(url))  # frozen: set once, here
+        return self
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix_ends_with_colon(cls, v: str) -> str:
@@ -222,6 +254,14 @@ class Settings(BaseSettings):
         return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
+    def web_address(self) -> str:
+        """Where others reach the HTTP port: ``web_advertised_address``, or
+        ``{host name}:{web_port}`` when it is not set."""
+        import socket
+
+        return self.web_advertised_address or f"{socket.gethostname()}:{self.web_port}"
+
+    @property
     def redis_host(self) -> str:
         """Where Redis is, for messages: the URL without its credentials."""
         from urllib.parse import urlsplit
@@ -240,7 +280,9 @@ def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> None:
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS
     for var in sorted(environ):
         if var.upper().startswith(ENV_PREFIX) and var.upper() not in known:
-            close = difflib.get_close_matches(var.upper(), sorted(known), n=1, cutoff=0.6)
+            # hints name settings only, never a variable that is not one (deploy/local.sh's ports)
+            close = difflib.get_close_matches(var.upper(), sorted(known - NOT_SETTINGS), n=1,
+                                              cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"unknown setting {var}{hint} (every STREAMREC_* variable must "
                               "name a setting: see docs/configuration.md)")

@@ -24,7 +24,6 @@ import asyncio
 import gc
 import logging
 import os
-import socket
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -165,7 +164,7 @@ def heartbeat(ctx: WorkerContext) -> None:
     """Renew the worker's status hash (it expires ``status_ttl_s`` after the last write) and
     say where its HTTP port is, so ``streamrec status`` can read its metrics."""
     ctx.status.report({"heartbeat_at": int(time.time() * 1000),
-                       "web": f"{socket.gethostname()}:{ctx.settings.web_port}"})
+                       "web": ctx.settings.web_address})
 
 
 async def follow_items(ctx: WorkerContext) -> None:
