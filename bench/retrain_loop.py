@@ -49,10 +49,11 @@ def isolated(base: Settings, run_id: str) -> Settings:
 
 
 def make_log(settings: Settings, serving: Path, world_spec: SyntheticSpec, spec: SimSpec,
-             workdir: Path, on_progress: Callable[[str], None]) -> live.LiveResult:
-    """Serve ``serving`` on one worker and play the simulated users against it."""
+             log: Path, on_progress: Callable[[str], None]) -> live.LiveResult:
+    """Serve ``serving`` on one worker (logging to ``log``) and play the simulated users
+    against it."""
     asyncio.run(ensure_topics(settings))
-    w = WorkerProcess.start(settings, workdir / "worker.log", bundle=serving)
+    w = WorkerProcess.start(settings, log, bundle=serving)
     try:
         w.wait_ready()
         return asyncio.run(live.run(settings, world_spec, spec, on_progress=on_progress))
@@ -62,10 +63,11 @@ def make_log(settings: Settings, serving: Path, world_spec: SyntheticSpec, spec:
 
 def run(base: Settings, serving: Path, world_spec: SyntheticSpec, log_spec: SimSpec,
         online_spec: SimSpec, seeds: Sequence[int], epochs: int, impression_negatives: int,
-        workdir: Path, top_k: int = 10,
+        workdir: Path, worker_log: Path, top_k: int = 10,
         on_progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """``workdir``: the retrained bundles; ``worker_log``: the serving worker's log."""
     settings = isolated(base, uuid.uuid4().hex[:8])
-    logged = make_log(settings, serving, world_spec, log_spec, workdir, on_progress)
+    logged = make_log(settings, serving, world_spec, log_spec, worker_log, on_progress)
     data, negs = load_topic_data(settings, top_k=top_k, on_read=on_progress)
     assert negs is not None
     _, mcfg, tcfg, _ = resolve_flags(load_config(None), "sasrec", {})

@@ -158,7 +158,8 @@ def bench_retrain_loop(
     online_spec = SimSpec(online_users, online_steps)
     with tempfile.TemporaryDirectory() as tmp:
         result = run(settings(), serving, world, log_spec, online_spec, seed_list, epochs,
-                     impression_negatives, Path(tmp), on_progress=lambda m: typer.echo(m, err=True))
+                     impression_negatives, Path(tmp), out.with_suffix(".worker.log"),
+                     on_progress=lambda m: typer.echo(m, err=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     s = result["summary"]
