@@ -80,6 +80,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-loader")
     topics = worker_topics(app, settings)
     catalogue = Catalogue()
+    metrics.watch_model(lambda: holder.current.manifest.created_at if holder.loaded else None)
     online = OnlineMetrics(settings.online_metrics_users) if settings.online_metrics else None
     if online is not None:
         metrics.watch_online(online, lambda: (holder.current.version, len(holder.current.vocab.ids))

@@ -94,6 +94,29 @@ class ChangelogApplied(Collector):
             "restart missed)", value=self.source())
 
 
+class ModelCreated(Collector):
+    """``streamrec_model_created_timestamp_seconds``: when the served bundle was made (its
+    manifest's ``created_at``); absent before the first bundle. Alerts on a stale model."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], str | None] = lambda: None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("streamrec_model_created_timestamp_seconds", "When the served "
+                              "bundle was made (its manifest's created_at), Unix time")
+        created = self.source()
+        if created:
+            g.add_metric([], _unix_seconds(created))
+        yield g
+
+
+def _unix_seconds(iso: str) -> float:
+    from datetime import UTC, datetime
+
+    t = datetime.fromisoformat(iso)  # Python 3.11 reads a "Z" suffix
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
 class RedisRetries(Collector):
     """``streamrec_redis_retries_total{operation}``: transient Redis failures retried
     (:func:`streams.retry.retry_transient`, process-wide), by operation."""
@@ -194,11 +217,17 @@ class WorkerMetrics:
             "the dead-letter topic (the batch is held and retried meanwhile)", registry=r)
         self.changelog_applied = ChangelogApplied()
         r.register(self.changelog_applied)
+        self.model_created = ModelCreated()
+        r.register(self.model_created)
         r.register(RedisRetries())
 
     def watch_changelog(self, applied: Callable[[], int]) -> None:
         """Export ``applied()`` (the session table's running count) as the changelog counter."""
         self.changelog_applied.source = applied
+
+    def watch_model(self, created_at: Callable[[], str | None]) -> None:
+        """Export the served bundle's ``created_at`` (ISO-8601; None: no bundle yet)."""
+        self.model_created.source = created_at
 
     def watch_online(self, online: OnlineMetrics, served: Callable[[], tuple[str, int]]) -> None:
         self.registry.register(OnlineCollector(online, served))

@@ -133,3 +133,14 @@ def test_dead_letter_write_failures_are_counted() -> None:
                 if s.name.endswith("_total")]
     assert total == 2
     assert reported[-1] == {"dead_letter_blocked": ""}
+
+
+def test_the_served_models_creation_time_is_exported_once_there_is_one() -> None:
+    m = WorkerMetrics()
+    assert families(m)["streamrec_model_created_timestamp_seconds"].samples == []
+    created: list[str | None] = ["2026-12-01T10:00:00Z"]
+    m.watch_model(lambda: created[0])
+    (s,) = families(m)["streamrec_model_created_timestamp_seconds"].samples
+    assert s.value == 1_796_119_200
+    created[0] = "2026-12-01T10:00:00.5+00:00"
+    assert families(m)["streamrec_model_created_timestamp_seconds"].samples[0].value == 1_796_119_200.5
