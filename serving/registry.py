@@ -5,12 +5,16 @@ This is the one place a bundle is *published*: the trainer (``streamrec train
 validating a bundle is :mod:`serving.bundle`; the worker's side of an
 announcement (listen, validate, swap) is :mod:`streams.hotswap`.
 
-Store layout::
+Store layout (``STREAMREC_BUNDLE_STORE``: a directory, or ``s3://bucket/prefix``)::
 
     {root}/{version}/manifest.json, encoder.onnx, …   one immutable bundle per version
 
-A version directory is written under a temporary name and renamed into place,
-so a reader never sees half a bundle. Which version is *current* is not a file:
+In a directory store (:class:`BundleStore`) a version directory is written under a
+temporary name and renamed into place, so a reader never sees half a bundle. In an
+S3 store (:class:`S3BundleStore`, transfers in :mod:`serving.object_store`) the
+manifest is uploaded last and a version exists only once it is there; a worker
+downloads an announced version into its data directory and checks every file's
+sha256 before loading it. Which version is *current* is not a file:
 it is the last announcement on the model-updates topic, so every worker, and
 the ``models`` command, agree on it. Announcements are keyed by version, so the
 topic may be compacted and still end with the current one. A worker loads an
@@ -26,13 +30,14 @@ import hashlib
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from serving import experiments
+from serving import experiments, object_store
 from serving.bundle import ModelBundle, QualityGate, load_bundle
 from serving.experiments import KIND as EXPERIMENT
 from serving.experiments import Experiment
@@ -49,7 +54,7 @@ class Announcement(msgspec.Struct, frozen=True):
     """What the trainer announces on the model-updates topic."""
 
     version: str
-    uri: str  # file:///abs/path/to/version/dir
+    uri: str  # file:///abs/path/to/version/dir or s3://bucket/prefix/version
     manifest_sha256: str
     published_at: int  # epoch ms
     reason: str = "publish"  # "publish" or "rollback"
@@ -64,21 +69,50 @@ def decode_announcement(data: bytes) -> Announcement:
 
 
 def uri_to_path(uri: str) -> Path:
+    """The directory of a ``file://`` URI (an ``s3://`` one is downloaded first:
+    :func:`local_copy`)."""
     if not uri.startswith("file://"):
-        raise BundleError(f"unsupported bundle URI {uri!r}: only file:// is implemented")
+        raise BundleError(f"unsupported bundle URI {uri!r}: a directory store's is file://")
     return Path(uri.removeprefix("file://"))
+
+
+def local_copy(uri: str, version: str, manifest_sha: str, settings: Settings | None) -> Path:
+    """The announced bundle's directory on this machine: a ``file://`` URI's own, or an
+    ``s3://`` one downloaded (and every sha256 checked) into the data directory."""
+    if uri.startswith(object_store.SCHEME):
+        if settings is None:
+            raise BundleError("an s3:// bundle needs the settings (endpoint, credentials)")
+        s3 = object_store.client(settings)
+        return object_store.download_bundle(s3, object_store.S3Location.parse(uri), version,
+                                            manifest_sha, object_store.cache_dir(settings))
+    return uri_to_path(uri)
 
 
 def manifest_sha256(bundle_dir: Path) -> str:
     return hashlib.sha256((bundle_dir / MANIFEST).read_bytes()).hexdigest()
 
 
+class Store(Protocol):
+    """What publishing, rollback and experiments need of a bundle store."""
+
+    def publish(self, bundle_dir: Path) -> Announcement: ...
+
+    def announcement(self, version: str, reason: str = "publish") -> Announcement: ...
+
+    def versions(self) -> list[Manifest]: ...
+
+    def path(self, version: str) -> Path: ...
+
+
 @dataclass(frozen=True)
 class BundleStore:
-    """One directory per version. Small on purpose (publish, path, versions): an object
-    store can implement the same."""
+    """One directory per version (``root``: a path, or a ``file://`` URI)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        root = str(self.root)
+        object.__setattr__(self, "root", Path(root.removeprefix("file://")))
 
     def path(self, version: str) -> Path:
         return self.root / version
@@ -108,13 +142,86 @@ class BundleStore:
         return sorted(out, key=lambda m: m.created_at)
 
 
+@dataclass(frozen=True)
+class S3BundleStore:
+    """One key prefix per version in a bucket (``s3://bucket/prefix``); the manifest is
+    written last, so a version without one (an upload stopped halfway) does not exist.
+    ``path`` downloads a version (checked) into the data directory's cache."""
+
+    location: object_store.S3Location
+    settings: Settings
+    _client: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def s3(self) -> Any:
+        if not self._client:
+            self._client.append(object_store.client(self.settings))
+        return self._client[0]
+
+    def _manifest(self, version: str) -> bytes | None:
+        try:
+            return object_store.get_bytes(self.s3, self.location.child(version), MANIFEST)
+        except object_store.transfer_errors() as e:
+            raise BundleError(f"{self.location.uri}: {e}") from None
+
+    def publish(self, bundle_dir: Path) -> Announcement:
+        """Upload ``bundle_dir``'s files, then its manifest; a version already stored with
+        the same manifest is not uploaded again, one with another manifest is refused."""
+        manifest_bytes = (bundle_dir / MANIFEST).read_bytes()
+        version = decode_manifest(manifest_bytes).version
+        stored = self._manifest(version)
+        if stored is not None and stored != manifest_bytes:
+            raise BundleError(f"version {version} is already in {self.location.uri} with "
+                              "another manifest: versions are immutable")
+        if stored is None:
+            try:
+                object_store.upload_bundle(self.s3, self.location.child(version), bundle_dir,
+                                           manifest_bytes)
+            except object_store.transfer_errors() as e:
+                raise BundleError(f"uploading {version} to {self.location.uri} failed (nothing "
+                                  f"announced; publish again): {e}") from None
+            log.info("uploaded bundle %s to %s", version, self.location.child(version).uri)
+        return self.announcement(version)
+
+    def announcement(self, version: str, reason: str = "publish") -> Announcement:
+        data = self._manifest(version)
+        if data is None:
+            raise BundleError(f"version {version} is not in the store at {self.location.uri} "
+                              "(no manifest: never published, or an upload that did not finish)")
+        return Announcement(version, self.location.child(version).uri,
+                            hashlib.sha256(data).hexdigest(), int(time.time() * 1000), reason)
+
+    def versions(self) -> list[Manifest]:
+        try:
+            found = object_store.list_versions(self.s3, self.location)
+        except object_store.transfer_errors() as e:
+            raise BundleError(f"{self.location.uri}: {e}") from None
+        out = [decode_manifest(data) for v in found if (data := self._manifest(v)) is not None]
+        return sorted(out, key=lambda m: m.created_at)
+
+    def path(self, version: str) -> Path:
+        a = self.announcement(version)
+        return local_copy(a.uri, version, a.manifest_sha256, self.settings)
+
+
+def open_store(settings: Settings) -> Store:
+    """The store ``STREAMREC_BUNDLE_STORE`` names: a directory or an S3 bucket and prefix."""
+    where = str(settings.bundle_store)
+    if where.startswith(object_store.SCHEME):
+        return S3BundleStore(object_store.S3Location.parse(where), settings)
+    return BundleStore(Path(where.removeprefix("file://")))
+
+
 def load_announced(a: Announcement, threads: int, gate: QualityGate,
-                   current: ModelBundle | None) -> ModelBundle:
-    """Validate an announced bundle fully (blocking: run off the event loop)."""
+                   current: ModelBundle | None, settings: Settings | None = None) -> ModelBundle:
+    """Validate an announced bundle fully (blocking: run off the event loop). An ``s3://``
+    bundle is downloaded first (``settings``: the endpoint, credentials, data directory)."""
     try:
-        path = uri_to_path(a.uri)
+        path = local_copy(a.uri, a.version, a.manifest_sha256, settings)
         actual = manifest_sha256(path)
     except (BundleError, OSError) as e:
+        if isinstance(e, BundleRejected):
+            raise
         raise BundleRejected(a.version, "uri", str(e)) from None
     if actual != a.manifest_sha256:
         raise BundleRejected(a.version, "announcement", f"manifest sha256 {actual[:12]}… is not the "
@@ -198,9 +305,10 @@ async def _send(settings: Settings, value: bytes, key: bytes) -> None:
 
 async def publish_bundle(settings: Settings, bundle_dir: Path, *, validate: bool = True) -> Announcement:
     """Copy a bundle into the store and announce it (``validate``: refuse what workers would)."""
+    loop = asyncio.get_running_loop()
     if validate:
-        await asyncio.get_running_loop().run_in_executor(None, load_bundle, bundle_dir)
-    a = BundleStore(settings.bundle_store).publish(bundle_dir)
+        await loop.run_in_executor(None, load_bundle, bundle_dir)
+    a = await loop.run_in_executor(None, open_store(settings).publish, bundle_dir)
     await ensure_topics(settings, [settings.model_updates_topic])
     await announce(settings, a)
     return a
@@ -215,7 +323,7 @@ async def rollback(settings: Settings, version: str | None = None) -> Announceme
         if not earlier:
             raise BundleError("nothing to roll back to: fewer than two versions were ever announced")
         version = earlier[-1]
-    a = BundleStore(settings.bundle_store).announcement(version, reason="rollback")
+    a = open_store(settings).announcement(version, reason="rollback")
     await announce(settings, a)
     return a
 
@@ -240,4 +348,4 @@ async def stored_versions(settings: Settings) -> list[StoredVersion]:
     history = await announcement_history(settings)
     current = history[-1].version if history else None
     return [StoredVersion(m, m.version == current)
-            for m in BundleStore(settings.bundle_store).versions()]
+            for m in open_store(settings).versions()]

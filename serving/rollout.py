@@ -36,9 +36,9 @@ from serving.experiments import Arm, CanaryPolicy, Decision, Experiment
 from serving.keys import experiment_key
 from serving.online import KS, OnlineCounts
 from serving.registry import (
-    BundleStore,
     announce,
     announce_experiment,
+    open_store,
     update_history,
 )
 from streamrec.errors import BundleError, ConfigError
@@ -68,7 +68,7 @@ async def start_experiment(settings: Settings, name: str, arms: Sequence[Arm], m
     if name in known:
         raise ConfigError(f"experiment name {name!r} was used before (its counts are kept): "
                           "choose another name")
-    store = BundleStore(settings.bundle_store)
+    store = open_store(settings)
     resolved = []
     for arm in arms:
         version = arm.version
@@ -109,7 +109,7 @@ async def stop_experiment(settings: Settings, name: str, promote: str | None = N
             log.warning("arm %s changes funnel settings (%s): set them in the deployment's "
                         "STREAMREC_* settings to keep them", arm.name, arm.overrides())
         if arm.version != current:  # the fleet's version first: no gap between the two
-            a = BundleStore(settings.bundle_store).announcement(
+            a = open_store(settings).announcement(
                 arm.version, reason=f"promote {name}/{arm.name}")
             await announce(settings, a)
         promoted = arm.name
@@ -228,7 +228,7 @@ async def publish_canary(settings: Settings, bundle_dir: Path, percent: int,
     if current is None:
         raise ConfigError("no version is announced: a canary needs a current version to "
                           "compare with (publish it first)")
-    store = BundleStore(settings.bundle_store)
+    store = open_store(settings)
     loop = asyncio.get_running_loop()
     bundle = await loop.run_in_executor(None, load_bundle, bundle_dir)
     if bundle.version == current:

@@ -7,18 +7,27 @@ e.g. ``STREAMREC_KAFKA_BOOTSTRAP=kafka:9092``.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from streamrec.errors import ConfigError
 
 ENV_PREFIX = "STREAMREC_"
 # STREAMREC_* variables that are not settings: read by deploy/local.sh (local service ports).
 NOT_SETTINGS = frozenset({"STREAMREC_KAFKA_PORT", "STREAMREC_REDIS_PORT"})
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -76,9 +85,18 @@ class Settings(BaseSettings):
     recs_ttl_s: int = Field(7 * 24 * 3600, ge=1)
 
     # Model: the last announcement on model_updates_topic wins; bundle_path is the
-    # fallback when nothing has been announced. bundle_store is where `publish` copies to.
+    # fallback when nothing has been announced. bundle_store is where `publish` copies to:
+    # a directory (a path or file:///abs/path) or an S3 bucket and prefix (s3://bucket/prefix,
+    # serving/object_store.py). Workers download an s3:// bundle into data_dir/bundles.
     bundle_path: Path = Path("var/bundles/current")
-    bundle_store: Path = Path("var/bundles/store")
+    bundle_store: str = Field("var/bundles/store", min_length=1)
+    # S3 for an s3:// bundle store: the endpoint of a non-AWS service (MinIO, Ceph, …; unset:
+    # AWS), the region, and keys (unset: the AWS credential chain: AWS_* variables, the
+    # shared credentials file, the instance or pod role).
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
     min_valid_ndcg: float | None = Field(None, ge=0, le=1)
     max_ndcg_drop: float | None = Field(None, ge=0, le=1)
 
@@ -180,6 +198,15 @@ class Settings(BaseSettings):
     canary_min_clicks: int = Field(1_000, ge=1)
     canary_max_clicks: int = Field(50_000, ge=1)
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _WithoutServiceLinks(settings_cls, env_settings),
+                dotenv_settings, file_secret_settings)
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_variables(cls, data: object) -> object:
@@ -204,7 +231,24 @@ class Settings(BaseSettings):
         for f in (*tls_files, self.kafka_ssl_keyfile):
             if f is not None and not f.is_file():
                 raise ConfigError(f"Kafka TLS file {f} does not exist")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ConfigError("STREAMREC_S3_ACCESS_KEY_ID and STREAMREC_S3_SECRET_ACCESS_KEY go "
+                              "together (or set neither: the AWS credential chain)")
         return self
+
+    @field_validator("bundle_store", mode="before")
+    @classmethod
+    def _store_location(cls, v: object) -> object:
+        if isinstance(v, os.PathLike):
+            return os.fspath(v)
+        if isinstance(v, str) and "://" in v:
+            scheme, _, rest = v.partition("://")
+            if scheme not in ("file", "s3"):
+                raise ConfigError(f"STREAMREC_BUNDLE_STORE={v}: the store is a directory, "
+                                  "file:///abs/path or s3://bucket/prefix")
+            if scheme == "s3" and not rest.split("/", 1)[0]:
+                raise ConfigError(f"STREAMREC_BUNDLE_STORE={v} names no bucket (s3://bucket/prefix)")
+        return v
 
     @model_validator(mode="after")
     def _redis_password_from_file(self) -> Settings:
@@ -275,14 +319,100 @@ class Settings(BaseSettings):
         return "kafka://" + ";".join(h.strip() for h in self.kafka_bootstrap.split(","))
 
 
-def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> None:
-    """Refuse ``STREAMREC_*`` variables that name no setting (a typo would do nothing)."""
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS
+# Kubernetes injects these for every Service in the namespace (unless the pod sets
+# enableServiceLinks: false): a Service "streamrec-web" with port 6066/TCP named "http" gives
+# STREAMREC_WEB_SERVICE_HOST=10.0.0.1, STREAMREC_WEB_SERVICE_PORT=6066,
+# STREAMREC_WEB_SERVICE_PORT_HTTP=6066, STREAMREC_WEB_PORT=tcp://10.0.0.1:6066,
+# STREAMREC_WEB_PORT_6066_TCP=tcp://10.0.0.1:6066 and its _PROTO, _PORT and _ADDR parts.
+# A variable is a service link only when both its name and its value have these shapes.
+_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
+_PORT_NUMBER = r"[0-9]{1,5}"
+_SERVICE_LINKS = (
+    (re.compile(r"[A-Z0-9_]+_SERVICE_HOST"), re.compile(_HOST)),
+    (re.compile(r"[A-Z0-9_]+_SERVICE_PORT(?:_[A-Z0-9_]+)?"), re.compile(_PORT_NUMBER)),
+    (re.compile(r"[A-Z0-9_]+_PORT"), re.compile(rf"(?:tcp|udp|sctp)://{_HOST}:{_PORT_NUMBER}")),
+    (re.compile(r"[A-Z0-9_]+_PORT_(?P<n>[0-9]{1,5})_(?P<p>TCP|UDP|SCTP)"),
+     re.compile(rf"(?P<p>tcp|udp|sctp)://{_HOST}:(?P<n>{_PORT_NUMBER})")),
+    (re.compile(r"[A-Z0-9_]+_PORT_[0-9]{1,5}_(?P<p>TCP|UDP|SCTP)_PROTO"),
+     re.compile(r"(?P<p>tcp|udp|sctp)")),
+    (re.compile(r"[A-Z0-9_]+_PORT_(?P<n>[0-9]{1,5})_(?:TCP|UDP|SCTP)_PORT"),
+     re.compile(rf"(?P<n>{_PORT_NUMBER})")),
+    (re.compile(r"[A-Z0-9_]+_PORT_[0-9]{1,5}_(?:TCP|UDP|SCTP)_ADDR"), re.compile(_HOST)),
+)
+_logged: set[str] = set()
+
+
+def is_service_link(var: str, value: str) -> bool:
+    """Whether ``var=value`` has the shape of a variable Kubernetes injects for a Service:
+    the name's and the value's, and the port and protocol agree where both carry them."""
+    for name_shape, value_shape in _SERVICE_LINKS:
+        n, v = name_shape.fullmatch(var.upper()), value_shape.fullmatch(value)
+        if n and v and all(n.groupdict()[g].lower() == v.groupdict()[g].lower()
+                           for g in n.groupdict() if g in v.groupdict()):
+            return True
+    return False
+
+
+def _known_variables() -> set[str]:
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS
+
+
+def shadowed_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings whose variable holds a Kubernetes service link, not a value for the setting
+    (``STREAMREC_WEB_PORT=tcp://10.0.0.1:6066`` from a Service named ``streamrec-web``):
+    field name -> variable. Only integer settings named ``*_PORT``: the one shape that can
+    collide with a setting's name."""
+    out = {}
+    for var, value in environ.items():
+        name = var.upper().removeprefix(ENV_PREFIX).lower()
+        field = Settings.model_fields.get(name) if var.upper().startswith(ENV_PREFIX) else None
+        if (field is not None and field.annotation is int and var.upper().endswith("_PORT")
+                and is_service_link(var, value)):
+            out[name] = var
+    return out
+
+
+class _WithoutServiceLinks(PydanticBaseSettingsSource):
+    """The environment source, less the settings a Kubernetes service link shadows (logged):
+    the setting keeps its default or the value given another way."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything comes through __call__
+
+    def __call__(self) -> dict[str, Any]:
+        data = self.env()
+        for name, var in shadowed_settings(os.environ).items():
+            data.pop(name, None)
+            if var not in _logged:
+                _logged.add(var)
+                log.warning("ignoring %s=%s: a Kubernetes service link (a Service named %s), not "
+                            "a value for %s; set enableServiceLinks: false in the pod spec to "
+                            "drop it", var, os.environ[var], var.removesuffix("_PORT").lower()
+                            .replace("_", "-"), name)
+        return data
+
+
+def unknown_variables(environ: Mapping[str, str]) -> None:
+    """Refuse ``STREAMREC_*`` variables that name no setting (a typo would do nothing).
+    Kubernetes' service links (:func:`is_service_link`) are not settings and pass."""
+    known = _known_variables()
     for var in sorted(environ):
-        if var.upper().startswith(ENV_PREFIX) and var.upper() not in known:
-            # hints name settings only, never a variable that is not one (deploy/local.sh's ports)
-            close = difflib.get_close_matches(var.upper(), sorted(known - NOT_SETTINGS), n=1,
-                                              cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigError(f"unknown setting {var}{hint} (every STREAMREC_* variable must "
-                              "name a setting: see docs/configuration.md)")
+        if not var.upper().startswith(ENV_PREFIX) or var.upper() in known:
+            continue
+        if is_service_link(var, environ[var]):
+            if var not in _logged:
+                _logged.add(var)
+                log.debug("ignoring %s: a Kubernetes service link", var)
+            continue
+        # hints name settings only, never a variable that is not one (deploy/local.sh's ports)
+        close = difflib.get_close_matches(var.upper(), sorted(known - NOT_SETTINGS), n=1,
+                                          cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"unknown setting {var}{hint} (every STREAMREC_* variable must "
+                          "name a setting: see docs/configuration.md; on Kubernetes, the "
+                          "variables a Service injects are recognised by their shape, and "
+                          "enableServiceLinks: false in the pod spec stops them)")

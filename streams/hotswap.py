@@ -157,7 +157,7 @@ class ModelUpdates:
                                      f"experiment {exp.name}")
                     have[arm.version] = await loop.run_in_executor(
                         self.executor, load_announced, a, self.settings.compute_threads,
-                        QualityGate(), None)
+                        QualityGate(), None, self.settings)
                 bundles[arm.name] = have[arm.version]
         except BundleRejected as e:
             self._rejected(e)
@@ -182,7 +182,8 @@ class ModelUpdates:
         loop = asyncio.get_running_loop()
         try:
             bundle = await loop.run_in_executor(self.executor, load_announced, a,
-                                                self.settings.compute_threads, self.gate, current)
+                                                self.settings.compute_threads, self.gate, current,
+                                                self.settings)  # an s3:// bundle: downloaded
         except BundleRejected as e:
             self._rejected(e)
             return

@@ -27,13 +27,13 @@ async def last_bundle_ms(settings: Settings) -> int | None:
     when the store holds it, else the last announcement's ``published_at``; ``None`` when
     nothing was ever announced."""
     # serving.registry loads bundles (ONNX Runtime, FAISS): imported by the job, not by training
-    from serving.registry import BundleStore, announcement_history
+    from serving.registry import announcement_history, open_store
 
     history = await announcement_history(settings)
     if not history:
         return None
     last = history[-1]
-    for m in BundleStore(settings.bundle_store).versions():
+    for m in open_store(settings).versions():
         if m.version == last.version:
             return int(datetime.fromisoformat(m.created_at).timestamp() * 1000)
     return last.published_at
