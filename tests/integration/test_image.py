@@ -49,7 +49,7 @@ def compose_env(service: str) -> dict[str, str]:
 
 
 def test_image_and_compose_agree_on_the_writable_paths() -> None:
-    image, worker, trainer = dockerfile_env(), compose_env("worker"), compose_env("trainer")
+    image, worker, trainer = dockerfile_env(), compose_env("worker-1"), compose_env("trainer")
     for key in PATHS:
         assert image[key] == worker[key] == trainer[key], key
     # the trainer publishes into the store the workers read: on the shared bundle volume
@@ -61,7 +61,7 @@ def test_worker_as_in_the_image_swaps_to_a_model_published_from_another_process(
 ) -> None:
     root = tmp_path / "image"
     subprocess.run(["sh", str(ROOT / "deploy/image-layout.sh"), str(root)], check=True)
-    env = {**dockerfile_env(), **compose_env("worker")}
+    env = {**dockerfile_env(), **compose_env("worker-1")}
     paths = {k.removeprefix("STREAMREC_").lower(): root / env[k].lstrip("/") for k in PATHS}
     s = make_settings(**paths)
     workdir = root / "app"  # root-owned in the image: nothing may be written here
