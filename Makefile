@@ -49,12 +49,14 @@ status:
 demo: up
 	$(BIN)/streamrec demo
 
-## The venv against the lock, lint (ruff), types (mypy: strict on streams/ and serving/), the compose file.
+## The venv against the lock, lint (ruff), types (mypy: strict on streams/ and serving/), the compose
+## file, the Kubernetes manifests (schemas and the image's contract).
 check: $(STAMP)
 	$(BIN)/python deploy/lockfile.py check $(LOCK)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	deploy/check-compose.sh
+	$(BIN)/python deploy/check-k8s.py
 
 ## The whole test suite, fault suite included; starts the services it needs and stops the ones it started.
 test: $(STAMP)
