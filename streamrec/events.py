@@ -44,9 +44,15 @@ def decode_event(key: bytes | None, value: bytes | None, max_bytes: int) -> Clic
     decoded must be dead-lettered, never crash the agent (it would crash again on
     the same record after every restart).
     """
-    event = decode_record(_decoder, value, max_bytes, "event", "empty value (tombstone)")
+    event = decode_value(value, max_bytes)
     check_key(key, event.user_id, "user_id", "events must be keyed by user_id")
     return event
+
+
+def decode_value(value: bytes | None, max_bytes: int) -> ClickEvent:
+    """:func:`decode_event` without the key check: for a producer that keys the record
+    by the event's ``user_id`` itself (``POST /events``, :mod:`streams.ingest`)."""
+    return decode_record(_decoder, value, max_bytes, "event", "empty value (tombstone)")
 
 
 T = TypeVar("T")

@@ -129,7 +129,14 @@ class Settings(BaseSettings):
     status_ttl_s: int = Field(60, ge=6, le=86_400)
     # The worker's HTTP port: /health, /ready, /metrics (Prometheus), /recs/{user_id}.
     web_port: int = Field(6066, ge=1, le=65535)
-    web_bind: str = "0.0.0.0"
+    # The address the HTTP port binds: loopback unless set; the container image sets 0.0.0.0.
+    web_bind: str = Field("127.0.0.1", min_length=1)
+    # Bearer tokens for /recs, /metrics and POST /events (streams/web.py), comma-separated:
+    # any one is accepted (several while rotating); our own clients send the first. Unset:
+    # no authentication. /health, /ready and /openapi.json stay open.
+    web_tokens: SecretStr | None = None
+    # POST /events: applications that cannot speak Kafka send clicks over HTTP.
+    web_events: bool = False
     # host:port where others (`streamrec status`, a scraper) reach this worker's HTTP port,
     # advertised in its status hash; unset: {host name}:{web_port}. Set it where the host
     # name does not resolve for them (a container's, with the port published on the host).
@@ -280,6 +287,18 @@ class Settings(BaseSettings):
     def _prefix_ends_with_colon(cls, v: str) -> str:
         return v if not v or v.endswith(":") else v + ":"
 
+    @field_validator("web_tokens")
+    @classmethod
+    def _tokens_are_bearer_tokens(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            web_token_list(v)  # raises on a malformed list
+        return v
+
+    @property
+    def web_token_values(self) -> tuple[str, ...]:
+        """The accepted bearer tokens (``web_tokens`` split), empty when it is unset."""
+        return web_token_list(self.web_tokens) if self.web_tokens is not None else ()
+
     def to_env(self) -> dict[str, str]:
         """These settings as ``STREAMREC_*`` variables, to hand to a child process."""
         env = {}
@@ -299,11 +318,15 @@ class Settings(BaseSettings):
 
     @property
     def web_address(self) -> str:
-        """Where others reach the HTTP port: ``web_advertised_address``, or
-        ``{host name}:{web_port}`` when it is not set."""
+        """Where others reach the HTTP port: ``web_advertised_address``, or when it is not
+        set ``{web_bind}:{web_port}`` (``{host name}:{web_port}`` where it binds every
+        interface: 0.0.0.0 or ::)."""
         import socket
 
-        return self.web_advertised_address or f"{socket.gethostname()}:{self.web_port}"
+        if self.web_advertised_address:
+            return self.web_advertised_address
+        host = socket.gethostname() if self.web_bind in ("0.0.0.0", "::") else self.web_bind
+        return f"[{host}]:{self.web_port}" if ":" in host else f"{host}:{self.web_port}"
 
     @property
     def redis_host(self) -> str:
@@ -394,6 +417,30 @@ class _WithoutServiceLinks(PydanticBaseSettingsSource):
                             "drop it", var, os.environ[var], var.removesuffix("_PORT").lower()
                             .replace("_", "-"), name)
         return data
+
+
+# What a bearer token may hold (RFC 6750's b64token), and its shortest length.
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
+MIN_TOKEN_CHARS = 16
+
+
+def web_token_list(tokens: SecretStr) -> tuple[str, ...]:
+    """``STREAMREC_WEB_TOKENS`` split at its commas. Each token must have at least
+    ``MIN_TOKEN_CHARS`` characters, all of them allowed in a bearer token; messages
+    number a bad token, never show it."""
+    out = tuple(t.strip() for t in tokens.get_secret_value().split(",") if t.strip())
+    if not out:
+        raise ConfigError("STREAMREC_WEB_TOKENS is set but holds no token; unset it to serve "
+                          "without authentication")
+    for i, t in enumerate(out, 1):
+        if len(t) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"STREAMREC_WEB_TOKENS: token {i} has {len(t)} characters, a "
+                              f"token needs {MIN_TOKEN_CHARS} or more (make one with: python -c "
+                              "'import secrets; print(secrets.token_urlsafe(32))')")
+        if not set(t) <= _TOKEN_CHARS:
+            raise ConfigError(f"STREAMREC_WEB_TOKENS: token {i} holds a character a bearer "
+                              "token cannot; use letters, digits and - . _ ~ + / =")
+    return out
 
 
 def unknown_variables(environ: Mapping[str, str]) -> None:

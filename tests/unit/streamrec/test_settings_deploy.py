@@ -57,7 +57,9 @@ def test_a_bad_password_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_advertised_web_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings(web_port=6070).web_address == f"{socket.gethostname()}:6070"
+    assert Settings(web_port=6070, web_bind="0.0.0.0").web_address == f"{socket.gethostname()}:6070"
+    assert Settings(web_port=6070).web_address == "127.0.0.1:6070"  # the bind, where it is one
+    assert Settings(web_port=6070, web_bind="::1").web_address == "[::1]:6070"
     s = Settings(web_port=6066, web_advertised_address="127.0.0.1:6067")
     assert s.web_address == "127.0.0.1:6067"
     with pytest.raises(ValidationError, match="web_advertised_address"):
