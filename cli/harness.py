@@ -127,11 +127,19 @@ class WorkerProcess:
             self.proc.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
         stop_process(self.proc, timeout)
 
+    @property
+    def token(self) -> str | None:
+        """The bearer token this harness sends (the first of ``STREAMREC_WEB_TOKENS``)."""
+        return next(iter(self.settings.web_token_values), None)
+
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        """``GET http://127.0.0.1:{web_port}{path}``: (status, body); HTTP errors are returned."""
+        """``GET http://127.0.0.1:{web_port}{path}``: (status, body); HTTP errors are returned.
+        The worker's token goes along where it has tokens."""
         url = f"http://127.0.0.1:{self.settings.web_port}{path}"
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -162,7 +170,7 @@ class WorkerProcess:
 
     def latency_fields(self) -> dict[str, int]:
         """The worker's event → Redis latency histogram as ``lat_le_{ms}`` counts (``/metrics``)."""
-        return scrape_fields(f"127.0.0.1:{self.settings.web_port}", timeout_s=5.0)
+        return scrape_fields(f"127.0.0.1:{self.settings.web_port}", timeout_s=5.0, token=self.token)
 
     def tail(self, n: int = 12000) -> str:
         return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]

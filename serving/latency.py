@@ -70,19 +70,22 @@ def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seco
     return out
 
 
-def scrape(address: str, timeout_s: float = 2.0) -> str:
-    """The ``/metrics`` text of the worker whose HTTP port is at ``address`` (``host:port``)."""
+def scrape(address: str, timeout_s: float = 2.0, token: str | None = None) -> str:
+    """The ``/metrics`` text of the worker whose HTTP port is at ``address`` (``host:port``),
+    sending ``token`` as a bearer token where the worker needs one (``STREAMREC_WEB_TOKENS``)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as r:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://{address}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout_s) as r:
         text: str = r.read().decode()
         return text
 
 
-def scrape_fields(address: str, timeout_s: float = 2.0) -> dict[str, int]:
+def scrape_fields(address: str, timeout_s: float = 2.0, token: str | None = None) -> dict[str, int]:
     """The latency histogram fields of the worker whose HTTP port is at ``address``
     (``host:port``), read from its ``/metrics``."""
-    return fields_from_prometheus(scrape(address, timeout_s))
+    return fields_from_prometheus(scrape(address, timeout_s, token))
 
 
 def diff(after: Mapping[str, str | int], before: Mapping[str, str | int]) -> dict[str, int]:

@@ -1,25 +1,42 @@
-"""The worker's HTTP port (``STREAMREC_WEB_PORT``, Faust's web server).
+"""The worker's HTTP port (``STREAMREC_WEB_PORT`` on ``STREAMREC_WEB_BIND``, Faust's web
+server), serving these routes and no others (none of Faust's own pages):
 
-========================  =========================================================
-``GET /health``           liveness: 200 while the event loop answers
-``GET /ready``            readiness: 200 when a bundle is loaded, partitions were
-                          assigned, table recovery is done and the items topic was read
-                          to its end; else 503 with the reasons
-``GET /metrics``          Prometheus exposition of :mod:`streams.prometheus`
-``GET /recs/{user_id}``   the user's stored list with its provenance (``?n=`` items at
-                          most); a user with no list gets the fallback list (trending,
-                          topped up from the bundle's popularity list), marked
-                          ``"fallback": true`` and ``source`` (never a 404)
-========================  =========================================================
+==========================  =========================================================
+``GET /health``             liveness: 200 while the event loop answers
+``GET /ready``              readiness: 200 when a bundle is loaded, partitions were
+                            assigned, table recovery is done and the items topic was read
+                            to its end; else 503 with the reasons
+``GET /metrics``            Prometheus exposition of :mod:`streams.prometheus`
+``GET /recs/{user_id}``     the user's stored list with its provenance (``?n=`` items at
+                            most); a user with no list gets the fallback list (trending,
+                            topped up from the bundle's popularity list), marked
+                            ``"fallback": true`` and ``source`` (never a 404)
+``GET /openapi.json``       the OpenAPI document of these routes (:mod:`streams.openapi`)
+``POST /events``            with ``STREAMREC_WEB_EVENTS=true``: one click event, validated
+                            as the worker validates records and produced to the clicks
+                            topic (:mod:`streams.ingest`); 202 with the event id
+==========================  =========================================================
 
-Every response is JSON except ``/metrics``.
+With ``STREAMREC_WEB_TOKENS`` set, ``/recs``, ``/metrics`` and ``POST /events`` need
+``Authorization: Bearer <token>`` with one of its tokens (compared in constant time);
+anything else gets a 401 with ``WWW-Authenticate``. Every request is counted and timed
+by route, method and status (:mod:`streams.http_metrics`). Every response is JSON
+except ``/metrics``, 404s and 405s included.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hmac
+import time
+from collections.abc import Sequence
+from typing import Any, cast
 
 import faust
+import orjson
+from aiohttp import web as aioweb
+from aiohttp.typedefs import Handler, Middleware
+from faust.web.base import BlueprintManager
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -28,10 +45,17 @@ from serving.list_types import SOURCE_POPULAR, SOURCE_TRENDING
 from serving.reader import parse
 from serving.rerank import REASON_POPULAR, REASON_TRENDING
 from serving.trending import fallback_list
+from streamrec.errors import EventError
+from streams import openapi
 from streams.agents import WorkerContext
+from streams.http_metrics import HttpMetrics
+from streams.ingest import BrokerUnavailable, EventIngest
+from streams.openapi import MAX_N, PROTECTED
 
-MAX_N = 1000
 METRICS_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+REALM = 'Bearer realm="streamrec"'
+# POST /events: the HTTP status of each kind of bad event (streamrec.errors.EventError.kind)
+EVENT_STATUS = {"too_large": 413, "invalid_event": 422}  # any other kind: 400
 
 
 def readiness(app: faust.App, ctx: WorkerContext) -> list[str]:
@@ -69,9 +93,107 @@ async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, An
             "model_version": bundle.version, "list_id": None, "fallback": True}
 
 
+def bearer_refusal(header: str | None, tokens: Sequence[bytes]) -> tuple[str, str] | None:
+    """None when the ``Authorization`` header carries one of ``tokens``; else the error
+    message and the ``WWW-Authenticate`` challenge of the 401 (RFC 6750). Every token is
+    compared, each in constant time: the answer's timing tells nothing of which matched."""
+    if not header:
+        return "this route needs Authorization: Bearer <token>", REALM
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return ("the Authorization header must be 'Bearer <token>'",
+                f'{REALM}, error="invalid_request"')
+    presented = given.strip().encode("utf-8", "surrogateescape")
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(presented, token)
+    return None if matched else ("the token is not valid", f'{REALM}, error="invalid_token"')
+
+
+def guard(tokens: Sequence[bytes], metrics: HttpMetrics) -> Middleware:
+    """The aiohttp middleware of every request: the bearer check on :data:`PROTECTED`
+    routes (where ``tokens`` is not empty), JSON for aiohttp's own errors (404, 405, 413),
+    and the request's count and time by route, method and status."""
+    @aioweb.middleware
+    async def middleware(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
+        started = time.perf_counter()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else None
+        status = 500  # what an exception below becomes
+        try:
+            refusal = bearer_refusal(request.headers.get("Authorization"), tokens) \
+                if tokens and route in PROTECTED else None
+            if refusal is not None:
+                status = 401
+                return aioweb.json_response({"error": refusal[0]}, status=401,
+                                            headers={"WWW-Authenticate": refusal[1]})
+            try:
+                response = await handler(request)
+            except aioweb.HTTPException as e:
+                response = _json_error(request, e)
+            status = response.status
+            return response
+        finally:
+            metrics.observe(route, request.method, status, time.perf_counter() - started)
+
+    return middleware
+
+
+def _json_error(request: aioweb.Request, e: aioweb.HTTPException) -> aioweb.Response:
+    if e.status == 404:
+        message = f"no route {request.path}; GET /openapi.json lists the routes served here"
+    elif e.status == 405:
+        message = f"{request.method} is not allowed on {request.path}; allowed: " + \
+            e.headers.get("Allow", "")
+    else:
+        message = e.reason
+    headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+    return aioweb.json_response({"error": message}, status=e.status, headers=headers)
+
+
+async def post_event(ingest: EventIngest, request: aioweb.Request) -> aioweb.Response:
+    """``POST /events``: 202 with where the event was written; 400, 413, 415 or 422 with the
+    worker's reason and kind for a bad event; 503 when the broker does not take it."""
+    if request.content_type != "application/json":
+        return _event_error(EventError(f"the body must be application/json, not "
+                                       f"{request.content_type}", "unsupported_media_type"), 415)
+    if request.query:
+        return _event_error(EventError(f"unknown query parameter {next(iter(request.query))!r}: "
+                                       "/events takes none", "unknown_parameter"))
+    limit = ingest.max_event_bytes
+    size = request.content_length
+    if size is not None and size > limit:  # refused before it is read
+        return _event_error(EventError(f"event is {size} bytes, limit is {limit}", "too_large"))
+    try:
+        body = await request.read()  # a chunked body: aiohttp stops it at client_max_size
+    except aioweb.HTTPRequestEntityTooLarge:
+        return _event_error(EventError(f"event is larger than {limit} bytes", "too_large"))
+    try:
+        accepted = await ingest.submit(body)
+    except EventError as e:
+        return _event_error(e)
+    except BrokerUnavailable as e:
+        return aioweb.json_response({"error": str(e)}, status=503)
+    return aioweb.json_response({"event_id": accepted.event_id, "partition": accepted.partition,
+                                 "offset": accepted.offset}, status=202)
+
+
+def _event_error(e: EventError, status: int | None = None) -> aioweb.Response:
+    return aioweb.json_response({"error": e.reason, "kind": e.kind},
+                                status=status or EVENT_STATUS.get(e.kind, 400))
+
+
 def register(app: faust.App, ctx: WorkerContext) -> None:
-    """Add the worker's pages to ``app``'s web server."""
+    """Serve the worker's routes, and only those, on ``app``'s web server."""
+    s = ctx.settings
+    web = cast(AiohttpWeb, app.web)
+    # Faust mounts /router, /table, /graph, /stats and an index page of its own: none of
+    # them is ours (they expose the host, partition assignment and table contents).
+    web.blueprints = BlueprintManager()
+    web.web_app.middlewares.append(guard([t.encode() for t in s.web_token_values],
+                                         HttpMetrics(ctx.metrics.registry)))
     ctx.metrics.ready.set_function(lambda: 0.0 if readiness(app, ctx) else 1.0)
+    document = orjson.dumps(openapi.document(s))
 
     @app.page("/health")
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -92,8 +214,12 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     @app.page("/recs/{user_id}")
     async def recs(self: faust.web.View, request: faust.web.Request,
                    user_id: str) -> faust.web.Response:
+        unknown = request.query.keys() - {"n"}
+        if unknown:
+            return self.json({"error": f"unknown query parameter {min(unknown)!r}: "
+                              "/recs takes n only"}, status=400)
         try:
-            n = int(request.query.get("n", ctx.settings.top_n))
+            n = int(request.query.get("n", s.top_n))
         except ValueError:
             return self.json({"error": "n must be an integer"}, status=400)
         if not 1 <= n <= MAX_N:
@@ -104,3 +230,20 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             return self.json(await recs_payload(ctx, user_id, n))
         except RedisError as e:
             return self.json({"error": f"Redis unavailable: {type(e).__name__}"}, status=503)
+
+    @app.page("/openapi.json")
+    async def openapi_json(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.bytes(document, content_type="application/json")
+
+    if s.web_events:
+        ingest = EventIngest(s, s.clicks_topic, s.max_event_bytes)
+
+        async def close_ingest(_: aioweb.Application) -> None:
+            await ingest.close()
+
+        web.web_app.on_cleanup.append(close_ingest)
+
+        @app.page("/events")
+        class Events(faust.web.View):
+            async def post(self, request: faust.web.Request) -> Any:
+                return await post_event(ingest, cast(aioweb.Request, request))

@@ -1,0 +1,96 @@
+"""Click events over HTTP (``POST /events``, ``STREAMREC_WEB_EVENTS=true``).
+
+For applications that cannot speak Kafka. The body is one event, validated as the
+worker validates a record of the clicks topic (:func:`streamrec.events.decode_value`),
+then produced unchanged to the clicks topic keyed by its ``user_id``: the worker that
+owns the user's partition applies it like any other click.
+
+The producer is the worker's own (not Faust's): its own connection, ``acks=all``, and
+every produce bounded by :data:`PRODUCE_TIMEOUT_S`, so an accepted event is one the
+broker acknowledged and an unreachable broker is a prompt :class:`BrokerUnavailable`
+(the HTTP 503), never a request left hanging. It connects at the first event and, after
+a failed connection, again at the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streamrec.events import ClickEvent, decode_value
+from streamrec.kafka import Kafka, client_kwargs
+
+log = logging.getLogger(__name__)
+
+# The longest a produce (connection included) may take before the request gets its 503.
+PRODUCE_TIMEOUT_S = 5.0
+
+
+class BrokerUnavailable(Exception):
+    """The event could not be written to the clicks topic (the broker is unreachable or
+    did not acknowledge it in time); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Where an accepted event was written."""
+
+    event_id: str
+    partition: int
+    offset: int
+
+
+class EventIngest:
+    """Validates events and produces them to ``topic`` keyed by user id."""
+
+    def __init__(self, kafka: Kafka, topic: str, max_event_bytes: int,
+                 timeout_s: float = PRODUCE_TIMEOUT_S) -> None:
+        self.kafka, self.topic, self.max_event_bytes = kafka, topic, max_event_bytes
+        self.timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    def validate(self, body: bytes) -> ClickEvent:
+        """The event in ``body``; :class:`~streamrec.errors.EventError` (with the worker's
+        reason and kind) when the worker would dead-letter it."""
+        return decode_value(body, self.max_event_bytes)
+
+    async def submit(self, body: bytes) -> Accepted:
+        """Validate ``body`` and produce it; ``EventError`` for a bad event,
+        :class:`BrokerUnavailable` when the broker does not take it."""
+        event = self.validate(body)
+        producer = await self._started()
+        try:
+            meta = await asyncio.wait_for(
+                producer.send_and_wait(self.topic, body, key=event.user_id.encode()), self.timeout_s)
+        except TimeoutError:
+            raise BrokerUnavailable(f"the broker did not acknowledge the event within "
+                                    f"{self.timeout_s:g} s") from None
+        except KafkaError as e:
+            raise BrokerUnavailable(f"the broker refused the event: {type(e).__name__}") from None
+        return Accepted(event.event_id, meta.partition, meta.offset)
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(**client_kwargs(self.kafka), acks="all", linger_ms=0,
+                                            request_timeout_ms=int(self.timeout_s * 1000))
+                try:
+                    await asyncio.wait_for(producer.start(), self.timeout_s)
+                except (KafkaError, OSError, TimeoutError) as e:
+                    await producer.stop()
+                    log.warning("POST /events: cannot connect to Kafka: %s", type(e).__name__)
+                    raise BrokerUnavailable(f"cannot connect to Kafka: {type(e).__name__}") from None
+                self._producer = producer
+            return self._producer
+
+    async def close(self) -> None:
+        """Flush and close the producer (the web server's clean-up)."""
+        async with self._lock:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
