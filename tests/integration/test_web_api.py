@@ -1,0 +1,264 @@
+"""The worker's HTTP API on a live worker with tokens and POST /events on: only our routes
+answer, authentication refuses and admits, requests are counted, POST /events validates as
+the worker does, and schemathesis finds the answers conform to /openapi.json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import orjson
+import pytest
+import schemathesis
+from aiohttp import web as aioweb
+from hypothesis import HealthCheck, given, settings
+from prometheus_client.parser import text_string_to_metric_families
+from schemathesis.config import SchemathesisConfig
+from schemathesis.generation.modes import GenerationMode
+
+from serving.bundle import load_bundle
+from streamrec.kafka import ensure_topics
+from streamrec.settings import Settings
+from streams.ingest import EventIngest
+from streams.web import post_event
+from tests.integration.conftest import WorkerProc, consume
+
+pytestmark = pytest.mark.integration
+
+NEW, OLD = "new-token-" + "n" * 16, "old-token-" + "o" * 16
+FAUST_PAGES = ("/", "/router/", "/table/", "/table/sessions/", "/table/sessions/u1/", "/graph/",
+               "/stats/", "/performance/")
+
+
+def module_settings(**overrides: object) -> Settings:
+    """Settings of their own (topics, key prefix) for this module's worker."""
+    run = uuid.uuid4().hex[:10]
+    s = Settings(**{  # type: ignore[arg-type]
+        "app_id": f"t-{run}", "clicks_topic": f"t-{run}-clicks", "dlq_topic": f"t-{run}-dlq",
+        "model_updates_topic": f"t-{run}-models", "items_topic": f"t-{run}-items",
+        "impressions_topic": f"t-{run}-impressions", "key_prefix": f"test:{run}:",
+        "topic_partitions": 4, "worker_id": f"w-{run}", "rebalance_timeout_s": 3.0,
+        "session_timeout_s": 10.0, "producer_max_batch_bytes": 1, **overrides})
+    asyncio.run(ensure_topics(s))
+    return s
+
+
+@pytest.fixture(scope="module")
+def api(services: None, tmp_path_factory: pytest.TempPathFactory,
+        tiny_bundle_dir: Path) -> Iterator[WorkerProc]:
+    s = module_settings(web_tokens=f"{NEW},{OLD}", web_events=True, max_event_bytes=1024)
+    w = WorkerProc.start(s, tmp_path_factory.mktemp("api") / "worker.log", bundle=tiny_bundle_dir)
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.stop()
+
+
+def request(w: WorkerProc, path: str, *, method: str = "GET", token: str | None = None,
+            body: bytes | None = None, headers: Mapping[str, str] | None = None,
+            ) -> tuple[int, Mapping[str, str], bytes]:
+    """One request to the worker, its token only where given: (status, headers, body)."""
+    h = dict(headers or {})
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{w.settings.web_port}{path}", data=body,
+                                 headers=h, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def post(w: WorkerProc, body: bytes, content_type: str = "application/json") -> tuple[int, dict[str, object]]:
+    status, _, raw = request(w, "/events", method="POST", token=NEW, body=body,
+                             headers={"Content-Type": content_type})
+    return status, orjson.loads(raw)
+
+
+def test_only_our_routes_answer(api: WorkerProc) -> None:
+    for path in FAUST_PAGES:
+        status, headers, body = request(api, path, token=NEW)
+        assert status == 404, path
+        assert headers["Content-Type"].startswith("application/json")
+        assert "/openapi.json lists the routes" in orjson.loads(body)["error"]
+    for path in ("/health", "/ready", "/openapi.json", "/metrics", "/recs/u1"):
+        assert request(api, path, token=NEW)[0] == 200, path
+    status, headers, body = request(api, "/health", method="POST", body=b"{}")
+    assert status == 405 and "GET" in headers["Allow"]
+    assert "POST is not allowed on /health" in orjson.loads(body)["error"]
+    doc = orjson.loads(request(api, "/openapi.json")[2])
+    assert doc["openapi"] == "3.1.0"
+    assert set(doc["paths"]) == {"/health", "/ready", "/metrics", "/recs/{user_id}",
+                                 "/openapi.json", "/events"}
+
+
+def test_tokens_refuse_and_admit(api: WorkerProc) -> None:
+    for path in ("/recs/u1", "/metrics"):
+        status, headers, body = request(api, path)
+        assert status == 401 and headers["WWW-Authenticate"] == 'Bearer realm="streamrec"', path
+        assert "Authorization: Bearer" in orjson.loads(body)["error"]
+        status, headers, _ = request(api, path, token=NEW + "x")
+        assert status == 401, path
+        assert headers["WWW-Authenticate"] == 'Bearer realm="streamrec", error="invalid_token"'
+        status, headers, _ = request(api, path, headers={"Authorization": f"Basic {NEW}"})
+        assert status == 401 and 'error="invalid_request"' in headers["WWW-Authenticate"]
+        for token in (NEW, OLD):  # both while rotating
+            assert request(api, path, token=token)[0] == 200, (path, token)
+    status, _, _ = request(api, "/events", method="POST", body=b"{}",
+                           headers={"Content-Type": "application/json"})
+    assert status == 401  # refused before the body is looked at
+    for path in ("/health", "/ready", "/openapi.json"):  # probes and the document stay open
+        assert request(api, path)[0] == 200, path
+    # the harness sends the worker's token: metrics and latency fields keep working
+    assert api.metric("streamrec_ready") == 1
+    assert isinstance(api.latency_fields(), dict)
+
+
+def http_counts(w: WorkerProc) -> dict[tuple[str, str, str], float]:
+    text = request(w, "/metrics", token=NEW)[2].decode()
+    return {(s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "streamrec_http_requests_total"}
+
+
+def test_requests_are_counted_by_route_method_and_status(api: WorkerProc) -> None:
+    before = http_counts(api)
+    for _ in range(3):
+        request(api, "/recs/u1")  # 401
+    request(api, "/recs/u2", token=NEW)
+    request(api, "/router/")
+    request(api, "/recs/u1?n=0", token=NEW)
+    after = http_counts(api)
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert delta == {("/recs/{user_id}", "GET", "401"): 3, ("/recs/{user_id}", "GET", "200"): 1,
+                     ("unmatched", "GET", "404"): 1, ("/recs/{user_id}", "GET", "400"): 1,
+                     ("/metrics", "GET", "200"): 1}  # the scrape before this one
+    text = request(api, "/metrics", token=NEW)[2].decode()
+    counts = {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
+              for s in f.samples if s.name == "streamrec_http_request_duration_seconds_count"}
+    assert counts[(("method", "GET"), ("route", "/recs/{user_id}"), ("status", "401"))] >= 3
+
+
+def test_post_events_validates_as_the_worker_and_produces(api: WorkerProc) -> None:
+    s = api.settings
+    items = list(load_bundle(s.bundle_path).vocab.ids)
+    now = int(time.time() * 1000)
+    good = {"event_id": "http-1", "user_id": "web-u1", "item_id": items[3], "ts": now}
+    status, body = post(api, json.dumps({**good, "extra": "kept"}).encode())
+    assert status == 202 and body["event_id"] == "http-1"
+    assert body["partition"] in range(s.topic_partitions)
+
+    bad = [
+        (b"{not json", 400, "malformed_json"),
+        (b'{"event_id": "x\xff", "user_id": "u", "item_id": "i", "ts": 1}', 400, "invalid_utf8"),
+        (json.dumps({**good, "ts": "17"}).encode(), 422, "invalid_event"),
+        (json.dumps({k: v for k, v in good.items() if k != "item_id"}).encode(), 422, "invalid_event"),
+        (json.dumps({**good, "user_id": ""}).encode(), 422, "invalid_event"),
+        (json.dumps({**good, "pad": "x" * 2000}).encode(), 413, "too_large"),
+        (b"", 400, "malformed_json"),
+    ]
+    for raw, code, kind in bad:
+        status, body = post(api, raw)
+        assert (status, body["kind"]) == (code, kind), raw[:40]
+        assert body["error"]
+    status, body = post(api, json.dumps(good).encode(), content_type="text/plain")
+    assert (status, body["kind"]) == (415, "unsupported_media_type")
+    good2 = {**good, "event_id": "http-2", "item_id": items[4], "ts": now + 1}
+    assert post(api, json.dumps(good2).encode())[0] == 202
+
+    records = consume(s.kafka_bootstrap, s.clicks_topic, 2, timeout=20)
+    assert [k for k, _ in records] == [b"web-u1", b"web-u1"]  # keyed by user, bad ones absent
+    assert orjson.loads(records[0][1])["extra"] == "kept"  # the body as it was sent
+    api.wait_events(2)
+    status, _, raw = request(api, "/recs/web-u1", token=NEW)
+    rec = orjson.loads(raw)
+    assert status == 200 and rec["last_event_id"] == "http-2" and rec["seq"] == 2
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens once the socket is closed
+
+
+def test_post_events_answers_503_when_the_broker_is_down() -> None:
+    """The endpoint with its producer pointed at a port where no broker listens: a 503,
+    promptly, and a 202 from a second ingest on the real broker shows the path is sound."""
+    async def run() -> tuple[int, dict[str, object], float]:
+        ingest = EventIngest(f"127.0.0.1:{closed_port()}", "clicks-nowhere", 1024, timeout_s=2.0)
+        app = aioweb.Application()
+
+        async def handler(r: aioweb.Request) -> aioweb.Response:
+            return await post_event(ingest, r)
+
+        app.router.add_post("/events", handler)
+        runner = aioweb.AppRunner(app)
+        await runner.setup()
+        port = closed_port()
+        await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+        started = time.monotonic()
+        try:
+            body = json.dumps({"event_id": "e", "user_id": "u", "item_id": "i", "ts": 1}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/events", data=body,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                await asyncio.to_thread(urllib.request.urlopen, req, timeout=30)
+                raise AssertionError("accepted with no broker")
+            except urllib.error.HTTPError as e:
+                return e.code, orjson.loads(e.read()), time.monotonic() - started
+        finally:
+            await ingest.close()
+            await runner.cleanup()
+
+    status, body, seconds = asyncio.run(run())
+    assert status == 503 and "cannot connect to Kafka" in str(body["error"])
+    assert seconds < 30  # bounded by the ingest's timeout, not left hanging
+
+
+EXAMPLES = 25  # per operation and mode: enough to find a 500 or a stray answer, and quick
+
+
+def test_every_answer_conforms_to_the_document(api: WorkerProc) -> None:
+    """schemathesis, every operation of /openapi.json with data that fits it and data that
+    does not: no 500, every status, content type, header and body as documented, and the
+    protected routes refuse a request without the token (its ignored_auth check)."""
+    # a too-large invalid event is refused by its size first: 413 is a rejection too
+    config = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {
+        "expected-statuses": [400, 401, 404, 405, 413, 415, 422]}}})
+    schema = schemathesis.openapi.from_url(
+        f"http://127.0.0.1:{api.settings.web_port}/openapi.json", config=config)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    # every route but the document itself (schemathesis leaves out the schema's own URL)
+    assert {op.label for op in operations} == {"GET /health", "GET /ready", "GET /metrics",
+                                               "GET /recs/{user_id}", "POST /events"}
+    doc = orjson.loads(request(api, "/openapi.json")[2])
+    for op in operations:
+        spec = doc["paths"][op.path][op.method.lower()]
+        takes_input = "parameters" in spec or "requestBody" in spec  # else nothing to get wrong
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)[:2 if takes_input else 1]:
+            @given(case=op.as_strategy(generation_mode=mode))
+            @settings(max_examples=EXAMPLES, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            def check(case: schemathesis.Case) -> None:
+                body = case.body
+                if isinstance(body, dict) and isinstance(body.get("ts"), float) \
+                        and case.meta is not None \
+                        and case.meta.generation.mode is GenerationMode.POSITIVE:
+                    # JSON Schema's integer admits 1053.0; the worker's types are strict and
+                    # refuse it (422, documented): the document cannot say so, so write 1053
+                    body["ts"] = int(body["ts"])
+                for name, value in (case.query or {}).items():
+                    if value == []:  # requests sends no such parameter: send it, empty
+                        case.query[name] = [""]  # type: ignore[index]
+                case.call_and_validate(headers={"Authorization": f"Bearer {NEW}"}, timeout=10)
+
+            check()
