@@ -34,7 +34,8 @@ def measure_reads(base: Settings, bundle: Path, *, rate: float, seconds: float, 
                             items=items, run="lists", seed=3))
         fleet.wait_events(2 * users)
         port = fleet.workers[0].settings.web_port
-        lat_ms, errors, sent_s = asyncio.run(_load(port, rate, seconds, users))
+        lat_ms, errors, sent_s = asyncio.run(_load(port, rate, seconds, users,
+                                                   fleet.workers[0].token))
     finally:
         fleet.stop()
     ok = np.asarray(lat_ms)
@@ -45,8 +46,8 @@ def measure_reads(base: Settings, bundle: Path, *, rate: float, seconds: float, 
             | {"max": round(float(ok.max()), 2)} if len(ok) else {}}
 
 
-async def _load(port: int, rate: float, seconds: float,
-                users: int) -> tuple[list[float], dict[str, int], float]:
+async def _load(port: int, rate: float, seconds: float, users: int,
+                token: str | None = None) -> tuple[list[float], dict[str, int], float]:
     rng = np.random.default_rng(0)
     n = int(rate * seconds)
     known = rng.random(n) < 0.9
@@ -69,7 +70,8 @@ async def _load(port: int, rate: float, seconds: float,
             errors[what] = errors.get(what, 0) + 1
 
     connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    auth = {"Authorization": f"Bearer {token}"} if token else None  # STREAMREC_WEB_TOKENS
+    async with aiohttp.ClientSession(connector=connector, headers=auth) as session:
         for _ in range(50):  # warm the connection pool and the worker
             await one(session, 0)
         lat.clear()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,11 +43,6 @@ def tower_bundle(out: Path) -> Path:
     return bundle
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return str(r.read().decode())
-
-
 def measure_items(base: Settings, bundle: Path, *, items: int, rate: float,
                   log_dir: Path) -> dict[str, object]:
     attributes = orjson.loads((bundle / "attributes.json").read_bytes())["tokens"]
@@ -56,7 +50,6 @@ def measure_items(base: Settings, bundle: Path, *, items: int, rate: float,
     s = fleet.settings
     try:
         fleet.start()
-        port = fleet.workers[0].settings.web_port
 
         def records() -> Iterator[tuple[bytes, bytes]]:
             for n in range(items):
@@ -72,7 +65,7 @@ def measure_items(base: Settings, bundle: Path, *, items: int, rate: float,
         poll_until(lambda: worker.metric("streamrec_live_items", default=0.0), lambda n: n >= items, timeout=120, procs=fleet.procs,
                    what=f"{items} new items live", interval=0.1)
         seconds = time.monotonic() - t0
-        fields = fields_from_prometheus(_scrape(port), METRIC)
+        fields = fields_from_prometheus(worker.get("/metrics")[1].decode(), METRIC)  # token sent
         return {"items": items, "rate": rate, "seconds": round(seconds, 2),
                 "item_to_live_ms": percentiles({k: str(v) for k, v in fields.items()}),
                 "bundle": str(bundle)}

@@ -113,7 +113,7 @@ def status(
         online: dict[str, object] = {}
         if "web" in fields:
             try:
-                text = scrape(fields["web"])
+                text = scrape(fields["web"], token=next(iter(s.web_token_values), None))
                 latency = dict(percentiles(fields_from_prometheus(text)))
                 online = dict(from_prometheus(text))
             except OSError as e:

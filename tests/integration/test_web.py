@@ -43,6 +43,9 @@ def test_health_ready_metrics_and_recs(
 
     status, body = w.get("/health")
     assert status == 200 and orjson.loads(body)["status"] == "ok"
+    for path in ("/router/", "/table/", "/table/sessions/"):  # Faust's own pages: not served
+        assert w.get(path)[0] == 404, path
+    assert orjson.loads(w.get("/openapi.json")[1])["openapi"] == "3.1.0"
     status, body = w.get("/ready")
     assert status == 200, body
     assert orjson.loads(body) == {"ready": True, "waiting_for": [], "worker_id": s.worker_id,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -182,6 +184,16 @@ def test_post_events_validates_as_the_worker_and_produces(api: WorkerProc) -> No
     status, _, raw = request(api, "/recs/web-u1", token=NEW)
     rec = orjson.loads(raw)
     assert status == 200 and rec["last_event_id"] == "http-2" and rec["seq"] == 2
+
+
+def test_status_reads_metrics_with_the_token(api: WorkerProc) -> None:
+    """``streamrec status`` sends the first token: the worker's latency, not "unreachable"."""
+    api.wait_for(lambda st: "web" in st, 30, "a heartbeat")
+    out = subprocess.run([sys.executable, "-m", "cli", "status", "--json"],
+                         env={**api.settings.to_env(), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, check=True, text=True)
+    latency = orjson.loads(out.stdout)["workers"][api.name]["latency_ms"]
+    assert "unreachable" not in latency and latency["count"] >= 2, latency
 
 
 def closed_port() -> int:
