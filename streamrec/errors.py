@@ -7,6 +7,7 @@
     ├── BundleError            a model bundle cannot be used
     │   └── BundleRejected     a bundle failed validation (names file and check)
     ├── EventError             a click event failed to decode or validate
+    ├── BrokerUnavailable      POST /events: the broker did not take the event
     ├── DataError              a dataset file is malformed or empty
     ├── ExportError            an exported ONNX graph does not reproduce the torch model
     ├── StartupError           a worker cannot start (port taken, topics unusable, …)
@@ -51,6 +52,11 @@ class EventError(StreamrecError):
     def __init__(self, reason: str, kind: str = "invalid_event") -> None:
         self.reason, self.kind = reason, kind
         super().__init__(reason)
+
+
+class BrokerUnavailable(StreamrecError):
+    """An event posted over HTTP could not be written to the clicks topic (the broker is
+    unreachable or did not acknowledge it in time); the message says why."""
 
 
 class DataError(StreamrecError):

@@ -7,9 +7,10 @@ owns the user's partition applies it like any other click.
 
 The producer is the worker's own (not Faust's): its own connection, ``acks=all``, and
 every produce bounded by :data:`PRODUCE_TIMEOUT_S`, so an accepted event is one the
-broker acknowledged and an unreachable broker is a prompt :class:`BrokerUnavailable`
-(the HTTP 503), never a request left hanging. It connects at the first event and, after
-a failed connection, again at the next one.
+broker acknowledged and an unreachable broker is a prompt
+:class:`~streamrec.errors.BrokerUnavailable` (the HTTP 503), never a request left
+hanging. It connects at the first event and, after a failed connection, again at the
+next one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streamrec.errors import BrokerUnavailable
 from streamrec.events import ClickEvent, decode_value
 from streamrec.kafka import Kafka, client_kwargs
 
@@ -28,11 +30,6 @@ log = logging.getLogger(__name__)
 
 # The longest a produce (connection included) may take before the request gets its 503.
 PRODUCE_TIMEOUT_S = 5.0
-
-
-class BrokerUnavailable(Exception):
-    """The event could not be written to the clicks topic (the broker is unreachable or
-    did not acknowledge it in time); the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +58,7 @@ class EventIngest:
 
     async def submit(self, body: bytes) -> Accepted:
         """Validate ``body`` and produce it; ``EventError`` for a bad event,
-        :class:`BrokerUnavailable` when the broker does not take it."""
+        ``BrokerUnavailable`` when the broker does not take it."""
         event = self.validate(body)
         producer = await self._started()
         try:

@@ -45,11 +45,11 @@ from serving.list_types import SOURCE_POPULAR, SOURCE_TRENDING
 from serving.reader import parse
 from serving.rerank import REASON_POPULAR, REASON_TRENDING
 from serving.trending import fallback_list
-from streamrec.errors import EventError
+from streamrec.errors import BrokerUnavailable, EventError
 from streams import openapi
 from streams.agents import WorkerContext
 from streams.http_metrics import HttpMetrics
-from streams.ingest import BrokerUnavailable, EventIngest
+from streams.ingest import EventIngest
 from streams.openapi import MAX_N, PROTECTED
 
 METRICS_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
