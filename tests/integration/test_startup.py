@@ -34,7 +34,7 @@ def test_a_held_web_port_stops_the_start_with_one_line(
         w = WorkerProc.start(s, tmp_path / "w.log", bundle=tiny_bundle_dir)
         rc, log = exit_and_log(w)
     assert rc == 1, log
-    assert f"error: the web port 0.0.0.0:{port} is in use" in log
+    assert f"error: the web port {s.web_bind}:{port} is in use" in log  # 127.0.0.1 unless set
     assert "Traceback" not in log
 
 
