@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from streamrec import settings as settings_module
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings, is_service_link, shadowed_settings, unknown_variables
 
@@ -39,6 +40,7 @@ def test_a_service_named_like_a_setting_prefix_does_not_stop_the_pod(
 def test_a_service_link_on_an_integer_setting_is_ignored_and_logged(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     set_env(monkeypatch, WEB_SERVICE)
+    monkeypatch.setattr(settings_module, "_logged", set())  # logged once a process: again here
     assert shadowed_settings(WEB_SERVICE) == {"web_port": "STREAMREC_WEB_PORT"}
     with caplog.at_level(logging.WARNING, logger="streamrec.settings"):
         s = Settings()
