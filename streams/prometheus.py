@@ -184,6 +184,10 @@ class WorkerMetrics:
         self.dead_lettered = Counter("streamrec_dead_lettered", "Records sent to the dead-letter "
                                      "topic, by kind of failure (streamrec.errors.EventError.kind)",
                                      ["reason"], registry=r)
+        # every kind of click dead letter from the start, at 0: a rate() over a series that
+        # only appears at its first dead letter misses that first jump
+        for kind in DEAD_LETTER_KINDS:
+            self.dead_lettered.labels(kind)
         self.lists_written = Counter("streamrec_lists_written", "Lists written to Redis",
                                      registry=r)
         self.batch_size = Histogram("streamrec_batch_size_records", "Records per micro-batch",
@@ -236,4 +240,7 @@ class WorkerMetrics:
         self.registry.register(ConsumerLag(source))
 
 
+# The kinds of docs/architecture.md, "Dead letters" (streamrec.errors.EventError.kind).
+DEAD_LETTER_KINDS = ("tombstone", "too_large", "invalid_utf8", "malformed_json", "invalid_event",
+                     "no_key", "key_mismatch", "undecodable")
 _SECONDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)

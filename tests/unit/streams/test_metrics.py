@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from serving.latency import bucket_counts, fields_from_prometheus, percentiles
 from serving.online import OnlineMetrics
 from streams.batch import DeadLetter, Record
-from streams.prometheus import ConsumerLag, WorkerMetrics
+from streams.prometheus import DEAD_LETTER_KINDS, ConsumerLag, WorkerMetrics
 from streams.retry import retry_transient
 from streams.worker import ClickWorker
 
@@ -144,3 +144,11 @@ def test_the_served_models_creation_time_is_exported_once_there_is_one() -> None
     assert s.value == 1_796_119_200
     created[0] = "2026-12-01T10:00:00.5+00:00"
     assert families(m)["streamrec_model_created_timestamp_seconds"].samples[0].value == 1_796_119_200.5
+
+
+def test_every_dead_letter_kind_is_exported_at_zero_before_the_first() -> None:
+    m = WorkerMetrics()
+    kinds = {s.labels["reason"]: s.value for s in families(m)["streamrec_dead_lettered"].samples
+             if s.name.endswith("_total")}
+    assert set(kinds) == set(DEAD_LETTER_KINDS) and not any(kinds.values())
+    assert {"malformed_json", "invalid_event", "no_key"} <= set(kinds)
