@@ -102,6 +102,10 @@ def contract_errors(docs: list[dict[str, Any]], image: Image) -> list[str]:
     config = {k: str(v) for d in docs if d["kind"] == "ConfigMap" for k, v in d.get("data", {}).items()}
     data_dir = config.get("STREAMREC_DATA_DIR", image.data_dir)
     web_port = int(config.get("STREAMREC_WEB_PORT", image.web_port))
+    bind = config.get("STREAMREC_WEB_BIND", image.env.get("STREAMREC_WEB_BIND", "127.0.0.1"))
+    if bind.startswith("127.") or bind in ("localhost", "::1"):
+        errs.append(f"STREAMREC_WEB_BIND is {bind}: the kubelet's probes and the Services "
+                    "reach the pod's own address, not its loopback")
     if data_dir != image.data_dir:
         errs.append(f"STREAMREC_DATA_DIR is {data_dir}, but the image's service user may write "
                     f"only {image.data_dir}")

@@ -97,6 +97,7 @@ def _set(path: str, value: object) -> Callable[[list[Doc]], None]:
     (_set("Service.spec.clusterIP", "10.0.0.5"), "must be a headless Service"),
     (_set("ConfigMap.data.STREAMREC_DATA_DIR", "/data"), "may write only /var/lib/streamrec"),
     (_set("worker.envFrom.0.configMapRef.name", "other"), "ConfigMap/other, which is not rendered"),
+    (_set("ConfigMap.data.STREAMREC_WEB_BIND", "127.0.0.1"), "not its loopback"),
 ])
 def test_a_broken_contract_is_reported(change: Callable[[list[Doc]], None], message: str) -> None:
     docs = copy.deepcopy(DOCS)
