@@ -200,19 +200,26 @@ def _draw(rng: np.random.Generator, w: SyntheticWorld, last: int, boost: dict[in
 
 def clicks_needed(results: Sequence[SimResult], alpha: float = 0.01) -> float | None:
     """The median (over seeds) of the clicks after which the p-value first fell below
-    ``alpha`` and stayed there; None when a seed never got there."""
-    need = []
-    for r in results:
-        at = None
-        for point in r.curve:
-            if point["p_value"] < alpha:
-                at = at if at is not None else point["clicks"]
-            else:
-                at = None
-        if at is None:
-            return None
-        need.append(at)
-    return float(np.median(need))
+    ``alpha`` and stayed there. A seed that never got there counts as needing more clicks
+    than it ran (the median stays defined while fewer than half fall short); None when the
+    median itself was not reached."""
+    need = [math.inf if (at := clicks_needed_seed(r, alpha)) is None else at for r in results]
+    if not need:
+        return None
+    mid = float(np.median(need))
+    return None if math.isinf(mid) else mid
+
+
+def clicks_needed_seed(r: SimResult, alpha: float = 0.01) -> float | None:
+    """The clicks after which ``r``'s p-value first fell below ``alpha`` and stayed there
+    to the end of its curve; None when it did not."""
+    at = None
+    for point in r.curve:
+        if point["p_value"] < alpha:
+            at = at if at is not None else point["clicks"]
+        else:
+            at = None
+    return at
 
 
 def as_dict(results: Sequence[SimResult]) -> list[dict[str, Any]]:

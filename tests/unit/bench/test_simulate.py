@@ -1,11 +1,22 @@
-"""The simulator's click model and its detection count (pure logic)."""
+"""The simulator's click model, its detection count, and what the curve counts."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.simulate import SimResult, SimSpec, SimUsers, _draw, clicks_needed
+from bench.simulate import (
+    POPULAR,
+    SimResult,
+    SimSpec,
+    SimUsers,
+    _draw,
+    clicks_needed,
+    clicks_needed_seed,
+    run,
+)
 from training.data.synthetic import SyntheticSpec, world
 
 SPEC = SyntheticSpec(users=50, items=60, clusters=6, seed=4)
@@ -59,3 +70,34 @@ def test_clicks_needed_is_where_the_p_value_falls_below_alpha_for_good() -> None
     assert clicks_needed([one], 0.01) == 40  # the dip at 20 did not last
     assert clicks_needed([one, two], 0.01) == 25  # the median over seeds
     assert clicks_needed([_result([(10, 0.5), (20, 0.02)])], 0.01) is None
+
+
+def test_a_seed_that_never_gets_there_counts_as_needing_more_than_it_ran() -> None:
+    never = _result([(10, 0.5), (20, 0.02), (30, 0.3)])
+    early = _result([(10, 0.001), (20, 0.001), (30, 0.001)])
+    late = _result([(10, 0.5), (20, 0.001), (30, 0.001)])
+    assert clicks_needed_seed(never) is None and clicks_needed_seed(late) == 20
+    # one of three short: the median is still the middle seed's count, not "never"
+    assert clicks_needed([never, early, late], 0.01) == 20
+    # half or more short: the median itself was not reached
+    assert clicks_needed([never, early], 0.01) is None
+    assert clicks_needed([never, never, late], 0.01) is None
+    assert clicks_needed([], 0.01) is None
+
+
+@pytest.mark.parametrize("mode", ["ab", "interleave"])
+def test_both_modes_count_every_click_of_every_user_on_the_curve(tiny_bundle_dir: Path,
+                                                                  mode: str) -> None:
+    """The detection count compares like with like: in A/B the curve's clicks are both arms'
+    together, in interleaving every click (on the list or not), one per user and step."""
+    from tests.conftest import TINY
+
+    spec = SimSpec(users=24, steps=3, warmup=2, top_k=5, seed=1, curve_every=1)
+    r = run(TINY, {"a": str(tiny_bundle_dir), "b": POPULAR}, mode, spec)
+    assert [p["clicks"] for p in r.curve] == list(range(1, 24 * 3 + 1))
+    assert sum(r.clicks.values()) == 24 * 3
+    if mode == "ab":
+        assert set(r.clicks) == {"a", "b"} and min(r.clicks.values()) > 0
+    else:
+        assert set(r.clicks) == {"interleaved"}
+        assert 0 < sum(r.wins.values()) <= 24 * 3
