@@ -10,7 +10,7 @@ with **no consumer group** (every worker assigns all partitions and reads from
 the beginning), so each worker sees each announcement; a group would hand each
 one to a single worker. On start a worker reads up to the end of the topic and
 loads the *last* announcement before its first click; with none, it falls back
-to ``bundle_path``.
+to ``bundle_path``. The first click also waits for the running experiment's arms.
 
 The same topic carries experiments' records (:mod:`serving.experiments`). The
 running experiment's arms are loaded the same way (validated, but not held to the
@@ -66,7 +66,14 @@ class ModelHolder:
     def __init__(self) -> None:
         self._bundle: ModelBundle | None = None
         self._ready = asyncio.Event()
+        self._started = asyncio.Event()
         self.experiment: LiveExperiment | None = None
+
+    def started(self) -> None:
+        """The start-up records are applied: the last announcement and the running
+        experiment's arms. Until then :meth:`wait_ready` holds the first click, so no list
+        is written with arm ``all`` while an experiment's bundles are still loading."""
+        self._started.set()
 
     def set_experiment(self, live: LiveExperiment | None) -> None:
         self.experiment = live
@@ -86,6 +93,7 @@ class ModelHolder:
         self._ready.set()
 
     async def wait_ready(self) -> ModelBundle:
+        await self._started.wait()
         await self._ready.wait()
         return self.current
 
@@ -115,12 +123,15 @@ class ModelUpdates:
                     latest = update
                 elif update is not None:
                     records.append(update)
-            if latest is not None:
-                await self.apply(latest)
-            if not self.holder.loaded:
-                await self._load_fallback()
-            if (exp := experiments.running(records)) is not None:
-                await self.apply_experiment(exp)
+            try:
+                if latest is not None:
+                    await self.apply(latest)
+                if not self.holder.loaded:
+                    await self._load_fallback()
+                if (exp := experiments.running(records)) is not None:
+                    await self.apply_experiment(exp)
+            finally:
+                self.holder.started()  # clicks flow once the experiment is set, not before
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for msgs in batch.values():
