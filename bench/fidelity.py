@@ -203,7 +203,8 @@ def run(settings: Any, bundle_path: Path, data_path: Path, n: int, seed: int = 0
     on_progress(f"replaying {len(records)} clicks of {n} users to {settings.clicks_topic}")
     start = time.monotonic()
     asyncio.run(send_raw(settings, settings.clicks_topic, records))
-    reader = RecsReader.from_url(settings.redis_url.get_secret_value(), settings.key_prefix)
+    reader = RecsReader.from_url(settings.redis_url.get_secret_value(), settings.key_prefix,
+                                 settings.redis_cluster)
     online: dict[str, Online | None] = {}
     pending = set(user_ids)
     deadline = time.monotonic() + timeout_s

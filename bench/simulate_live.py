@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis
 
 from bench.simulate import SimSpec, SimUsers
 from serving.keys import recs_key
 from serving.online import OnlineCounts, click_rank
 from serving.reader import Recommendations, parse
+from serving.redis_client import sync_client
 from streamrec.errors import WaitTimedOut
 from streamrec.events import ClickEvent, encode_event
 from streamrec.impressions import Impression, encode_impression
@@ -83,7 +83,7 @@ class Lists:
             raise ValueError("reading lists over HTTP needs the worker's base URL")
         self.via, self.base_url, self.token = via, base_url.rstrip("/"), token
         self.prefix = settings.key_prefix
-        self.client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        self.client = sync_client(settings.redis_url.get_secret_value(), settings.redis_cluster)
 
     def last_events(self, users: Sequence[str]) -> list[str | None]:
         pipe = self.client.pipeline(transaction=False)

@@ -31,7 +31,8 @@ def fidelity(
 
     s = settings()
     version = load_bundle(bundle).version
-    statuses = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix).worker_statuses()
+    statuses = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix,
+                                  s.redis_cluster).worker_statuses()
     serving = sorted({st.get("model_version", "?") for st in statuses.values()})
     if version not in serving:
         fail(f"no worker under key prefix {s.key_prefix!r} serves bundle {version} "

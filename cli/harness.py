@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.waiting import poll_until, stop_process
-from serving.keys import worker_key
+from serving.keys import meta_prefix, worker_key
 from serving.latency import scrape_fields
+from serving.redis_client import SyncClient, sync_client
 from streamrec.settings import Settings
 
 Status = dict[str, str]
@@ -49,11 +49,11 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log: Path
     ended_by_caller: bool = False  # killed or stopped on purpose (not a crash)
-    client: redis.Redis = field(init=False, repr=False)
+    client: SyncClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.client = redis.Redis.from_url(self.settings.redis_url.get_secret_value(),
-                                           decode_responses=True)
+        self.client = sync_client(self.settings.redis_url.get_secret_value(),
+                                  self.settings.redis_cluster, decode_responses=True)
 
     @classmethod
     def start(cls, settings: Settings, log: Path, *, bundle: Path | None = None,
@@ -86,7 +86,8 @@ class WorkerProcess:
 
     @property
     def key(self) -> str:
-        return worker_key(self.settings.key_prefix, self.name)
+        return worker_key(meta_prefix(self.settings.key_prefix, self.settings.redis_cluster),
+                          self.name)
 
     @property
     def alive(self) -> bool:

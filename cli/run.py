@@ -83,7 +83,8 @@ def recs(
     from serving.reader import RecsReader
 
     s = settings()
-    r = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix).get_recommendations(user_id)
+    r = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix,
+                         s.redis_cluster).get_recommendations(user_id)
     if r is None:
         fail(f"no recommendations for user {user_id!r} (never seen, or expired)")
     if json_out:
@@ -106,7 +107,8 @@ def status(
     from serving.reader import RecsReader
 
     s = settings()
-    statuses = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix).worker_statuses()
+    statuses = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix,
+                                  s.redis_cluster).worker_statuses()
     report: dict[str, dict[str, object]] = {}
     for wid, fields in statuses.items():
         latency: dict[str, object] = {}

@@ -1,5 +1,8 @@
 """Redis key layout, in one place (documented in docs/architecture.md, "Redis layout").
 
+Every key but the lists takes the *meta* prefix (:func:`meta_prefix`): the key
+prefix itself, and on Redis Cluster the key prefix as a hash tag.
+
 A list hash carries ``schema``, the version of its layout. Within a version,
 fields are only ever added: a reader must ignore fields it does not know, and
 may rely on every field the version documents. A change that removes or
@@ -10,6 +13,20 @@ redefines a field bumps the version. Lists written before versioning have no
 from __future__ import annotations
 
 SCHEMA_VERSION = 1
+
+
+def meta_prefix(prefix: str, cluster: bool) -> str:
+    """The prefix of every key but the lists: ``prefix`` itself, and on Redis Cluster
+    ``prefix`` as a hash tag, ``{streamrec:}`` (``{streamrec}`` for an empty prefix).
+
+    Redis Cluster runs a script only over keys of one hash slot. The tag puts a worker's
+    status hash and batch tokens, the trending set, the epoch counter and the experiments'
+    counts in one slot, so each script that counts a batch once finds its keys together.
+    The lists keep ``prefix`` (no tag): they spread over every slot.
+    """
+    if not cluster:
+        return prefix
+    return "{" + (prefix or "streamrec") + "}"
 
 
 def recs_key(prefix: str, user_id: str) -> str:

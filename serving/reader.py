@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
-import redis
 
-from serving.keys import recs_key, worker_key, workers_set
+from serving.keys import meta_prefix, recs_key, worker_key, workers_set
+from serving.redis_client import SyncClient, sync_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +39,17 @@ class Recommendations:
 
 
 class RecsReader:
-    """Synchronous reader. ``RecsReader.from_url("redis://…", "streamrec:")``."""
+    """Synchronous reader. ``RecsReader.from_url("redis://…", "streamrec:")``; on Redis
+    Cluster, ``RecsReader.from_url("redis://any-node:6379", "streamrec:", cluster=True)``."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: SyncClient, prefix: str, cluster: bool = False) -> None:
         self.client = client
         self.prefix = prefix
+        self.meta = meta_prefix(prefix, cluster)  # worker status keys (hash-tagged on a cluster)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str) -> RecsReader:
-        return cls(redis.Redis.from_url(url), prefix)
+    def from_url(cls, url: str, prefix: str, cluster: bool = False) -> RecsReader:
+        return cls(sync_client(url, cluster), prefix, cluster)
 
     def get_recommendations(self, user_id: str) -> Recommendations | None:
         """The user's current list, or None if there is none (never seen, or expired)."""
@@ -60,15 +62,15 @@ class RecsReader:
         A worker's hash expires when it stops writing and heart-beating
         (``STREAMREC_STATUS_TTL_S``); such a worker is dropped from the set here.
         """
-        ids = sorted(_text(i) for i in self.client.smembers(workers_set(self.prefix)))
+        ids = sorted(_text(i) for i in self.client.smembers(workers_set(self.meta)))
         out = {}
         for wid in ids:
             fields = {_text(k): _text(v) for k, v in
-                      self.client.hgetall(worker_key(self.prefix, wid)).items()}
+                      self.client.hgetall(worker_key(self.meta, wid)).items()}
             if fields:
                 out[wid] = fields
             else:
-                self.client.srem(workers_set(self.prefix), wid)
+                self.client.srem(workers_set(self.meta), wid)
         return out
 
 

@@ -28,20 +28,28 @@ from typing import Any
 
 import orjson
 import redis
-import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterError,
+    NoPermissionError,
+    NoScriptError,
+    ResponseError,
+    TryAgainError,
+)
 
 from serving.keys import (
     SCHEMA_VERSION,
     batch_token_key,
     epoch_key,
     experiment_key,
+    meta_prefix,
     recs_key,
     worker_key,
     workers_set,
 )
 from serving.list_types import SOURCE_MODEL, Provenance, Ranked
 from serving.online import DEFAULT_ARM
+from serving.redis_client import AsyncClient, cluster_slot, group_by_slot, sync_client
 from serving.rerank import REASON_SEQUENCE
 from serving.trending import ADD_CLICKS, landmark_key, trending_key
 from streamrec.errors import ConfigError
@@ -99,17 +107,25 @@ return 1
 _TOKEN_TTL_MS = 3_600_000
 # Lists per script call. Redis runs nothing else while a script runs: 256 lists took
 # ~3 ms in one call here (INFO commandstats), 64 take under 1 ms (docs/benchmarks.md).
+# On Redis Cluster a call holds the lists of one hash slot (up to this many).
 LISTS_PER_CALL = 64
 
 
 class RecsWriter:
-    """Writes a batch of lists plus the worker's counters in one round trip."""
+    """Writes a batch of lists plus the worker's counters in one round trip (one per node
+    that holds some of them, in parallel, on Redis Cluster).
 
-    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int,
+    ``cluster``: the client is a cluster's. Each script call then holds lists of one hash
+    slot, and the keys that are not lists carry the prefix as a hash tag
+    (``serving.keys.meta_prefix``)."""
+
+    def __init__(self, client: AsyncClient, prefix: str, ttl_s: int,
                  status_ttl_s: int | None = None, trending_half_life_s: float = 3600.0,
-                 trending_max_items: int = 10_000) -> None:
+                 trending_max_items: int = 10_000, cluster: bool = False) -> None:
         self.client = client
         self.prefix = prefix
+        self.meta = meta_prefix(prefix, cluster)  # status, tokens, trending, experiments
+        self._slot = cluster_slot if cluster else None
         self.ttl_ms = ttl_s * 1000
         self.trending_half_life_ms = int(trending_half_life_s * 1000)
         self.trending_max_items = trending_max_items
@@ -153,8 +169,8 @@ class RecsWriter:
         ids = list(list_ids) if list_ids is not None else [""] * len(lists)
         versions = [model_version] * len(lists) if isinstance(model_version, str) else model_version
         arm_of = arms if arms is not None else [DEFAULT_ARM] * len(lists)
-        chunks = [range(lo, min(lo + LISTS_PER_CALL, len(lists)))
-                  for lo in range(0, len(lists), LISTS_PER_CALL)]
+        keys = [recs_key(self.prefix, p.user_id) for p, _ in lists]
+        chunks = group_by_slot(keys, LISTS_PER_CALL, self._slot)
         for chunk in chunks:
             args: list[Any] = [epoch, generated_at_ms, self.ttl_ms, SCHEMA_VERSION]
             for at in chunk:
@@ -163,26 +179,25 @@ class RecsWriter:
                          p.last_event_id, p.last_event_ts,
                          orjson.dumps(r.reasons or _default_reasons(r)), ids[at], versions[at],
                          arm_of[at])
-            pipe.evalsha(self._write_sha, len(chunk),
-                         *[recs_key(self.prefix, lists[at][0].user_id) for at in chunk], *args)
+            pipe.evalsha(self._write_sha, len(chunk), *[keys[at] for at in chunk], *args)
         deltas = [x for name, d in counters.items() if d for x in (name, d)]
         if deltas and batch_id is not None:
-            pipe.evalsha(self._count_sha, 2, worker_key(self.prefix, worker_id),
-                         batch_token_key(self.prefix, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
+            pipe.evalsha(self._count_sha, 2, worker_key(self.meta, worker_id),
+                         batch_token_key(self.meta, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
         elif deltas:
             self._add_counters(pipe, worker_id, counters)
         counted = experiments if experiments and batch_id is not None else {}
         for name, sums in counted.items():
             pairs = [x for field, v in sums.items() if v for x in (field, repr(float(v)))]
             if pairs:
-                pipe.evalsha(self._count_float_sha, 2, experiment_key(self.prefix, name),
-                             batch_token_key(self.prefix, worker_id, f"{batch_id}:x:{name}"),
+                pipe.evalsha(self._count_float_sha, 2, experiment_key(self.meta, name),
+                             batch_token_key(self.meta, worker_id, f"{batch_id}:x:{name}"),
                              _TOKEN_TTL_MS, *pairs)
         trend_at = None
         if clicked and batch_id is not None:
-            trend_at = len(pipe.command_stack)
-            pipe.evalsha(self._trend_sha, 3, trending_key(self.prefix), landmark_key(self.prefix),
-                         batch_token_key(self.prefix, worker_id, batch_id + ":trending"),
+            trend_at = len(pipe)
+            pipe.evalsha(self._trend_sha, 3, trending_key(self.meta), landmark_key(self.meta),
+                         batch_token_key(self.meta, worker_id, batch_id + ":trending"),
                          generated_at_ms, self.trending_half_life_ms, self.trending_max_items,
                          _TOKEN_TTL_MS, *[x for pair in clicked.items() for x in pair])
         self._add_status(pipe, worker_id, status)
@@ -201,7 +216,13 @@ class RecsWriter:
                     self._trend_log.add(f"{type(r).__name__}: {r}")
                     continue
                 raise r
-        return [bool(flag) for r in results[:len(chunks)] for flag in r]
+        if self._slot is None:  # one call per consecutive run: flags in order
+            return [bool(flag) for r in results[:len(chunks)] for flag in r]
+        written = [False] * len(lists)
+        for chunk, flags in zip(chunks, results, strict=False):
+            for at, flag in zip(chunk, flags, strict=True):
+                written[at] = bool(flag)
+        return written
 
     async def load_scripts(self) -> None:
         await self.client.script_load(_WRITE_IF_NEWER)
@@ -210,18 +231,18 @@ class RecsWriter:
         await self.client.script_load(ADD_CLICKS)
 
     def _add_counters(self, pipe: Any, worker_id: str, counters: Mapping[str, int]) -> None:
-        wkey = worker_key(self.prefix, worker_id)
+        wkey = worker_key(self.meta, worker_id)
         for name, delta in counters.items():
             if delta:
                 pipe.hincrby(wkey, name, delta)
 
     def _add_status(self, pipe: Any, worker_id: str, status: Mapping[str, str | int | float]) -> None:
-        key = worker_key(self.prefix, worker_id)
+        key = worker_key(self.meta, worker_id)
         if status:
             pipe.hset(key, mapping=dict(status))
         if self.status_ttl_ms:
             pipe.pexpire(key, self.status_ttl_ms)
-        pipe.sadd(workers_set(self.prefix), worker_id)
+        pipe.sadd(workers_set(self.meta), worker_id)
 
     async def report_status(self, worker_id: str, status: Mapping[str, str | int | float]) -> None:
         """Set fields of the worker's status hash (served version, swap time, …)."""
@@ -247,15 +268,29 @@ def check_redis(settings: Settings, timeout_s: float = 2.0) -> None:
     the worker waits for it (``streams.retry``).
     """
     url = settings.redis_url.get_secret_value()
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     where = settings.redis_host
     try:
+        client = sync_client(url, settings.redis_cluster, socket_connect_timeout=timeout_s,
+                             socket_timeout=timeout_s)
+    except redis.RedisClusterException as e:  # no seed node told the client the cluster's slots
+        cause = e.__cause__
+        refused = isinstance(cause, (AuthenticationError, NoPermissionError)) or any(
+            x in str(e) for x in ("NOAUTH", "WRONGPASS", "NOPERM", "not enabled"))
+        if refused:
+            raise ConfigError(f"Redis Cluster at {where} refused the worker ({e}); check "
+                              "STREAMREC_REDIS_URL's user, password and ACL, and that it names "
+                              "a cluster node") from None
+        log.warning("Redis Cluster at %s is not reachable at start (%s); the worker starts and "
+                    "waits for it before writing lists", where, e)
+        return
+    try:
         client.ping()
-        client.incrby(epoch_key(settings.key_prefix), 0)  # the fencing epoch: needs INCRBY on the prefix
+        # the fencing epoch: needs INCRBY on the prefix
+        client.incrby(epoch_key(meta_prefix(settings.key_prefix, settings.redis_cluster)), 0)
     except (AuthenticationError, NoPermissionError) as e:
         raise ConfigError(f"Redis at {where} refused the worker ({type(e).__name__}: {e}); "
                           "check STREAMREC_REDIS_URL's user, password and ACL") from None
-    except redis.ConnectionError as e:
+    except (redis.ConnectionError, ClusterError, TryAgainError, redis.RedisClusterException) as e:
         log.warning("Redis at %s is not reachable at start (%s); the worker starts and waits "
                     "for it before writing lists", where, e)
     except ResponseError as e:

@@ -27,14 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
 from msgspec.structs import replace
 
 from serving import experiments as ex
 from serving.bundle import QualityGate, load_bundle
 from serving.experiments import Arm, CanaryPolicy, Decision, Experiment
-from serving.keys import experiment_key
+from serving.keys import experiment_key, meta_prefix
 from serving.online import KS, OnlineCounts
+from serving.redis_client import sync_client
 from serving.registry import (
     announce,
     announce_experiment,
@@ -124,9 +124,10 @@ async def stop_experiment(settings: Settings, name: str, promote: str | None = N
 
 def read_counts(settings: Settings, name: str) -> tuple[dict[str, OnlineCounts], dict[str, int]]:
     """What the workers counted for ``name``: the sums per arm, and team-draft wins per arm."""
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    client = sync_client(settings.redis_url.get_secret_value(), settings.redis_cluster)
     try:
-        raw = client.hgetall(experiment_key(settings.key_prefix, name))
+        raw = client.hgetall(experiment_key(meta_prefix(settings.key_prefix, settings.redis_cluster),
+                                            name))
     finally:
         client.close()
     fields: dict[str, dict[str, float]] = {}

@@ -17,9 +17,9 @@ finite).
 timestamps: "now" is what trending is about, and a producer's clock (or a
 hostile timestamp) cannot push an item to the top for years.
 
-Redis layout (prefix = ``STREAMREC_KEY_PREFIX``): ``{prefix}trending`` is the
-sorted set (item id → score), ``{prefix}trending:landmark`` the landmark in
-epoch milliseconds. Both are updated once per batch, by one Lua script in the
+Redis layout (prefix = ``STREAMREC_KEY_PREFIX``, as a hash tag on Redis Cluster:
+``serving.keys.meta_prefix``): ``{prefix}trending`` is the sorted set (item id →
+score), ``{prefix}trending:landmark`` the landmark in epoch milliseconds. Both are updated once per batch, by one Lua script in the
 batch's pipeline; a retried pipeline adds a batch once (a token key, like the
 worker counters), and the set keeps its top ``max_items``.
 """
@@ -31,8 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
+from serving.redis_client import AsyncClient, SyncClient
 
 RESCALE_EXPONENT = 64.0  # 2**64 ~ 1.8e19: far below float overflow, rescaled long before
 # A decayed count below this is history, not trend: one click ~10 half-lives ago.
@@ -143,7 +142,7 @@ def _top_commands(pipe: Any, prefix: str, n: int) -> None:
     pipe.get(landmark_key(prefix))
 
 
-def read_trending(client: redis.Redis, prefix: str, half_life_ms: int, n: int) -> Trending:
+def read_trending(client: SyncClient, prefix: str, half_life_ms: int, n: int) -> Trending:
     """The top ``n`` trending items now (one round trip)."""
     pipe = client.pipeline(transaction=False)
     _top_commands(pipe, prefix, n)
@@ -162,7 +161,7 @@ class TrendingCache:
     def items(self) -> list[str]:
         return self.current.items
 
-    async def refresh(self, client: aioredis.Redis, prefix: str, half_life_ms: int,
+    async def refresh(self, client: AsyncClient, prefix: str, half_life_ms: int,
                       n: int) -> Trending:
         pipe = client.pipeline(transaction=False)
         _top_commands(pipe, prefix, n)

@@ -6,16 +6,19 @@ State is a plain dict so the table's JSON changelog round-trips it exactly::
      "ids":   [event_id, …],  # recent event ids, at most ``dedup_window``
      "seq":   int,            # events applied so far
      "last_id": str, "last_ts": int,
-     "p": int, "o": int}      # source partition and offset of the last applied event
+     "p": int, "o": int,      # source partition and offset of the last applied event
+     "g": int}                # the generation of that partition's log (absent: 0)
 
 Item ids are kept as external ids, not model indexes, so state survives a model
 swap with a different vocabulary. Applying an event that was applied before
 returns None, and the caller must leave state unchanged (idempotence under
 at-least-once delivery). An event counts as applied before when
 
-* it is a redelivery by Kafka: same partition, offset not after the last
-  applied one (exact, however old: a worker that died after applying a batch
-  but before committing its offsets has it redelivered); or
+* it is a redelivery by Kafka: same partition and log generation, offset not
+  after the last applied one (exact, however old: a worker that died after
+  applying a batch but before committing its offsets has it redelivered). A log
+  that begins again below the applied offsets starts a new generation
+  (:mod:`streams.log_resets`); or
 * its id is among the last ``dedup_window`` ids (a producer that sent the same
   event twice; a re-send older than the window is applied again).
 """
@@ -61,9 +64,11 @@ def new_session() -> Session:
     return {"items": [], "ids": [], "seq": 0, "last_id": "", "last_ts": 0, "p": -1, "o": -1}
 
 
-def already_applied(s: Session, event_id: str, partition: int = -1, offset: int = -1) -> bool:
+def already_applied(s: Session, event_id: str, partition: int = -1, offset: int = -1,
+                    generation: int = 0) -> bool:
     """Whether the event was applied to ``s`` before (a redelivery, or a recent id)."""
-    if partition >= 0 and partition == s.get("p") and offset <= s.get("o", -1):
+    if (partition >= 0 and partition == s.get("p") and generation == s.get("g", 0)
+            and offset <= s.get("o", -1)):
         return True
     return event_id in s["ids"]
 
@@ -77,12 +82,16 @@ def apply_event(
     dedup_window: int,
     partition: int = -1,
     offset: int = -1,
+    generation: int = 0,
 ) -> Session | None:
-    """New state after the event, or None if the event was already applied."""
+    """New state after the event, or None if the event was already applied.
+
+    ``generation`` is that of the partition's log (:mod:`streams.log_resets`).
+    """
     s = state if state is not None else new_session()
-    if already_applied(s, event_id, partition, offset):
+    if already_applied(s, event_id, partition, offset, generation):
         return None
-    return {
+    new = {
         "items": (s["items"] + [item_id])[-max_len:],
         "ids": (s["ids"] + [event_id])[-dedup_window:],
         "seq": s["seq"] + 1,
@@ -91,3 +100,6 @@ def apply_event(
         "p": partition,
         "o": offset,
     }
+    if generation:
+        new["g"] = generation
+    return new

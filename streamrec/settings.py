@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # A file holding the Redis password (a compose or Kubernetes secret), for a redis_url
     # without one: every client then connects with it. Trailing newlines are not part of it.
     redis_password_file: Path | None = None
+    # Redis Cluster: redis_url names any node (a seed); every client finds the others and
+    # follows the slots (serving/redis_client.py). Non-list keys then carry a hash tag.
+    redis_cluster: bool = False
     key_prefix: str = "streamrec:"
     recs_ttl_s: int = Field(7 * 24 * 3600, ge=1)
 
@@ -280,6 +283,21 @@ class Settings(BaseSettings):
         url = urlunsplit((u.scheme, f"{user}:{quote(password, safe='')}@{host}", u.path,
                           u.query, u.fragment))
         object.__setattr__(self, "redis_url", SecretStr(url))  # frozen: set once, here
+        return self
+
+    @model_validator(mode="after")
+    def _redis_cluster_url(self) -> Settings:
+        if not self.redis_cluster:
+            return self
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.redis_url.get_secret_value())
+        if u.scheme not in ("redis", "rediss"):
+            raise ConfigError("STREAMREC_REDIS_CLUSTER=true needs a redis:// or rediss:// "
+                              "STREAMREC_REDIS_URL naming a node (no unix socket)")
+        if u.path.strip("/") not in ("", "0"):
+            raise ConfigError(f"STREAMREC_REDIS_CLUSTER=true: Redis Cluster has only database 0; "
+                              f"STREAMREC_REDIS_URL names database {u.path.strip('/')}")
         return self
 
     @field_validator("key_prefix")

@@ -26,25 +26,29 @@ import logging
 import os
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import faust
-import redis.asyncio as aioredis
+from faust.types import TP
 from threadpoolctl import threadpool_limits
 
 from serving.catalogue import Catalogue
 from serving.funnel import Funnel
+from serving.keys import meta_prefix
 from serving.online import OnlineMetrics
+from serving.redis_client import AsyncClient
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import ensure_topics
 from streamrec.session import SessionRules
 from streamrec.settings import Settings
+from streams.batch import EndOffsets
 from streams.catalogue import ItemUpdates
 from streams.diagnostics import consumer_lag, consumer_state, install_task_dump
 from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
+from streams.log_resets import LogMarks
 from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter
 from streams.tables import SessionTable
@@ -68,7 +72,7 @@ class WorkerContext:
     fencing: Fencing
     compute: Executor  # the one thread that runs ONNX Runtime and FAISS
     metrics: WorkerMetrics
-    reads: aioredis.Redis  # the HTTP API's own connections (bounded; never the writer's)
+    reads: AsyncClient  # the HTTP API's own connections (bounded; never the writer's)
     trending: TrendingCache  # the fallback list's trending part, re-read by a timer
     catalogue: Catalogue  # the live item catalogue (new and withdrawn items)
     items: ItemUpdates  # its listener
@@ -78,6 +82,7 @@ class WorkerContext:
     started_at_ms: int
     rebalanced: bool = False  # a partition assignment has completed (readiness)
     heap_frozen: bool = False  # see settle_heap
+    marks: LogMarks = field(default_factory=LogMarks)  # log generations (streams.log_resets)
 
 
 async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: WorkerContext) -> None:
@@ -90,7 +95,9 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
     await ctx.holder.wait_ready()
     await ctx.items.ready.wait()  # the whole catalogue, before the first list
     settle_heap(ctx)
-    worker = click_worker(ctx)
+    for p in range(s.topic_partitions):  # every series from 0, so a rate() sees the first reset
+        ctx.metrics.log_resets.labels(str(p))
+    worker = click_worker(ctx, end_offset=lambda topic, partition: _highwater(app, topic, partition))
     pipeline = Pipeline(worker, stream.ack, s.pipeline_depth)
     try:
         # take_events (faust-streaming) is missing from StreamT, the interface
@@ -103,7 +110,16 @@ async def process_clicks(app: faust.App, stream: faust.StreamT[bytes], ctx: Work
     await pipeline.drain()
 
 
-def click_worker(ctx: WorkerContext) -> ClickWorker:
+def _highwater(app: faust.App, topic: str, partition: int) -> int | None:
+    """The partition's end offset as of the consumer's last fetch (None: none yet)."""
+    try:
+        end = app.consumer.highwater(TP(topic, partition))
+    except Exception:  # noqa: BLE001 - not assigned any more, consumer restarting: unknown
+        return None
+    return end if isinstance(end, int) and end >= 0 else None
+
+
+def click_worker(ctx: WorkerContext, end_offset: EndOffsets | None = None) -> ClickWorker:
     s = ctx.settings
     return ClickWorker(BatchContext(
         table=ctx.sessions, dlq=ctx.topics.dead_letters, model=ctx.holder, writer=ctx.writer,
@@ -111,7 +127,8 @@ def click_worker(ctx: WorkerContext) -> ClickWorker:
         rules=SessionRules.from_settings(s), funnel=ctx.funnel, worker_id=ctx.worker_id,
         metrics=ctx.metrics, trending=ctx.trending, catalogue=ctx.catalogue,
         dead_letter_max_bytes=s.dead_letter_max_bytes, online=ctx.online,
-        impressions=ctx.topics.impressions if s.impressions else None))
+        impressions=ctx.topics.impressions if s.impressions else None, marks=ctx.marks,
+        end_offset=end_offset or (lambda topic, partition: None)))
 
 
 async def process_impressions(stream: faust.StreamT[bytes], ctx: WorkerContext) -> None:
@@ -177,15 +194,17 @@ async def refresh_trending(ctx: WorkerContext) -> None:
     list length, since a user's seen items are left out; a Redis outage keeps the last."""
     s = ctx.settings
     try:
-        await ctx.trending.refresh(ctx.reads, s.key_prefix, int(s.trending_half_life_s * 1000),
-                                   2 * s.top_n)
+        await ctx.trending.refresh(ctx.reads, meta_prefix(s.key_prefix, s.redis_cluster),
+                                   int(s.trending_half_life_s * 1000), 2 * s.top_n)
     except Exception as e:  # noqa: BLE001 - best effort: the lists go on with the last read
         log.debug("trending not refreshed: %s: %s", type(e).__name__, e)
 
 
 def on_partitions_assigned(ctx: WorkerContext) -> None:
-    """A new fencing epoch for every assignment (:mod:`streams.fencing`)."""
+    """A new fencing epoch for every assignment (:mod:`streams.fencing`); the log
+    generations are read again from the table (another owner may have moved them on)."""
     ctx.fencing.on_assigned()
+    ctx.marks.forget()
 
 
 def on_rebalance_complete(app: faust.App, ctx: WorkerContext) -> None:

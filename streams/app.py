@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
-import redis.asyncio as aioredis
 
 from serving.catalogue import Catalogue
 from serving.funnel import Funnel, FunnelConfig
-from serving.keys import epoch_key
+from serving.keys import epoch_key, meta_prefix
 from serving.online import OnlineMetrics
+from serving.redis_client import async_client
 from serving.redis_store import RecsWriter
 from serving.trending import TrendingCache
 from streamrec.kafka import faust_credentials
@@ -68,9 +68,10 @@ def faust_app(settings: Settings) -> faust.App:
 
 def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
     """The agents' shared objects. Builds clients but does no I/O (redis-py connects lazily)."""
-    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
+    url, cluster = settings.redis_url.get_secret_value(), settings.redis_cluster
+    client = async_client(url, cluster)
     writer = RecsWriter(client, settings.key_prefix, settings.recs_ttl_s, settings.status_ttl_s,
-                        settings.trending_half_life_s, settings.trending_max_items)
+                        settings.trending_half_life_s, settings.trending_max_items, cluster)
     worker_id = settings.worker_name
     # Status is best-effort and written in the background: no Redis outage may stop a worker.
     status = StatusReporter(lambda fields: writer.report_status(worker_id, fields))
@@ -100,12 +101,11 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         updates=ModelUpdates(settings, holder, status, loader, metrics, on_swap=items.on_swap),
         writer=writer,
         status=status,
-        fencing=Fencing(lambda: client.incr(epoch_key(settings.key_prefix))),
+        fencing=Fencing(lambda: client.incr(epoch_key(meta_prefix(settings.key_prefix, cluster)))),
         compute=ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute"),
         metrics=metrics,
-        # requests beyond the pool wait for a connection (up to the timeout), not fail
-        reads=aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url.get_secret_value(), max_connections=READ_CONNECTIONS, timeout=2)),
+        # on one Redis, requests beyond the pool wait for a connection (up to 2 s), not fail
+        reads=async_client(url, cluster, max_connections=READ_CONNECTIONS),
         trending=TrendingCache(),
         catalogue=catalogue,
         items=items,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from serving.list_types import Provenance
 from streamrec.errors import EventError
 from streamrec.events import decode_event
 from streamrec.session import Session, SessionRules, apply_event
+from streams.log_resets import LogMarks, LogReset, mark_key, replaced
 
 
 class Sessions(Protocol):
@@ -99,20 +100,57 @@ class BatchOutcome:
     click_lists: list[str | None] = field(default_factory=list)  # the list_id each names, in step
     duplicates: int = 0
     epoch: int = 0  # the fencing epoch current when the batch was applied (streams.fencing)
+    resets: list[LogReset] = field(default_factory=list)  # log resets found (streams.log_resets)
 
 
-def redelivered(state: Session, rec: Record) -> bool:
+# (topic, partition) -> the partition's end offset (high watermark), None if unknown
+EndOffsets = Callable[[str, int], int | None]
+
+
+def redelivered(state: Session, rec: Record, generation: int = 0) -> bool:
     """Whether ``rec`` is a Kafka redelivery of an event ``state`` has applied (the offset rule)."""
-    return rec.partition == state.get("p") and rec.offset <= state.get("o", -1)
+    return (rec.partition == state.get("p") and generation == state.get("g", 0)
+            and rec.offset <= state.get("o", -1))
+
+
+class _Reset(Exception):  # control flow inside apply_batch: never escapes it
+    pass
 
 
 def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
-                epoch: int = 0) -> BatchOutcome:
+                epoch: int = 0, marks: LogMarks | None = None,
+                end_offset: EndOffsets | None = None) -> BatchOutcome:
     """Validate each record, apply valid ones in order, collect the touched users.
 
     Each touched user's state is assigned to the table once, after the batch, so a
     user with several events in a batch costs one changelog record, not several.
+
+    ``marks`` are the partitions' log generations and high marks, ``end_offset`` their
+    end offsets: a record that shows its partition's log began again below what was
+    applied from it starts the partition's next generation (:mod:`streams.log_resets`),
+    and the batch is applied again from its first record under it, so none of the new
+    log's events is taken for a redelivery.
     """
+    marks = marks if marks is not None else LogMarks()
+    ends = end_offset if end_offset is not None else (lambda topic, partition: None)
+    resets: list[LogReset] = []
+    partitions = len({r.partition for r in records})
+    while True:
+        try:
+            # a reset is found at most once per partition (a new generation has no high
+            # mark yet, and a batch's offsets only grow); the last pass looks for none
+            out = _apply(table, records, rules, epoch, marks, ends, resets,
+                         detect=len(resets) < partitions)
+        except _Reset:
+            continue
+        for r in resets:
+            table.put(mark_key(r.partition), r.marker(), r.partition)
+        out.resets = resets
+        return out
+
+
+def _apply(table: Sessions, records: Sequence[Record], rules: SessionRules, epoch: int,
+           marks: LogMarks, ends: EndOffsets, resets: list[LogReset], detect: bool) -> BatchOutcome:
     out = BatchOutcome(epoch=epoch)
     changed: dict[bytes, tuple[Session, int]] = {}
     for rec in records:
@@ -123,13 +161,26 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
             continue
         key = rec.key
         assert key is not None  # decode_event checked it
-        state = changed[key][0] if key in changed else table.get(key)
+        mark = marks.get(table, rec.partition)
+        state: Session | None
+        if key in changed:
+            state = changed[key][0]
+        else:
+            state = table.get(key)
+            if state is not None:
+                mark.saw(state, rec.partition)
+        why = replaced(mark, state, rec.partition, rec.offset, ev.event_id,
+                       ends(rec.topic, rec.partition)) if detect else None
+        if why is not None:
+            resets.append(marks.reset(mark, rec.topic, rec.partition, rec.offset,
+                                      ends(rec.topic, rec.partition), why))
+            raise _Reset
         new = apply_event(state, ev.event_id, ev.item_id, ev.ts, rules.max_len, rules.dedup_window,
-                          rec.partition, rec.offset)
+                          rec.partition, rec.offset, mark.generation)
         if new is None:
             out.duplicates += 1
             if (table.persistent and state is not None and key not in changed
-                    and redelivered(state, rec)):
+                    and redelivered(state, rec, mark.generation)):
                 # Kafka redelivers what was applied but not committed. With a disk store,
                 # the session that applied it may never have reached the changelog (the
                 # write survived a kill -9 that lost the buffered changelog send): send
@@ -145,6 +196,7 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
                 out.histories[ev.user_id] = state["items"]
             continue
         changed[key] = (new, rec.partition)
+        mark.raise_to(rec.offset, ev.event_id)
         out.applied_ts.append(ev.ts)
         out.clicked.append(ev.item_id)
         out.clickers.append(ev.user_id)

@@ -190,6 +190,9 @@ class WorkerMetrics:
             self.dead_lettered.labels(kind)
         self.lists_written = Counter("streamrec_lists_written", "Lists written to Redis",
                                      registry=r)
+        self.log_resets = Counter("streamrec_log_resets", "Clicks partitions found to begin "
+                                  "again below the highest offset applied from them (their "
+                                  "new events are applied)", ["partition"], registry=r)
         self.batch_size = Histogram("streamrec_batch_size_records", "Records per micro-batch",
                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
                                     registry=r)

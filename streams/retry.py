@@ -13,7 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -24,6 +31,10 @@ T = TypeVar("T")
 # An authentication or permission error does not (redis-py's AuthenticationError is a
 # ConnectionError, so it is singled out): it is a configuration error.
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
+# Redis Cluster's, while a failover or a slot migration is under way: CLUSTERDOWN (and
+# MASTERDOWN), TRYAGAIN, MOVED/ASK left after the client's own redirections, a slot no
+# node covers yet, redirections beyond the client's limit (ClusterError).
+CLUSTER_TRANSIENT = (ClusterError, TryAgainError, AskError, SlotNotCoveredError)
 
 # Transient failures retried so far in this process, by ``what`` (exported as
 # ``streamrec_redis_retries_total{operation}`` by streams.prometheus). The worker's
@@ -35,6 +46,11 @@ RETRIES: collections.Counter[str] = collections.Counter({op: 0 for op in OPERATI
 def is_transient(e: BaseException) -> bool:
     from redis.exceptions import AuthenticationError
 
+    if isinstance(e, CLUSTER_TRANSIENT):
+        return True
+    if isinstance(e, RedisClusterException) and e.__cause__ is not None:
+        # no seed node answered when the client (re)loaded the cluster's slots
+        return is_transient(e.__cause__)
     return isinstance(e, TRANSIENT) and not isinstance(e, AuthenticationError)
 
 

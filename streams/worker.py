@@ -27,9 +27,10 @@ from streamrec.errors import EventError
 from streamrec.impressions import Impression, decode_impression, encode_impression
 from streamrec.logs import RateLimitedLog
 from streamrec.session import SessionRules
-from streams.batch import BatchOutcome, DeadLetter, Record, Sessions, apply_batch
+from streams.batch import BatchOutcome, DeadLetter, EndOffsets, Record, Sessions, apply_batch
 from streams.fencing import Fencing
 from streams.hotswap import LiveExperiment, ModelHolder
+from streams.log_resets import LogMarks
 from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter, retry_transient
 
@@ -57,6 +58,8 @@ class BatchContext:
     dead_letter_max_bytes: int = 262_144
     online: OnlineMetrics | None = None  # None: online metrics off
     impressions: Any = None  # faust TopicT of the impressions; None: not sent
+    marks: LogMarks = field(default_factory=LogMarks)  # the partitions' log generations
+    end_offset: EndOffsets = lambda topic, partition: None  # a partition's high watermark
 
 
 class ClickWorker:
@@ -81,8 +84,14 @@ class ClickWorker:
         records = [Record(e.message.key, e.value, e.message.topic, e.message.partition,
                           e.message.offset) for e in events]
         epoch = await self.ctx.fencing.current()
-        out = apply_batch(self.ctx.table, records, self.ctx.rules, epoch)
+        out = apply_batch(self.ctx.table, records, self.ctx.rules, epoch, self.ctx.marks,
+                          self.ctx.end_offset)
         m = self.ctx.metrics
+        for reset in out.resets:
+            log.error("%s", reset.describe())
+            m.log_resets.labels(str(reset.partition)).inc()
+            self.ctx.status.report({"log_resets": self.ctx.marks.resets,
+                                    "last_log_reset": reset.describe()[:300]})
         m.events.inc(len(records))
         m.batch_size.observe(len(records))
         m.applied.inc(len(out.applied_ts))

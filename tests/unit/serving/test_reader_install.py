@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-READER = ("serving.reader", "serving.keys", "serving")
+READER = ("serving.reader", "serving.keys", "serving.redis_client", "serving")
 WORKER_ONLY = ("faust", "aiokafka", "onnxruntime", "faiss", "numpy", "msgspec", "pydantic",
                "pydantic_settings", "typer", "tqdm", "threadpoolctl", "prometheus_client", "torch",
                "mode", "streams", "training", "streamrec")
