@@ -32,6 +32,12 @@ class IndexType(str, Enum):
     hnsw_ip = "hnsw_ip"
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class SplitName(str, Enum):
     test = "test"
     valid = "valid"
@@ -100,6 +106,8 @@ def train(
     blend: Annotated[bool, typer.Option("--blend/--no-blend", help="With --attributes and --no-refit: choose the content blend's weight on validation (docs/models.md, \"The content blend\").")] = True,
     publish: Annotated[bool, typer.Option(help="Publish the bundle and announce it to workers.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    distributed: Annotated[bool, typer.Option(help="Data-parallel over the processes torchrun starts (torchrun --nproc-per-node N -m cli train ... --distributed); rank 0 writes the bundle.")] = False,
+    device: Annotated[Device, typer.Option(help="Where the sequence model trains: auto = cuda when a GPU is visible.")] = Device.cpu,
 ) -> None:
     """Train a model (SASRec by default, the two-tower model, or the pop/BPR baselines), evaluate, export a bundle."""
     # Every model and training flag is named like its config key (training/config.py).
@@ -110,11 +118,13 @@ def train(
              "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
              "lowpass": lowpass, "seed": seed, "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
-    from training.config import load_config, resolve_flags
+    from training.config import SEQUENCE_MODELS, load_config, resolve_flags
     from training.data.attributes import load_attributes
+    from training.distributed import close, init_distributed, resolve_device
     from training.models.ranker import RankerConfig
     from training.pipeline import load_topic_data, load_training_data, run_training
 
+    ctx = None
     try:  # a bad flag combination is a usage error (exit 2), before any data is read
         chosen, _, tcfg, _ = resolve_flags(load_config(config), model.value if model else None, flags)
         if ranker and (chosen not in ("sasrec", "twotower") or tcfg.refit):
@@ -122,6 +132,13 @@ def train(
                               "model without a refit: add --no-refit"
                               if chosen in ("sasrec", "twotower") else
                               f"--ranker ranks a sequence model's candidates, not {chosen}'s")
+        if (distributed or device is not Device.cpu) and chosen not in SEQUENCE_MODELS:
+            raise ConfigError(f"--distributed and --device train the sequence models "
+                              f"({', '.join(SEQUENCE_MODELS)}), not {chosen}")
+        on = resolve_device(device.value)
+        if distributed:
+            ctx = init_distributed(device.value, tcfg.threads)
+            on = ctx.device
         negs = None
         if from_topic and tcfg.impression_negatives:
             if data is not None or synthetic:
@@ -135,12 +152,17 @@ def train(
                                          on_read=lambda msg: typer.echo(msg, err=True))
         attrs = load_attributes(attributes) if attributes is not None else None
         result = run_training(dataset, out, config=config, model=model.value if model else None,
-                              flags=flags, index_type=index_type.value, progress=not json_out,
+                              flags=flags, index_type=index_type.value,
+                              progress=not json_out and (ctx is None or ctx.is_main),
                               attributes=attrs,
                               ranker=RankerConfig(candidates=ranker_candidates) if ranker else None,
-                              tower=tower, blend=blend, negatives=negs)
+                              tower=tower, blend=blend, negatives=negs, ctx=ctx, device=on)
     except (ConfigError, DataError) as e:
+        close(ctx)
         fail(str(e), 2)
+    close(ctx)
+    if ctx is not None and not ctx.is_main:
+        return  # rank 0 reports, publishes and writes
     if publish and "bundle" in result:
         from serving.registry import publish_bundle
 

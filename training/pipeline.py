@@ -21,6 +21,7 @@ from training.data.attributes import MAX_ATTRS, ItemAttributes
 from training.data.from_topic import encode_negatives, read_impressions, read_topic
 from training.data.sequences import SequenceData, Split, item_counts, leave_one_out, load_dataset
 from training.data.synthetic import generate
+from training.distributed import Distributed
 from training.evaluation.cold_start import (
     SLOT_ONLY_LOSS_CAP,
     ContentMap,
@@ -44,7 +45,7 @@ from training.models.baselines import BPRConfig, bpr_metrics, popularity_metrics
 from training.models.blend import fit_blend
 from training.models.ranker import FittedRanker, RankerConfig, fit_ranker
 from training.models.retrieval import RetrievalModel, SASRecConfig, TwoTowerConfig
-from training.models.train import TrainConfig, torch_encode, train_sasrec
+from training.models.train import TrainConfig, TrainResult, torch_encode, train_sasrec
 
 POPULAR_K = 500
 
@@ -61,6 +62,7 @@ class TrainReport:
     popularity_test: dict[str, dict[str, float]]
     ranker: dict[str, Any] | None = None  # the ranking stage's report (training.models.ranker)
     blend: dict[str, Any] | None = None  # the content blend's report (training.models.blend)
+    distributed: dict[str, Any] | None = None  # the process group it trained in, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.manifest.model, "version": self.manifest.version, "bundle": str(self.bundle),
@@ -70,7 +72,8 @@ class TrainReport:
                 "valid": {"full": self.valid}, "test": self.test,
                 "popularity_test": self.popularity_test,
                 **({"ranker": self.ranker} if self.ranker else {}),
-                **({"content_blend": self.blend} if self.blend else {})}
+                **({"content_blend": self.blend} if self.blend else {}),
+                **({"distributed": self.distributed} if self.distributed else {})}
 
 
 def tower_inputs(data: SequenceData, attributes: ItemAttributes | None, mcfg: dict[str, Any],
@@ -90,25 +93,42 @@ def tower_inputs(data: SequenceData, attributes: ItemAttributes | None, mcfg: di
                 **mcfg), matrix
 
 
+def fit_sequence_model(data: SequenceData, mcfg: dict[str, Any], tcfg: TrainConfig,
+                       progress: bool = True, attributes: ItemAttributes | None = None,
+                       tower: bool = True, model_name: str = "sasrec",
+                       negatives: list[list[list[int]]] | None = None,
+                       ctx: Distributed | None = None, device: torch.device | None = None,
+                       ) -> tuple[Split, TrainResult]:
+    """The leave-one-out split and the sequence model trained on it (the training half of
+    :func:`train_and_export`; what every rank of a distributed run does)."""
+    split = leave_one_out(data)
+    cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg, model_name)
+    return split, train_sasrec(split, cfg, tcfg, progress, item_attrs, negatives, ctx=ctx,
+                               device=device)
+
+
 def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: TrainConfig,
                      progress: bool = True, index_type: str = "auto",
                      attributes: ItemAttributes | None = None,
                      ranker: RankerConfig | None = None, tower: bool = True,
                      model_name: str = "sasrec", blend: bool = True,
-                     negatives: list[list[list[int]]] | None = None) -> TrainReport:
+                     negatives: list[list[list[int]]] | None = None,
+                     ctx: Distributed | None = None, device: torch.device | None = None,
+                     ) -> TrainReport:
     """Train SASRec or the two-tower model (``model_name``) (with an item tower over ``attributes`` unless ``tower`` is off; the
     ranker reads the attributes either way), evaluate, and export the bundle to ``out``. With
     attributes and the tower off, the bundle's item tower is a content map fitted on the
     trained item vectors (:class:`training.evaluation.cold_start.ContentMap`), so new items can be served.
     With attributes and ``blend``, the content blend's weight is chosen on validation
-    (:mod:`training.models.blend`)."""
+    (:mod:`training.models.blend`). ``ctx``: train data-parallel in a process group
+    (:mod:`training.distributed`); only rank 0 calls this, the others
+    :func:`fit_sequence_model`. ``device``: where to train (default the CPU)."""
     if ranker is not None and tcfg.refit:
         raise ConfigError("the ranker learns from the validation item, which a refit trains the "
                           "retrieval model on: use --no-refit with --ranker")
-    split = leave_one_out(data)
+    split, result = fit_sequence_model(data, mcfg, tcfg, progress, attributes, tower, model_name,
+                                       negatives, ctx, device)
     counts = item_counts(split.train, data.num_items)
-    cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg, model_name)
-    result = train_sasrec(split, cfg, tcfg, progress, item_attrs, negatives)
     valid = {k: v for k, v in result.valid.items() if "@" in k}
     model = result.model
     inputs = split.inputs("test")
@@ -131,12 +151,14 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
                  "train_seconds": round(result.seconds, 1),
                  "protocol": "leave-one-out; full = all items, history masked; sampled = 100 "
                              "uniform unseen negatives, seed 0",
-                 **({"content_blend": blended} if blended and "beta" in blended else {})},
+                 **({"content_blend": blended} if blended and "beta" in blended else {}),
+                 **({"distributed": ctx.describe()} if ctx is not None else {})},
         dataset=data.describe(), train_config=tcfg.to_dict(), index_type=index_type,
         attributes=attributes, ranker=fitted, content_map=cmap)
     return TrainReport(manifest, out, result.seconds + time.monotonic() - t0, result.epochs_run,
                        result.best_epoch, valid, test, pop,
-                       None if fitted is None else fitted.report(), blended)
+                       None if fitted is None else fitted.report(), blended,
+                       None if ctx is None else ctx.describe())
 
 
 BLEND_CANDIDATES = 200  # the worker's default STREAMREC_CANDIDATES
@@ -220,16 +242,27 @@ def run_training(data: SequenceData, out: Path, *, config: Path | None, model: s
                  flags: dict[str, Any], index_type: str = "auto", progress: bool = True,
                  attributes: ItemAttributes | None = None,
                  ranker: RankerConfig | None = None, tower: bool = True,
-                 blend: bool = True, negatives: list[list[list[int]]] | None = None) -> dict[str, Any]:
+                 blend: bool = True, negatives: list[list[list[int]]] | None = None,
+                 ctx: Distributed | None = None, device: torch.device | None = None,
+                 ) -> dict[str, Any]:
     """What ``streamrec train`` does: resolve the configuration (file < flags), then train
     SASRec (with an item tower over ``attributes`` when given) and export its bundle to
-    ``out``, or run a baseline (which exports nothing)."""
+    ``out``, or run a baseline (which exports nothing). With ``ctx`` (a sequence model
+    only), every rank trains and rank 0 alone evaluates on test and exports; the other
+    ranks return ``{"rank": …}``."""
     chosen, mcfg, tcfg, bcfg = resolve_flags(load_config(config), model, flags)
     if chosen not in SEQUENCE_MODELS:
+        if ctx is not None or (device is not None and device.type != "cpu"):
+            raise ConfigError(f"--distributed and --device train the sequence models "
+                              f"({', '.join(SEQUENCE_MODELS)}), not {chosen}")
         return run_baseline(chosen, data, bcfg, progress=progress)
+    if ctx is not None and not ctx.is_main:
+        fit_sequence_model(data, mcfg, tcfg, False, attributes, tower, chosen, negatives, ctx, device)
+        return {"rank": ctx.rank}
     return train_and_export(data, out, mcfg, tcfg, progress=progress, index_type=index_type,
                             attributes=attributes, ranker=ranker, tower=tower,
-                            model_name=chosen, blend=blend, negatives=negatives).to_dict()
+                            model_name=chosen, blend=blend, negatives=negatives,
+                            ctx=ctx, device=device).to_dict()
 
 
 def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Path | None,

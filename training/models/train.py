@@ -9,10 +9,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from streamrec.sequences import left_pad
 from training.data.sequences import Split
-from training.evaluation.evaluate import evaluate_full
+from training.distributed import Distributed
+from training.evaluation.evaluate import BATCH, encode_all, evaluate_full, full_ranks_of
+from training.evaluation.ranking_metrics import hr_ndcg
 from training.models.early_stop import EarlyStopping
 from training.models.progress import epochs
 from training.models.retrieval import (
@@ -106,29 +110,54 @@ def length_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator)
 
 
 def torch_encode(model: RetrievalModel) -> Any:
-    """An ``EncodeFn`` over the torch model (eval mode, no grad)."""
+    """An ``EncodeFn`` over the torch model (eval mode, no grad), on the model's device."""
     def encode(seqs: np.ndarray) -> np.ndarray:
+        device = model.item_emb.weight.device
         with torch.no_grad():
-            return model(torch.from_numpy(seqs)).numpy()
+            return model(torch.from_numpy(seqs).to(device)).cpu().numpy()
     return encode
 
 
-def evaluate_model(model: RetrievalModel, split: Split, which: str) -> dict[str, float]:
+def evaluate_model(model: RetrievalModel, split: Split, which: str,
+                   ctx: Distributed | None = None) -> dict[str, float]:
+    """Full-ranking HR/NDCG on ``which``. With ``ctx``, each rank scores its share of the
+    users (whole batches of the single-process evaluation) and the ranks are gathered: the
+    same numbers on every rank as one process gets."""
     model.eval()
-    items = model.item_vectors()[1:].detach().numpy()
-    return evaluate_full(torch_encode(model), items, split.inputs(which), split.targets(which),
-                         model.cfg.max_len)
+    items = model.item_vectors()[1:].detach().cpu().numpy()
+    inputs, targets = split.inputs(which), split.targets(which)
+    if ctx is None or ctx.world_size == 1:
+        return evaluate_full(torch_encode(model), items, inputs, targets, model.cfg.max_len)
+    lo, hi = ctx.shard(len(inputs), BATCH)
+    mine = inputs[lo:hi]
+    ranks = (full_ranks_of(encode_all(torch_encode(model), mine, model.cfg.max_len), items, mine,
+                           targets[lo:hi]) if hi > lo else np.empty(0, dtype=np.int64))
+    return hr_ndcg(ctx.gather_rows(ranks, len(inputs), BATCH))
+
+
+class _Loss(nn.Module):
+    """The model's training loss as a ``forward`` (what DistributedDataParallel wraps)."""
+
+    def __init__(self, model: RetrievalModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        return self.model.loss(*args)
 
 
 def train_sasrec(split: Split, mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool = True,
                  item_attrs: torch.Tensor | None = None,
-                 negatives: list[list[list[int]]] | None = None) -> TrainResult:
+                 negatives: list[list[list[int]]] | None = None,
+                 ctx: Distributed | None = None, device: torch.device | None = None) -> TrainResult:
     """Train SASRec, or the two-tower model for a :class:`TwoTowerConfig` (with an item tower
     when ``mcfg.attributes`` and ``item_attrs`` are given). ``negatives``: per user and
     position of the full sequence, impression negatives (used with
-    ``cfg.impression_negatives`` and the sampled loss)."""
+    ``cfg.impression_negatives`` and the sampled loss). ``ctx``: data-parallel over the
+    ranks of a process group (:mod:`training.distributed`); ``device``: where to train (default
+    the CPU, or ``ctx``'s). The model comes back on the CPU either way."""
     result = _fit(split, split.train, mcfg, cfg, progress, select=True, item_attrs=item_attrs,
-                  negatives=negatives)
+                  negatives=negatives, ctx=ctx, device=device)
     if not cfg.refit:
         return result
     seqs = list(split.train)
@@ -136,25 +165,37 @@ def train_sasrec(split: Split, mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainCo
         seqs[u] = split.train[u] + [int(v)]
     again = replace(cfg, epochs=result.best_epoch, patience=result.best_epoch + 1, max_minutes=None)
     refit = _fit(split, seqs, mcfg, again, progress, select=False, item_attrs=item_attrs,
-                 negatives=negatives)
+                 negatives=negatives, ctx=ctx, device=device)
     return TrainResult(refit.model, result.best_epoch, result.epochs_run + refit.epochs_run,
                        result.seconds + refit.seconds, result.valid, result.history + refit.history)
 
 
 def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool,
          select: bool, item_attrs: torch.Tensor | None = None,
-         negatives: list[list[list[int]]] | None = None) -> TrainResult:
-    """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10."""
+         negatives: list[list[list[int]]] | None = None, ctx: Distributed | None = None,
+         device: torch.device | None = None) -> TrainResult:
+    """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10.
+    With ``ctx``, each rank trains on its piece of every batch and DDP averages the
+    gradients; the stopping decision is rank 0's."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = build_model(mcfg, item_attrs)
+    device = device or (ctx.device if ctx is not None else torch.device("cpu"))
+    model = build_model(mcfg, item_attrs).to(device)
+    step: nn.Module = _Loss(model)
+    if ctx is not None:
+        # the same initial weights everywhere (DDP broadcasts rank 0's); then each rank
+        # draws its own dropout masks and negatives
+        step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(cfg.seed + 1000 * ctx.rank)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     inputs, targets = training_pairs(seqs, mcfg.max_len)
     lengths = (targets > 0).sum(dim=1)
+    inputs, targets = inputs.to(device), targets.to(device)
     use_shown = cfg.loss == "sampled" and cfg.impression_negatives > 0 and negatives is not None
-    shown = (shown_tensor(seqs, negatives, mcfg.max_len, cfg.impression_negatives)
+    shown = (shown_tensor(seqs, negatives, mcfg.max_len, cfg.impression_negatives).to(device)
              if use_shown and negatives is not None else None)
+    # the batch order: the same draw on every rank
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     # The refit trains on the validation items (no honest validation): every epoch is
@@ -168,11 +209,16 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
         total, n = 0.0, 0
         # hard negatives come from the current embeddings, refreshed once per epoch
         neighbours = nearest_items(model) if cfg.loss == "sampled" and cfg.hard_negatives else None
-        for idx in length_batches(lengths, cfg.batch_size, gen):
-            width = int(lengths[idx].max())
-            loss = model.loss(inputs[idx, -width:], targets[idx, -width:], cfg.loss, cfg.negatives,
-                              neighbours, cfg.hard_negatives, cfg.mask_seen,
-                              None if shown is None else shown[idx, -width:])
+        for batch in length_batches(lengths, cfg.batch_size, gen):
+            if ctx is not None:
+                if len(batch) < ctx.world_size:  # a piece for every rank, or no step at all
+                    continue
+                batch = ctx.split_batch(batch)
+            width = int(lengths[batch].max())
+            idx = batch.to(device)
+            loss = step(inputs[idx, -width:], targets[idx, -width:], cfg.loss, cfg.negatives,
+                        neighbours, cfg.hard_negatives, cfg.mask_seen,
+                        None if shown is None else shown[idx, -width:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -182,14 +228,17 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
             bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
             stop.update(epoch, float(epoch), model)
             continue
-        valid = evaluate_model(model, split, "valid")
+        valid = evaluate_model(model, split, "valid", ctx)
         history.append({"epoch": epoch, "loss": total / max(n, 1), **valid,
                         "seconds": time.monotonic() - start})
         bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid['ndcg@10']:.4f}")
-        if stop.update(epoch, valid["ndcg@10"], model):
+        done = stop.update(epoch, valid["ndcg@10"], model)
+        if ctx is not None:  # the time budget runs out at different moments on each rank
+            done = ctx.broadcast_flag(done)
+        if done:
             break
     stop.restore(model)
-    model.eval()
+    model.eval().cpu()
     best_epoch = stop.best_epoch
     return TrainResult(model, best_epoch, len(history), time.monotonic() - start,
                        history[best_epoch - 1], history)
