@@ -131,10 +131,12 @@ def bench_restart(
     stores: Annotated[str, typer.Option(help="Table stores, comma-separated: memory, rocksdb.")] = "memory,rocksdb",
     kill: Annotated[bool, typer.Option("--kill/--sigterm", help="Stop the first worker with SIGKILL (a crash) instead of SIGTERM (a deploy).")] = False,
     probe: Annotated[int, typer.Option(min=1, help="Users clicked after the restart, whose lists must be fresh.")] = 100,
+    events: Annotated[int, typer.Option(min=0, help="Clicks on random users after the restart: the restarted worker's CPU s per 1k events (0: not measured).")] = 0,
     bundle: Annotated[Path | None, typer.Option(help="Bundle to serve (default: random Beauty-sized).")] = None,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-restart.json"),
 ) -> None:
-    """Restart to ready with N users' sessions, on each table store (STREAMREC_TABLE_STORE)."""
+    """Restart to ready with N users' sessions, on each table store (STREAMREC_TABLE_STORE);
+    with --events, CPU per event after it; rocksdb's disk per user after compaction."""
     from bench.bundle import random_bundle
     from bench.restart import as_dict, measure_restart
     from bench.run import write_results
@@ -149,7 +151,7 @@ def bench_restart(
     results = []
     for name in names:
         r = measure_restart(settings(), path, store=name, users=users, probe=min(probe, users),
-                            kill=kill, log_dir=logs)
+                            kill=kill, log_dir=logs, events=events)
         typer.echo(r.row())
         results.append(r)
     write_results(out, {"users": users, "results": as_dict(results)})
@@ -179,13 +181,43 @@ def bench_items(
 
 
 @app.command("bench-state", rich_help_panel=BENCHMARKS)
-def bench_state() -> None:
-    """Bytes per user of session state, and what 10M users would need."""
+def bench_state(
+    measure: Annotated[bool, typer.Option("--measure", help="Also measure: list hashes in Redis written by a worker, sessions in each table store (needs the local services).")] = False,
+    top_n: Annotated[str, typer.Option(help="With --measure: STREAMREC_TOP_N values, comma-separated.")] = "10,20,50",
+    users: Annotated[int, typer.Option(min=100, help="With --measure: users with a list per top_n.")] = 5000,
+    events: Annotated[str, typer.Option(help="With --measure: clicks per user of the measured sessions, comma-separated.")] = "1,10,50,200",
+    sessions: Annotated[int, typer.Option(min=1000, help="With --measure: sessions per point.")] = 20_000,
+    bundle: Annotated[Path | None, typer.Option(help="With --measure: bundle the worker serves (default: random Beauty-sized).")] = None,
+    out: Annotated[Path, typer.Option(help="With --measure: JSON results file.")] = Path("results/bench-state.json"),
+) -> None:
+    """Bytes per user of session state, and what 10M users would need; with --measure,
+    measured bytes per user in Redis (per top_n), the memory store and RocksDB."""
     from bench.state import state_rows
 
     s = settings()
     for row in state_rows(s.session_max_len, s.dedup_window):
         typer.echo(row)
+    if not measure:
+        return
+    from bench.bundle import random_bundle
+    from bench.run import write_results
+    from bench.state import list_bytes, session_bytes
+
+    tops = [int(x) for x in _numbers(top_n, "--top-n", int)]
+    lengths = [int(x) for x in _numbers(events, "--events", int)]
+    logs = BENCH_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stored = session_bytes(lengths, sessions, s.session_max_len, s.dedup_window)
+    for point in stored:
+        typer.echo(point.row())
+    lists = list_bytes(s, bundle or random_bundle(BENCH_DIR), top_ns=tops, users=users, log_dir=logs)
+    for measured in lists:
+        typer.echo(measured.row())
+    from dataclasses import asdict
+
+    write_results(out, {"session_max_len": s.session_max_len, "dedup_window": s.dedup_window,
+                        "sessions": [asdict(r) for r in stored], "lists": [asdict(r) for r in lists]})
+    typer.echo(f"wrote {out}")
 
 
 @app.command("bench-funnel", rich_help_panel=BENCHMARKS)
