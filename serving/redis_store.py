@@ -164,7 +164,9 @@ class RecsWriter:
         ``batch_id`` unique to the batch, its counters and clicks are added once.
         """
         pipe = self.client.pipeline(transaction=False)
-        # plain EVALSHA: redis-py's Script wrapper costs more per call than the script
+        # plain EVALSHA: redis-py's Script wrapper costs more per call than the script (and
+        # a cluster pipeline refuses pipe.evalsha; execute_command is what it calls anyway)
+        evalsha = pipe.execute_command
         # a script holds Redis while it runs: chunks bound what other clients wait for
         ids = list(list_ids) if list_ids is not None else [""] * len(lists)
         versions = [model_version] * len(lists) if isinstance(model_version, str) else model_version
@@ -179,27 +181,27 @@ class RecsWriter:
                          p.last_event_id, p.last_event_ts,
                          orjson.dumps(r.reasons or _default_reasons(r)), ids[at], versions[at],
                          arm_of[at])
-            pipe.evalsha(self._write_sha, len(chunk), *[keys[at] for at in chunk], *args)
+            evalsha("EVALSHA", self._write_sha, len(chunk), *[keys[at] for at in chunk], *args)
         deltas = [x for name, d in counters.items() if d for x in (name, d)]
         if deltas and batch_id is not None:
-            pipe.evalsha(self._count_sha, 2, worker_key(self.meta, worker_id),
-                         batch_token_key(self.meta, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
+            evalsha("EVALSHA", self._count_sha, 2, worker_key(self.meta, worker_id),
+                    batch_token_key(self.meta, worker_id, batch_id), _TOKEN_TTL_MS, *deltas)
         elif deltas:
             self._add_counters(pipe, worker_id, counters)
         counted = experiments if experiments and batch_id is not None else {}
         for name, sums in counted.items():
             pairs = [x for field, v in sums.items() if v for x in (field, repr(float(v)))]
             if pairs:
-                pipe.evalsha(self._count_float_sha, 2, experiment_key(self.meta, name),
-                             batch_token_key(self.meta, worker_id, f"{batch_id}:x:{name}"),
-                             _TOKEN_TTL_MS, *pairs)
+                evalsha("EVALSHA", self._count_float_sha, 2, experiment_key(self.meta, name),
+                        batch_token_key(self.meta, worker_id, f"{batch_id}:x:{name}"),
+                        _TOKEN_TTL_MS, *pairs)
         trend_at = None
         if clicked and batch_id is not None:
             trend_at = len(pipe)
-            pipe.evalsha(self._trend_sha, 3, trending_key(self.meta), landmark_key(self.meta),
-                         batch_token_key(self.meta, worker_id, batch_id + ":trending"),
-                         generated_at_ms, self.trending_half_life_ms, self.trending_max_items,
-                         _TOKEN_TTL_MS, *[x for pair in clicked.items() for x in pair])
+            evalsha("EVALSHA", self._trend_sha, 3, trending_key(self.meta), landmark_key(self.meta),
+                    batch_token_key(self.meta, worker_id, batch_id + ":trending"),
+                    generated_at_ms, self.trending_half_life_ms, self.trending_max_items,
+                    _TOKEN_TTL_MS, *[x for pair in clicked.items() for x in pair])
         self._add_status(pipe, worker_id, status)
         results = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in results):
