@@ -18,9 +18,9 @@ import uuid
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from serving.list_types import SOURCE_MODEL, Provenance, Ranked
+from serving.redis_client import async_client
 from serving.redis_store import RecsWriter
 
 
@@ -50,10 +50,10 @@ def _batch(rng: np.random.Generator, size: int, seq: int, users: int, top_n: int
 
 
 async def _run(redis_url: str, batch_sizes: list[int], batches: int, users: int, top_n: int,
-               seed: int) -> list[StoreResult]:
-    client = aioredis.Redis.from_url(redis_url)
+               seed: int, cluster: bool = False) -> list[StoreResult]:
+    client = async_client(redis_url, cluster)
     prefix = f"bench-store:{uuid.uuid4().hex[:8]}:"
-    writer = RecsWriter(client, prefix, ttl_s=600, status_ttl_s=600)
+    writer = RecsWriter(client, prefix, ttl_s=600, status_ttl_s=600, cluster=cluster)
     rng = np.random.default_rng(seed)
     out = []
     try:
@@ -78,6 +78,7 @@ async def _run(redis_url: str, batch_sizes: list[int], batches: int, users: int,
                                    cpu * 1e6 / batches / size))
     finally:
         keys = [k async for k in client.scan_iter(f"{prefix}*", count=10_000)]
+        keys += [k async for k in client.scan_iter(f"{{{prefix}}}*", count=10_000)]  # cluster
         for lo in range(0, len(keys), 5000):
             await client.delete(*keys[lo:lo + 5000])
         await client.aclose()
@@ -85,8 +86,9 @@ async def _run(redis_url: str, batch_sizes: list[int], batches: int, users: int,
 
 
 def run(redis_url: str, batch_sizes: list[int], batches: int = 50, users: int = 10_000,
-        top_n: int = 10, seed: int = 0) -> list[StoreResult]:
-    return asyncio.run(_run(redis_url, batch_sizes, batches, users, top_n, seed))
+        top_n: int = 10, seed: int = 0, cluster: bool = False) -> list[StoreResult]:
+    """``cluster``: ``redis_url`` names a node of a Redis Cluster."""
+    return asyncio.run(_run(redis_url, batch_sizes, batches, users, top_n, seed, cluster))
 
 
 def as_dict(results: list[StoreResult]) -> list[dict[str, object]]:

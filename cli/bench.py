@@ -250,13 +250,15 @@ def bench_store(
     top_n: Annotated[int, typer.Option(min=1, help="Items per list.")] = 10,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-store.json"),
 ) -> None:
-    """The Redis write of one batch of lists, in process: the client's CPU and the round trip."""
+    """The Redis write of one batch of lists, in process: the client's CPU and the round trip
+    (against a Redis Cluster with STREAMREC_REDIS_CLUSTER=true)."""
     sizes = [int(x) for x in _numbers(batch_sizes, "--batch-sizes", int)]
     from bench.store import as_dict, run
 
     s = settings()
-    results = run(s.redis_url.get_secret_value(), sizes, batches=batches, top_n=top_n)
-    _report(results, out, {"top_n": top_n, "results": as_dict(results)})
+    results = run(s.redis_url.get_secret_value(), sizes, batches=batches, top_n=top_n,
+                  cluster=s.redis_cluster)
+    _report(results, out, {"top_n": top_n, "cluster": s.redis_cluster, "results": as_dict(results)})
 
 
 @app.command("bench-online", rich_help_panel=BENCHMARKS)
