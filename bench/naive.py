@@ -14,13 +14,13 @@ import os
 import time
 
 import numpy as np
-import redis.asyncio as aioredis
 import torch
 from aiokafka import AIOKafkaConsumer
 
 from bench.bundle import torch_weights
-from serving.keys import recs_key, worker_key
+from serving.keys import meta_prefix, recs_key, worker_key
 from serving.latency import bucket_counts
+from serving.redis_client import AsyncClient, async_client
 from serving.vocab import Vocabulary
 from streamrec.kafka import client_kwargs
 from streamrec.settings import Settings
@@ -35,8 +35,8 @@ async def main() -> None:
     model.load_state_dict(ckpt["state"])
     vocab = Vocabulary.load(s.bundle_path / "vocab.json")
     items = model.item_vectors()[1:].detach()
-    r = aioredis.Redis.from_url(s.redis_url.get_secret_value())
-    wkey = worker_key(s.key_prefix, s.worker_id or f"naive-{os.getpid()}")
+    r = async_client(s.redis_url.get_secret_value(), s.redis_cluster)
+    wkey = worker_key(meta_prefix(s.key_prefix, s.redis_cluster), s.worker_id or f"naive-{os.getpid()}")
     await r.hset(wkey, mapping={"model_version": "naive", "rebalanced_at": int(time.time() * 1000)})
     consumer = AIOKafkaConsumer(s.clicks_topic, **client_kwargs(s),
                                 group_id=f"{s.app_id}-naive", auto_offset_reset="earliest")
@@ -58,7 +58,7 @@ async def main() -> None:
 
 
 async def handle(value: bytes, sessions: dict[str, list[int]], model: SASRec, items: torch.Tensor,
-                 vocab: Vocabulary, r: aioredis.Redis, s: Settings) -> None:
+                 vocab: Vocabulary, r: AsyncClient, s: Settings) -> None:
     ev = json.loads(value)
     seq = sessions.setdefault(ev["user_id"], [])
     idx = vocab.index(ev["item_id"])
@@ -82,7 +82,7 @@ async def handle(value: bytes, sessions: dict[str, list[int]], model: SASRec, it
     await pipe.execute()
 
 
-async def _flush(r: aioredis.Redis, wkey: str, lags: list[int]) -> None:
+async def _flush(r: AsyncClient, wkey: str, lags: list[int]) -> None:
     if not lags:
         return
     pipe = r.pipeline(transaction=False)

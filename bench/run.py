@@ -31,13 +31,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
-import redis
 
 from bench.load import produce
 from cli.harness import WorkerProcess
 from cli.waiting import ProcessExited, poll_until
+from serving.keys import meta_prefix
 from serving.latency import FIELD, diff, percentiles
 from serving.reader import RecsReader
+from serving.redis_client import sync_client
 from streamrec.errors import ConfigError
 from streamrec.items import ItemRecord, encode_item
 from streamrec.kafka import ensure_topics
@@ -101,7 +102,8 @@ class Fleet:
             "key_prefix": f"bench:{run}:", "rebalance_timeout_s": 5.0, "session_timeout_s": 10.0,
             "producer_max_batch_bytes": Settings.model_fields["producer_max_batch_bytes"].default})
         asyncio.run(ensure_topics(self.settings))
-        self.redis = redis.Redis.from_url(base.redis_url.get_secret_value(), decode_responses=True)
+        self.redis = sync_client(base.redis_url.get_secret_value(), base.redis_cluster,
+                                 decode_responses=True)
         self.bundle, self.pipeline, self.log_dir = bundle, pipeline, log_dir
         self.ids = [f"{pipeline}-{run}-{n}" for n in range(workers)]
         self.workers: list[WorkerProcess] = []
@@ -149,7 +151,10 @@ class Fleet:
             w.proc.terminate()
         for w in self.workers:
             w.stop()
-        keys = list(self.redis.scan_iter(f"{self.settings.key_prefix}*", count=10_000))
+        s = self.settings
+        keys = list(self.redis.scan_iter(f"{s.key_prefix}*", count=10_000))
+        if s.redis_cluster:  # the keys that are not lists: the prefix as a hash tag
+            keys += self.redis.scan_iter(f"{meta_prefix(s.key_prefix, True)}*", count=10_000)
         for lo in range(0, len(keys), 5000):
             self.redis.delete(*keys[lo:lo + 5000])
 
@@ -177,7 +182,7 @@ def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: 
 
 def _new_item_share(fleet: Fleet, new: set[str], users: int, sample: int = 1000) -> float:
     """The share of (up to ``sample``) users' stored lists that hold one of the ``new`` items."""
-    reader = RecsReader(fleet.redis, fleet.settings.key_prefix)
+    reader = RecsReader(fleet.redis, fleet.settings.key_prefix, fleet.settings.redis_cluster)
     lists = [r for u in range(min(users, sample)) if (r := reader.get_recommendations(f"u{u}"))]
     return sum(any(i in new for i in r.items) for r in lists) / max(len(lists), 1)
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import redis
 import typer
 
 from cli.harness import Status, WorkerProcess
@@ -20,6 +19,7 @@ from cli.waiting import ProcessExited, WaitTimedOut
 from serving.keys import recs_key
 from serving.latency import percentiles
 from serving.reader import RecsReader
+from serving.redis_client import SyncClient, sync_client
 from streamrec.settings import Settings
 
 VAR = Path("var")
@@ -44,7 +44,8 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
     from training.models.train import TrainConfig
     from training.pipeline import train_and_export
 
-    r = redis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    r = sync_client(settings.redis_url.get_secret_value(), settings.redis_cluster,
+                    decode_responses=True)
     r.ping()
     run_id = time.strftime("%Y%m%d%H%M%S")
 
@@ -108,7 +109,8 @@ def run_demo(settings: Settings, *, users: int, items: int, train_minutes: float
         ]
         for k, v in rows:
             typer.echo(f"  {k:26s} {v}")
-        reader = RecsReader.from_url(settings.redis_url.get_secret_value(), settings.key_prefix)
+        reader = RecsReader.from_url(settings.redis_url.get_secret_value(), settings.key_prefix,
+                                     settings.redis_cluster)
         for u in data.users[:3]:
             rec = reader.get_recommendations(u)
             if rec:
@@ -150,7 +152,7 @@ def _all_events_lag(worker: WorkerProcess) -> str:
             "(event time -> list in Redis, queueing included; worker /metrics)")
 
 
-def _lags(r: redis.Redis, settings: Settings, users: list[str]) -> list[int]:
+def _lags(r: SyncClient, settings: Settings, users: list[str]) -> list[int]:
     pipe = r.pipeline(transaction=False)
     for u in users:
         pipe.hmget(recs_key(settings.key_prefix, u), "generated_at", "last_event_ts")
