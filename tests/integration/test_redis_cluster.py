@@ -7,6 +7,7 @@ import asyncio
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,14 +16,20 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.keys import epoch_key, meta_prefix
+from serving.list_types import SOURCE_MODEL, Provenance, Ranked
 from serving.reader import RecsReader
-from serving.redis_client import cluster_slot, sync_client
+from serving.redis_client import async_client, cluster_slot, sync_client
+from serving.redis_store import RecsWriter, check_redis
 from serving.trending import trending_key
 from streamrec.events import ClickEvent, encode_event
 from streamrec.settings import Settings
 from streams.replay import send_raw
 from tests.integration.conftest import WorkerProc
 from tests.integration.redis_cluster import LocalCluster
+from tests.integration.test_redis_acl import WORKER_COMMANDS
+
+# What a cluster client needs beyond a worker's commands: the slot map and the command table.
+CLUSTER_COMMANDS = ["+cluster|slots", "+command"]
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +109,39 @@ def test_a_worker_on_a_cluster_writes_lists_over_every_slot_trending_and_status(
     # the HTTP read API reads the cluster too
     code, body = w.get("/recs/user-7")
     assert code == 200 and orjson.loads(body)["last_event_id"] == "user-7/3"
+
+
+def test_a_least_privilege_acl_user_writes_and_reads_on_a_cluster(cluster: LocalCluster) -> None:
+    prefix, password = f"acl:{uuid.uuid4().hex[:8]}:", uuid.uuid4().hex
+    meta = meta_prefix(prefix, True)
+    for port in cluster.ports:  # ACLs are per node
+        admin = cluster.client(port)
+        admin.acl_setuser("sr-worker", enabled=True, passwords=[f"+{password}"],
+                          keys=[f"{prefix}*", f"{meta}*"], commands=WORKER_COMMANDS + CLUSTER_COMMANDS)
+        admin.acl_setuser("sr-reader", enabled=True, passwords=[f"+{password}"],
+                          keys=[f"{prefix}recs:*"], commands=["+hgetall", *CLUSTER_COMMANDS])
+    url = f"redis://sr-worker:{password}@127.0.0.1:{cluster.ports[0]}"
+    check_redis(Settings(redis_cluster=True, redis_url=url, key_prefix=prefix))  # type: ignore[arg-type]
+
+    async def write() -> list[bool]:
+        client = async_client(url, cluster=True)
+        try:
+            w = RecsWriter(client, prefix, 600, 600, cluster=True)
+            await w.load_scripts()
+            lists = [(Provenance(f"u{i}", 1, f"u{i}/0", 1), Ranked(["a", "b"], [1.0, 0.5], SOURCE_MODEL))
+                     for i in range(200)]
+            return await w.write(lists, "v1", 1, 0, "w1", {"events": 200}, {"last_batch_size": 200},
+                                 batch_id="b1", clicked={"a": 3})
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(write()) == [True] * 200
+    reader = RecsReader.from_url(f"redis://sr-reader:{password}@127.0.0.1:{cluster.ports[1]}",
+                                 prefix, cluster=True)
+    assert all(reader.get_recommendations(f"u{i}").last_event_id == f"u{i}/0"  # type: ignore[union-attr]
+               for i in range(200))
+    admin = sync_client(cluster.url, cluster=True)
+    assert admin.zscore(trending_key(meta), "a") is not None
 
 
 def test_a_master_killed_mid_stream_fails_over_and_every_list_is_right(
