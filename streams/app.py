@@ -33,6 +33,7 @@ from streams.fencing import Fencing
 from streams.hotswap import ModelHolder, ModelUpdates
 from streams.prometheus import WorkerMetrics
 from streams.retry import StatusReporter
+from streams.table_stores import ChangelogRecovery
 from streams.tables import session_table
 from streams.topics import worker_topics
 
@@ -42,7 +43,7 @@ READ_CONNECTIONS = 16  # Redis connections of a worker's HTTP read API
 def faust_app(settings: Settings) -> faust.App:
     """The bare Faust app with the worker's broker, consumer and rebalance settings."""
     install_consumer(int(settings.fetch_max_wait_s * 1000), settings.group_instance_id)
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
         store=f"{settings.table_store}://",
@@ -64,6 +65,9 @@ def faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     )
+    tables = app.tables
+    tables._recovery = ChangelogRecovery(app, tables, beacon=tables.beacon, loop=tables.loop)  # type: ignore[attr-defined]
+    return app
 
 
 def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:

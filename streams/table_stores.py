@@ -15,13 +15,23 @@ written after a batch, with the partition each user's record came from
 :class:`SessionStore` writes to the partition ``put`` names and reads through
 the key → partition index (falling back to every owned database), never from
 the current event.
+
+A changelog can begin again below the offset a database kept (a broker on
+memory storage restarted, the topic recreated): Faust then refuses to start
+("The persisted offset ... is higher than the last offset in that topic").
+:class:`ChangelogRecovery` reads such a changelog from its start instead, over
+the sessions on disk, and says so.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from faust.stores import rocksdb
+from faust.tables.recovery import Recovery
+
+log = logging.getLogger(__name__)
 
 MEMORY, ROCKSDB = "memory", "rocksdb"
 STORES = (MEMORY, ROCKSDB)
@@ -44,6 +54,10 @@ class SessionStore(rocksdb.Store):
             super().apply_changelog_batch(batch, to_key, to_value)
         finally:
             self._reading = False
+
+    def forget_persisted_offset(self, tp: Any) -> None:
+        """The changelog began again: what it holds from now on is read from its start."""
+        super().set_persisted_offset(tp, -1)
 
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
         """Faust records the offset of each changelog record this worker *sends* as read.
@@ -71,3 +85,24 @@ class SessionStore(rocksdb.Store):
 
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None
+
+
+class ChangelogRecovery(Recovery):
+    """Faust's recovery, reading a changelog that ends below a database's offset from its
+    start: the changelog began again, and the offset kept on disk points past its end."""
+
+    async def _build_highwaters(self, consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        offsets = self.active_offsets if destination is self.active_highwaters else self.standby_offsets
+        for tp in tps:
+            kept, last = offsets.get(tp), destination.get(tp)  # last: the last offset, -1 empty
+            if kept is None or last is None or kept <= last or kept < 0:
+                continue
+            log.warning("changelog %s[%d] ends at offset %d, below the offset %d the sessions on "
+                        "disk were read up to: the changelog began again (a broker that lost its "
+                        "logs, a recreated topic); reading it from its start over the sessions "
+                        "on disk", tp.topic, tp.partition, last + 1, kept)
+            offsets[tp] = -1
+            store = getattr(self.tp_to_table.get(tp), "data", None)
+            if isinstance(store, SessionStore):
+                store.forget_persisted_offset(tp)
