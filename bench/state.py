@@ -5,7 +5,9 @@
 * ``list_bytes``: a real worker (``bench.run.Fleet``) at each ``STREAMREC_TOP_N``
   writes one list per user; Redis's ``MEMORY USAGE`` of each list hash (key,
   value and the key's dictionary entry; not its TTL entry or the allocator's
-  fragmentation), averaged.
+  fragmentation), averaged; and Redis's ``used_memory`` growth per list over
+  the run (TTL entries and the allocator included: exact only on a Redis of
+  its own, e.g. ``STREAMREC_REDIS_URL`` pointing at a spare ``redis-server``).
 * ``session_bytes``: many users' sessions of a given length, built as the worker
   builds them (random UUID event ids), held in a fresh process the way the
   memory store holds them (RSS growth per user), and written to a RocksDB
@@ -96,11 +98,15 @@ class ListBytes:
     p99_bytes: float
     encoding: str  # the hashes' OBJECT ENCODING (most common)
     key_bytes: float  # mean key length (prefix included)
+    # Redis's used_memory growth over the run per list (TTL entries and the allocator
+    # included); only meaningful on a Redis nobody else writes to meanwhile
+    used_memory_per_list: float = 0.0
 
     def row(self) -> str:
         return (f"top_n {self.top_n:3d}: {self.mean_bytes:6.0f} B/list mean, p99 {self.p99_bytes:6.0f} B "
                 f"({self.lists} lists, {self.encoding}, key {self.key_bytes:.0f} B) -> "
-                f"1M users {self.mean_bytes * 1e6 / 2**30:5.2f} GiB")
+                f"1M users {self.mean_bytes * 1e6 / 2**30:5.2f} GiB; used_memory "
+                f"+{self.used_memory_per_list:6.0f} B/list")
 
 
 def list_bytes(base: Settings, bundle: Path, *, top_ns: list[int], users: int, log_dir: Path,
@@ -114,8 +120,10 @@ def list_bytes(base: Settings, bundle: Path, *, top_ns: list[int], users: int, l
         s = fleet.settings
         try:
             asyncio.run(send_paced(s, s.clicks_topic, _one_click_each(users)))
+            used0 = int(fleet.redis.info("memory")["used_memory"])
             fleet.start()
             fleet.wait_events(users)
+            used = int(fleet.redis.info("memory")["used_memory"]) - used0
             keys = list(fleet.redis.scan_iter(recs_key(s.key_prefix, "*"), count=10_000))
             sizes, encodings = [], Counter[str]()
             for lo in range(0, len(keys), 1000):
@@ -128,7 +136,8 @@ def list_bytes(base: Settings, bundle: Path, *, top_ns: list[int], users: int, l
                 encodings.update(str(e) for e in replies[1::2] if e is not None)
             out.append(ListBytes(n, len(sizes), float(np.mean(sizes)), float(np.percentile(sizes, 99)),
                                  encodings.most_common(1)[0][0],
-                                 float(np.mean([len(k.encode()) for k in keys]))))
+                                 float(np.mean([len(k.encode()) for k in keys])),
+                                 used / max(len(sizes), 1)))
         finally:
             fleet.stop()
     return out
