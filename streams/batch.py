@@ -132,7 +132,13 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
     log's events is taken for a redelivery.
     """
     marks = marks if marks is not None else LogMarks()
-    ends = end_offset if end_offset is not None else (lambda topic, partition: None)
+    known: dict[tuple[str, int], int | None] = {}  # each partition's end, read once a batch
+
+    def ends(topic: str, partition: int) -> int | None:
+        if (topic, partition) not in known:
+            known[topic, partition] = end_offset(topic, partition) if end_offset else None
+        return known[topic, partition]
+
     resets: list[LogReset] = []
     partitions = len({r.partition for r in records})
     while True:
