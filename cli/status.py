@@ -24,7 +24,7 @@ def _age(heartbeat_ms: object, now_ms: int) -> str:
 
 def row(wid: str, w: Mapping[str, object], now_ms: int) -> tuple[str, ...]:
     """A worker's cells; NOTE says what is wrong (unreachable metrics, a blocked dead-letter
-    topic, an experiment the worker could not run)."""
+    topic, an experiment the worker could not run, clicks logs that began again)."""
     latency = w.get("latency_ms")
     lat: Mapping[str, object] = latency if isinstance(latency, Mapping) else {}
     notes = []
@@ -34,6 +34,8 @@ def row(wid: str, w: Mapping[str, object], now_ms: int) -> tuple[str, ...]:
         notes.append(f"dead letters blocked: {w['dead_letter_blocked']}")
     if w.get("experiment_error"):
         notes.append(f"experiment: {w['experiment_error']}")
+    if w.get("log_resets"):
+        notes.append(f"log resets: {w['log_resets']} (last_log_reset in --json)")
     return (wid, _num(w.get("model_version")), _num(w.get("partitions")), _num(w.get("events")),
             _num(w.get("dead_lettered")), _num(lat.get("p50")), _num(lat.get("p99")),
             _age(w.get("heartbeat_at", ""), now_ms), _num(w.get("web")), "; ".join(notes))

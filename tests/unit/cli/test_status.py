@@ -16,7 +16,7 @@ def test_status_prints_one_aligned_row_per_worker_with_its_problems() -> None:
         "w2": {"model_version": "v2", "partitions": "4,5,6,7", "events": "10",
                "dead_lettered": "0", "heartbeat_at": str(now - 3_000), "web": "127.0.0.1:6067",
                "latency_ms": {"unreachable": "127.0.0.1:6067: connection refused"},
-               "dead_letter_blocked": "KafkaTimeoutError"},
+               "dead_letter_blocked": "KafkaTimeoutError", "log_resets": "2"},
         "w1": {"model_version": "v2", "partitions": "0,1,2,3", "events": "1200",
                "dead_lettered": "3", "heartbeat_at": str(now - 1_000), "web": "127.0.0.1:6066",
                "latency_ms": {"p50": 4.0, "p95": 9.0, "p99": 25.0, "max": 40.0, "count": 1197.0},
@@ -33,6 +33,7 @@ def test_status_prints_one_aligned_row_per_worker_with_its_problems() -> None:
     assert all(line[start:].startswith("v2") for line in lines[1:])
     assert "metrics unreachable: 127.0.0.1:6067: connection refused" in lines[2]
     assert "dead letters blocked: KafkaTimeoutError" in lines[2]
+    assert "log resets: 2" in lines[2] and "log resets" not in lines[1]
     assert lines[2].split()[5:7] == ["-", "-"]  # no percentiles without metrics
 
 
