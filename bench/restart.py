@@ -38,13 +38,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import redis
-
 from bench.load import produce
 from bench.run import _cpu_s, _peak_rss_mb
 from cli.harness import WorkerProcess
 from cli.waiting import poll_until
-from serving.keys import recs_key
+from serving.keys import meta_prefix, recs_key
+from serving.redis_client import sync_client
 from streamrec.events import ClickEvent, encode_event
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
@@ -114,7 +113,7 @@ def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, pro
         "group_instance_id": "bench-slot", "data_dir": disk,
         "rebalance_timeout_s": 5.0, "session_timeout_s": 10.0})
     asyncio.run(ensure_topics(s))
-    client = redis.Redis.from_url(s.redis_url.get_secret_value(), decode_responses=True)
+    client = sync_client(s.redis_url.get_secret_value(), s.redis_cluster, decode_responses=True)
     workers: list[WorkerProcess] = []
     try:
         t0 = time.monotonic()
@@ -181,6 +180,8 @@ def measure_restart(base: Settings, bundle: Path, *, store: str, users: int, pro
             w.stop()
         shutil.rmtree(disk, ignore_errors=True)
         keys = list(client.scan_iter(f"{s.key_prefix}*", count=10_000))
+        if s.redis_cluster:  # the keys that are not lists: the prefix as a hash tag
+            keys += client.scan_iter(f"{meta_prefix(s.key_prefix, True)}*", count=10_000)
         for lo in range(0, len(keys), 5000):
             client.delete(*keys[lo:lo + 5000])
 
