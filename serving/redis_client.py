@@ -50,12 +50,11 @@ def async_client(url: str, cluster: bool = False, max_connections: int | None = 
                  **kwargs: Any) -> AsyncClient:
     """An asyncio client for ``url`` (a seed node when ``cluster``).
 
-    ``max_connections``: at most this many connections (per node on a cluster), and
-    on one Redis a command beyond them waits up to 2 s for one to be free; unset,
-    connections are opened as needed."""
+    ``max_connections``: on one Redis, at most this many connections, and a command
+    beyond them waits up to 2 s for one to be free; unset, connections are opened as
+    needed. A cluster client has no waiting pool (redis-py fails a command beyond its
+    limit at once), so it keeps redis-py's limit, 100 connections per node."""
     if cluster:
-        if max_connections is not None:
-            kwargs["max_connections"] = max_connections
         return AsyncRedisCluster.from_url(url, retry=_cluster_retry(), **kwargs)
     if max_connections is not None:
         return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(

@@ -109,6 +109,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
         compute=ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute"),
         metrics=metrics,
         # on one Redis, requests beyond the pool wait for a connection (up to 2 s), not fail
+        # (a cluster client keeps up to 100 per node: serving.redis_client.async_client)
         reads=async_client(url, cluster, max_connections=READ_CONNECTIONS),
         trending=TrendingCache(),
         catalogue=catalogue,

@@ -144,6 +144,31 @@ def test_a_least_privilege_acl_user_writes_and_reads_on_a_cluster(cluster: Local
     assert admin.zscore(trending_key(meta), "a") is not None
 
 
+def test_writes_load_the_scripts_again_where_nodes_lost_them(cluster: LocalCluster) -> None:
+    prefix = f"noscript:{uuid.uuid4().hex[:8]}:"
+    lists = [(Provenance(f"u{i}", 2, f"u{i}/1", 1), Ranked(["a"], [1.0], SOURCE_MODEL))
+             for i in range(100)]
+
+    async def write() -> tuple[list[bool], list[bool]]:
+        client = async_client(cluster.url, cluster=True)
+        try:
+            w = RecsWriter(client, prefix, 600, 600, cluster=True)
+            await w.load_scripts()
+            for port in cluster.masters():  # a restarted or promoted node has no scripts
+                cluster.client(port).script_flush()
+            first = await w.write(lists, "v1", 1, 0, "w1", {"events": 100}, {}, batch_id="b1",
+                                  clicked={"a": 1})
+            older = [(Provenance(p.user_id, 1, "old", 1), r) for p, r in lists]
+            return first, await w.write(older, "v1", 1, 0, "w1", {"events": 100}, {}, batch_id="b2")
+        finally:
+            await client.aclose()
+
+    first, older = asyncio.run(write())
+    assert first == [True] * 100 and older == [False] * 100  # still conditional
+    status = RecsReader.from_url(cluster.url, prefix, cluster=True).worker_statuses()["w1"]
+    assert status["events"] == "200"  # each batch counted once
+
+
 def test_a_master_killed_mid_stream_fails_over_and_every_list_is_right(
     tmp_path: Path, make_settings: Callable[..., Settings],
     start_worker: Callable[[Settings, Path], WorkerProc], tiny_bundle_dir: Path,
