@@ -158,13 +158,15 @@ def test_writes_load_the_scripts_again_where_nodes_lost_them(cluster: LocalClust
                 cluster.client(port).script_flush()
             first = await w.write(lists, "v1", 1, 0, "w1", {"events": 100}, {}, batch_id="b1",
                                   clicked={"a": 1})
-            older = [(Provenance(p.user_id, 1, "old", 1), r) for p, r in lists]
+            # every other one older than the stored list: flags come back in the batch's order
+            older = [(Provenance(p.user_id, 1 if i % 2 else 3, "old", 1), r)
+                     for i, (p, r) in enumerate(lists)]
             return first, await w.write(older, "v1", 1, 0, "w1", {"events": 100}, {}, batch_id="b2")
         finally:
             await client.aclose()
 
     first, older = asyncio.run(write())
-    assert first == [True] * 100 and older == [False] * 100  # still conditional
+    assert first == [True] * 100 and older == [i % 2 == 0 for i in range(100)]  # conditional
     status = RecsReader.from_url(cluster.url, prefix, cluster=True).worker_statuses()["w1"]
     assert status["events"] == "200"  # each batch counted once
 
