@@ -142,3 +142,20 @@ def test_shards_cover_the_rows_in_whole_batches(n: int, world: int) -> None:
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert all(lo % 1024 == 0 for lo, _ in bounds if lo < n)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--distributed"], "launch it as: torchrun --nproc-per-node N -m cli train"),
+    (["--distributed", "--model", "bpr"], "train the sequence models (sasrec, twotower), not bpr"),
+    (["--device", "auto", "--model", "pop"], "not pop"),
+])
+def test_train_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    result = CliRunner().invoke(app, ["train", "--synthetic", *args], terminal_width=400)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
