@@ -113,10 +113,6 @@ def redelivered(state: Session, rec: Record, generation: int = 0) -> bool:
             and rec.offset <= state.get("o", -1))
 
 
-class _Reset(Exception):  # control flow inside apply_batch: never escapes it
-    pass
-
-
 def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
                 epoch: int = 0, marks: LogMarks | None = None,
                 end_offset: EndOffsets | None = None) -> BatchOutcome:
@@ -142,12 +138,11 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
     resets: list[LogReset] = []
     partitions = len({r.partition for r in records})
     while True:
-        try:
-            # a reset is found at most once per partition (a new generation has no high
-            # mark yet, and a batch's offsets only grow); the last pass looks for none
-            out = _apply(table, records, rules, epoch, marks, ends, resets,
-                         detect=len(resets) < partitions)
-        except _Reset:
+        # a reset is found at most once per partition (a new generation has no high
+        # mark yet, and a batch's offsets only grow); the last pass looks for none
+        out = _apply(table, records, rules, epoch, marks, ends, resets,
+                     detect=len(resets) < partitions)
+        if out is None:  # a reset: apply the batch again under the new generation
             continue
         for r in resets:
             table.put(mark_key(r.partition), r.marker(), r.partition)
@@ -156,7 +151,10 @@ def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,
 
 
 def _apply(table: Sessions, records: Sequence[Record], rules: SessionRules, epoch: int,
-           marks: LogMarks, ends: EndOffsets, resets: list[LogReset], detect: bool) -> BatchOutcome:
+           marks: LogMarks, ends: EndOffsets, resets: list[LogReset],
+           detect: bool) -> BatchOutcome | None:
+    """One pass of :func:`apply_batch`; None where it found a log reset (added to ``resets``)
+    and stopped, nothing of the batch kept."""
     out = BatchOutcome(epoch=epoch)
     changed: dict[bytes, tuple[Session, int]] = {}
     for rec in records:
@@ -180,7 +178,7 @@ def _apply(table: Sessions, records: Sequence[Record], rules: SessionRules, epoc
         if why is not None:
             resets.append(marks.reset(mark, rec.topic, rec.partition, rec.offset,
                                       ends(rec.topic, rec.partition), why))
-            raise _Reset
+            return None
         new = apply_event(state, ev.event_id, ev.item_id, ev.ts, rules.max_len, rules.dedup_window,
                           rec.partition, rec.offset, mark.generation)
         if new is None:
