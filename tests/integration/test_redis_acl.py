@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 import redis.asyncio as aioredis
 
 from serving.bundle import load_bundle
