@@ -278,11 +278,16 @@ class ClickWorker:
         """One impression record per list written (keyed by user), handed to the producer;
         the deliveries are returned for the ack to wait on (:class:`Pipeline`), so the next
         batch does not wait for them, and an impression is lost only with its list."""
+        # Straight to the app's producer (the bytes are final; the topic is a raw one):
+        # Faust's topic.send wraps each record in a message future with callbacks, a cost
+        # per list that the impressions benchmark showed (docs/benchmarks.md).
         topic = self.ctx.impressions
-        return [await topic.send(key=u.encode(), value=encode_impression(Impression(
+        send, name = topic.app.producer.send, topic.get_topic_name()
+        return [await send(name, u.encode(), encode_impression(Impression(
                     list_id=s.list_id or "", user_id=u, ts=now_ms, items=r.items,
                     reasons=r.reasons, arm=s.arm, model_version=s.model_version,
-                    experiment=s.experiment or None, teams=list(s.teams) or None)))
+                    experiment=s.experiment or None, teams=list(s.teams) or None)),
+                    None, None, None)
                 for (u, s), r in zip(shown, ranked, strict=True)]
 
 
