@@ -64,13 +64,17 @@ def new_session() -> Session:
     return {"items": [], "ids": [], "seq": 0, "last_id": "", "last_ts": 0, "p": -1, "o": -1}
 
 
+def offset_applied(s: Session, partition: int, offset: int, generation: int = 0) -> bool:
+    """The offset rule: ``offset`` of ``partition`` (in that log's ``generation``) is at or
+    before the last one applied to ``s`` from it."""
+    return (partition >= 0 and partition == s.get("p") and generation == s.get("g", 0)
+            and offset <= s.get("o", -1))
+
+
 def already_applied(s: Session, event_id: str, partition: int = -1, offset: int = -1,
                     generation: int = 0) -> bool:
     """Whether the event was applied to ``s`` before (a redelivery, or a recent id)."""
-    if (partition >= 0 and partition == s.get("p") and generation == s.get("g", 0)
-            and offset <= s.get("o", -1)):
-        return True
-    return event_id in s["ids"]
+    return offset_applied(s, partition, offset, generation) or event_id in s["ids"]
 
 
 def apply_event(

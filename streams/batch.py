@@ -21,7 +21,7 @@ import orjson
 from serving.list_types import Provenance
 from streamrec.errors import EventError
 from streamrec.events import decode_event
-from streamrec.session import Session, SessionRules, apply_event
+from streamrec.session import Session, SessionRules, apply_event, offset_applied
 from streams.log_resets import LogMarks, LogReset, mark_key, replaced
 
 
@@ -109,8 +109,7 @@ EndOffsets = Callable[[str, int], int | None]
 
 def redelivered(state: Session, rec: Record, generation: int = 0) -> bool:
     """Whether ``rec`` is a Kafka redelivery of an event ``state`` has applied (the offset rule)."""
-    return (rec.partition == state.get("p") and generation == state.get("g", 0)
-            and rec.offset <= state.get("o", -1))
+    return offset_applied(state, rec.partition, rec.offset, generation)
 
 
 def apply_batch(table: Sessions, records: Sequence[Record], rules: SessionRules,

@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from streamrec.session import Session
+from streamrec.session import Session, offset_applied
 
 #: the marker records' keys: never a user key (record keys are UTF-8, 0xff never is)
 MARK_PREFIX = b"\xffstreamrec-log:"
@@ -124,8 +124,7 @@ def replaced(mark: Mark, state: Session | None, partition: int, offset: int, eve
     """
     if offset == mark.high and mark.high_id is not None and event_id != mark.high_id:
         return REPLACED
-    if (state is None or state.get("p") != partition or state.get("g", 0) != mark.generation
-            or offset > state.get("o", -1)):
+    if state is None or not offset_applied(state, partition, offset, mark.generation):
         return None  # not for the offset rule: nothing to tell apart
     if offset == state.get("o") and event_id != state.get("last_id"):
         return REPLACED
