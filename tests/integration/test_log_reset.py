@@ -82,6 +82,18 @@ def clicks(users: int, step: int, items: list[str], tag: str) -> list[tuple[byte
             for u in range(users)]
 
 
+def four_steps(s: Settings, start_worker: Callable[[Settings, Path], WorkerProc], bundle: Path,
+               users: int) -> tuple[WorkerProc, list[str], list[tuple[bytes, bytes]]]:
+    """A worker on ``s`` that has applied four clicks ("old") of each user: the worker,
+    the bundle's items and the clicks sent."""
+    items = list(load_bundle(bundle).vocab.ids)
+    w = start_worker(s, bundle)
+    before = [c for step in range(4) for c in clicks(users, step, items, "old")]
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, before))
+    w.wait_events(len(before))
+    return w, items, before
+
+
 def resets_counted(w: WorkerProc) -> float:
     body = w.get("/metrics")[1].decode()
     return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples
@@ -94,11 +106,7 @@ def test_a_restarted_memory_broker_gets_every_known_users_next_events_applied(
 ) -> None:
     users = 24
     s = make_settings(kafka_bootstrap=broker.bootstrap, topic_partitions=2)
-    items = list(load_bundle(tiny_bundle_dir).vocab.ids)
-    w = start_worker(s, tiny_bundle_dir)
-    before = [c for step in range(4) for c in clicks(users, step, items, "old")]
-    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, before))
-    w.wait_events(len(before))
+    w, items, before = four_steps(s, start_worker, tiny_bundle_dir, users)
     reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
     assert all(reader.get_recommendations(f"u{u}").seq == 4 for u in range(users))  # type: ignore[union-attr]
 
@@ -132,11 +140,7 @@ def test_a_worker_restarted_on_its_disk_after_the_broker_lost_its_logs(
     users = 16
     s = make_settings(kafka_bootstrap=broker.bootstrap, topic_partitions=2, table_store="rocksdb",
                       data_dir=tmp_path / "disk")
-    items = list(load_bundle(tiny_bundle_dir).vocab.ids)
-    w = start_worker(s, tiny_bundle_dir)
-    before = [c for step in range(4) for c in clicks(users, step, items, "old")]
-    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, before))
-    w.wait_events(len(before))
+    w, items, _ = four_steps(s, start_worker, tiny_bundle_dir, users)
     w.stop()
 
     broker.kill()
@@ -183,11 +187,7 @@ def test_a_redelivered_log_beyond_the_id_window_is_not_applied_again(
     # the log still holds them all (its end is above them), so it is no reset
     users = 12
     s = make_settings(dedup_window=1, topic_partitions=2)
-    items = list(load_bundle(tiny_bundle_dir).vocab.ids)
-    w = start_worker(s, tiny_bundle_dir)
-    before = [c for step in range(4) for c in clicks(users, step, items, "old")]
-    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, before))
-    w.wait_events(len(before))
+    w, items, before = four_steps(s, start_worker, tiny_bundle_dir, users)
     w.stop()
     asyncio.run(rewind_group(s))
     w = start_worker(s.model_copy(update={"worker_id": f"{s.worker_id}-b"}), tiny_bundle_dir)
