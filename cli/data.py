@@ -18,6 +18,11 @@ class Loss(str, Enum):
     bce = "bce"
 
 
+class Samples(str, Enum):
+    positions = "positions"
+    prefixes = "prefixes"
+
+
 class ModelName(str, Enum):
     sasrec = "sasrec"
     twotower = "twotower"
@@ -90,6 +95,7 @@ def train(
     impression_window: Annotated[float | None, typer.Option(min=0.0, help="With --from-topic: seconds after a click in which a later click of a shown item removes it from the negatives.")] = None,
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="Retrain on train+valid for the selected epochs.")] = None,
     mask_seen: Annotated[bool | None, typer.Option("--mask-seen/--no-mask-seen", help="With --loss ce: leave each position's history out of its softmax.")] = None,
+    samples: Annotated[Samples | None, typer.Option(help="Training samples: each sequence once with a loss at every position, or every prefix with a loss at its last.")] = None,
     max_len: Annotated[int | None, typer.Option(min=2)] = None,
     dim: Annotated[int | None, typer.Option(min=4)] = None,
     layers: Annotated[int | None, typer.Option(min=1)] = None,
@@ -115,7 +121,7 @@ def train(
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
              "loss": loss.value if loss else None, "negatives": negatives,
              "hard_negatives": hard_negatives, "impression_negatives": impression_negatives, "refit": refit, "mask_seen": mask_seen,
-             "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
+             "samples": samples.value if samples else None, "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
              "lowpass": lowpass, "seed": seed, "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -229,6 +235,60 @@ def cold_start(
                        f"{block['cold']['hr@10']:.4f} NDCG@10 {block['cold']['ndcg@10']:.4f}   warm "
                        f"HR@10 {block['warm']['hr@10']:.4f} NDCG@10 {block['warm']['ndcg@10']:.4f}"
                        + _gate_setting(block))
+    typer.echo(f"wrote {out}")
+
+
+@app.command(rich_help_panel=DATA)
+def protocol(
+    data: Annotated[Path, typer.Option(help="Sequence file or MovieLens ratings.dat.")],
+    config: Annotated[Path | None, typer.Option(help="TOML config (training/configs/*.toml): the model and its fixed budget.")] = None,
+    attributes: Annotated[Path | None, typer.Option(help="Item attributes: the item tower, and the content blend's rows.")] = None,
+    tower: Annotated[bool, typer.Option("--tower/--no-tower", help="With --attributes: the item tower (off: ID-only, the attributes feed the blend only).")] = True,
+    blend: Annotated[bool, typer.Option("--blend/--no-blend", help="With --attributes: the content blend's row, its weight chosen on validation.")] = True,
+    refit: Annotated[bool, typer.Option("--refit/--no-refit", help="Also the refit row (retrained on train + validation).")] = True,
+    seeds: Annotated[int, typer.Option(min=1, max=20, help="How many seeds: first-seed, first-seed + 1, …")] = 3,
+    first_seed: Annotated[int, typer.Option(min=0)] = 0,
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/protocol.json"),
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    max_minutes: Annotated[float | None, typer.Option(min=0.1, help="Wall-clock budget of each selection run.")] = None,
+    patience: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option(min=1e-6, max=1.0)] = None,
+    weight_decay: Annotated[float | None, typer.Option(min=0.0)] = None,
+    samples: Annotated[Samples | None, typer.Option(help="Training samples (as train's --samples).")] = None,
+    max_len: Annotated[int | None, typer.Option(min=2)] = None,
+    dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
+    lowpass: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="One line per epoch.")] = False,
+) -> None:
+    """Leak-proof quality figures: per seed, settings chosen on validation, test scored once, no refit and refit rows."""
+    from bench.run import write_results
+    from streamrec.errors import ConfigError, DataError
+    from training.data.attributes import load_attributes
+    from training.data.sequences import load_dataset
+    from training.protocol import protocol_config, run_protocol, table
+
+    if out.suffix != ".json":
+        fail(f"--out must name a .json file, not {out}", 2)
+    if attributes is None and not tower:
+        fail("--no-tower needs --attributes", 2)
+    flags = {"epochs": epochs, "max_minutes": max_minutes, "patience": patience,
+             "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+             "samples": samples.value if samples else None, "max_len": max_len,
+             "dropout": dropout, "lowpass": lowpass}
+    try:
+        protocol_config(config, flags)  # a bad configuration fails before any data is read
+        sequences = load_dataset(data)
+        attrs = load_attributes(attributes) if attributes is not None else None
+        report = run_protocol(sequences, config=config, flags=flags,
+                              seeds=list(range(first_seed, first_seed + seeds)), attributes=attrs,
+                              tower=tower, blend=blend, refit=refit, progress=progress,
+                              on_seed=lambda r: typer.echo(f"seed {r['seed']}: {r['chosen']}, "
+                                                           f"{r['seconds']['total']:.0f} s", err=True))
+    except (ConfigError, DataError) as e:
+        fail(str(e), 2)
+    write_results(out, report)
+    typer.echo(table(report))
     typer.echo(f"wrote {out}")
 
 

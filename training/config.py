@@ -8,7 +8,7 @@ A file has a top-level ``model`` and one table per part::
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
               impression_negatives, patience,
-              max_minutes, refit, mask_seen, seed
+              max_minutes, refit, mask_seen, samples, seed
 
 Precedence: built-in defaults < file < flags. Unknown keys are errors.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from streamrec.errors import ConfigError
 from training.models.baselines import BPRConfig
 from training.models.retrieval import SASRecConfig, TwoTowerConfig
-from training.models.train import TrainConfig
+from training.models.train import SAMPLES, TrainConfig
 
 MODELS = ("sasrec", "twotower", "bpr", "pop")
 SEQUENCE_MODELS = ("sasrec", "twotower")  # trained by training.models.train, exported as bundles
@@ -77,6 +77,11 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
         raise ConfigError(str(e)) from None
     if tcfg.loss not in ("ce", "sampled", "bce"):
         raise ConfigError(f"loss must be ce, sampled or bce, not {tcfg.loss!r}")
+    if tcfg.samples not in SAMPLES:
+        raise ConfigError(f"samples must be one of {', '.join(SAMPLES)}, not {tcfg.samples!r}")
+    if tcfg.samples == "prefixes" and tcfg.impression_negatives:
+        raise ConfigError("impression negatives are aligned with every position of a sequence: "
+                          "use samples = \"positions\" with them")
     if chosen == "twotower":
         return chosen, pick("twotower", twotower or {}), tcfg, bcfg
     return chosen, pick("sasrec", sasrec), tcfg, bcfg

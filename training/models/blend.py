@@ -75,13 +75,26 @@ def scale(blend: ContentBlend, keys: np.ndarray, scores: np.ndarray,
     return float(np.std(s)) / spread if spread > 0 else 1.0
 
 
+Scored = tuple[np.ndarray, Sequence[Sequence[int]], np.ndarray]  # user vectors, inputs, targets
+
+
+def blend_test(base: ContentBlend, chosen: ContentBlend, item_vecs: np.ndarray, test: Scored,
+               candidates: int) -> dict[str, dict[str, float]]:
+    """Retrieval alone (``base``) beside the ``chosen`` blend on ``test``: HR/NDCG over the
+    first ``candidates`` retrieved items, history masked."""
+    t_users, t_inputs, t_targets = test
+    t_keys, t_scores = candidate_lists(t_users, item_vecs, t_inputs, candidates)
+    return {"retrieval": hr_ndcg(blended_ranks(base, t_keys, t_scores, t_inputs, t_targets)),
+            "blend": hr_ndcg(blended_ranks(chosen, t_keys, t_scores, t_inputs, t_targets))}
+
+
 def fit_blend(attributes: ItemAttributes, items: Sequence[str], item_vecs: np.ndarray,
-              valid: tuple[np.ndarray, Sequence[Sequence[int]], np.ndarray],
-              test: tuple[np.ndarray, Sequence[Sequence[int]], np.ndarray],
-              candidates: int, max_len: int) -> tuple[ContentBlend, dict[str, Any]]:
+              valid: Scored, test: Scored | None, candidates: int, max_len: int,
+              ) -> tuple[ContentBlend, dict[str, Any]]:
     """The blend with the weight that scores best on ``valid`` (user vectors, inputs,
     targets), and its report: validation NDCG@10 for every weight, and retrieval alone
-    beside the blend on both splits (full ranking over the candidates, history masked)."""
+    beside the blend on both splits (full ranking over the candidates, history masked;
+    the test split only where ``test`` is given: :func:`blend_test` scores it later)."""
     base = blend_of(attributes, items, candidates, max_len)
     v_users, v_inputs, v_targets = valid
     v_keys, v_scores = candidate_lists(v_users, item_vecs, v_inputs, candidates)
@@ -92,15 +105,12 @@ def fit_blend(attributes: ItemAttributes, items: Sequence[str], item_vecs: np.nd
     best = max(BETAS, key=lambda b: by_beta[b]["ndcg@10"])
     enabled = by_beta[best]["ndcg@10"] > alone["ndcg@10"]
     chosen = replace(base, beta=best * unit, enabled=enabled)
-    t_users, t_inputs, t_targets = test
-    t_keys, t_scores = candidate_lists(t_users, item_vecs, t_inputs, candidates)
     report = {
         "enabled": enabled, "beta": chosen.beta, "beta_relative": best, "candidates": candidates,
         "max_len": max_len,
         "valid": {"retrieval": alone, "blend": by_beta[best],
                   "ndcg@10_by_beta_relative": {str(b): by_beta[b]["ndcg@10"] for b in BETAS}},
-        "test": {"retrieval": hr_ndcg(blended_ranks(base, t_keys, t_scores, t_inputs, t_targets)),
-                 "blend": hr_ndcg(blended_ranks(chosen, t_keys, t_scores, t_inputs, t_targets))},
+        **({"test": blend_test(base, chosen, item_vecs, test, candidates)} if test is not None else {}),
         "protocol": f"leave-one-out; the first {candidates} retrieved unseen items re-scored "
                     "(serving.content_blend), the rest ranked past every list"}
     return chosen, report

@@ -206,7 +206,10 @@ class ItemSpace(nn.Module):
         """
         where = pos > 0
         E = self.item_table()  # one draw of the ID dropout for the inputs and the scores
-        h = self.hidden(seq, table=E)[where]  # (M, D)
+        if where[:, :-1].any():
+            h = self.hidden(seq, table=E)[where]  # (M, D)
+        else:  # targets in the last column only (prefix samples): the last block for it alone
+            h = self.hidden(seq, last_only=True, table=E)[:, -1][where[:, -1]]
         y = pos[where]  # (M,)
         if kind == "ce":
             logits = h @ E[1:].T  # (M, N)

@@ -49,6 +49,13 @@ class TrainConfig:
     # loss="ce": leave the items already in the input out of each position's softmax
     # (evaluation masks the history too; see SASRec.loss)
     mask_seen: bool = False
+    # Training samples: "positions", each user's sequence once (its last max_len items),
+    # the loss at every position; "prefixes", every prefix of every sequence a sample of
+    # its own (the last max_len items before the target, right-aligned), the loss at its
+    # last position only. With prefixes the model trains on exactly the inputs it serves
+    # (the newest item always in the last position, positions counted from there), and a
+    # sequence longer than max_len contributes every window, not only its last.
+    samples: str = "positions"
     seed: int = 42
     threads: int | None = None
 
@@ -72,9 +79,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def training_pairs(seqs: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs s[:-1] and next-item targets s[1:], the last ``max_len`` of each, left-padded."""
+SAMPLES = ("positions", "prefixes")
+
+
+def training_pairs(seqs: list[list[int]], max_len: int,
+                   samples: str = "positions") -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets), left-padded to ``max_len``, target 0 = no loss there.
+
+    ``positions``: per user, inputs s[:-1] and next-item targets s[1:], the last ``max_len``
+    of each. ``prefixes``: per user and position j >= 1, inputs s[:j] (its last ``max_len``)
+    and the target s[j] in the last column only (:attr:`TrainConfig.samples`).
+    """
+    if samples not in SAMPLES:
+        raise ValueError(f"samples must be one of {SAMPLES}, not {samples!r}")
     usable = [s for s in seqs if len(s) >= 2]
+    if samples == "prefixes":
+        inputs = left_pad([s[max(0, j - max_len):j] for s in usable for j in range(1, len(s))], max_len)
+        targets = np.zeros_like(inputs)
+        targets[:, -1] = [s[j] for s in usable for j in range(1, len(s))]
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
     inputs = left_pad([s[:-1] for s in usable], max_len)
     targets = left_pad([s[1:] for s in usable], max_len)
     return torch.from_numpy(inputs), torch.from_numpy(targets)
@@ -160,14 +183,25 @@ def train_sasrec(split: Split, mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainCo
                   negatives=negatives, ctx=ctx, device=device)
     if not cfg.refit:
         return result
+    return refit_sasrec(split, result, mcfg, cfg, progress, item_attrs, negatives, ctx, device)
+
+
+def refit_sasrec(split: Split, selected: TrainResult, mcfg: SASRecConfig | TwoTowerConfig,
+                 cfg: TrainConfig, progress: bool = True, item_attrs: torch.Tensor | None = None,
+                 negatives: list[list[list[int]]] | None = None, ctx: Distributed | None = None,
+                 device: torch.device | None = None) -> TrainResult:
+    """The refit after ``selected`` (a run without one): a fresh model trained on everything
+    but the test items for the ``selected.best_epoch`` epochs validation chose. Its
+    result carries the selection's epoch, validation figures, time and history too."""
     seqs = list(split.train)
     for u, v in zip(split.eval_users, split.valid_target, strict=True):
         seqs[u] = split.train[u] + [int(v)]
-    again = replace(cfg, epochs=result.best_epoch, patience=result.best_epoch + 1, max_minutes=None)
+    again = replace(cfg, epochs=selected.best_epoch, patience=selected.best_epoch + 1, max_minutes=None)
     refit = _fit(split, seqs, mcfg, again, progress, select=False, item_attrs=item_attrs,
                  negatives=negatives, ctx=ctx, device=device)
-    return TrainResult(refit.model, result.best_epoch, result.epochs_run + refit.epochs_run,
-                       result.seconds + refit.seconds, result.valid, result.history + refit.history)
+    return TrainResult(refit.model, selected.best_epoch, selected.epochs_run + refit.epochs_run,
+                       selected.seconds + refit.seconds, selected.valid,
+                       selected.history + refit.history)
 
 
 def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool,
@@ -189,8 +223,8 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(cfg.seed + 1000 * ctx.rank)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    inputs, targets = training_pairs(seqs, mcfg.max_len)
-    lengths = (targets > 0).sum(dim=1)
+    inputs, targets = training_pairs(seqs, mcfg.max_len, cfg.samples)
+    lengths = (inputs > 0).sum(dim=1)  # a batch is cut to its longest input
     inputs, targets = inputs.to(device), targets.to(device)
     use_shown = cfg.loss == "sampled" and cfg.impression_negatives > 0 and negatives is not None
     shown = (shown_tensor(seqs, negatives, mcfg.max_len, cfg.impression_negatives).to(device)

@@ -30,15 +30,45 @@ def test_bpr_learns_on_synthetic(tiny_data) -> None:  # type: ignore[no-untyped-
     assert valid["ndcg@10"] > 0
 
 
-@pytest.mark.parametrize("loss", ["bce", "sampled", "ce", "ce-mask-seen"])
+def test_prefix_samples_are_every_prefix_right_aligned_with_the_target_last() -> None:
+    from training.models.train import training_pairs
+
+    inputs, targets = training_pairs([[1, 2, 3, 4], [5, 6], [7]], 2, "prefixes")
+    # one sample per target position; the last max_len items before the target, right-aligned
+    assert inputs.tolist() == [[0, 1], [1, 2], [2, 3], [0, 5]]
+    assert targets.tolist() == [[0, 2], [0, 3], [0, 4], [0, 6]]
+    inputs, targets = training_pairs([[1, 2, 3, 4], [5, 6], [7]], 2)
+    assert inputs.tolist() == [[2, 3], [0, 5]] and targets.tolist() == [[3, 4], [0, 6]]
+    with pytest.raises(ValueError, match="samples must be one of"):
+        training_pairs([[1, 2]], 2, "windows")
+
+
+def test_a_loss_at_the_last_position_only_equals_the_full_pass_there(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    from training.models.retrieval import SASRec
+    from training.models.train import training_pairs
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(tiny_data.num_items, max_len=8, dim=16, layers=2, lowpass=0.5)).eval()
+    seq, pos = training_pairs(tiny_data.seqs[:20], 8, "prefixes")
+    full = pos.clone()
+    full[:, :-1] = 1  # a target elsewhere too: the full pass; then only the last column's loss
+    with torch.no_grad():
+        h_last = model.hidden(seq, last_only=True)[:, -1]
+        h_full = model.hidden(seq)[:, -1]
+    assert torch.allclose(h_last, h_full, atol=1e-5)
+    assert torch.isfinite(model.loss(seq, pos, "ce"))
+
+
+@pytest.mark.parametrize("loss", ["bce", "sampled", "ce", "ce-mask-seen", "ce-prefixes"])
 def test_every_loss_learns_above_popularity(tiny_data, loss: str) -> None:  # type: ignore[no-untyped-def]
     from training.models.baselines import popularity_metrics
     from training.models.train import TrainConfig, evaluate_model, train_sasrec
 
     split = leave_one_out(tiny_data)
-    cfg = TrainConfig(epochs=6, patience=6, batch_size=64, loss=loss.removesuffix("-mask-seen"),
+    cfg = TrainConfig(epochs=6, patience=6, batch_size=64, loss=loss.split("-")[0],
                       negatives=32, hard_negatives=8 if loss == "sampled" else 0, seed=3,
-                      mask_seen=loss.endswith("mask-seen"))
+                      mask_seen=loss.endswith("mask-seen"),
+                      samples="prefixes" if loss.endswith("prefixes") else "positions")
     r = train_sasrec(split, SASRecConfig(tiny_data.num_items, max_len=20, dim=32, layers=1), cfg,
                      progress=False)
     assert evaluate_model(r.model, split, "test")["ndcg@10"] > popularity_metrics(split, "test")["full"]["ndcg@10"]

@@ -1,0 +1,156 @@
+"""Unit tests of :mod:`training.protocol`: nothing is chosen from the test split."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from streamrec.errors import ConfigError
+from training.data.attributes import build
+from training.data.sequences import SequenceData, write_sequences
+from training.data.synthetic import SyntheticSpec, generate, item_attributes
+from training.protocol import run_protocol, sealed, summarise
+
+SPEC = SyntheticSpec(users=200, items=80, clusters=8, mean_len=10, seed=5)
+TOML = """model = "sasrec"
+[sasrec]
+max_len = 12
+dim = 16
+layers = 1
+heads = 2
+dropout = 0.2
+lowpass = 0.5
+[train]
+epochs = 6
+patience = 2
+batch_size = 64
+"""
+
+
+def other_test_targets(data: SequenceData) -> SequenceData:
+    """The same data with every user's last item (the test target) moved to the next user:
+    the same items and counts overall, so the vocabulary is unchanged; only the test
+    targets differ."""
+    last = [s[-1] for s in data.seqs]
+    moved = last[1:] + last[:1]
+    seqs = [s[:-1] + [m] for s, m in zip(data.seqs, moved, strict=True)]
+    assert seqs != data.seqs
+    return SequenceData(data.name, data.users, seqs, data.vocab)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("protocol") / "tiny.toml"
+    path.write_text(TOML)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reports(config: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    data = generate(SPEC)
+    attrs = build(item_attributes(SPEC))
+    kw: dict[str, Any] = {"config": config, "flags": {}, "seeds": [0, 1], "attributes": attrs,
+                          "tower": False}
+    return run_protocol(data, **kw), run_protocol(other_test_targets(data), **kw)
+
+
+def test_changing_the_test_targets_changes_nothing_chosen_only_test_figures(
+        reports: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    a, b = reports
+    assert [r["seed"] for r in a["runs"]] == [0, 1]
+    for ra, rb in zip(a["runs"], b["runs"], strict=True):
+        # every choice (epoch, epochs run, the blend's weight) and every validation figure
+        assert ra["chosen"] == rb["chosen"]
+        assert ra["valid"] == rb["valid"]
+        assert "blend_beta_relative" in ra["chosen"]
+        assert set(ra["test"]) == {"no_refit", "no_refit_blend", "refit"}
+        for row in ra["test"]:  # the test rows, scored on other targets, differ
+            assert ra["test"][row]["full"] != rb["test"][row]["full"], row
+    assert a["summary"] != b["summary"]
+
+
+def test_the_choices_never_see_the_test_targets(tiny_data: SequenceData) -> None:
+    from training.data.sequences import leave_one_out
+
+    split = leave_one_out(tiny_data)
+    hidden = sealed(split)
+    assert not hidden.test_target.any()  # all PAD
+    assert np.array_equal(hidden.valid_target, split.valid_target)
+    assert hidden.train == split.train
+    assert hidden.inputs("test") == split.inputs("test")
+
+
+def test_both_rows_per_seed_and_their_mean_and_spread(reports: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    report = reports[0]
+    assert report["seeds"] == [0, 1] and report["wall_clock_seconds"] > 0
+    for run in report["runs"]:
+        assert 1 <= run["chosen"]["best_epoch"] <= run["chosen"]["epochs_run"] <= 6
+        assert run["seconds"]["selection"] > 0 and run["seconds"]["refit"] > 0
+        assert set(run["test"]["refit"]) == {"full", "sampled"}
+    for row in ("no_refit", "refit"):
+        values = [r["test"][row]["full"]["ndcg@10"] for r in report["runs"]]
+        cell = report["summary"][row]["full"]["ndcg@10"]
+        assert cell["mean"] == pytest.approx(statistics.fmean(values))
+        assert cell["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    one = summarise(report["runs"][:1])
+    assert one["refit"]["full"]["hr@10"]["std"] == 0.0
+
+
+def test_bad_arguments_are_refused(config: Path) -> None:
+    data = generate(SPEC)
+    with pytest.raises(ConfigError, match="seeds must differ"):
+        run_protocol(data, config=config, flags={}, seeds=[1, 1])
+    with pytest.raises(ConfigError, match="--no-tower needs --attributes"):
+        run_protocol(data, config=config, flags={}, seeds=[0], tower=False)
+    with pytest.raises(ConfigError, match="samples must be one of"):
+        run_protocol(data, config=config, flags={"samples": "all"}, seeds=[0])
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--out", "results/p.txt"], "--out must name a .json file"),
+    (["--no-tower"], "--no-tower needs --attributes"),
+    (["--config", "nope.toml"], "config file nope.toml does not exist"),
+    (["--config", str(Path(__file__).parents[3] / "training/configs/beauty.toml"), "--samples", "prefixes",
+      "--data", "missing.txt"], "missing.txt: no such file"),
+    (["--seeds", "0"], "--seeds"),
+])
+def test_the_command_refuses_bad_arguments_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
+    data = tmp_path / "clicks.txt"
+    data.write_text("u1 1 2 3\n")
+    result = runner.invoke(app, ["protocol", "--data", str(data), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_the_command_refuses_a_baseline(tmp_path: Path) -> None:
+    (tmp_path / "bpr.toml").write_text('model = "bpr"\n')
+    data = tmp_path / "clicks.txt"
+    data.write_text("u1 1 2 3\n")
+    result = runner.invoke(app, ["protocol", "--data", str(data), "--config", str(tmp_path / "bpr.toml")])
+    assert result.exit_code == 2
+    assert "the protocol trains a sequence model" in result.output
+
+
+def test_the_command_writes_the_results_file_and_the_table(tmp_path: Path, config: Path) -> None:
+    data = generate(SPEC)
+    path = tmp_path / "clicks.txt"
+    write_sequences(path, data.users, [data.vocab.decode(s) for s in data.seqs])
+    out = tmp_path / "p.json"
+    result = runner.invoke(app, ["protocol", "--data", str(path), "--config", str(config),
+                                 "--seeds", "1", "--first-seed", "4", "--epochs", "2", "--no-refit",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["seeds"] == [4] and set(report["summary"]) == {"no_refit"}
+    assert report["train_config"]["epochs"] == 2 and "machine" in report
+    assert "no_refit" in result.output and "seed 4" in result.output

@@ -1,0 +1,201 @@
+"""The evaluation protocol behind the model-quality tables (``streamrec protocol``).
+
+Per seed, one sequence model is trained on the training split with the
+configuration's fixed budget (``epochs``, ``patience``, ``max_minutes``), and every
+setting is chosen on the validation split: the epoch (early stopping on validation
+NDCG@10) and, with attributes, the content blend's weight. The refit row retrains
+a fresh model on everything but the test items for the chosen epoch count (what
+the shipped configurations serve). Only then is the test split scored, once per
+row: full ranking (history masked) and sampled.
+
+The choosing half never holds the test targets: it runs on a copy of the split
+whose test targets are sealed (all PAD), and the real ones are read by
+:func:`_score` alone, after every choice is made.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamrec.errors import ConfigError
+from training.config import SEQUENCE_MODELS, load_config, resolve_flags
+from training.data.attributes import ItemAttributes
+from training.data.sequences import SequenceData, Split, leave_one_out
+from training.evaluation.evaluate import encode_all, evaluate_vectors
+from training.models.blend import blend_of, blend_test, fit_blend
+from training.models.retrieval import RetrievalModel
+from training.models.train import TrainConfig, TrainResult, refit_sasrec, torch_encode, train_sasrec
+
+BLEND_CANDIDATES = 200  # as training.pipeline: the worker's default STREAMREC_CANDIDATES
+ROWS = ("no_refit", "no_refit_blend", "refit")
+METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
+
+
+def sealed(split: Split) -> Split:
+    """``split`` with its test targets replaced by PAD: what every choice is made on."""
+    return replace(split, test_target=np.zeros_like(split.test_target))
+
+
+@dataclass
+class _Chosen:
+    """One seed's choices, made without the test targets."""
+
+    selected: TrainResult  # no refit: the epoch chosen on validation
+    refit: TrainResult | None
+    blend: dict[str, Any] | None  # fit_blend's report (validation only)
+    blend_obj: Any = None  # the chosen serving.content_blend.ContentBlend
+
+
+def _choose(split: Split, mcfg: Any, tcfg: Any, item_attrs: torch.Tensor | None,
+            attributes: ItemAttributes | None, blend: bool, refit: bool,
+            progress: bool) -> _Chosen:
+    """Train, pick the epoch and the blend's weight on validation, and refit: on a split
+    whose test targets are sealed."""
+    selected = train_sasrec(split, mcfg, replace(tcfg, refit=False), progress, item_attrs)
+    report, chosen_blend = None, None
+    if attributes is not None and blend:
+        model = selected.model
+        v_inputs = split.inputs("valid")
+        users = encode_all(torch_encode(model), v_inputs, model.cfg.max_len)
+        chosen_blend, report = fit_blend(attributes, split.data.vocab.ids, _items(model),
+                                         (users, v_inputs, split.valid_target), None,
+                                         BLEND_CANDIDATES, model.cfg.max_len)
+    again = (refit_sasrec(split, selected, mcfg, replace(tcfg, refit=True), progress, item_attrs)
+             if refit else None)
+    return _Chosen(selected, again, report, chosen_blend)
+
+
+def _items(model: RetrievalModel) -> np.ndarray:
+    return model.item_vectors()[1:].detach().numpy()
+
+
+def _score(model: RetrievalModel, split: Split) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """The test split, scored once: user vectors and both protocols' figures."""
+    inputs = split.inputs("test")
+    users = encode_all(torch_encode(model), inputs, model.cfg.max_len)
+    return users, evaluate_vectors(users, _items(model), inputs, split.targets("test"))
+
+
+def run_seed(data: SequenceData, mcfg: Any, tcfg: Any, item_attrs: torch.Tensor | None,
+             attributes: ItemAttributes | None, *, blend: bool = True, refit: bool = True,
+             progress: bool = False) -> dict[str, Any]:
+    """One seed (``tcfg.seed``) of the protocol: the choices, then each row's test figures."""
+    split = leave_one_out(data)
+    t0 = time.monotonic()
+    chosen = _choose(sealed(split), mcfg, tcfg, item_attrs, attributes, blend, refit, progress)
+    seconds = time.monotonic() - t0
+    sel = chosen.selected
+    out: dict[str, Any] = {
+        "seed": tcfg.seed,
+        "chosen": {"best_epoch": sel.best_epoch, "epochs_run": sel.epochs_run,
+                   **({"blend_beta_relative": chosen.blend["beta_relative"],
+                       "blend_enabled": chosen.blend["enabled"]} if chosen.blend else {})},
+        "valid": {"no_refit": {"full": {k: v for k, v in sel.valid.items() if "@" in k}},
+                  **({"no_refit_blend": {"full": chosen.blend["valid"]["blend"]}}
+                     if chosen.blend else {})},
+        "seconds": {"selection": round(sel.seconds, 1),
+                    **({"refit": round(chosen.refit.seconds - sel.seconds, 1)} if chosen.refit else {}),
+                    "total": round(seconds, 1)},
+        "test": {}}
+    # the test split: read here, once per row, after every choice above
+    users, out["test"]["no_refit"] = _score(sel.model, split)
+    if chosen.blend is not None:
+        model = sel.model
+        test = blend_test(blend_of(attributes, split.data.vocab.ids, BLEND_CANDIDATES,  # type: ignore[arg-type]
+                                   model.cfg.max_len),
+                          chosen.blend_obj, _items(model), (users, split.inputs("test"), split.test_target),
+                          BLEND_CANDIDATES)
+        out["test"]["no_refit_blend"] = {"full": test["blend"]}
+    if chosen.refit is not None:
+        _, out["test"]["refit"] = _score(chosen.refit.model, split)
+    return out
+
+
+def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation (n - 1; 0 for one seed) over the seeds, per row,
+    protocol and metric."""
+    out: dict[str, Any] = {}
+    for row in ROWS:
+        per = [s["test"][row] for s in seeds if row in s["test"]]
+        if not per:
+            continue
+        out[row] = {}
+        for proto in per[0]:
+            out[row][proto] = {}
+            for m in METRICS:
+                values = [p[proto][m] for p in per]
+                out[row][proto][m] = {"mean": statistics.fmean(values),
+                                      "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return out
+
+
+def protocol_config(config: Path | None, flags: dict[str, Any]) -> tuple[str, dict[str, Any], TrainConfig]:
+    """The model, its configuration and the training budget the protocol runs (a
+    :class:`ConfigError` for what it cannot: a baseline, impression negatives)."""
+    chosen_model, mcfg, tcfg, _ = resolve_flags(load_config(config), None, flags)
+    if chosen_model not in SEQUENCE_MODELS:
+        raise ConfigError(f"the protocol trains a sequence model ({', '.join(SEQUENCE_MODELS)}), "
+                          f"not {chosen_model}")
+    if tcfg.impression_negatives:
+        raise ConfigError("the protocol reads a data file: impression negatives need --from-topic")
+    return chosen_model, mcfg, tcfg
+
+
+def run_protocol(data: SequenceData, *, config: Path | None, flags: dict[str, Any], seeds: list[int],
+                 attributes: ItemAttributes | None = None, tower: bool = True, blend: bool = True,
+                 refit: bool = True, progress: bool = False,
+                 on_seed: Any = None) -> dict[str, Any]:
+    """The protocol over ``seeds`` (module docstring): per seed and row, the choices and the
+    test figures, then mean ± std over the seeds, with the budget and wall-clock time."""
+    from training.pipeline import tower_inputs
+
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must differ: {seeds}")
+    if not tower and attributes is None:
+        raise ConfigError("--no-tower needs --attributes")
+    chosen_model, mcfg, tcfg = protocol_config(config, flags)
+    cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg, chosen_model)
+    start = time.monotonic()
+    runs = []
+    for seed in seeds:
+        runs.append(run_seed(data, cfg, replace(tcfg, seed=seed), item_attrs, attributes,
+                             blend=blend, refit=refit, progress=progress))
+        if on_seed is not None:
+            on_seed(runs[-1])
+    return {
+        "protocol": "leave-one-out; every setting chosen on the validation split (the test "
+                    "targets sealed meanwhile), then test scored once per row; full = all "
+                    "items, history masked; sampled = 100 uniform unseen negatives, seed 0; "
+                    "no_refit = trained on the training split only (the published protocol); "
+                    "refit = retrained on train + validation for the chosen epoch count",
+        "dataset": data.describe(), "config": None if config is None else str(config),
+        "model": chosen_model, "model_config": {k: v for k, v in cfg.to_dict().items()},
+        "train_config": tcfg.to_dict() | {"seed": None}, "flags": {k: v for k, v in flags.items() if v is not None},
+        "attributes": attributes is not None, "tower": bool(tower and attributes is not None),
+        "seeds": seeds, "runs": runs, "summary": summarise(runs),
+        "wall_clock_seconds": round(time.monotonic() - start, 1),
+        "torch_threads": torch.get_num_threads()}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The summary as a plain-text table: one line per row and protocol, mean ± std."""
+    head = (f"{report['dataset']['name']}: seeds {report['seeds']}, "
+            f"{report['wall_clock_seconds']:.0f} s wall-clock")
+    lines = [head,
+             f"{'row':15s} {'protocol':8s} {'HR@10':>17s} {'NDCG@10':>17s} {'HR@20':>17s} {'NDCG@20':>17s}"]
+    for row, protos in report["summary"].items():
+        for proto, m in protos.items():
+            cells = " ".join(f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f}" for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20"))
+            lines.append(f"{row:15s} {proto:8s} {cells}")
+    for run in report["runs"]:
+        lines.append(f"seed {run['seed']}: chosen {run['chosen']}, seconds {run['seconds']}")
+    return "\n".join(lines)
