@@ -20,6 +20,7 @@ class Loss(str, Enum):
 
 class Samples(str, Enum):
     positions = "positions"
+    windows = "windows"
     prefixes = "prefixes"
 
 
@@ -95,7 +96,7 @@ def train(
     impression_window: Annotated[float | None, typer.Option(min=0.0, help="With --from-topic: seconds after a click in which a later click of a shown item removes it from the negatives.")] = None,
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="Retrain on train+valid for the selected epochs.")] = None,
     mask_seen: Annotated[bool | None, typer.Option("--mask-seen/--no-mask-seen", help="With --loss ce: leave each position's history out of its softmax.")] = None,
-    samples: Annotated[Samples | None, typer.Option(help="Training samples: each sequence once with a loss at every position, or every prefix with a loss at its last.")] = None,
+    samples: Annotated[Samples | None, typer.Option(help="Training samples: each sequence once with a loss at every position, in windows of max-len, or every prefix with a loss at its last.")] = None,
     max_len: Annotated[int | None, typer.Option(min=2)] = None,
     dim: Annotated[int | None, typer.Option(min=4)] = None,
     layers: Annotated[int | None, typer.Option(min=1)] = None,
@@ -283,13 +284,22 @@ def protocol(
         report = run_protocol(sequences, config=config, flags=flags,
                               seeds=list(range(first_seed, first_seed + seeds)), attributes=attrs,
                               tower=tower, blend=blend, refit=refit, progress=progress,
-                              on_seed=lambda r: typer.echo(f"seed {r['seed']}: {r['chosen']}, "
-                                                           f"{r['seconds']['total']:.0f} s", err=True))
+                              on_seed=lambda partial: _protocol_partial(out, partial))
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     write_results(out, report)
     typer.echo(table(report))
     typer.echo(f"wrote {out}")
+
+
+def _protocol_partial(out: Path, partial: dict[str, Any]) -> None:
+    """After each seed: the results so far (``complete`` false), and a line on stderr."""
+    from bench.run import write_results
+
+    write_results(out, partial)
+    run = partial["runs"][-1]
+    typer.echo(f"seed {run['seed']}: chosen {run['chosen']}, {run['seconds']['total']:.0f} s; "
+               f"results so far in {out}", err=True)
 
 
 def _gate_setting(block: dict[str, Any]) -> str:

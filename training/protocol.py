@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -151,9 +152,10 @@ def protocol_config(config: Path | None, flags: dict[str, Any]) -> tuple[str, di
 def run_protocol(data: SequenceData, *, config: Path | None, flags: dict[str, Any], seeds: list[int],
                  attributes: ItemAttributes | None = None, tower: bool = True, blend: bool = True,
                  refit: bool = True, progress: bool = False,
-                 on_seed: Any = None) -> dict[str, Any]:
+                 on_seed: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The protocol over ``seeds`` (module docstring): per seed and row, the choices and the
-    test figures, then mean ± std over the seeds, with the budget and wall-clock time."""
+    test figures, then mean ± std over the seeds, with the budget and wall-clock time.
+    ``on_seed`` gets the report so far (``complete`` false) after each seed but the last."""
     from training.pipeline import tower_inputs
 
     if not seeds:
@@ -165,25 +167,30 @@ def run_protocol(data: SequenceData, *, config: Path | None, flags: dict[str, An
     chosen_model, mcfg, tcfg = protocol_config(config, flags)
     cfg, item_attrs = tower_inputs(data, attributes if tower else None, mcfg, chosen_model)
     start = time.monotonic()
-    runs = []
+    runs: list[dict[str, Any]] = []
+
+    def report(complete: bool) -> dict[str, Any]:
+        return {
+            "protocol": "leave-one-out; every setting chosen on the validation split (the test "
+                        "targets sealed meanwhile), then test scored once per row; full = all "
+                        "items, history masked; sampled = 100 uniform unseen negatives, seed 0; "
+                        "no_refit = trained on the training split only (the published protocol); "
+                        "refit = retrained on train + validation for the chosen epoch count",
+            "complete": complete, "dataset": data.describe(),
+            "config": None if config is None else str(config), "model": chosen_model,
+            "model_config": cfg.to_dict(), "train_config": tcfg.to_dict() | {"seed": None},
+            "flags": {k: v for k, v in flags.items() if v is not None},
+            "attributes": attributes is not None, "tower": bool(tower and attributes is not None),
+            "seeds": [r["seed"] for r in runs] if not complete else seeds, "runs": list(runs),
+            "summary": summarise(runs), "wall_clock_seconds": round(time.monotonic() - start, 1),
+            "torch_threads": torch.get_num_threads()}
+
     for seed in seeds:
         runs.append(run_seed(data, cfg, replace(tcfg, seed=seed), item_attrs, attributes,
                              blend=blend, refit=refit, progress=progress))
-        if on_seed is not None:
-            on_seed(runs[-1])
-    return {
-        "protocol": "leave-one-out; every setting chosen on the validation split (the test "
-                    "targets sealed meanwhile), then test scored once per row; full = all "
-                    "items, history masked; sampled = 100 uniform unseen negatives, seed 0; "
-                    "no_refit = trained on the training split only (the published protocol); "
-                    "refit = retrained on train + validation for the chosen epoch count",
-        "dataset": data.describe(), "config": None if config is None else str(config),
-        "model": chosen_model, "model_config": {k: v for k, v in cfg.to_dict().items()},
-        "train_config": tcfg.to_dict() | {"seed": None}, "flags": {k: v for k, v in flags.items() if v is not None},
-        "attributes": attributes is not None, "tower": bool(tower and attributes is not None),
-        "seeds": seeds, "runs": runs, "summary": summarise(runs),
-        "wall_clock_seconds": round(time.monotonic() - start, 1),
-        "torch_threads": torch.get_num_threads()}
+        if on_seed is not None and len(runs) < len(seeds):
+            on_seed(report(complete=False))
+    return report(complete=True)
 
 
 def table(report: dict[str, Any]) -> str:

@@ -50,11 +50,13 @@ class TrainConfig:
     # (evaluation masks the history too; see SASRec.loss)
     mask_seen: bool = False
     # Training samples: "positions", each user's sequence once (its last max_len items),
-    # the loss at every position; "prefixes", every prefix of every sequence a sample of
-    # its own (the last max_len items before the target, right-aligned), the loss at its
-    # last position only. With prefixes the model trains on exactly the inputs it serves
-    # (the newest item always in the last position, positions counted from there), and a
-    # sequence longer than max_len contributes every window, not only its last.
+    # the loss at every position; "windows", the same, with a sequence longer than max_len
+    # cut into consecutive windows of max_len targets, so every item is a target once;
+    # "prefixes", every prefix of every sequence a sample of its own (the last max_len
+    # items before the target, right-aligned), the loss at its last position only. With
+    # prefixes the model trains on exactly the inputs it serves (the newest item always in
+    # the last position, positions counted from there), and a sequence longer than max_len
+    # contributes every window, not only its last.
     samples: str = "positions"
     seed: int = 42
     threads: int | None = None
@@ -79,7 +81,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-SAMPLES = ("positions", "prefixes")
+SAMPLES = ("positions", "windows", "prefixes")
 
 
 def training_pairs(seqs: list[list[int]], max_len: int,
@@ -87,7 +89,8 @@ def training_pairs(seqs: list[list[int]], max_len: int,
     """(inputs, targets), left-padded to ``max_len``, target 0 = no loss there.
 
     ``positions``: per user, inputs s[:-1] and next-item targets s[1:], the last ``max_len``
-    of each. ``prefixes``: per user and position j >= 1, inputs s[:j] (its last ``max_len``)
+    of each. ``windows``: the same for each window of up to ``max_len`` targets, cut from the
+    end (a window's first input is the previous window's last target). ``prefixes``: per user and position j >= 1, inputs s[:j] (its last ``max_len``)
     and the target s[j] in the last column only (:attr:`TrainConfig.samples`).
     """
     if samples not in SAMPLES:
@@ -98,6 +101,9 @@ def training_pairs(seqs: list[list[int]], max_len: int,
         targets = np.zeros_like(inputs)
         targets[:, -1] = [s[j] for s in usable for j in range(1, len(s))]
         return torch.from_numpy(inputs), torch.from_numpy(targets)
+    if samples == "windows":
+        usable = [s[max(0, end - max_len - 1):end] for s in usable
+                  for end in range(len(s), 1, -max_len)]
     inputs = left_pad([s[:-1] for s in usable], max_len)
     targets = left_pad([s[1:] for s in usable], max_len)
     return torch.from_numpy(inputs), torch.from_numpy(targets)

@@ -89,7 +89,7 @@ def test_the_choices_never_see_the_test_targets(tiny_data: SequenceData) -> None
 
 def test_both_rows_per_seed_and_their_mean_and_spread(reports: tuple[dict[str, Any], dict[str, Any]]) -> None:
     report = reports[0]
-    assert report["seeds"] == [0, 1] and report["wall_clock_seconds"] > 0
+    assert report["seeds"] == [0, 1] and report["wall_clock_seconds"] > 0 and report["complete"]
     for run in report["runs"]:
         assert 1 <= run["chosen"]["best_epoch"] <= run["chosen"]["epochs_run"] <= 6
         assert run["seconds"]["selection"] > 0 and run["seconds"]["refit"] > 0
@@ -154,3 +154,11 @@ def test_the_command_writes_the_results_file_and_the_table(tmp_path: Path, confi
     assert report["seeds"] == [4] and set(report["summary"]) == {"no_refit"}
     assert report["train_config"]["epochs"] == 2 and "machine" in report
     assert "no_refit" in result.output and "seed 4" in result.output
+
+
+def test_the_results_so_far_are_written_after_each_seed(config: Path) -> None:
+    partial: list[dict[str, Any]] = []
+    final = run_protocol(generate(SPEC), config=config, flags={"epochs": 1}, seeds=[0, 1],
+                         refit=False, on_seed=partial.append)
+    assert len(partial) == 1 and not partial[0]["complete"] and partial[0]["seeds"] == [0]
+    assert partial[0]["runs"] == final["runs"][:1] and final["complete"]

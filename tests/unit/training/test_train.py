@@ -30,7 +30,7 @@ def test_bpr_learns_on_synthetic(tiny_data) -> None:  # type: ignore[no-untyped-
     assert valid["ndcg@10"] > 0
 
 
-def test_prefix_samples_are_every_prefix_right_aligned_with_the_target_last() -> None:
+def test_samples_prefixes_and_windows_cover_every_target() -> None:
     from training.models.train import training_pairs
 
     inputs, targets = training_pairs([[1, 2, 3, 4], [5, 6], [7]], 2, "prefixes")
@@ -39,8 +39,12 @@ def test_prefix_samples_are_every_prefix_right_aligned_with_the_target_last() ->
     assert targets.tolist() == [[0, 2], [0, 3], [0, 4], [0, 6]]
     inputs, targets = training_pairs([[1, 2, 3, 4], [5, 6], [7]], 2)
     assert inputs.tolist() == [[2, 3], [0, 5]] and targets.tolist() == [[3, 4], [0, 6]]
+    # windows: every item a target once, each window with its own inputs
+    inputs, targets = training_pairs([[1, 2, 3, 4, 5, 6], [5, 6]], 2, "windows")
+    assert inputs.tolist() == [[4, 5], [2, 3], [0, 1], [0, 5]]
+    assert targets.tolist() == [[5, 6], [3, 4], [0, 2], [0, 6]]
     with pytest.raises(ValueError, match="samples must be one of"):
-        training_pairs([[1, 2]], 2, "windows")
+        training_pairs([[1, 2]], 2, "every")
 
 
 def test_a_loss_at_the_last_position_only_equals_the_full_pass_there(tiny_data) -> None:  # type: ignore[no-untyped-def]
