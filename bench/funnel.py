@@ -68,10 +68,39 @@ def new_items(bundle: ModelBundle, n: int, rng: np.random.Generator) -> Catalogu
     return Catalogue().apply(records, bundle) if records else EMPTY
 
 
-def histories(bundle: ModelBundle, n: int, rng: np.random.Generator) -> list[list[str]]:
+def histories(bundle: ModelBundle, n: int, rng: np.random.Generator,
+              length: int | None = None) -> list[list[str]]:
+    """``n`` histories of the bundle's items: of ``length`` items each, or of lengths
+    uniform in 1..max_len."""
     ids = bundle.vocab.ids
-    lengths = rng.integers(1, bundle.max_len + 1, n)
+    lengths = rng.integers(1, bundle.max_len + 1, n) if length is None else [length] * n
     return [[ids[int(i)] for i in rng.integers(0, len(ids), int(m))] for m in lengths]
+
+
+def run_lengths(bundle_path: Path, lengths: list[int], batch: int, batches: int = 30,
+                top_n: int = 10, seed: int = 0,
+                on_result: Callable[[FunnelResult], None] | None = None) -> list[FunnelResult]:
+    """The plain funnel (encoder, index, filtering) on batches of sessions that all hold
+    ``length`` items, for each of ``lengths``: what an event costs as sessions grow. A
+    session longer than the bundle's ``max_len`` is encoded from its last ``max_len`` items."""
+    bundle = load_bundle(bundle_path)
+    funnel = Funnel(FunnelConfig(top_n=top_n, ranking="off", blending="off"))
+    rng = np.random.default_rng(seed)
+    out: list[FunnelResult] = []
+    for length in lengths:
+        data = [histories(bundle, batch, rng, length) for _ in range(batches + 1)]
+        times = []
+        for i, h in enumerate(data):
+            t = time.perf_counter()
+            funnel.run(bundle, Batch(h))
+            if i:
+                times.append((time.perf_counter() - t) * 1000)
+        r = FunnelResult(f"plain, length {length}", batch, batches, float(np.percentile(times, 50)),
+                         float(np.percentile(times, 99)), float(np.mean(times)) * 1000 / batch)
+        out.append(r)
+        if on_result:
+            on_result(r)
+    return out
 
 
 def run(bundle_path: Path, batch_sizes: list[int], batches: int = 30, top_n: int = 10,

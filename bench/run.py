@@ -32,7 +32,9 @@ from pathlib import Path
 
 import psutil
 
+from bench import services
 from bench.load import produce
+from bench.profile import Recording
 from cli.harness import WorkerProcess
 from cli.waiting import ProcessExited, poll_until
 from serving.keys import meta_prefix
@@ -59,6 +61,27 @@ class Result:
     peak_rss_mb: float = 0.0
     # with new items on the items topic: the share of a sample of users' lists holding one
     new_item_lists: float | None = None
+    # records per micro-batch over the measured window (the workers' own "batches" count)
+    records_per_batch: float | None = None
+    # at an offered rate: each stage's latency percentiles (streams.prometheus.STAGES)
+    stages_ms: dict[str, dict[str, float]] | None = None
+    # --profile: each worker's py-spy summary over the window (bench.profile)
+    profiles: list[dict[str, object]] | None = None
+    # CPU s per 1,000 events of the broker and Redis where they run on this machine
+    # (bench.services), and the machine's busy cores over the window (everything on it)
+    broker_cpu_s_per_1k: float | None = None
+    redis_cpu_s_per_1k: float | None = None
+    machine_cores_busy: float | None = None
+
+    @property
+    def per_worker(self) -> float:
+        """Events/s per worker process."""
+        return self.throughput / self.workers
+
+    @property
+    def per_core(self) -> float | None:
+        """Events/s per busy core of the machine (workers, broker, Redis and the rest)."""
+        return self.throughput / self.machine_cores_busy if self.machine_cores_busy else None
 
     def row(self) -> str:
         rate = f"{self.offered_rate:.0f}" if self.offered_rate else "max"
@@ -71,8 +94,50 @@ class Result:
         return (f"{self.pipeline:10s} {self.workers:>2d}w  offered {rate:>6s}/s  "
                 f"processed {self.throughput:8.0f}/s  {lats}  cpu {self.cpu_s_per_1k:5.2f} s/1k  "
                 f"rss {self.peak_rss_mb:5.0f} MB"
+                + ("" if self.records_per_batch is None else f"  {self.records_per_batch:.0f}/batch")
+                + ("" if self.workers == 1 else f"  {self.per_worker:.0f}/s per worker")
+                + ("" if self.per_core is None else
+                   f"  {self.machine_cores_busy:.2f} cores busy, {self.per_core:.0f}/s per core")
+                + "".join(f"  {n} {v:.2f} s/1k" for n, v in (("broker", self.broker_cpu_s_per_1k),
+                                                               ("redis", self.redis_cpu_s_per_1k))
+                          if v is not None)
+                + "".join(f"\n    {name:9s} p50 {p.get('p50', 0):5.0f}  p99 {p.get('p99', 0):5.0f} ms"
+                          for name, p in (self.stages_ms or {}).items())
                 + ("" if self.new_item_lists is None else
                    f"  new item in {self.new_item_lists:.0%} of lists"))
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """What a measurement window needs at its two ends."""
+
+    at: float  # monotonic
+    events: int
+    batches: int
+    workers_cpu: float
+    services_cpu: tuple[float | None, ...]  # broker, Redis (None: not on this machine)
+    machine_busy: float
+
+
+def _mark(fleet: Fleet, events: int | None = None) -> _Mark:
+    from bench.services import machine_busy_s
+
+    return _Mark(time.monotonic(), fleet.events() if events is None else events, fleet.batches(),
+                 sum(_cpu_s(p.pid) for p in fleet.procs),
+                 tuple(svc.cpu_s() for svc in fleet.services), machine_busy_s())
+
+
+def _window(fleet: Fleet, rate: float | None, a: _Mark, b: _Mark,
+            latency: dict[str, float], profiles: list[dict[str, object]] | None) -> Result:
+    n, seconds = b.events - a.events, b.at - a.at
+    per_1k = [None if x is None or y is None else round((y - x) / n * 1000, 3)
+              for x, y in zip(a.services_cpu, b.services_cpu, strict=True)]
+    return Result(fleet.pipeline, len(fleet.ids), rate, n, seconds, n / seconds, latency,
+                  (b.workers_cpu - a.workers_cpu) / n * 1000,
+                  max(_peak_rss_mb(p.pid) for p in fleet.procs),
+                  records_per_batch=round(n / (b.batches - a.batches), 1) if b.batches > a.batches else None,
+                  profiles=profiles, broker_cpu_s_per_1k=per_1k[0], redis_cpu_s_per_1k=per_1k[1],
+                  machine_cores_busy=round((b.machine_busy - a.machine_busy) / seconds, 2))
 
 
 def _cpu_s(pid: int) -> float:
@@ -107,6 +172,7 @@ class Fleet:
         self.bundle, self.pipeline, self.log_dir = bundle, pipeline, log_dir
         self.ids = [f"{pipeline}-{run}-{n}" for n in range(workers)]
         self.workers: list[WorkerProcess] = []
+        self.services = services.find(base)
 
     @property
     def procs(self) -> list[subprocess.Popen[bytes]]:
@@ -124,15 +190,20 @@ class Fleet:
     def status(self) -> list[dict[str, str]]:
         return [w.status() for w in self.workers] or [{} for _ in self.ids]
 
-    def latency(self) -> list[dict[str, int]]:
-        """Each worker's latency histogram now (``lat_le_{ms}`` counts): streamrec workers
-        export it at ``/metrics``; the naive baseline keeps it in its status hash."""
+    def latency(self) -> list[dict[str, dict[str, int]]]:
+        """Each worker's latency histograms now (``lat_le_{ms}`` counts), end to end
+        (``"total"``) and, for streamrec workers, by stage (``/metrics``); the naive
+        baseline keeps its end-to-end histogram in its status hash."""
         if self.pipeline == "streamrec":
-            return [w.latency_fields() for w in self.workers]
-        return [{k: int(v) for k, v in st.items() if k.startswith(FIELD)} for st in self.status()]
+            return [w.stage_fields() for w in self.workers]
+        return [{"total": {k: int(v) for k, v in st.items() if k.startswith(FIELD)}}
+                for st in self.status()]
 
     def events(self) -> int:
         return sum(int(s.get("events", 0)) for s in self.status())
+
+    def batches(self) -> int:
+        return sum(int(s.get("batches", 0)) for s in self.status())
 
     def wait_until(self, cond: Callable[[list[dict[str, str]]], bool], timeout: float) -> None:
         try:
@@ -161,7 +232,7 @@ class Fleet:
 
 def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: float | None,
             events: int, warmup: int, users: int, items: int | Sequence[str], log_dir: Path,
-            new_items: Sequence[ItemRecord] = ()) -> Result:
+            new_items: Sequence[ItemRecord] = (), profile: bool = False) -> Result:
     """One run; ``new_items``: items-topic records published before the workers start (a
     worker reads the whole catalogue before its first list, so they are live throughout)."""
     fleet = Fleet(base, bundle, pipeline, workers, log_dir)
@@ -170,8 +241,8 @@ def measure(base: Settings, bundle: Path, *, pipeline: str, workers: int, rate: 
         if new_items:
             asyncio.run(send_paced(s, s.items_topic, ((r.item_id.encode(), encode_item(r))
                                                       for r in new_items)))
-        result = _paced(fleet, rate, events, warmup, users, items) if rate else _drain(
-            fleet, events, warmup, users, items)
+        result = _paced(fleet, rate, events, warmup, users, items, profile) if rate else _drain(
+            fleet, events, warmup, users, items, profile)
         if new_items:
             result = replace(result, new_item_lists=_new_item_share(
                 fleet, {r.item_id for r in new_items}, users))
@@ -188,48 +259,58 @@ def _new_item_share(fleet: Fleet, new: set[str], users: int, sample: int = 1000)
 
 
 def _paced(fleet: Fleet, rate: float, events: int, warmup: int, users: int,
-           items: int | Sequence[str]) -> Result:
+           items: int | Sequence[str], profile: bool = False) -> Result:
     """Clicks offered at ``rate``/s after a warm-up at the same rate; latency from the
-    workers' histograms over the measured clicks only."""
+    workers' histograms over the measured clicks only; ``profile``: each worker sampled by
+    py-spy over the measured clicks (:mod:`bench.profile`)."""
     s = fleet.settings
     fleet.start()
     asyncio.run(produce(s, s.clicks_topic, events=warmup, rate=rate, users=users,
                         items=items, run="warm", seed=1))
     fleet.wait_events(warmup)
-    before, cpu0 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
-    t0 = time.monotonic()
+    before, start = fleet.latency(), _mark(fleet)
+    recordings = _record(fleet) if profile else []
     asyncio.run(produce(s, s.clicks_topic, events=events, rate=rate, users=users,
                         items=items, run="measure", seed=2))
     fleet.wait_events(warmup + events)
-    seconds = time.monotonic() - t0
-    after, cpu1 = fleet.latency(), [_cpu_s(p.pid) for p in fleet.procs]
-    hist: dict[str, int] = {}
+    end, after = _mark(fleet), fleet.latency()
+    profiles = [r.stop().as_dict() for r in recordings] or None
+    hist: dict[str, dict[str, int]] = {}
     for a, b in zip(after, before, strict=True):
-        for k, v in diff(a, b).items():
-            hist[k] = hist.get(k, 0) + v
-    return Result(fleet.pipeline, len(fleet.ids), rate, events, seconds, events / seconds,
-                  percentiles({k: str(v) for k, v in hist.items()}),
-                  (sum(cpu1) - sum(cpu0)) / events * 1000,
-                  max(_peak_rss_mb(p.pid) for p in fleet.procs))
+        for name, fields in a.items():
+            into = hist.setdefault(name, {})
+            for k, v in diff(fields, b.get(name, {})).items():
+                into[k] = into.get(k, 0) + v
+    total = percentiles({k: str(v) for k, v in hist.pop("total").items()})
+    stages = {name: percentiles({k: str(v) for k, v in h.items()}) for name, h in hist.items()}
+    return replace(_window(fleet, rate, start, end, total, profiles), stages_ms=stages or None)
 
 
-def _drain(fleet: Fleet, events: int, warmup: int, users: int, items: int | Sequence[str]) -> Result:
-    """Saturation: write warm-up + measured clicks first, then time the worker draining them."""
+def _record(fleet: Fleet) -> list[Recording]:
+    """py-spy attached to each worker of ``fleet`` (its collapsed stacks beside its log)."""
+    return [Recording(w.proc.pid, fleet.log_dir / f"{wid}.collapsed")
+            for w, wid in zip(fleet.workers, fleet.ids, strict=True)]
+
+
+def _drain(fleet: Fleet, events: int, warmup: int, users: int, items: int | Sequence[str],
+           profile: bool = False) -> Result:
+    """Saturation: write warm-up + measured clicks first, then time the worker draining
+    them; ``profile``: each worker sampled by py-spy over the drain (:mod:`bench.profile`)."""
     s = fleet.settings
     asyncio.run(produce(s, s.clicks_topic, events=warmup + events, rate=None,
                         users=users, items=items, run="drain", seed=2))
     fleet.start()
-    t0, n0 = fleet.wait_events(warmup)
-    cpu0 = [_cpu_s(p.pid) for p in fleet.procs]
-    t1, n1 = fleet.wait_events(warmup + events)
-    cpu1 = [_cpu_s(p.pid) for p in fleet.procs]
-    return Result(fleet.pipeline, len(fleet.ids), None, n1 - n0, t1 - t0, (n1 - n0) / (t1 - t0), {},
-                  (sum(cpu1) - sum(cpu0)) / (n1 - n0) * 1000,
-                  max(_peak_rss_mb(p.pid) for p in fleet.procs))
+    _, n0 = fleet.wait_events(warmup)
+    start = _mark(fleet, n0)
+    recordings = _record(fleet) if profile else []
+    _, n1 = fleet.wait_events(warmup + events)
+    end = _mark(fleet, n1)
+    profiles = [r.stop().as_dict() for r in recordings] or None
+    return _window(fleet, None, start, end, {}, profiles)
 
 
 def as_dict(results: list[Result]) -> list[dict[str, object]]:
-    return [asdict(r) for r in results]
+    return [{**asdict(r), "per_worker": r.per_worker, "per_core": r.per_core} for r in results]
 
 
 def machine() -> dict[str, object]:
@@ -248,9 +329,9 @@ def write_results(out: Path, report: dict[str, object]) -> None:
 
 
 def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None], seconds: float,
-              max_events: int, workers: int, naive: bool, users: int, log_dir: Path,
+              max_events: int, workers: Sequence[int], naive: bool, users: int, log_dir: Path,
               on_result: Callable[[Result], None] = lambda r: None,
-              new_items: int = 0) -> dict[str, object]:
+              new_items: int = 0, profile: bool = False) -> dict[str, object]:
     """``streamrec bench``: each offered rate (None = as fast as possible) on streamrec's
     worker, then the naive baseline at max and 1000/s; a report with the throughput ratio.
     ``new_items`` > 0: that many new items on the items topic before each streamrec run
@@ -271,7 +352,7 @@ def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None
                           f"and item attributes); {path} has none")
     # clicks on items the model knows, whatever their ids, and on the new ones
     items = list(loaded.vocab.ids) + [r.item_id for r in records]
-    plan: list[tuple[str, int, float | None]] = [("streamrec", workers, r) for r in offered]
+    plan: list[tuple[str, int, float | None]] = [("streamrec", n, r) for n in workers for r in offered]
     if naive:
         plan += [("naive", 1, None), ("naive", 1, 1000.0)]
     results = []
@@ -281,11 +362,14 @@ def run_bench(base: Settings, bundle: Path | None, *, offered: list[float | None
             events = min(events, 3000)
         r = measure(base, path, pipeline=pipeline, workers=n, rate=rate, events=events,
                     warmup=min(2000, events // 4 + 100), users=users, items=items, log_dir=log_dir,
-                    new_items=records if pipeline == "streamrec" else ())
+                    new_items=records if pipeline == "streamrec" else (),
+                    profile=profile and pipeline == "streamrec")
         results.append(r)
         on_result(r)
-    report: dict[str, object] = {"bundle": str(path), "items": len(items), "new_items": len(records),
-                                 "users": users, "results": as_dict(results)}
+    report: dict[str, object] = {
+        "bundle": str(path), "items": len(items), "new_items": len(records), "users": users,
+        "services": {svc.name: svc.where for svc in services.find(base)},
+        "results": as_dict(results)}
     fast = max((r.throughput for r in results if r.pipeline == "streamrec" and r.offered_rate is None),
                default=0)
     slow = max((r.throughput for r in results if r.pipeline == "naive" and r.offered_rate is None),

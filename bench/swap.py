@@ -31,14 +31,14 @@ def measure_swap(base: Settings, a: Path, b: Path, *, rate: float, seconds: floa
             run="swap")))
         load.start()
         time.sleep(seconds / 2)
-        before = fleet.latency()[0]
+        before = fleet.latency()[0]["total"]
         announced = asyncio.run(publish_bundle(s, b, validate=False))
         fleet.wait_until(lambda st: st[0].get("model_version") == announced.version, 120)
         time.sleep(1.0)
-        across, swapped = fleet.latency()[0], fleet.status()[0]
+        across, swapped = fleet.latency()[0]["total"], fleet.status()[0]
         load.join()
         fleet.wait_events(events)
-        after, status = fleet.latency()[0], fleet.status()[0]
+        after, status = fleet.latency()[0]["total"], fleet.status()[0]
         return {"rate": rate, "swap_ms": float(swapped["swap_ms"]), "items": items,
                 "first_half": percentiles({k: str(v) for k, v in diff(before, {}).items()}),
                 "swap_window": percentiles({k: str(v) for k, v in diff(across, before).items()}),

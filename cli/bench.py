@@ -29,7 +29,8 @@ def bench(
     rates: Annotated[str, typer.Option(help="Offered rates, events/s, comma-separated; 'max' = as fast as possible.")] = "250,1000,2000,4000,max",
     seconds: Annotated[float, typer.Option(min=1, help="Measurement window per offered rate.")] = 10.0,
     max_events: Annotated[int, typer.Option(min=100, help="Events for the 'max' rate.")] = 30_000,
-    workers: Annotated[int, typer.Option(min=1, max=16)] = 1,
+    workers: Annotated[str, typer.Option(
+        help="Worker processes, comma-separated: each count runs every rate (e.g. 1,2).")] = "1",
     naive: Annotated[bool, typer.Option(help="Also run the naive baseline at 'max' and 1000/s.")] = True,
     users: Annotated[int, typer.Option(min=1)] = 10_000,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-latest.json"),
@@ -37,6 +38,9 @@ def bench(
     new_items: Annotated[int, typer.Option(
         min=0, help="New items on the items topic before each run, clicked like the others "
                     "(a bundle with an item tower; STREAMREC_RERANK_NEW_ITEM_* set the slot).")] = 0,
+    profile: Annotated[bool, typer.Option(
+        help="Sample each worker with py-spy over the 'max' drain; the top functions and "
+             "packages go to the results file, the collapsed stacks beside the logs.")] = False,
 ) -> None:
     """End-to-end benchmark: throughput, event-to-Redis latency, CPU and memory per worker."""
     parts = [r.strip() for r in rates.split(",") if r.strip()]
@@ -45,13 +49,16 @@ def bench(
     offered = [None if p == "max" else float(next(by_rate)) for p in parts]
     if not offered:
         fail("--rates needs at least one rate (a number or 'max')", 2)
+    fleets = [int(n) for n in _numbers(workers, "--workers", int)]
+    if max(fleets) > 16:
+        fail(f"--workers: at most 16 worker processes; got {workers!r}", 2)
     from bench.run import run_bench, write_results
     from streamrec.errors import ConfigError
 
     try:
         report = run_bench(settings(), bundle, offered=offered, seconds=seconds,
-                           max_events=max_events, workers=workers, naive=naive, users=users,
-                           log_dir=BENCH_DIR / "logs", new_items=new_items,
+                           max_events=max_events, workers=fleets, naive=naive, users=users,
+                           log_dir=BENCH_DIR / "logs", new_items=new_items, profile=profile,
                            on_result=(lambda r: None) if json_out else (lambda r: typer.echo(r.row())))
     except ConfigError as e:
         fail(str(e), 2)
@@ -61,6 +68,8 @@ def bench(
         return
     if "throughput_ratio_vs_naive" in report:
         typer.echo(f"throughput ratio vs naive (max rate): {report['throughput_ratio_vs_naive']}x")
+    for name, where in report["services"].items():  # type: ignore[attr-defined]
+        typer.echo(f"{name}: {where}")
     typer.echo(f"wrote {out}")
 
 
@@ -226,20 +235,36 @@ def bench_funnel(
     batch_sizes: Annotated[str, typer.Option(help="Users per micro-batch, comma-separated.")] = "64,256",
     batches: Annotated[int, typer.Option(min=2, help="Timed batches per configuration and size.")] = 30,
     candidates: Annotated[int, typer.Option(min=1, help="Retrieved candidates per user with a rule on (STREAMREC_CANDIDATES).")] = 200,
+    session_lengths: Annotated[str | None, typer.Option(
+        help="Instead: the plain funnel on sessions of exactly these lengths, comma-separated "
+             "(e.g. 5,50,200), at the first batch size; the default bundle is then random "
+             "with max_len the longest.")] = None,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-funnel.json"),
 ) -> None:
     """The funnel's compute per micro-batch, in process: retrieval, the ranker, the rules."""
     sizes = [int(x) for x in _numbers(batch_sizes, "--batch-sizes", int)]
+    lengths = [int(x) for x in _numbers(session_lengths, "--session-lengths", int)] \
+        if session_lengths is not None else None
     from bench.bundle import random_bundle
-    from bench.funnel import as_dict, run
+    from bench.funnel import as_dict, run, run_lengths
     from bench.run import write_results
 
-    path = bundle or random_bundle(BENCH_DIR)
+    path = bundle or random_bundle(BENCH_DIR, max_len=max(lengths) if lengths else 50)
     if not (path / "manifest.json").is_file():
         fail(f"{path} is not a bundle (no manifest.json)", 2)
-    results = run(path, sizes, batches=batches, candidates=candidates,
-                  on_result=lambda r: typer.echo(r.row()))
-    write_results(out, {"bundle": str(path), "candidates": candidates, "results": as_dict(results)})
+    if lengths:
+        results = run_lengths(path, lengths, sizes[0], batches=batches,
+                              on_result=lambda r: typer.echo(r.row()))
+        per_user = [r.us_per_user for r in results]
+        spread = max(per_user) / min(per_user)
+        typer.echo(f"per-user cost, longest over shortest session: {spread:.2f}x")
+        write_results(out, {"bundle": str(path), "session_lengths": lengths,
+                            "spread": round(spread, 3), "results": as_dict(results)})
+    else:
+        results = run(path, sizes, batches=batches, candidates=candidates,
+                      on_result=lambda r: typer.echo(r.row()))
+        write_results(out, {"bundle": str(path), "candidates": candidates,
+                            "results": as_dict(results)})
     typer.echo(f"wrote {out}")
 
 

@@ -173,5 +173,17 @@ class WorkerProcess:
         """The worker's event → Redis latency histogram as ``lat_le_{ms}`` counts (``/metrics``)."""
         return scrape_fields(f"127.0.0.1:{self.settings.web_port}", timeout_s=5.0, token=self.token)
 
+    def stage_fields(self) -> dict[str, dict[str, int]]:
+        """The end-to-end histogram (``"total"``) and each stage's
+        (``streamrec_event_stage_seconds``) as ``lat_le_{ms}`` counts, from one scrape."""
+        from serving.latency import fields_from_prometheus, scrape
+        from streams.prometheus import STAGES, StageLatency
+
+        text = scrape(f"127.0.0.1:{self.settings.web_port}", timeout_s=5.0, token=self.token)
+        out = {"total": fields_from_prometheus(text)}
+        for stage in STAGES:
+            out[stage] = fields_from_prometheus(text, StageLatency.name, {"stage": stage})
+        return out
+
     def tail(self, n: int = 12000) -> str:
         return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-n:]

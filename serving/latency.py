@@ -22,6 +22,11 @@ def bucket_array(lags_ms: np.ndarray) -> np.ndarray:
     return np.bincount(idx, minlength=len(EDGES))
 
 
+def bucket_index(ms: float) -> int:
+    """The bucket of one latency in ms (as :func:`bucket_array` would place it)."""
+    return min(int(np.searchsorted(EDGES, max(ms, 0), side="left")), len(EDGES) - 1)
+
+
 def bucket_counts(lags_ms: np.ndarray) -> dict[str, int]:
     """Histogram fields for a batch of latencies: {"lat_le_5": n, …} (non-zero buckets only)."""
     return {f"{FIELD}{EDGES[i]}": int(c) for i, c in enumerate(bucket_array(lags_ms)) if c}
@@ -43,12 +48,14 @@ def percentiles(fields: Mapping[str, str | int], qs: tuple[float, ...] = (50, 95
     return out
 
 
-def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seconds") -> dict[str, int]:
+def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seconds",
+                           labels: Mapping[str, str] | None = None) -> dict[str, int]:
     """The histogram fields (``lat_le_{ms}``) of a Prometheus histogram in exposition text.
 
     The worker exports its latency histogram with these edges (in seconds) at
     ``/metrics`` (:mod:`streams.prometheus`); this turns it back into per-bucket counts,
-    so a benchmark can take windows (``diff``) and ``percentiles`` of it.
+    so a benchmark can take windows (``diff``) and ``percentiles`` of it. ``labels``: the
+    series of a labelled histogram (``{"stage": "compute"}``).
     """
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,7 +64,8 @@ def fields_from_prometheus(text: str, name: str = "streamrec_event_to_redis_seco
         if family.name != name:
             continue
         for sample in family.samples:
-            if sample.name == f"{name}_bucket":
+            if sample.name == f"{name}_bucket" and all(
+                    sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 le = sample.labels["le"]
                 edge = int(EDGES[-1]) if le == "+Inf" else round(float(le) * 1000)
                 cumulative[edge] = sample.value

@@ -32,7 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from serving.latency import EDGES, bucket_array
+from serving.latency import EDGES, bucket_array, bucket_index
 from serving.online import COUNTERS, COVERAGE, HITS, KS, PREFIX, WINS, WITHOUT_LIST, OnlineMetrics
 from streams import retry
 
@@ -59,6 +59,53 @@ class LatencyHistogram(Collector):
         buckets.append(("+Inf", int(cum[-1])))
         yield HistogramMetricFamily(self.name, "Event time to the Redis write of its list, seconds",
                                     buckets=buckets, sum_value=self.sum_ms / 1000)
+
+
+# The stages of an event's way to Redis, in order (docs/operations.md, "Where the latency goes").
+STAGES = ("delivery", "batching", "apply", "compute", "redis")
+
+
+class StageLatency(Collector):
+    """``streamrec_event_stage_seconds{stage}``: each consumed event's time in each stage
+    on its way to Redis, with the buckets of the end-to-end histogram:
+
+    - ``delivery``: the record's timestamp (the producer's send) → the worker's event
+      loop has it (producer linger, broker, fetch wait, the consumer thread's hand-over);
+    - ``batching``: → its micro-batch is taken (the batch window, earlier batches);
+    - ``apply``: the batch applied to session state (the fencing check included);
+    - ``compute``: the batch's lists computed (waiting for the compute thread included);
+    - ``redis``: the batch's Redis write, until acknowledged.
+
+    Batch stages count once per event of the batch, so every stage's percentiles are
+    over events, like the end-to-end histogram's. Updated once per batch (numpy).
+    """
+
+    name = "streamrec_event_stage_seconds"
+
+    def __init__(self) -> None:
+        self.counts = {s: np.zeros(len(EDGES), dtype=np.int64) for s in STAGES}
+        self.sums_ms = dict.fromkeys(STAGES, 0.0)
+
+    def add(self, stage: str, ms: np.ndarray) -> None:
+        """Per-event times in ``stage`` (ms)."""
+        self.counts[stage] += bucket_array(ms)
+        self.sums_ms[stage] += float(ms.sum())
+
+    def add_batch(self, stage: str, ms: float, events: int) -> None:
+        """One batch's time in ``stage`` (ms), for each of its ``events``."""
+        if events:
+            self.counts[stage][bucket_index(ms)] += events
+            self.sums_ms[stage] += ms * events
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        h = HistogramMetricFamily(self.name, "Time each consumed event spent in each stage on "
+                                  "its way to Redis, seconds", labels=["stage"])
+        for stage in STAGES:
+            cum = np.cumsum(self.counts[stage])
+            buckets = [(f"{edge / 1000:g}", int(c)) for edge, c in zip(EDGES[:-1], cum[:-1], strict=True)]
+            buckets.append(("+Inf", int(cum[-1])))
+            h.add_metric([stage], buckets, self.sums_ms[stage] / 1000)
+        yield h
 
 
 class ConsumerLag(Collector):
@@ -202,6 +249,8 @@ class WorkerMetrics:
                                      "pipeline, retries included", buckets=_SECONDS, registry=r)
         self.latency = LatencyHistogram()
         r.register(self.latency)
+        self.stages = StageLatency()
+        r.register(self.stages)
         self.model = Info("streamrec_model", "The bundle this worker serves", registry=r)
         self.swaps = Counter("streamrec_model_swaps", "Bundles swapped in", registry=r)
         self.refusals = Counter("streamrec_model_refusals", "Bundles refused, by check",

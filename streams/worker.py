@@ -81,12 +81,15 @@ class ClickWorker:
         Runs on the event loop, batch after batch in consumption order: this is the
         step that must be ordered. What it returns is what ``finish`` needs.
         """
+        taken = time.monotonic()
         records = [Record(e.message.key, e.value, e.message.topic, e.message.partition,
                           e.message.offset) for e in events]
         epoch = await self.ctx.fencing.current()
         out = apply_batch(self.ctx.table, records, self.ctx.rules, epoch, self.ctx.marks,
                           self.ctx.end_offset)
         m = self.ctx.metrics
+        m.stages.add_batch("apply", (time.monotonic() - taken) * 1000, len(records))
+        self._stage_arrivals(events, taken)
         for reset in out.resets:
             log.error("%s", reset.describe())
             m.log_resets.labels(str(reset.partition)).inc()
@@ -101,6 +104,20 @@ class ClickWorker:
             for d in out.dead:
                 m.dead_lettered.labels(d.kind).inc()
         return out
+
+    def _stage_arrivals(self, events: Sequence[Any], taken: float) -> None:
+        """The delivery and batching stages of a batch's events (``streams.prometheus``):
+        record timestamp → the loop has it (Faust's monitor stamps ``time_in``, monotonic)
+        → the batch is taken at ``taken``."""
+        arrived = np.fromiter((e.message.time_in or taken for e in events), dtype=np.float64,
+                              count=len(events))
+        created = np.fromiter((e.message.timestamp or 0.0 for e in events), dtype=np.float64,
+                              count=len(events))
+        wall = time.time() - time.monotonic()  # monotonic -> wall clock, now
+        stages = self.ctx.metrics.stages
+        known = created > 0
+        stages.add("delivery", (arrived[known] + wall - created[known]) * 1000)
+        stages.add("batching", (taken - arrived) * 1000)
 
     async def dead_letter(self, dead: Sequence[DeadLetter]) -> None:
         """Send the dead letters and wait until the broker has them (before any ack).
@@ -197,7 +214,8 @@ class ClickWorker:
             lists = await asyncio.get_running_loop().run_in_executor(
                 self.ctx.executor, compute_lists, groups, histories, self.ctx.trending.items,
                 live_exp.experiment if live_exp is not None else None, users, out)
-            self.ctx.metrics.compute.observe(time.perf_counter() - t0)
+            self.ctx.metrics.compute.observe(took := time.perf_counter() - t0)
+            self.ctx.metrics.stages.add_batch("compute", took * 1000, n_records)
         ranked = lists.ranked
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"
@@ -229,7 +247,8 @@ class ClickWorker:
             arms=lists.arms,
             experiments=counted,
         ), what="list write")
-        self.ctx.metrics.redis_write.observe(time.perf_counter() - t0)
+        self.ctx.metrics.redis_write.observe(took := time.perf_counter() - t0)
+        self.ctx.metrics.stages.add_batch("redis", took * 1000, n_records)
         self.ctx.metrics.lists_written.inc(sum(written))
         stored = [n for n, ok in enumerate(written) if ok]  # the rest lost to newer lists
         name = live_exp.experiment.name if live_exp is not None else ""

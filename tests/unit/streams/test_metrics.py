@@ -32,6 +32,25 @@ def test_latency_histogram_round_trips_through_the_exposition_format() -> None:
     assert percentiles(fields_from_prometheus(text))["p50"] == 3
 
 
+def test_stage_histograms_count_per_event_and_per_batch_times_once_per_event() -> None:
+    m = WorkerMetrics()
+    m.stages.add("delivery", np.array([3.0, 12.5, 40.0]))
+    m.stages.add_batch("compute", 6.2, events=3)  # one batch of three events
+    m.stages.add_batch("redis", 1.0, events=0)  # a batch with nothing to write counts nothing
+    text = generate_latest(m.registry).decode()
+    assert 'streamrec_event_stage_seconds_count{stage="delivery"} 3.0' in text
+    assert 'streamrec_event_stage_seconds_count{stage="compute"} 3.0' in text
+    assert 'streamrec_event_stage_seconds_count{stage="redis"} 0.0' in text
+    assert 'streamrec_event_stage_seconds_sum{stage="compute"} 0.0186' in text
+    name = "streamrec_event_stage_seconds"
+    assert fields_from_prometheus(text, name, {"stage": "delivery"}) == bucket_counts(
+        np.array([3.0, 12.5, 40.0]))
+    assert fields_from_prometheus(text, name, {"stage": "compute"}) == {"lat_le_7": 3}
+    # the end-to-end histogram is not mixed in, and an unknown stage has no counts
+    assert fields_from_prometheus(text) == {}
+    assert fields_from_prometheus(text, name, {"stage": "nope"}) == {}
+
+
 def test_consumer_lag_is_high_watermark_minus_position_and_never_fails_a_scrape() -> None:
     m = WorkerMetrics()
     m.watch_consumer(lambda: {("clicks", 1): (120, 100), ("clicks", 0): (7, 9)})
