@@ -1,7 +1,8 @@
 """The evaluation protocol behind the model-quality tables (``streamrec protocol``).
 
 Per seed, one sequence model is trained on the training split with the
-configuration's fixed budget (``epochs``, ``patience``, ``max_minutes``), and every
+configuration's fixed budget (``epochs`` and ``patience``; its ``max_minutes`` only
+where a flag sets it, since a wall-clock budget depends on the machine's load), and every
 setting is chosen on the validation split: the epoch (early stopping on validation
 NDCG@10) and, with attributes, the content blend's weight. The refit row retrains
 a fresh model on everything but the test items for the chosen epoch count (what
@@ -139,13 +140,18 @@ def summarise(seeds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def protocol_config(config: Path | None, flags: dict[str, Any]) -> tuple[str, dict[str, Any], TrainConfig]:
     """The model, its configuration and the training budget the protocol runs (a
-    :class:`ConfigError` for what it cannot: a baseline, impression negatives)."""
+    :class:`ConfigError` for what it cannot: a baseline, impression negatives). The file's
+    ``max_minutes`` is dropped; a ``max_minutes`` flag sets one."""
     chosen_model, mcfg, tcfg, _ = resolve_flags(load_config(config), None, flags)
     if chosen_model not in SEQUENCE_MODELS:
         raise ConfigError(f"the protocol trains a sequence model ({', '.join(SEQUENCE_MODELS)}), "
                           f"not {chosen_model}")
     if tcfg.impression_negatives:
         raise ConfigError("the protocol reads a data file: impression negatives need --from-topic")
+    if flags.get("max_minutes") is None:
+        # the budget is the file's epochs and patience: a wall-clock budget from the file would
+        # make the figures depend on how busy the machine was
+        tcfg = replace(tcfg, max_minutes=None)
     return chosen_model, mcfg, tcfg
 
 

@@ -103,6 +103,17 @@ def test_both_rows_per_seed_and_their_mean_and_spread(reports: tuple[dict[str, A
     assert one["refit"]["full"]["hr@10"]["std"] == 0.0
 
 
+def test_the_budget_is_epochs_not_the_files_wall_clock(tmp_path: Path) -> None:
+    hurried = tmp_path / "hurried.toml"
+    hurried.write_text(TOML.replace("epochs = 6\npatience = 2", "epochs = 3\npatience = 3\nmax_minutes = 0.00001"))
+    report = run_protocol(generate(SPEC), config=hurried, flags={}, seeds=[0], refit=False)
+    assert report["runs"][0]["chosen"]["epochs_run"] == 3  # the file's time budget would stop at 1
+    assert report["train_config"]["max_minutes"] is None
+    cut = run_protocol(generate(SPEC), config=hurried, flags={"max_minutes": 0.00001}, seeds=[0],
+                       refit=False)
+    assert cut["runs"][0]["chosen"]["epochs_run"] == 1
+
+
 def test_bad_arguments_are_refused(config: Path) -> None:
     data = generate(SPEC)
     with pytest.raises(ConfigError, match="seeds must differ"):
