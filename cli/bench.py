@@ -268,6 +268,26 @@ def bench_funnel(
     typer.echo(f"wrote {out}")
 
 
+@app.command("bench-reopen", rich_help_panel=BENCHMARKS)
+def bench_reopen(
+    users: Annotated[str, typer.Option(help="Users' sessions to write, comma-separated.")] = "100000,1000000",
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-reopen.json"),
+) -> None:
+    """The disk store's databases opened again: flushed at the stop, or left with their
+    write-ahead logs (the restart step that grows with the users without the flush)."""
+    counts = [int(x) for x in _numbers(users, "--users", int)]
+    from bench.reopen import as_dict, measure
+    from bench.run import write_results
+
+    results = []
+    for n in counts:
+        for flush in (False, True):
+            results.append(r := measure(n, flush))
+            typer.echo(r.row())
+    write_results(out, {"partitions": 8, "results": as_dict(results)})
+    typer.echo(f"wrote {out}")
+
+
 @app.command("bench-store", rich_help_panel=BENCHMARKS)
 def bench_store(
     batch_sizes: Annotated[str, typer.Option(help="Lists per batch, comma-separated.")] = "64,256",

@@ -95,3 +95,24 @@ def test_rocksdb_restart_reads_only_the_changelog_it_missed(
                          [r for r in clicks(3, items) if int(r[0][1:]) % 2] + clicks(4, items)))
     a2.wait_events(USERS // 2 + USERS)
     assert_lists(s, 5, items[:5])
+
+
+def test_a_stopped_worker_leaves_its_sessions_in_files_not_in_the_write_ahead_log(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    """A database opened again replays its write-ahead log: sessions left there would make
+    every restart's time grow with the users (``streamrec bench-reopen``). At a stop, Faust
+    lets the databases go and the binding closes them, which writes the memtables out."""
+    s = make_settings(table_store="rocksdb")
+    items = list(load_bundle(tiny_bundle_dir).vocab.ids)
+    w = start_worker(s, tiny_bundle_dir)
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, [r for t in range(3) for r in clicks(t, items)]))
+    w.wait_events(3 * USERS)
+    w.stop()
+    assert w.settings.data_dir is not None
+    dbs = [d.parent for d in Path(w.settings.data_dir).rglob("CURRENT")]
+    assert len(dbs) == s.topic_partitions, dbs
+    logged = {d.name: sum(f.stat().st_size for f in d.glob("*.log")) for d in dbs}
+    assert not any(logged.values()), logged  # nothing left to replay
+    assert sum(len(list(d.glob("*.sst"))) for d in dbs) >= len(dbs) // 2  # the sessions, in files
