@@ -288,6 +288,33 @@ def bench_reopen(
     typer.echo(f"wrote {out}")
 
 
+@app.command("bench-broker", rich_help_panel=BENCHMARKS)
+def bench_broker(
+    records: Annotated[str, typer.Option(help="Log lengths to probe, comma-separated.")] = "10000,100000,1000000",
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-broker.json"),
+) -> None:
+    """The broker's offset lookups and fetches against a partition's log length (a
+    restart's broker round trips): N one-record batches, then ListOffsets and a fetch."""
+    sizes = [int(x) for x in _numbers(records, "--records", int)]
+    from bench.broker import as_dict, measure
+    from bench.run import write_results
+    from bench.services import find
+    from streamrec.errors import ConfigError
+
+    s = settings()
+    results = []
+    try:
+        for n in sizes:
+            results.append(r := measure(s, n))
+            typer.echo(r.row())
+    except ConfigError as e:
+        fail(str(e), 2)
+    broker = find(s)[0]
+    typer.echo(f"broker: {broker.where}")
+    write_results(out, {"broker": broker.where, "results": as_dict(results)})
+    typer.echo(f"wrote {out}")
+
+
 @app.command("bench-store", rich_help_panel=BENCHMARKS)
 def bench_store(
     batch_sizes: Annotated[str, typer.Option(help="Lists per batch, comma-separated.")] = "64,256",
