@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from streamrec.errors import ConfigError
 from streamrec.kafka import client_kwargs
@@ -100,6 +100,3 @@ def measure(settings: Settings, records: int, fetch_timeout_s: float = 30.0) -> 
     list_ms, fetch_ms, fetched = asyncio.run(_probe(settings, topic, fetch_timeout_s))
     return BrokerResult(records, round(load_s, 1), round(list_ms, 1), round(fetch_ms, 1), fetched)
 
-
-def as_dict(results: list[BrokerResult]) -> list[dict[str, object]]:
-    return [asdict(r) for r in results]

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 PARTITIONS = 8
@@ -74,9 +74,6 @@ def measure(users: int, flush: bool) -> ReopenResult:
     return ReopenResult(users, "flushed" if flush else "in the write-ahead log",
                         round(wal / 1e6, 1), round(seconds, 3))
 
-
-def as_dict(results: list[ReopenResult]) -> list[dict[str, object]]:
-    return [asdict(r) for r in results]
 
 
 if __name__ == "__main__":  # the child of measure()

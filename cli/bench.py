@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -268,24 +269,30 @@ def bench_funnel(
     typer.echo(f"wrote {out}")
 
 
+def _each(rows: Iterable[Any], out: Path, report: dict[str, object]) -> None:
+    """Print each result's row as it comes, then write them all (``as_dict``) to ``out``."""
+    from bench.run import write_results
+
+    results = []
+    for r in rows:
+        typer.echo(r.row())
+        results.append(asdict(r))
+    write_results(out, {**report, "results": results})
+    typer.echo(f"wrote {out}")
+
+
 @app.command("bench-reopen", rich_help_panel=BENCHMARKS)
 def bench_reopen(
     users: Annotated[str, typer.Option(help="Users' sessions to write, comma-separated.")] = "100000,1000000",
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/bench-reopen.json"),
 ) -> None:
-    """The disk store's databases opened again: flushed at the stop, or left with their
-    write-ahead logs (the restart step that grows with the users without the flush)."""
+    """The disk store's databases opened again: flushed (a worker's stop closes them), or
+    with their write-ahead logs (after a kill -9)."""
     counts = [int(x) for x in _numbers(users, "--users", int)]
-    from bench.reopen import as_dict, measure
-    from bench.run import write_results
+    from bench.reopen import PARTITIONS, measure
 
-    results = []
-    for n in counts:
-        for flush in (False, True):
-            results.append(r := measure(n, flush))
-            typer.echo(r.row())
-    write_results(out, {"partitions": 8, "results": as_dict(results)})
-    typer.echo(f"wrote {out}")
+    _each((measure(n, flush) for n in counts for flush in (False, True)), out,
+          {"partitions": PARTITIONS})
 
 
 @app.command("bench-broker", rich_help_panel=BENCHMARKS)
@@ -296,23 +303,17 @@ def bench_broker(
     """The broker's offset lookups and fetches against a partition's log length (a
     restart's broker round trips): N one-record batches, then ListOffsets and a fetch."""
     sizes = [int(x) for x in _numbers(records, "--records", int)]
-    from bench.broker import as_dict, measure
-    from bench.run import write_results
+    from bench.broker import measure
     from bench.services import find
     from streamrec.errors import ConfigError
 
     s = settings()
-    results = []
-    try:
-        for n in sizes:
-            results.append(r := measure(s, n))
-            typer.echo(r.row())
-    except ConfigError as e:
-        fail(str(e), 2)
     broker = find(s)[0]
     typer.echo(f"broker: {broker.where}")
-    write_results(out, {"broker": broker.where, "results": as_dict(results)})
-    typer.echo(f"wrote {out}")
+    try:
+        _each((measure(s, n) for n in sizes), out, {"broker": broker.where})
+    except ConfigError as e:
+        fail(str(e), 2)
 
 
 @app.command("bench-store", rich_help_panel=BENCHMARKS)

@@ -48,6 +48,16 @@ def assert_lists(s: Settings, seq: int, seen: list[str], prefix: str = "r") -> N
         assert not set(r.items) & set(seen)  # the recovered history is still filtered
 
 
+def three_clicks_each_then_stop(s: Settings, start_worker: Callable[[Settings, Path], WorkerProc],
+                                bundle: Path, items: list[str]) -> WorkerProc:
+    """A worker that applied three clicks of each user, stopped (SIGTERM)."""
+    w = start_worker(s, bundle)
+    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, [r for t in range(3) for r in clicks(t, items)]))
+    w.wait_events(3 * USERS)
+    w.stop()
+    return w
+
+
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_another_worker_recovers_every_session_from_the_changelog(
     make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
@@ -76,10 +86,7 @@ def test_rocksdb_restart_reads_only_the_changelog_it_missed(
 ) -> None:
     s = make_settings(table_store="rocksdb")
     items = list(load_bundle(tiny_bundle_dir).vocab.ids)
-    a = start_worker(s, tiny_bundle_dir)
-    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, [r for t in range(3) for r in clicks(t, items)]))
-    a.wait_events(3 * USERS)
-    a.stop()
+    a = three_clicks_each_then_stop(s, start_worker, tiny_bundle_dir, items)
     # while it is down, another worker (its own data directory) moves half the users on
     b = start_worker(s.model_copy(update={"worker_id": f"{s.worker_id}-b"}), tiny_bundle_dir)
     half = [r for r in clicks(3, items) if int(r[0][1:]) % 2 == 0]
@@ -105,11 +112,8 @@ def test_a_stopped_worker_leaves_its_sessions_in_files_not_in_the_write_ahead_lo
     every restart's time grow with the users (``streamrec bench-reopen``). At a stop, Faust
     lets the databases go and the binding closes them, which writes the memtables out."""
     s = make_settings(table_store="rocksdb")
-    items = list(load_bundle(tiny_bundle_dir).vocab.ids)
-    w = start_worker(s, tiny_bundle_dir)
-    asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, [r for t in range(3) for r in clicks(t, items)]))
-    w.wait_events(3 * USERS)
-    w.stop()
+    w = three_clicks_each_then_stop(s, start_worker, tiny_bundle_dir,
+                                    list(load_bundle(tiny_bundle_dir).vocab.ids))
     assert w.settings.data_dir is not None
     dbs = [d.parent for d in Path(w.settings.data_dir).rglob("CURRENT")]
     assert len(dbs) == s.topic_partitions, dbs
