@@ -38,7 +38,9 @@ def worker(
         try:
             import uvloop
         except ImportError:
-            fail("STREAMREC_EVENT_LOOP=uvloop needs the uvloop package (pip install uvloop)", 2)
+            fail("STREAMREC_EVENT_LOOP=uvloop (the default) needs the uvloop package: install "
+                 "the worker extra (pip install 'streamrec[worker]'), or set "
+                 "STREAMREC_EVENT_LOOP=asyncio", 2)
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from serving.redis_store import check_redis
     from streamrec.logs import logging_config

@@ -144,8 +144,9 @@ class Settings(BaseSettings):
     # advertised in its status hash; unset: {host name}:{web_port}. Set it where the host
     # name does not resolve for them (a container's, with the port published on the host).
     web_advertised_address: str | None = Field(None, pattern=r"^\S+:[0-9]{1,5}$")
-    # The worker's event loop: asyncio's, or uvloop's (needs the uvloop package).
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    # The worker's event loop: uvloop's (the worker extra installs it; 16% less CPU per
+    # event at saturation in docs/benchmarks.md), or asyncio's own.
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     # Logs: "text" (Faust's default) or "json" (one object per line: streamrec/logs.py).
     log_format: Literal["text", "json"] = "text"
     # Where Faust keeps its local files (table stores, offsets): must be writable.

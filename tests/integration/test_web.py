@@ -134,10 +134,10 @@ def test_not_ready_without_a_bundle(make_settings: Callable[..., Settings], tmp_
         w.stop()
 
 
-def test_the_worker_runs_on_uvloop_when_asked(
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_worker_runs_on_the_event_loop_it_is_asked_for(
     make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
-    tiny_bundle_dir: Path,
+    tiny_bundle_dir: Path, loop: str,
 ) -> None:
-    pytest.importorskip("uvloop")
-    w = start_worker(make_settings(event_loop="uvloop"), tiny_bundle_dir)
-    assert w.wait_for(lambda st: "event_loop" in st, 30, "status")["event_loop"].startswith("uvloop")
+    w = start_worker(make_settings(event_loop=loop), tiny_bundle_dir)
+    assert w.wait_for(lambda st: "event_loop" in st, 30, "status")["event_loop"].startswith(loop)
