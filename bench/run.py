@@ -120,11 +120,9 @@ class _Mark:
 
 
 def _mark(fleet: Fleet, events: int | None = None) -> _Mark:
-    from bench.services import machine_busy_s
-
     return _Mark(time.monotonic(), fleet.events() if events is None else events, fleet.batches(),
                  sum(_cpu_s(p.pid) for p in fleet.procs),
-                 tuple(svc.cpu_s() for svc in fleet.services), machine_busy_s())
+                 tuple(svc.cpu_s() for svc in fleet.services), services.machine_busy_s())
 
 
 def _window(fleet: Fleet, rate: float | None, a: _Mark, b: _Mark,

@@ -54,11 +54,16 @@ class LatencyHistogram(Collector):
         self.sum_ms += int(lags_ms.sum())
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        cum = np.cumsum(self.counts)
-        buckets = [(f"{edge / 1000:g}", int(c)) for edge, c in zip(EDGES[:-1], cum[:-1], strict=True)]
-        buckets.append(("+Inf", int(cum[-1])))
         yield HistogramMetricFamily(self.name, "Event time to the Redis write of its list, seconds",
-                                    buckets=buckets, sum_value=self.sum_ms / 1000)
+                                    buckets=_buckets(self.counts), sum_value=self.sum_ms / 1000)
+
+
+def _buckets(counts: np.ndarray) -> list[tuple[str, int]]:
+    """Per-bucket counts over ``EDGES`` as Prometheus's cumulative (``le`` in seconds) buckets."""
+    cum = np.cumsum(counts)
+    buckets = [(f"{edge / 1000:g}", int(c)) for edge, c in zip(EDGES[:-1], cum[:-1], strict=True)]
+    buckets.append(("+Inf", int(cum[-1])))
+    return buckets
 
 
 # The stages of an event's way to Redis, in order (docs/operations.md, "Where the latency goes").
@@ -101,10 +106,7 @@ class StageLatency(Collector):
         h = HistogramMetricFamily(self.name, "Time each consumed event spent in each stage on "
                                   "its way to Redis, seconds", labels=["stage"])
         for stage in STAGES:
-            cum = np.cumsum(self.counts[stage])
-            buckets = [(f"{edge / 1000:g}", int(c)) for edge, c in zip(EDGES[:-1], cum[:-1], strict=True)]
-            buckets.append(("+Inf", int(cum[-1])))
-            h.add_metric([stage], buckets, self.sums_ms[stage] / 1000)
+            h.add_metric([stage], _buckets(self.counts[stage]), self.sums_ms[stage] / 1000)
         yield h
 
 
