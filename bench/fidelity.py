@@ -149,7 +149,7 @@ def evaluator_lists(bundle: Any, inputs: Sequence[Sequence[int]], targets: np.nd
     from training.evaluation.ranking_metrics import ranks_from_scores
 
     item_vecs = bundle.index.vectors().astype(np.float32)
-    users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
+    users = encode_all(bundle.encoder.encode, inputs, bundle.window)
     tops: list[list[int]] = []
     ranks = np.empty(len(targets), dtype=np.int64)
     tied: list[bool] = []

@@ -18,6 +18,11 @@ class Loss(str, Enum):
     bce = "bce"
 
 
+class Positions(str, Enum):
+    start = "start"
+    end = "end"
+
+
 class Samples(str, Enum):
     positions = "positions"
     windows = "windows"
@@ -103,6 +108,7 @@ def train(
     heads: Annotated[int | None, typer.Option(min=1)] = None,
     dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
     lowpass: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Share of the causal low-pass branch per block (0 = plain SASRec).")] = None,
+    positions: Annotated[Positions | None, typer.Option(help="SASRec's positions: from the window's first item (start: the bundle gets a step model) or back from the newest (end).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
@@ -123,7 +129,8 @@ def train(
              "loss": loss.value if loss else None, "negatives": negatives,
              "hard_negatives": hard_negatives, "impression_negatives": impression_negatives, "refit": refit, "mask_seen": mask_seen,
              "samples": samples.value if samples else None, "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
-             "lowpass": lowpass, "seed": seed, "id_dropout": id_dropout}
+             "lowpass": lowpass, "positions": positions.value if positions else None, "seed": seed,
+             "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import SEQUENCE_MODELS, load_config, resolve_flags
     from training.data.attributes import load_attributes
@@ -260,6 +267,7 @@ def protocol(
     max_len: Annotated[int | None, typer.Option(min=2)] = None,
     dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9)] = None,
     lowpass: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    positions: Annotated[Positions | None, typer.Option(help="SASRec's positions (as train's --positions).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="One line per epoch.")] = False,
 ) -> None:
     """Leak-proof quality figures: per seed, settings chosen on validation, test scored once, no refit and refit rows."""
@@ -276,7 +284,7 @@ def protocol(
     flags = {"epochs": epochs, "max_minutes": max_minutes, "patience": patience,
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
              "samples": samples.value if samples else None, "max_len": max_len,
-             "dropout": dropout, "lowpass": lowpass}
+             "dropout": dropout, "lowpass": lowpass, "positions": positions.value if positions else None}
     try:
         protocol_config(config, flags)  # a bad configuration fails before any data is read
         sequences = load_dataset(data)

@@ -33,15 +33,21 @@ from serving.manifest import (
     RANKER_FILES,
     REFERENCE_ATOL,
     REQUIRED_FILES,
+    STEP_ATOL,
+    STEP_FILES,
     TOWER_FILES,
     Manifest,
     decode_manifest,
 )
 from serving.ranking import FEATS, FEATURES, ITEMS, SCORES, USER, Ranker, matches_reference
+from serving.step_encoder import StepEncoder
 from serving.tower import ItemTower
 from serving.vocab import Vocabulary
 from streamrec.errors import BundleRejected
 from streamrec.files import sha256_file
+from streamrec.sequences import Window, left_pad
+
+DEFAULT_CACHE_MB = 256.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class ModelBundle:
     attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)  # item -> tokens
     ranker: Ranker | None = None  # the ranking stage (serving.ranking), when trained
     blend: ContentBlend | None = None  # the content blend (serving.content_blend), when trained
+    # per-user encoder state (serving.step_encoder): a bundle whose positions count from
+    # the window's start, with a cache budget above 0
+    step: StepEncoder | None = None
 
     @property
     def version(self) -> str:
@@ -66,6 +75,11 @@ class ModelBundle:
     @property
     def max_len(self) -> int:
         return self.manifest.max_len
+
+    @property
+    def window(self) -> Window:
+        """The items of a history the encoder reads (:class:`~streamrec.sequences.Window`)."""
+        return Window(self.manifest.max_len, self.manifest.model_config.get("positions") == "start")
 
     @cached_property
     def attribute_counts(self) -> tuple[Mapping[str, int], int]:
@@ -82,8 +96,10 @@ class ModelBundle:
         return df, n
 
 
-def load_bundle(path: Path | str, threads: int = 1) -> ModelBundle:
+def load_bundle(path: Path | str, threads: int = 1, cache_mb: float = DEFAULT_CACHE_MB) -> ModelBundle:
     """Load and fully validate the bundle at ``path``. Blocking: call off the event loop.
+    ``cache_mb``: the step encoder's state budget (0: no step encoder; every event then
+    encodes the whole window).
 
     Raises :class:`BundleRejected` and nothing else: whatever is wrong with the
     files (a missing directory, bad JSON in any file, a truncated archive, an
@@ -91,14 +107,14 @@ def load_bundle(path: Path | str, threads: int = 1) -> ModelBundle:
     """
     root = Path(path).resolve()
     try:
-        return _load(root, threads)
+        return _load(root, threads, cache_mb)
     except BundleRejected:
         raise
     except Exception as e:  # noqa: BLE001 - an unforeseen defect is still a refusal, named
         raise BundleRejected(root.name, "load", f"{type(e).__name__}: {e}") from None
 
 
-def _load(root: Path, threads: int) -> ModelBundle:
+def _load(root: Path, threads: int, cache_mb: float = DEFAULT_CACHE_MB) -> ModelBundle:
     manifest = _read_manifest(root)
     _check_files(root, manifest)
     v = manifest.version
@@ -113,11 +129,12 @@ def _load(root: Path, threads: int) -> ModelBundle:
                              f"items, manifest says {manifest.num_items}", "items.faiss")
     popular = _load_popular(root, manifest, len(vocab))
     _warm_up(root, manifest, encoder)
+    step = _load_step(root, manifest, threads, encoder, cache_mb)
     tower, attributes = _load_tower(root, manifest, threads)
     ranker = _load_ranker(root, manifest, threads)
     blend = _load_blend(manifest, vocab, tower, attributes)
     return ModelBundle(root, manifest, encoder, index, vocab, popular, tower, attributes, ranker,
-                       blend)
+                       blend, step)
 
 
 def _read_manifest(root: Path) -> Manifest:
@@ -181,6 +198,45 @@ def _optional_graph(root: Path, m: Manifest, files: Sequence[str], check: str,
         return make_session(root / files[0], threads)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise BundleRejected(m.version, check, f"cannot load: {e}", files[0]) from None
+
+
+def _load_step(root: Path, m: Manifest, threads: int, encoder: Encoder,
+               cache_mb: float) -> StepEncoder | None:
+    """The step encoder, when the bundle has one (both graphs listed; only for positions
+    counted from the start): each stored sample built up one item at a time through the
+    cache must give the full encoder's vectors within ``STEP_ATOL``, or the bundle is
+    refused. None when the bundle has none or ``cache_mb`` is 0."""
+    prefill = _optional_graph(root, m, STEP_FILES, "step", threads)
+    if prefill is None:
+        return None
+    if m.model_config.get("positions") != "start":
+        raise BundleRejected(m.version, "step", "a step model needs positions counted from the "
+                             "start (model_config.positions = \"start\")", STEP_FILES[0])
+    try:
+        step_graph = make_session(root / STEP_FILES[1], threads)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise BundleRejected(m.version, "step", f"cannot load: {e}", STEP_FILES[1]) from None
+    step = StepEncoder(prefill, step_graph, m.max_len, int(max(cache_mb, 0.0) * 2**20))
+    with np.load(root / "samples.npz", allow_pickle=False) as z:
+        windows = [[int(i) for i in row if i > 0] for row in z["seqs"]]
+    window = Window(m.max_len, anchored=True)
+    windows = [list(window.cut(w)) for w in windows if w]
+    probe = StepEncoder(prefill, step_graph, m.max_len, 1 << 30)
+    worst = 0.0
+    try:
+        longest = max((len(w) for w in windows), default=0)
+        for t in range(1, longest + 1):  # one step per item; checked every 16th and at the end
+            rows = [u for u, w in enumerate(windows) if len(w) >= t]
+            got = probe.encode([str(u) for u in rows], [windows[u][:t] for u in rows])
+            if t % 16 == 1 or t == longest or any(len(windows[u]) == t for u in rows):
+                ref = encoder.encode(left_pad([windows[u][:t] for u in rows], t))
+                worst = max(worst, float(np.abs(got - ref).max()))
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise BundleRejected(m.version, "step", f"inference failed: {e}", STEP_FILES[1]) from None
+    if not np.isfinite(worst) or worst > STEP_ATOL:
+        raise BundleRejected(m.version, "step", f"cached steps differ from the encoder by "
+                             f"{worst:.2e} (at most {STEP_ATOL})", STEP_FILES[1])
+    return step if cache_mb > 0 else None
 
 
 def _load_tower(root: Path, m: Manifest, threads: int,

@@ -98,12 +98,20 @@ class FunnelConfig:
 class Batch:
     """One micro-batch: each user's history (external ids, oldest first), the current
     trending items, the live catalogue's additions and withdrawals, and the time the
-    freshness rule ages items against (None: now)."""
+    freshness rule ages items against (None: now).
+
+    ``users`` (the users' ids) lets a bundle with a step encoder use each user's cached
+    encoder state (:mod:`serving.step_encoder`); ``counts``, the events each session has
+    applied, places a history that the session has cut short (its oldest items dropped)
+    in the user's whole sequence, so the encoded window starts where it would have. None:
+    each history is the whole sequence."""
 
     histories: Sequence[Sequence[str]]
     trending: Sequence[str] = ()
     live: CatalogueView = EMPTY
     now_ms: int | None = None
+    users: Sequence[str] | None = None
+    counts: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,9 +223,39 @@ def prepare(bundle: ModelBundle, batch: Batch, rules: RerankConfig) -> Users:
     encoded = [vocab.encode(h) for h in batch.histories]
     seen = [set(e) | excluded if excluded else set(e) for e in encoded]
     if live.proxies:  # new items in a history: the encoder reads their nearest bundle item
-        index, proxy = vocab.index, live.proxies.get
-        encoded = [[x for i in h if (x := index(i) or proxy(i))] for h in batch.histories]
+        encoded = [encode_history(bundle, live, h) for h in batch.histories]
     return Users(encoded, seen, [u for u, e in enumerate(encoded) if e])
+
+
+def encode_history(bundle: ModelBundle, live: CatalogueView, history: Sequence[str]) -> list[int]:
+    """Item indexes the encoder reads for ``history``: new items as their proxies, items
+    neither the bundle nor the live catalogue knows left out."""
+    if not live.proxies:
+        return bundle.vocab.encode(history)
+    index, proxy = bundle.vocab.index, live.proxies.get
+    return [x for i in history if (x := index(i) or proxy(i))]
+
+
+def windows(bundle: ModelBundle, batch: Batch, users: Users) -> list[Sequence[int]]:
+    """The modelled users' encoded windows (:class:`~streamrec.sequences.Window`). An
+    anchored window starts at an event of the whole sequence (``batch.counts``), so items
+    the bundle does not know are dropped after the window is placed, not before."""
+    window = bundle.window
+    if not window.anchored:
+        return [window.cut(users.encoded[u]) for u in users.modelled]
+    out: list[Sequence[int]] = []
+    for u in users.modelled:
+        h = batch.histories[u]
+        n = len(h) if batch.counts is None else max(batch.counts[u], len(h))
+        start = max(0, window.start(n) - (n - len(h)))
+        encoded = users.encoded[u]
+        if start == 0 and len(encoded) <= window.max_len:
+            out.append(encoded)
+        elif len(encoded) == len(h):  # every item known: the same cut of the encoded history
+            out.append(window.cut(encoded[start:]))
+        else:
+            out.append(window.cut(encode_history(bundle, batch.live, h[start:])))
+    return out
 
 
 def candidates_stage(bundle: ModelBundle, batch: Batch, users: Users, plan: Plan) -> Slate:
@@ -226,7 +264,11 @@ def candidates_stage(bundle: ModelBundle, batch: Batch, users: Users, plan: Plan
     excluded), and each user's best new item for the slot."""
     rows = users.modelled
     histories = [users.encoded[u] for u in rows]
-    vecs = bundle.encoder.encode(pad_batch(histories, bundle.max_len))
+    read = windows(bundle, batch, users)
+    if bundle.step is not None and batch.users is not None:
+        vecs = bundle.step.encode([batch.users[u] for u in rows], read)
+    else:
+        vecs = bundle.encoder.encode(pad_batch(read, bundle.max_len))
     keys, scores = bundle.index.top_k_unseen(vecs, plan.width, [users.seen[u] for u in rows])
     best_new: list[Candidate | None] = [None] * len(rows)
     live, rules = batch.live, plan.rules

@@ -36,8 +36,11 @@ REQUIRED_FILES = ("encoder.onnx", "items.faiss", "vocab.json", "popular.json", "
 # The encoder must reproduce ``samples.npz``'s reference outputs within this (max abs
 # difference): checked against torch at export and against the file at every load.
 REFERENCE_ATOL = 1e-4
+# the step model's user vectors (float16 state) against the full encoder's
+STEP_ATOL = 5e-2
 TOWER_FILES = ("item_tower.onnx", "attributes.json")  # both or neither
 RANKER_FILES = ("ranker.onnx", "ranker.npz")  # both or neither
+STEP_FILES = ("prefill.onnx", "step.onnx")  # both or neither (serving.step_encoder)
 
 
 class TensorSpec(msgspec.Struct, frozen=True):

@@ -38,7 +38,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from serving import experiments, object_store
-from serving.bundle import ModelBundle, QualityGate, load_bundle
+from serving.bundle import DEFAULT_CACHE_MB, ModelBundle, QualityGate, load_bundle
 from serving.experiments import KIND as EXPERIMENT
 from serving.experiments import Experiment
 from serving.manifest import MANIFEST, Manifest, decode_manifest
@@ -226,7 +226,7 @@ def load_announced(a: Announcement, threads: int, gate: QualityGate,
     if actual != a.manifest_sha256:
         raise BundleRejected(a.version, "announcement", f"manifest sha256 {actual[:12]}… is not the "
                              f"announced {a.manifest_sha256[:12]}…", MANIFEST)
-    bundle = load_bundle(path, threads)
+    bundle = load_bundle(path, threads, settings.encoder_cache_mb if settings is not None else DEFAULT_CACHE_MB)
     if bundle.version != a.version:
         raise BundleRejected(a.version, "announcement", f"directory holds version {bundle.version}")
     gate.check(bundle, current)

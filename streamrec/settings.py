@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     # the broker's message.max.bytes (1 MiB by default) and the producer's request size.
     dead_letter_max_bytes: int = Field(262_144, ge=8192, le=100 * 1024 * 1024)
     compute_threads: int = Field(1, ge=1, le=64)
+    # Per-user encoder state for bundles with a step model (serving.step_encoder), in MiB
+    # per bundle held; least recently used users out first. 0 = encode every window whole.
+    encoder_cache_mb: float = Field(256.0, ge=0, le=1_000_000)
     producer_linger_s: float = Field(0.005, ge=0, le=1)
     # Kafka's normal batching. Tansu 0.6 reports high watermarks that count *batches*, so
     # Faust's changelog recovery stops early unless every record is its own batch: local

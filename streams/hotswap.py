@@ -209,7 +209,8 @@ class ModelUpdates:
         t0 = time.monotonic()
         try:
             bundle = await asyncio.get_running_loop().run_in_executor(
-                self.executor, load_bundle, path, self.settings.compute_threads)
+                self.executor, load_bundle, path, self.settings.compute_threads,
+                self.settings.encoder_cache_mb)
         except BundleRejected as e:
             self._rejected(e)
             log.error("the fallback bundle at %s is unusable: no clicks are processed until a "

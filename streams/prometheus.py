@@ -273,6 +273,17 @@ class WorkerMetrics:
         self.dead_letter_failures = Counter(
             "streamrec_dead_letter_write_failures", "Failed attempts to write dead letters to "
             "the dead-letter topic (the batch is held and retried meanwhile)", registry=r)
+        self.encoder_cache = Counter(
+            "streamrec_encoder_cache", "Users encoded by the step encoder, by outcome: step (one "
+            "item on the cached state), unchanged (the cached vector), prefill (the window "
+            "encoded whole: not cached, evicted, or no longer the cached window's "
+            "continuation), evicted (entries dropped for the budget)", ["outcome"], registry=r)
+        for outcome in ("step", "unchanged", "prefill", "evicted"):
+            self.encoder_cache.labels(outcome)
+        self.encoder_cache_bytes = Gauge("streamrec_encoder_cache_bytes", "Memory held by the "
+                                         "served bundle's step encoder cache", registry=r)
+        self.encoder_cache_users = Gauge("streamrec_encoder_cache_users", "Users in the served "
+                                         "bundle's step encoder cache", registry=r)
         self.changelog_applied = ChangelogApplied()
         r.register(self.changelog_applied)
         self.model_created = ModelCreated()

@@ -216,6 +216,7 @@ class ClickWorker:
                 live_exp.experiment if live_exp is not None else None, users, out)
             self.ctx.metrics.compute.observe(took := time.perf_counter() - t0)
             self.ctx.metrics.stages.add_batch("compute", took * 1000, n_records)
+            self._count_encoder_cache(groups, bundle)
         ranked = lists.ranked
         now_ms = int(time.time() * 1000)
         batch_id = f"{self._run}:{next(self._batch_ids)}"
@@ -263,6 +264,17 @@ class ClickWorker:
         if out.applied_ts:  # event time -> Redis write acknowledged, per applied event
             self.ctx.metrics.latency.add(int(time.time() * 1000) - np.asarray(out.applied_ts, dtype=np.int64))
         return deliveries
+
+    def _count_encoder_cache(self, groups: Sequence[Group], fleet: ModelBundle) -> None:
+        """The step encoders' outcomes for this batch, and the fleet bundle's cache size."""
+        m = self.ctx.metrics
+        for step in {id(g.bundle.step): g.bundle.step for g in groups if g.bundle.step is not None}.values():
+            for outcome, n in step.take_counts().items():
+                if n:
+                    m.encoder_cache.labels(outcome).inc(n)
+        if fleet.step is not None:
+            m.encoder_cache_bytes.set(fleet.step.bytes)
+            m.encoder_cache_users.set(len(fleet.step))
 
     def _groups(self, users: Sequence[str], out: BatchOutcome, bundle: ModelBundle,
                 live_exp: LiveExperiment | None) -> list[Group]:
@@ -340,7 +352,9 @@ def compute_lists(groups: Sequence[Group], histories: Sequence[Sequence[str]],
     n = len(histories)
     by_arm: dict[str, list[Ranked | None]] = {}
     for g in groups:
-        got = g.funnel.run(g.bundle, Batch([histories[r] for r in g.rows], trending, g.live))
+        got = g.funnel.run(g.bundle, Batch(
+            [histories[r] for r in g.rows], trending, g.live, users=[users[r] for r in g.rows],
+            counts=[out.touched[users[r]].seq for r in g.rows]))
         mine: list[Ranked | None] = [None] * n
         for r, one in zip(g.rows, got, strict=True):
             mine[r] = one

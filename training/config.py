@@ -3,7 +3,7 @@
 A file has a top-level ``model`` and one table per part::
 
     model = "sasrec"          # sasrec | twotower | bpr | pop
-    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, id_dropout
+    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, positions, id_dropout
     [twotower] max_len, dim, hidden, dropout, id_dropout
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
@@ -22,7 +22,7 @@ from typing import Any
 
 from streamrec.errors import ConfigError
 from training.models.baselines import BPRConfig
-from training.models.retrieval import SASRecConfig, TwoTowerConfig
+from training.models.retrieval import POSITIONS, SASRecConfig, TwoTowerConfig
 from training.models.train import SAMPLES, TrainConfig
 
 MODELS = ("sasrec", "twotower", "bpr", "pop")
@@ -97,4 +97,6 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
     dim, heads = mcfg.get("dim", 64), mcfg.get("heads", 2)
     if chosen == "sasrec" and dim % heads:
         raise ConfigError(f"dim {dim} must be divisible by heads {heads}")
+    if chosen == "sasrec" and mcfg.get("positions", "start") not in POSITIONS:
+        raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {mcfg['positions']!r}")
     return chosen, mcfg, tcfg, bcfg

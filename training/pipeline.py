@@ -132,7 +132,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
     valid = {k: v for k, v in result.valid.items() if "@" in k}
     model = result.model
     inputs = split.inputs("test")
-    users = encode_all(torch_encode(model), inputs, model.cfg.max_len)
+    users = encode_all(torch_encode(model), inputs, model.window)
     test = evaluate_vectors(users, model.item_vectors()[1:].detach().numpy(), inputs,
                             split.targets("test"))
     pop = popularity_metrics(split, "test")
@@ -178,7 +178,7 @@ def _fit_blend(model: RetrievalModel, split: Split, attributes: ItemAttributes |
     encode, n = torch_encode(model), model.cfg.max_len
     v_inputs = split.inputs("valid")
     _, report = fit_blend(attributes, split.data.vocab.ids, model.item_vectors()[1:].detach().numpy(),
-                          (encode_all(encode, v_inputs, n), v_inputs, split.targets("valid")),
+                          (encode_all(encode, v_inputs, model.window), v_inputs, split.targets("valid")),
                           (test_users, split.inputs("test"), split.targets("test")),
                           BLEND_CANDIDATES, n)
     if ranker is not None and ranker.report().get("enabled"):
@@ -194,7 +194,7 @@ def _fit_ranker(model: RetrievalModel, split: Split, counts: np.ndarray, attribu
         item_attrs, tokens = attributes.matrix(split.data.vocab.ids, MAX_ATTRS), list(attributes.tokens)
     else:
         item_attrs, tokens = np.zeros((split.data.num_items + 1, 0), dtype=np.int64), []
-    return fit_ranker(lambda inputs: encode_all(encode, inputs, model.cfg.max_len),
+    return fit_ranker(lambda inputs: encode_all(encode, inputs, model.window),
                       model.item_vectors()[1:].detach().numpy(), split.inputs("valid"),
                       split.targets("valid"), split.inputs("test"), split.targets("test"), counts,
                       item_attrs, tokens, cfg, log=print if progress else None)
@@ -293,7 +293,7 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
     if tower:
         result = train_sasrec(split, cfg, tcfg, progress, item_attrs)
         model = result.model
-        users = encode_all(torch_encode(model), inputs, model.cfg.max_len)
+        users = encode_all(torch_encode(model), inputs, model.window)
         with torch.no_grad():
             vecs = model.item_vectors().clone()
             vecs[torch.from_numpy(cold)] = model.content_vectors(item_attrs[torch.from_numpy(cold)])
@@ -303,12 +303,12 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
                                   "train_seconds": round(result.seconds, 1)}
         if slot >= 0:
             _slot_rows(report, "sasrec_tower", users,
-                       encode_all(torch_encode(model), split.inputs("valid"), model.cfg.max_len),
+                       encode_all(torch_encode(model), split.inputs("valid"), model.window),
                        vecs[1:].numpy(), split, cold, slot, content)
     if id_only:
         plain = train_sasrec(split, SASRecConfig(num_items=data.num_items, **mcfg), tcfg, progress)
         m = plain.model
-        u = encode_all(torch_encode(m), inputs, m.cfg.max_len)
+        u = encode_all(torch_encode(m), inputs, m.window)
         report["sasrec_id_only"] = {
             **by_target(vector_ranks(u, m.item_vectors()[1:].detach().numpy(), inputs, targets),
                         targets, cold),
@@ -321,7 +321,7 @@ def run_cold_start(data: SequenceData, attributes: ItemAttributes, *, config: Pa
         warm = ~cold[1:]
         cmap = fit_content_map(attrs[warm], id_vecs[warm], attributes.size)
         norm = float(np.linalg.norm(id_vecs[warm], axis=1).mean())
-        v_u = encode_all(torch_encode(m), split.inputs("valid"), m.cfg.max_len) if slot >= 0 else None
+        v_u = encode_all(torch_encode(m), split.inputs("valid"), m.window) if slot >= 0 else None
         for name, scale in (("sasrec_id_mapped", None), ("sasrec_id_mapped_norm", norm)):
             mapped = id_vecs.copy()
             mapped[~warm] = mapped_vectors(attrs[~warm], cmap, scale)

@@ -65,7 +65,7 @@ def _choose(split: Split, mcfg: Any, tcfg: Any, item_attrs: torch.Tensor | None,
     if attributes is not None and blend:
         model = selected.model
         v_inputs = split.inputs("valid")
-        users = encode_all(torch_encode(model), v_inputs, model.cfg.max_len)
+        users = encode_all(torch_encode(model), v_inputs, model.window)
         chosen_blend, report = fit_blend(attributes, split.data.vocab.ids, _items(model),
                                          (users, v_inputs, split.valid_target), None,
                                          BLEND_CANDIDATES, model.cfg.max_len)
@@ -81,7 +81,7 @@ def _items(model: RetrievalModel) -> np.ndarray:
 def _score(model: RetrievalModel, split: Split) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
     """The test split, scored once: user vectors and both protocols' figures."""
     inputs = split.inputs("test")
-    users = encode_all(torch_encode(model), inputs, model.cfg.max_len)
+    users = encode_all(torch_encode(model), inputs, model.window)
     return users, evaluate_vectors(users, _items(model), inputs, split.targets("test"))
 
 

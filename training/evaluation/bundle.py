@@ -38,7 +38,7 @@ def evaluate_bundle(path: Path, data: SequenceData, split: str = "test", seed: i
     # FAISS computes inner products against exactly these stored vectors.
     item_vecs = bundle.index.vectors().astype(np.float32)
     inputs = s.inputs(split)
-    users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
+    users = encode_all(bundle.encoder.encode, inputs, bundle.window)
     result: dict[str, Any] = dict(evaluate_vectors(users, item_vecs, inputs, s.targets(split), seed))
     if bundle.blend is not None:  # the content blend as the worker runs it (serving.content_blend)
         from training.models.blend import blended_ranks, candidate_lists

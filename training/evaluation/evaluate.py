@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from streamrec.sequences import pad_batch
+from streamrec.sequences import Window, as_window
 from training.evaluation.ranking_metrics import hr_ndcg, mask_history, ranks_from_scores
 
 EncodeFn = Callable[[np.ndarray], np.ndarray]  # (B, L) int64 -> (B, D) float32
@@ -23,9 +23,11 @@ SAMPLED_NEGATIVES = 100
 BATCH = 1024
 
 
-def encode_all(encode: EncodeFn, inputs: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
-    """User vectors [U, D] for all input sequences, in batches."""
-    return np.concatenate([encode(pad_batch(inputs[lo:lo + BATCH], max_len))
+def encode_all(encode: EncodeFn, inputs: Sequence[Sequence[int]], window: Window | int) -> np.ndarray:
+    """User vectors [U, D] for all input sequences, in batches: each the ``window`` of its
+    history the encoder reads (an int: the last that many items)."""
+    w = as_window(window)
+    return np.concatenate([encode(w.pad(inputs[lo:lo + BATCH]))
                            for lo in range(0, len(inputs), BATCH)])
 
 
@@ -82,17 +84,17 @@ def sampled_ranks_of(users: np.ndarray, item_vecs: np.ndarray, inputs: Sequence[
 
 
 def full_ranks(encode: EncodeFn, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
-               targets: np.ndarray, max_len: int) -> np.ndarray:
+               targets: np.ndarray, max_len: Window | int) -> np.ndarray:
     return full_ranks_of(encode_all(encode, inputs, max_len), item_vecs, inputs, targets)
 
 
 def sampled_ranks(encode: EncodeFn, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
-                  targets: np.ndarray, max_len: int, seed: int = 0) -> np.ndarray:
+                  targets: np.ndarray, max_len: Window | int, seed: int = 0) -> np.ndarray:
     return sampled_ranks_of(encode_all(encode, inputs, max_len), item_vecs, inputs, targets, seed)
 
 
 def evaluate_full(encode: EncodeFn, item_vecs: np.ndarray, inputs: Sequence[Sequence[int]],
-                  targets: np.ndarray, max_len: int) -> dict[str, float]:
+                  targets: np.ndarray, max_len: Window | int) -> dict[str, float]:
     return hr_ndcg(full_ranks(encode, item_vecs, inputs, targets, max_len))
 
 

@@ -106,7 +106,7 @@ def bundle_lists(path: Path, data: SequenceData, attributes: ItemAttributes, lam
     split = leave_one_out(mapped)
     inputs, targets = split.inputs("test"), split.targets("test")
     item_vecs = bundle.index.vectors().astype(np.float32)
-    users = encode_all(bundle.encoder.encode, inputs, bundle.max_len)
+    users = encode_all(bundle.encoder.encode, inputs, bundle.window)
     item_attrs = attributes.matrix(bundle.vocab.ids, MAX_ATTRS)
     ranker = chosen(bundle.ranker, ranking)
     if ranking == "on" and ranker is None:

@@ -23,6 +23,7 @@ import torch
 from serving.manifest import (
     MANIFEST,
     REFERENCE_ATOL,
+    STEP_ATOL,
     Manifest,
     Signature,
     TensorSpec,
@@ -33,7 +34,7 @@ from streamrec.errors import ExportError
 from streamrec.files import atomic_directory, sha256_file
 from streamrec.sequences import left_pad
 from training.data.attributes import MAX_ATTRS, ItemAttributes
-from training.models.retrieval import RetrievalModel
+from training.models.retrieval import RetrievalModel, SASRec
 
 if TYPE_CHECKING:
     from serving.encoder import Encoder
@@ -58,6 +59,63 @@ def export_onnx(model: RetrievalModel, path: Path) -> None:
     torch.onnx.export(_Encoder(model).eval(), (example,), str(path), input_names=[INPUT],
                       output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch", 1: "seq"}, OUTPUT: {0: "batch"}},
                       opset_version=17, dynamo=False)
+
+
+def export_step_models(model: SASRec, directory: Path, windows: list[list[int]]) -> float:
+    """``prefill.onnx`` and ``step.onnx`` (:mod:`serving.step_encoder`) for a model whose
+    positions count from the window's start; returns the largest difference between the
+    user vectors the cached steps give (float16 state, as served) and torch's full encode
+    of the same windows, each window built up one item at a time (raises above
+    ``STEP_ATOL``)."""
+    from serving.encoder import make_session
+    from serving.step_encoder import (
+        OUTPUTS,
+        PREFILL,
+        PREFILL_INPUTS,
+        STEP,
+        STEP_INPUTS,
+        StepEncoder,
+    )
+    from training.models.incremental import Prefill, Step, prefill
+
+    model.eval()
+    cfg = model.cfg
+    seq = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int64)
+    with torch.no_grad():
+        _, (k, v, sums) = prefill(model, seq)
+    torch.onnx.export(Prefill(model).eval(), (seq,), str(directory / PREFILL), input_names=list(PREFILL_INPUTS),
+                      output_names=list(OUTPUTS),
+                      dynamic_axes={"item_seq": {0: "batch", 1: "seq"}, "user_vec": {0: "batch"},
+                                    "new_keys": {1: "batch", 3: "seq"}, "new_values": {1: "batch", 3: "seq"},
+                                    "new_sums": {1: "batch"}},
+                      opset_version=17, dynamo=False)
+    past = seq > 0
+    args = (torch.tensor([6, 7]), past.sum(dim=1), k.half(), v.half(), past, sums,
+            past.sum(dim=1).to(torch.float32))
+    state_axes = {1: "batch", 3: "past"}
+    torch.onnx.export(Step(model).eval(), args, str(directory / STEP), input_names=list(STEP_INPUTS),
+                      output_names=list(OUTPUTS),
+                      dynamic_axes={"item": {0: "batch"}, "pos": {0: "batch"}, "keys": state_axes,
+                                    "values": state_axes, "past": {0: "batch", 1: "past"},
+                                    "sums": {1: "batch"}, "count": {0: "batch"},
+                                    "user_vec": {0: "batch"}, "new_keys": {1: "batch"},
+                                    "new_values": {1: "batch"}, "new_sums": {1: "batch"}},
+                      opset_version=17, dynamo=False)
+    enc = StepEncoder(make_session(directory / PREFILL), make_session(directory / STEP), cfg.max_len,
+                      budget_bytes=1 << 30)
+    cut = [list(model.window.cut(w)) for w in windows if w][:64] or [[1]]
+    worst = 0.0
+    users = [str(u) for u in range(len(cut))]
+    for t in range(1, max(len(w) for w in cut) + 1):
+        rows = [u for u, w in enumerate(cut) if len(w) >= t]
+        got = enc.encode([users[u] for u in rows], [cut[u][:t] for u in rows])
+        with torch.no_grad():
+            ref = model(torch.from_numpy(left_pad([cut[u][:t] for u in rows], t))).numpy()
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if not np.isfinite(worst) or worst > STEP_ATOL:
+        raise ExportError(f"step model: cached steps and the full encoder disagree: max abs diff "
+                          f"{worst:.3e} > {STEP_ATOL}")
+    return worst
 
 
 class _ItemTower(torch.nn.Module):
@@ -176,6 +234,8 @@ def write_bundle(
         seqs = left_pad(sample_inputs[:256] or [[1]], model.cfg.max_len)
         encoder = Encoder(make_session(tmp / "encoder.onnx"))
         parity = check_parity(model, encoder, seqs)
+        if isinstance(serving, SASRec) and serving.window.anchored:
+            extra["step_parity_max_abs_diff"] = export_step_models(serving, tmp, sample_inputs[:64])
         if tower:
             assert attributes is not None
             extra["item_tower_parity_max_abs_diff"] = export_item_tower(model, tmp / "item_tower.onnx")

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamrec.sequences import Window
+
 
 @dataclass
 class SASRecConfig:
@@ -46,9 +48,22 @@ class SASRecConfig:
     attributes: int = 0
     max_attrs: int = 0
     id_dropout: float = 0.0
+    # Where positions count from: "end" (the newest item always at max_len - 1; the
+    # original recipe) or "start" (the window's first item at 0, the window anchored as
+    # streamrec.sequences.window_start says). With "start" nothing already encoded moves
+    # when an item is added, so serving can cache each user's keys and values and encode
+    # one step per event (the exported step model).
+    positions: str = "start"
 
-    def to_dict(self) -> dict[str, int | float]:
+    def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+
+    def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)
+
+
+POSITIONS = ("end", "start")
 
 
 class CausalSelfAttention(nn.Module):
@@ -143,6 +158,12 @@ class ItemSpace(nn.Module):
     def hidden(self, seq: torch.Tensor, last_only: bool = False,
                table: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def window(self) -> Window:
+        """The items of a history this model reads (anchored where positions count from
+        the start)."""
+        return Window(self.cfg.max_len, getattr(self.cfg, "positions", "end") == "start")
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, L) -> user vector (B, D): the hidden state at the last position."""
@@ -262,13 +283,17 @@ class SASRec(ItemSpace):
         """(B, L) int64 item indexes, left-padded, L <= max_len -> (B, L, D) hidden states.
 
         Positions count back from the end (the last item always has position
-        max_len - 1), so a batch may be cut to its longest real sequence: leading
-        pad columns change nothing. ``last_only`` returns (B, 1, D), computing the
-        final block for the last position alone.
+        max_len - 1) or, with ``positions = "start"``, up from each row's first real
+        item; either way a batch may be cut to its longest real sequence: leading pad
+        columns change nothing. ``last_only`` returns (B, 1, D), computing the final
+        block for the last position alone.
         """
         L = seq.shape[1]
         keep = (seq > 0).unsqueeze(-1)  # (B, L, 1)
-        pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
+        if self.cfg.positions == "start":
+            pos = (keep.squeeze(-1).to(torch.int64).cumsum(dim=1) - 1).clamp(min=0)  # (B, L); pads read 0, zeroed below
+        else:
+            pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
         E = self.item_table() if table is None else table
         x = E[seq] * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
         x = self.drop(x) * keep

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from streamrec.sequences import left_pad
+from streamrec.sequences import left_pad, window_start
 from training.data.sequences import Split
 from training.distributed import Distributed
 from training.evaluation.evaluate import BATCH, encode_all, evaluate_full, full_ranks_of
@@ -84,22 +85,49 @@ def seed_everything(seed: int) -> None:
 SAMPLES = ("positions", "windows", "prefixes")
 
 
-def training_pairs(seqs: list[list[int]], max_len: int,
-                   samples: str = "positions") -> tuple[torch.Tensor, torch.Tensor]:
+def anchored_rows(seq: Sequence[int], max_len: int) -> list[tuple[int, int, int]]:
+    """The rows of one sequence for an anchored encoder: ``(a, first, last)`` per window
+    start ``a`` (:func:`~streamrec.sequences.window_start`), its inputs ``seq[a:last]`` and
+    its targets the items at ``first..last``: each target once, read from the window
+    serving reads for it."""
+    rows: list[tuple[int, int, int]] = []
+    for t in range(1, len(seq)):  # target seq[t], history seq[:t]
+        a = window_start(t, max_len)
+        if rows and rows[-1][0] == a:
+            rows[-1] = (a, rows[-1][1], t)
+        else:
+            rows.append((a, t, t))
+    return rows
+
+
+def training_pairs(seqs: list[list[int]], max_len: int, samples: str = "positions",
+                   anchored: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets), left-padded to ``max_len``, target 0 = no loss there.
 
     ``positions``: per user, inputs s[:-1] and next-item targets s[1:], the last ``max_len``
     of each. ``windows``: the same for each window of up to ``max_len`` targets, cut from the
     end (a window's first input is the previous window's last target). ``prefixes``: per user and position j >= 1, inputs s[:j] (its last ``max_len``)
     and the target s[j] in the last column only (:attr:`TrainConfig.samples`).
+
+    ``anchored`` (an encoder whose positions count from the window's start): every input
+    is the window serving reads (:class:`~streamrec.sequences.Window`); ``positions`` and
+    ``windows`` both give each target once, one row per window start
+    (:func:`anchored_rows`), and ``prefixes`` one row per target.
     """
     if samples not in SAMPLES:
         raise ValueError(f"samples must be one of {SAMPLES}, not {samples!r}")
     usable = [s for s in seqs if len(s) >= 2]
+    start = (lambda j: window_start(j, max_len)) if anchored else (lambda j: max(0, j - max_len))
     if samples == "prefixes":
-        inputs = left_pad([s[max(0, j - max_len):j] for s in usable for j in range(1, len(s))], max_len)
+        inputs = left_pad([s[start(j):j] for s in usable for j in range(1, len(s))], max_len)
         targets = np.zeros_like(inputs)
         targets[:, -1] = [s[j] for s in usable for j in range(1, len(s))]
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+    if anchored:
+        rows = [(s, a, first, last) for s in usable for a, first, last in anchored_rows(s, max_len)]
+        inputs = left_pad([s[a:last] for s, a, _, last in rows], max_len)
+        targets = left_pad([[0] * (first - a - 1) + s[first:last + 1] for s, a, first, last in rows],
+                           max_len)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
     if samples == "windows":
         usable = [s[max(0, end - max_len - 1):end] for s in usable
@@ -109,14 +137,17 @@ def training_pairs(seqs: list[list[int]], max_len: int,
     return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
-def shown_tensor(seqs: list[list[int]], negs: list[list[list[int]]], max_len: int, n: int) -> torch.Tensor:
-    """(U, max_len, n) impression negatives aligned with :func:`training_pairs`' targets:
-    ``negs[u][j]`` are position j's (of the user's full sequence, of which ``seqs[u]`` is a
-    prefix), cut to ``n``, 0-padded."""
+def shown_tensor(seqs: list[list[int]], negs: list[list[list[int]]], max_len: int, n: int,
+                 anchored: bool = False) -> torch.Tensor:
+    """(rows, max_len, n) impression negatives aligned with :func:`training_pairs`' targets
+    (``positions`` samples): ``negs[u][j]`` are position j's (of the user's full sequence,
+    of which ``seqs[u]`` is a prefix), cut to ``n``, 0-padded."""
     usable = [(s, ng) for s, ng in zip(seqs, negs, strict=True) if len(s) >= 2]
-    out = torch.zeros((len(usable), max_len, n), dtype=torch.long)
-    for r, (s, ng) in enumerate(usable):
-        rows = [ng[j] if j < len(ng) else [] for j in range(1, len(s))][-max_len:]
+    spans = [(ng, a, last) for s, ng in usable for a, _, last in anchored_rows(s, max_len)] if anchored \
+        else [(ng, 0, len(s) - 1) for s, ng in usable]
+    out = torch.zeros((len(spans), max_len, n), dtype=torch.long)
+    for r, (ng, a, last) in enumerate(spans):
+        rows = [ng[j] if j < len(ng) else [] for j in range(a + 1, last + 1)][-max_len:]
         off = max_len - len(rows)
         for k, row in enumerate(rows):
             if row:
@@ -129,7 +160,7 @@ def length_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator)
 
     Users are shuffled, sorted by length within chunks of 32 batches, split, and the
     batch order is shuffled again: nearly the randomness of plain shuffling, with
-    far less padding (the encoder's positions count from the end, so cutting is exact).
+    far less padding (leading pad columns change nothing, so cutting is exact).
     """
     perm = torch.randperm(len(lengths), generator=gen)
     out: list[torch.Tensor] = []
@@ -156,10 +187,10 @@ def evaluate_model(model: RetrievalModel, split: Split, which: str,
     items = model.item_vectors()[1:].detach().cpu().numpy()
     inputs, targets = split.inputs(which), split.targets(which)
     if ctx is None or ctx.world_size == 1:
-        return evaluate_full(torch_encode(model), items, inputs, targets, model.cfg.max_len)
+        return evaluate_full(torch_encode(model), items, inputs, targets, model.window)
     lo, hi = ctx.shard(len(inputs), BATCH)
     mine = inputs[lo:hi]
-    ranks = (full_ranks_of(encode_all(torch_encode(model), mine, model.cfg.max_len), items, mine,
+    ranks = (full_ranks_of(encode_all(torch_encode(model), mine, model.window), items, mine,
                            targets[lo:hi]) if hi > lo else np.empty(0, dtype=np.int64))
     return hr_ndcg(ctx.gather_rows(ranks, len(inputs), BATCH))
 
@@ -229,11 +260,12 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(cfg.seed + 1000 * ctx.rank)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    inputs, targets = training_pairs(seqs, mcfg.max_len, cfg.samples)
+    anchored = model.window.anchored
+    inputs, targets = training_pairs(seqs, mcfg.max_len, cfg.samples, anchored)
     lengths = (inputs > 0).sum(dim=1)  # a batch is cut to its longest input
     inputs, targets = inputs.to(device), targets.to(device)
     use_shown = cfg.loss == "sampled" and cfg.impression_negatives > 0 and negatives is not None
-    shown = (shown_tensor(seqs, negatives, mcfg.max_len, cfg.impression_negatives).to(device)
+    shown = (shown_tensor(seqs, negatives, mcfg.max_len, cfg.impression_negatives, anchored).to(device)
              if use_shown and negatives is not None else None)
     # the batch order: the same draw on every rank
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -43,3 +43,15 @@ def test_bad_loss_is_rejected() -> None:
     with pytest.raises(ConfigError, match="loss must be"):
         resolve({}, None, {}, {"loss": "mse"}, {})
 
+
+
+def test_positions_come_from_the_file_or_a_flag_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    from training.config import resolve_flags
+
+    p = tmp_path / "c.toml"
+    p.write_text('[sasrec]\npositions = "end"\n')
+    assert resolve_flags(load_config(p), None, {})[1]["positions"] == "end"
+    assert resolve_flags(load_config(p), None, {"positions": "start"})[1]["positions"] == "start"
+    p.write_text('[sasrec]\npositions = "middle"\n')
+    with pytest.raises(ConfigError, match="positions must be one of end, start, not 'middle'"):
+        resolve_flags(load_config(p), None, {})

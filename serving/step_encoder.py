@@ -1,0 +1,212 @@
+"""Per-user encoder state: one step per event instead of a pass over the session.
+
+A bundle whose encoder counts positions from the window's start (``positions =
+"start"``) carries two more graphs beside ``encoder.onnx``:
+
+* ``prefill.onnx``: a left-padded window ``item_seq`` [B, L] in; the user vector
+  [B, D] and the state out: keys and values [layers, B, H, L, Dh] (float16) and each
+  block's input summed over the window [layers, B, D];
+* ``step.onnx``: one new item per user (``item``, its position ``pos``) and the state
+  so far in (left-padded, ``past`` [B, T] False on padding, ``count`` the items so
+  far); the user vector and the new item's keys, values and sums out.
+
+:class:`StepEncoder` keeps that state per user in memory, in float16, least recently
+used first out once the cache passes its byte budget. Each entry remembers the exact
+window (item indexes) it encodes, and it is used only when the window asked for is
+that one plus one new item (one step) or that one unchanged (the stored vector);
+anything else (a miss, an evicted user, a user another worker served meanwhile, the
+window's start moving on, an item read differently) is a fresh prefill. A stale
+state can therefore never be read: what an entry encodes is checked, not assumed. The
+cache belongs to one bundle's encoder, so a swap starts from an empty one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.manifest import STEP_FILES
+from streamrec.sequences import left_pad
+
+PREFILL, STEP = STEP_FILES
+PREFILL_INPUTS = ("item_seq",)
+STEP_INPUTS = ("item", "pos", "keys", "values", "past", "sums", "count")
+OUTPUTS = ("user_vec", "new_keys", "new_values", "new_sums")
+
+
+@dataclass(slots=True)
+class _State:
+    items: list[int]  # the window this state encodes
+    keys: np.ndarray  # [layers, H, capacity, Dh] float16; the first len(items) columns real
+    values: np.ndarray
+    sums: np.ndarray  # [layers, D] float32
+    vec: np.ndarray  # [D] float32, the window's user vector
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes + self.sums.nbytes + self.vec.nbytes + 8 * len(self.items)
+
+
+@dataclass
+class CacheStats:
+    """Counts since the encoder was built: users served by one step, by the stored vector,
+    by a prefill (and why), and entries evicted."""
+
+    steps: int = 0
+    unchanged: int = 0
+    prefills: int = 0
+    evictions: int = 0
+    by_reason: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0})
+
+
+class StepEncoder:
+    """``encode(users, windows) -> [B, D] float32``, with per-user state (module doc).
+    Thread-safe (one lock: a worker computes one batch at a time)."""
+
+    def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, max_len: int,
+                 budget_bytes: int) -> None:
+        self.prefill, self.step = prefill, step
+        # the exporter drops an input the graph does not read (``count`` without a low-pass branch)
+        self._step_inputs = {i.name for i in step.get_inputs()}
+        self.max_len = max_len
+        self.budget_bytes = budget_bytes
+        self.bytes = 0
+        self.stats = CacheStats()
+        self._cache: OrderedDict[str, _State] = OrderedDict()
+        self._lock = threading.Lock()
+        self._taken: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def take_counts(self) -> dict[str, int]:
+        """Users served by each outcome (``step``, ``unchanged``, ``prefill``) and entries
+        ``evicted`` since the last call (a worker's metrics read them once per batch)."""
+        with self._lock:
+            now = {"step": self.stats.steps, "unchanged": self.stats.unchanged,
+                   "prefill": self.stats.prefills, "evicted": self.stats.evictions}
+            delta = {k: v - self._taken.get(k, 0) for k, v in now.items()}
+            self._taken = now
+            return delta
+
+    def encode(self, users: Sequence[str], windows: Sequence[Sequence[int]]) -> np.ndarray:
+        """User vectors for ``windows`` (item indexes, each non-empty, at most ``max_len``),
+        the state of each of ``users`` used where it encodes the window's prefix."""
+        with self._lock:
+            return self._encode(users, windows)
+
+    def _encode(self, users: Sequence[str], windows: Sequence[Sequence[int]]) -> np.ndarray:
+        out: list[np.ndarray | None] = [None] * len(users)
+        steps: list[int] = []
+        fills: list[int] = []
+        again: set[int] = set()
+        cache, stats = self._cache, self.stats
+        seen: set[str] = set()
+        for r, (u, w) in enumerate(zip(users, windows, strict=True)):
+            if u in seen:  # twice in one call: the second is computed from scratch, not stored
+                fills.append(r)
+                again.add(r)
+                continue
+            seen.add(u)
+            e = cache.get(u)
+            if e is not None:
+                n = len(e.items)
+                if len(w) == n + 1 and e.items == list(w[:n]):
+                    steps.append(r)
+                    continue
+                if len(w) == n and e.items == list(w):
+                    out[r] = e.vec
+                    stats.unchanged += 1
+                    cache.move_to_end(u)
+                    continue
+                stats.by_reason["changed"] += 1
+            else:
+                stats.by_reason["new"] += 1
+            fills.append(r)
+        if steps:
+            self._steps(steps, users, windows, out)
+        if fills:
+            self._prefills(fills, users, windows, out, again)
+        self._evict()
+        return np.stack(out).astype(np.float32, copy=False)  # type: ignore[arg-type]
+
+    def _steps(self, rows: list[int], users: Sequence[str], windows: Sequence[Sequence[int]],
+               out: list[np.ndarray | None]) -> None:
+        states = [self._cache[users[r]] for r in rows]
+        layers, heads, _, dh = states[0].keys.shape
+        T = max(len(s.items) for s in states)
+        B = len(rows)
+        keys = np.zeros((layers, B, heads, T, dh), dtype=np.float16)
+        values = np.zeros_like(keys)
+        past = np.zeros((B, T), dtype=bool)
+        sums = np.empty((layers, B, states[0].sums.shape[1]), dtype=np.float32)
+        count = np.empty(B, dtype=np.float32)
+        item = np.empty(B, dtype=np.int64)
+        for b, (r, s) in enumerate(zip(rows, states, strict=True)):
+            t = len(s.items)
+            keys[:, b, :, T - t:] = s.keys[:, :, :t]
+            values[:, b, :, T - t:] = s.values[:, :, :t]
+            past[b, T - t:] = True
+            sums[:, b] = s.sums
+            count[b] = t
+            item[b] = windows[r][-1]
+        feed = {"item": item, "pos": count.astype(np.int64), "keys": keys, "values": values,
+                "past": past, "sums": sums, "count": count}
+        vec, nk, nv, ns = self.step.run(list(OUTPUTS), {k: feed[k] for k in self._step_inputs})
+        for b, (r, s) in enumerate(zip(rows, states, strict=True)):
+            t = len(s.items)
+            if t == s.keys.shape[2]:  # full: double the capacity (at most max_len)
+                self.bytes -= s.nbytes
+                cap = min(self.max_len, max(2 * t, t + 1))
+                s.keys, s.values = _grow(s.keys, cap), _grow(s.values, cap)
+                self.bytes += s.nbytes
+            s.keys[:, :, t] = nk[:, b, :, 0]
+            s.values[:, :, t] = nv[:, b, :, 0]
+            s.sums = ns[:, b].copy()
+            s.vec = vec[b].copy()
+            s.items.append(int(item[b]))
+            self.bytes += 8
+            out[r] = s.vec
+            self._cache.move_to_end(users[r])
+        self.stats.steps += len(rows)
+
+    def _prefills(self, rows: list[int], users: Sequence[str], windows: Sequence[Sequence[int]],
+                  out: list[np.ndarray | None], again: set[int]) -> None:
+        ws = [windows[r] for r in rows]
+        L = max(len(w) for w in ws)
+        vec, k, v, s = self.prefill.run(list(OUTPUTS), {"item_seq": left_pad(ws, L)})
+        for b, (r, w) in enumerate(zip(rows, ws, strict=True)):
+            out[r] = vec[b]
+            if r in again:
+                continue
+            u = users[r]
+            t = len(w)
+            cap = min(self.max_len, max(t + 1, 2))
+            keys = np.zeros((k.shape[0], k.shape[2], cap, k.shape[4]), dtype=np.float16)
+            vals = np.zeros_like(keys)
+            keys[:, :, :t] = k[:, b, :, L - t:]
+            vals[:, :, :t] = v[:, b, :, L - t:]
+            old = self._cache.pop(u, None)
+            if old is not None:
+                self.bytes -= old.nbytes
+            state = _State(list(w), keys, vals, s[:, b].copy(), vec[b].copy())
+            self._cache[u] = state
+            self.bytes += state.nbytes
+        self.stats.prefills += len(rows)
+
+    def _evict(self) -> None:
+        while self.bytes > self.budget_bytes and self._cache:
+            _, s = self._cache.popitem(last=False)
+            self.bytes -= s.nbytes
+            self.stats.evictions += 1
+
+
+def _grow(a: np.ndarray, cap: int) -> np.ndarray:
+    out = np.zeros(a.shape[:2] + (cap,) + a.shape[3:], dtype=a.dtype)
+    out[:, :, :a.shape[2]] = a
+    return out

@@ -1,0 +1,128 @@
+"""Unit tests of :mod:`serving.step_encoder` on a real exported bundle (positions from the
+start, with its prefill and step graphs)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from serving.bundle import load_bundle
+from serving.funnel import Batch, Funnel, FunnelConfig
+from serving.manifest import MANIFEST, STEP_ATOL
+from serving.step_encoder import StepEncoder
+from streamrec.errors import BundleRejected
+from streamrec.files import sha256_file
+from streamrec.sequences import left_pad
+
+
+def _stream(bundle_dir: Path, budget_mb: float = 64.0) -> tuple[StepEncoder, object]:
+    b = load_bundle(bundle_dir, cache_mb=budget_mb)
+    assert b.step is not None and b.window.anchored
+    return b.step, b
+
+
+def _full(b, windows):  # type: ignore[no-untyped-def]
+    return b.encoder.encode(left_pad(windows, max(map(len, windows))))
+
+
+def test_steps_give_the_full_encoders_vectors_across_window_moves(tiny_bundle_dir: Path) -> None:
+    step, b = _stream(tiny_bundle_dir)
+    rng = np.random.default_rng(1)
+    n_items, window = b.manifest.num_items, b.window  # type: ignore[attr-defined]
+    seqs: dict[str, list[int]] = {f"u{i}": [] for i in range(6)}
+    worst = 0.0
+    for _ in range(3 * window.max_len):  # the window's start moves several times
+        users = [u for u in seqs if rng.random() < 0.8]
+        for u in users:
+            seqs[u].append(int(rng.integers(1, n_items + 1)))
+        ws = [list(window.cut(seqs[u])) for u in users]
+        if users:
+            worst = max(worst, float(np.abs(step.encode(users, ws) - _full(b, ws)).max()))
+    assert worst <= STEP_ATOL
+    assert step.stats.steps > 10 * step.stats.prefills  # mostly single steps
+    assert step.stats.by_reason["changed"] > 0  # the window moved: rebuilt, not stepped
+
+
+def test_a_state_that_no_longer_encodes_the_window_is_rebuilt(tiny_bundle_dir: Path) -> None:
+    step, b = _stream(tiny_bundle_dir)
+    step.encode(["u"], [[1, 2, 3]])
+    before = step.stats.prefills
+    # another worker served the user meanwhile (two items more), or an item reads differently now
+    for ws in ([[1, 2, 3, 4, 5]], [[1, 9, 3, 4]], [[2, 3]]):
+        got = step.encode(["u"], ws)
+        np.testing.assert_allclose(got, _full(b, ws), atol=1e-4)
+    assert step.stats.prefills == before + 3 and step.stats.by_reason["changed"] == 3
+    # unchanged: the stored vector; one more item: one step
+    np.testing.assert_allclose(step.encode(["u"], [[2, 3]]), _full(b, [[2, 3]]), atol=1e-4)
+    assert step.stats.unchanged == 1
+    step.encode(["u"], [[2, 3, 7]])
+    assert step.stats.steps == 1
+
+
+def test_the_same_user_twice_in_one_call(tiny_bundle_dir: Path) -> None:
+    step, b = _stream(tiny_bundle_dir)
+    ws = [[1, 2], [1, 2, 3]]
+    np.testing.assert_allclose(step.encode(["u", "u"], ws), _full(b, ws), atol=1e-4)
+    assert len(step) == 1
+
+
+def test_the_cache_stays_within_its_budget(tiny_bundle_dir: Path) -> None:
+    step, _ = _stream(tiny_bundle_dir, budget_mb=0.01)  # ~10 kB: a few users
+    for i in range(50):
+        step.encode([f"u{i}"], [[1, 2, 3, 4, 5, 6]])
+    assert 0 < len(step) < 50 and step.stats.evictions == 50 - len(step)
+    assert step.bytes <= step.budget_bytes
+    assert step.bytes == sum(s.nbytes for s in step._cache.values())
+
+
+def test_cached_lists_equal_uncached_ones_for_cut_sessions(tiny_bundle_dir: Path) -> None:
+    """The worker's sessions keep their last items only; ``counts`` places the window."""
+    b = load_bundle(tiny_bundle_dir)
+    funnel = Funnel(FunnelConfig(top_n=10))
+    ids = b.vocab.ids
+    rng = np.random.default_rng(2)
+    hist: dict[str, list[str]] = {f"u{i}": [] for i in range(8)}
+    keep = 2 * b.max_len
+    same = total = 0
+    for _ in range(3 * b.max_len):
+        users = list(hist)
+        for u in users:
+            hist[u].append(ids[int(rng.integers(len(ids)))])
+        cut, counts = [hist[u][-keep:] for u in users], [len(hist[u]) for u in users]
+        cached = funnel.run(b, Batch(cut, users=users, counts=counts))
+        plain = funnel.run(b, Batch(cut, counts=counts))
+        same += sum(x.items == y.items for x, y in zip(cached, plain, strict=True))
+        total += len(users)
+    assert b.step is not None and b.step.stats.steps > 0
+    assert same >= 0.98 * total  # float16 state: a near-tie may swap
+
+
+def test_a_step_model_from_another_model_is_refused(tiny_bundle_dir: Path, tiny_bundle_b: Path,
+                                                    tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle_dir, bad)
+    shutil.copy(tiny_bundle_b / "step.onnx", bad / "step.onnx")
+    manifest = orjson.loads((bad / MANIFEST).read_bytes())
+    manifest["files"]["step.onnx"] = sha256_file(bad / "step.onnx")
+    (bad / MANIFEST).write_bytes(orjson.dumps(manifest))
+    with pytest.raises(BundleRejected, match="cached steps differ"):
+        load_bundle(bad)
+
+
+def test_a_step_model_without_positions_from_the_start_is_refused(tiny_bundle_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle_dir, bad)
+    manifest = orjson.loads((bad / MANIFEST).read_bytes())
+    manifest["model_config"]["positions"] = "end"
+    (bad / MANIFEST).write_bytes(orjson.dumps(manifest))
+    with pytest.raises(BundleRejected, match="positions counted from the start"):
+        load_bundle(bad)
+
+
+def test_cache_budget_zero_turns_the_step_encoder_off(tiny_bundle_dir: Path) -> None:
+    assert load_bundle(tiny_bundle_dir, cache_mb=0).step is None
