@@ -15,13 +15,14 @@ TORCH_WEIGHTS = "torch-weights.pt"  # beside the bundle, for the naive (torch ea
 
 
 def random_bundle(out: Path, items: int = 12_101, max_len: int = 50, dim: int = 64, layers: int = 2,
-                  heads: int = 2, seed: int = 0) -> Path:
+                  heads: int = 2, seed: int = 0, positions: str = "start") -> Path:
     """Write (once) a bundle of a randomly initialised SASRec; returns its directory."""
-    bundle = out / f"random-{items}x{dim}-L{max_len}"
+    bundle = out / f"random-{items}x{dim}-L{max_len}-{positions}"
     if (bundle / "manifest.json").is_file():
         return bundle
     torch.manual_seed(seed)
-    cfg = SASRecConfig(num_items=items, max_len=max_len, dim=dim, layers=layers, heads=heads)
+    cfg = SASRecConfig(num_items=items, max_len=max_len, dim=dim, layers=layers, heads=heads,
+                       positions=positions)
     model = SASRec(cfg).eval()
     rng = np.random.default_rng(seed)
     samples = [rng.integers(1, items + 1, int(n)).tolist() for n in rng.integers(1, max_len, 64)]

@@ -80,26 +80,37 @@ def histories(bundle: ModelBundle, n: int, rng: np.random.Generator,
 def run_lengths(bundle_path: Path, lengths: list[int], batch: int, batches: int = 30,
                 top_n: int = 10, seed: int = 0,
                 on_result: Callable[[FunnelResult], None] | None = None) -> list[FunnelResult]:
-    """The plain funnel (encoder, index, filtering) on batches of sessions that all hold
-    ``length`` items, for each of ``lengths``: what an event costs as sessions grow. A
-    session longer than the bundle's ``max_len`` is encoded from its last ``max_len`` items."""
-    bundle = load_bundle(bundle_path)
+    """What an event costs as sessions grow: the plain funnel (encoder, index, filtering)
+    on ``batch`` sessions that start with ``length`` items, one new item per session per
+    batch, as a worker sees them, for each of ``lengths``. Two rows per length: ``whole
+    window`` encodes each window whole; ``step`` (a bundle with a step model) uses each
+    user's cached encoder state, warmed by the untimed first batch."""
+    bundle = load_bundle(bundle_path, cache_mb=1024)
     funnel = Funnel(FunnelConfig(top_n=top_n, ranking="off", blending="off"))
-    rng = np.random.default_rng(seed)
+    modes = ["whole window"] + (["step"] if bundle.step is not None else [])
     out: list[FunnelResult] = []
+    ids = bundle.vocab.ids
     for length in lengths:
-        data = [histories(bundle, batch, rng, length) for _ in range(batches + 1)]
-        times = []
-        for i, h in enumerate(data):
-            t = time.perf_counter()
-            funnel.run(bundle, Batch(h))
-            if i:
-                times.append((time.perf_counter() - t) * 1000)
-        r = FunnelResult(f"plain, length {length}", batch, batches, float(np.percentile(times, 50)),
-                         float(np.percentile(times, 99)), float(np.mean(times)) * 1000 / batch)
-        out.append(r)
-        if on_result:
-            on_result(r)
+        for mode in modes:
+            rng = np.random.default_rng(seed)
+            users = [f"bench-{length}-{u}" for u in range(batch)]
+            sessions = histories(bundle, batch, rng, length)
+            times = []
+            for i in range(batches + 1):
+                for h in sessions:
+                    h.append(ids[int(rng.integers(0, len(ids)))])
+                counts = [len(h) for h in sessions]
+                t = time.perf_counter()
+                funnel.run(bundle, Batch(sessions, counts=counts,
+                                         users=users if mode == "step" else None))
+                if i:  # the first batch warms up (and fills the cache)
+                    times.append((time.perf_counter() - t) * 1000)
+            r = FunnelResult(f"{mode}, length {length}", batch, batches,
+                             float(np.percentile(times, 50)), float(np.percentile(times, 99)),
+                             float(np.mean(times)) * 1000 / batch)
+            out.append(r)
+            if on_result:
+                on_result(r)
     return out
 
 

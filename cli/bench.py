@@ -256,11 +256,14 @@ def bench_funnel(
     if lengths:
         results = run_lengths(path, lengths, sizes[0], batches=batches,
                               on_result=lambda r: typer.echo(r.row()))
-        per_user = [r.us_per_user for r in results]
-        spread = max(per_user) / min(per_user)
-        typer.echo(f"per-user cost, longest over shortest session: {spread:.2f}x")
+        spreads = {}
+        for mode in dict.fromkeys(r.config.split(",")[0] for r in results):
+            per_user = [r.us_per_user for r in results if r.config.startswith(mode + ",")]
+            spreads[mode] = round(max(per_user) / min(per_user), 3)
+            typer.echo(f"{mode}: per-user cost, dearest over cheapest session length: "
+                       f"{spreads[mode]:.2f}x")
         write_results(out, {"bundle": str(path), "session_lengths": lengths,
-                            "spread": round(spread, 3), "results": as_dict(results)})
+                            "spread": spreads, "results": as_dict(results)})
     else:
         results = run(path, sizes, batches=batches, candidates=candidates,
                       on_result=lambda r: typer.echo(r.row()))

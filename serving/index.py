@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import faiss
@@ -50,9 +51,10 @@ class ItemIndex:
         if self._dense is None:
             return self._search_then_filter(vecs, k, seen)
         scores = vecs @ self._dense.T  # (B, N)
-        rows = np.fromiter((r for r, s in enumerate(seen) for _ in s), dtype=np.int64)
-        cols = np.fromiter((i - 1 for s in seen for i in s), dtype=np.int64)
-        scores[rows, cols] = -np.inf
+        sizes = np.fromiter(map(len, seen), dtype=np.int64, count=len(seen))
+        rows = np.repeat(np.arange(len(seen)), sizes)
+        cols = np.fromiter(chain.from_iterable(seen), dtype=np.int64, count=int(sizes.sum()))
+        scores[rows, cols - 1] = -np.inf  # per item in C, not per item in Python
         idx, top = top_k_rows(scores, min(k, self.size))
         return np.where(np.isneginf(top), PAD, idx + 1), top
 

@@ -47,8 +47,7 @@ class Vocabulary:
 
     def encode(self, items: Iterable[str]) -> list[int]:
         """Indexes of the known items, unknown ones dropped, order kept."""
-        get = self._index.get
-        return [i for i in map(get, items) if i is not None]
+        return list(filter(None, map(self._index.get, items)))  # indexes are >= 1: None alone drops
 
     def decode(self, indexes: Sequence[int]) -> list[str]:
         ids = self.ids

@@ -23,6 +23,7 @@ def test_each_session_length_is_timed_on_its_own_batches(tiny_bundle_dir: Path) 
     seen: list[str] = []
     results = run_lengths(tiny_bundle_dir, [2, 5], batch=4, batches=3,
                           on_result=lambda r: seen.append(r.config))
-    assert seen == ["plain, length 2", "plain, length 5"]
-    assert [(r.batch, r.batches) for r in results] == [(4, 3), (4, 3)]
+    # a bundle with a step model: each length with every window encoded whole, then by steps
+    assert seen == ["whole window, length 2", "step, length 2", "whole window, length 5", "step, length 5"]
+    assert [(r.batch, r.batches) for r in results] == [(4, 3)] * 4
     assert all(0 < r.ms_per_batch_p50 <= r.ms_per_batch_p99 and r.us_per_user > 0 for r in results)
