@@ -27,7 +27,9 @@ trending items (:mod:`serving.trending`) topped up from the bundle's popularity.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -121,7 +123,7 @@ class Users:
     encode (those with at least one known item)."""
 
     encoded: list[list[int]]
-    seen: list[set[int]]
+    seen: list[AbstractSet[int]]
     modelled: list[int]
 
 
@@ -215,11 +217,21 @@ class Funnel:
 
 
 def prepare(bundle: ModelBundle, batch: Batch, rules: RerankConfig) -> Users:
-    """Histories as item indexes; withdrawn and blocklisted items count as seen."""
+    """Histories as item indexes; withdrawn and blocklisted items count as seen. With the
+    users' ids and event counts and a bundle with a step encoder, each user's session is
+    encoded by its new items only (:meth:`StepEncoder.session`)."""
     vocab, live = bundle.vocab, batch.live
     excluded = live.blocked
     if rules.blocklist:
         excluded = excluded | {i for x in rules.blocklist if (i := vocab.index(x)) is not None}
+    seen: list[AbstractSet[int]]
+    if bundle.step is not None and batch.users is not None and batch.counts is not None:
+        step, read = bundle.step, partial(encode_history, bundle, live)
+        pairs = [step.session(u, h, n, live.proxies, read)
+                 for u, h, n in zip(batch.users, batch.histories, batch.counts, strict=True)]
+        encoded = [e for e, _ in pairs]
+        seen = [s | excluded if excluded else s for _, s in pairs]
+        return Users(encoded, seen, [u for u, e in enumerate(encoded) if e])
     encoded = [vocab.encode(h) for h in batch.histories]
     seen = [set(e) | excluded if excluded else set(e) for e in encoded]
     if live.proxies:  # new items in a history: the encoder reads their nearest bundle item
@@ -336,7 +348,7 @@ def fill_stage(bundle: ModelBundle, batch: Batch, users: Users, lists: Sequence[
             for u, r in enumerate(lists)]
 
 
-def _top_up(bundle: ModelBundle, seen: set[int], r: Ranked, plan: Plan) -> Ranked:
+def _top_up(bundle: ModelBundle, seen: AbstractSet[int], r: Ranked, plan: Plan) -> Ranked:
     top_n, blocklist = plan.config.top_n, plan.rules.blocklist
     if len(r.items) >= top_n:
         return r
@@ -364,7 +376,7 @@ def _fallback(bundle: ModelBundle, batch: Batch, u: int, plan: Plan) -> Ranked:
     return Ranked(ids, sc, SOURCE_TRENDING if from_trending else SOURCE_POPULAR, why)
 
 
-def popular_for(bundle: ModelBundle, seen: set[int], n: int) -> list[int]:
+def popular_for(bundle: ModelBundle, seen: AbstractSet[int], n: int) -> list[int]:
     return [i for i in bundle.popular if i not in seen][:n]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from itertools import chain
 from pathlib import Path
 
@@ -43,7 +45,8 @@ class ItemIndex:
         scores, rows = self.index.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
         return scores, rows + 1  # -1 (no result) becomes PAD
 
-    def top_k_unseen(self, vecs: np.ndarray, k: int, seen: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def top_k_unseen(self, vecs: np.ndarray, k: int, seen: Sequence[AbstractSet[int]],
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item indexes [B, k] (and scores) per user, excluding each user's ``seen``.
 
         Rows may end in PAD (0, score -inf) when fewer than ``k`` unseen items exist.
@@ -58,7 +61,8 @@ class ItemIndex:
         idx, top = top_k_rows(scores, min(k, self.size))
         return np.where(np.isneginf(top), PAD, idx + 1), top
 
-    def _search_then_filter(self, vecs: np.ndarray, k: int, seen: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+    def _search_then_filter(self, vecs: np.ndarray, k: int, seen: Sequence[AbstractSet[int]],
+                            ) -> tuple[np.ndarray, np.ndarray]:
         scores, items = self.search(vecs, k + max((len(s) for s in seen), default=0))
         out_i = np.zeros((len(vecs), k), dtype=np.int64)
         out_s = np.full((len(vecs), k), -np.inf, dtype=np.float32)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,20 +53,53 @@ class _State:
         return self.keys.nbytes + self.values.nbytes + self.sums.nbytes + self.vec.nbytes + 8 * len(self.items)
 
 
+@dataclass(slots=True)
+class _Session:
+    """A session as the funnel reads it: the stored item ids and event count it was made
+    from, the live catalogue's proxies it was encoded with (new items read as bundle
+    items), the item indexes, and how many times each occurs (its keys: the items the user
+    has seen)."""
+
+    ids: list[str]
+    n: int
+    live: Mapping[str, int]
+    encoded: list[int]
+    counts: dict[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * (len(self.ids) + len(self.encoded)) + 64 * len(self.counts) + 64
+
+
+@dataclass(slots=True)
+class _User:
+    state: _State | None = None
+    session: _Session | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return ((self.state.nbytes if self.state is not None else 0)
+                + (self.session.nbytes if self.session is not None else 0))
+
+
 @dataclass
 class CacheStats:
     """Counts since the encoder was built: users served by one step, by the stored vector,
-    by a prefill (and why), and entries evicted."""
+    by a prefill (and why), entries evicted, and sessions encoded by their new items only
+    (``extended``) or whole (``sessions_encoded``)."""
 
     steps: int = 0
     unchanged: int = 0
     prefills: int = 0
     evictions: int = 0
+    extended: int = 0
+    sessions_encoded: int = 0
     by_reason: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0})
 
 
 class StepEncoder:
-    """``encode(users, windows) -> [B, D] float32``, with per-user state (module doc).
+    """``encode(users, windows) -> [B, D] float32``, with per-user state (module doc), and
+    :meth:`session`, each user's encoded session kept up to date by its new items.
     Thread-safe (one lock: a worker computes one batch at a time)."""
 
     def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, max_len: int,
@@ -77,7 +111,7 @@ class StepEncoder:
         self.budget_bytes = budget_bytes
         self.bytes = 0
         self.stats = CacheStats()
-        self._cache: OrderedDict[str, _State] = OrderedDict()
+        self._cache: OrderedDict[str, _User] = OrderedDict()
         self._lock = threading.Lock()
         self._taken: dict[str, int] = {}
 
@@ -93,6 +127,70 @@ class StepEncoder:
             delta = {k: v - self._taken.get(k, 0) for k, v in now.items()}
             self._taken = now
             return delta
+
+    def _entry(self, user: str) -> _User:
+        e = self._cache.get(user)
+        if e is None:
+            e = self._cache[user] = _User()
+        else:
+            self._cache.move_to_end(user)
+        return e
+
+    def session(self, user: str, history: Sequence[str], count: int, live: Mapping[str, int],
+                encode: Callable[[Sequence[str]], list[int]]) -> tuple[list[int], AbstractSet[int]]:
+        """``history`` (the session's stored items, the last of ``count`` events) as item
+        indexes (``encode``: the bundle's reading with the live catalogue's proxies ``live``)
+        and the set of them. Where the cached session is this one less items dropped from its
+        front and plus new ones, only those are encoded; otherwise the whole history. The
+        lists and sets returned must not be changed by the caller."""
+        with self._lock:
+            e = self._entry(user)
+            before = e.nbytes
+            got = self._extend(e.session, history, count, live, encode)
+            if got is None:
+                encoded = encode(history)
+                counts: dict[int, int] = {}
+                for x in encoded:
+                    counts[x] = counts.get(x, 0) + 1
+                got = e.session = _Session(list(history), count, live, encoded, counts)
+                self.stats.sessions_encoded += 1
+            else:
+                self.stats.extended += 1
+            self.bytes += e.nbytes - before
+            self._evict()
+            return got.encoded, got.counts.keys()
+
+    @staticmethod
+    def _extend(s: _Session | None, history: Sequence[str], count: int, live: Mapping[str, int],
+                encode: Callable[[Sequence[str]], list[int]]) -> _Session | None:
+        """``s`` brought up to ``history`` in place, or None where ``history`` is not ``s``
+        with ``count - s.n`` new items appended and as many older ones dropped as the
+        stored length says."""
+        if s is None or (s.live is not live and (s.live or live)):  # other proxies: read anew
+            return None
+        new = count - s.n
+        dropped = len(s.ids) + new - len(history)
+        if new < 0 or new > len(history) or not 0 <= dropped <= len(s.ids):
+            return None
+        kept = len(history) - new
+        if history[:kept] != s.ids[dropped:]:  # compared in C: the list, not per item in Python
+            return None
+        counts = s.counts
+        gone = encode(s.ids[:dropped]) if dropped else []
+        for x in gone:
+            left = counts[x] - 1
+            if left:
+                counts[x] = left
+            else:
+                del counts[x]
+        added = encode(history[kept:]) if new else []
+        for x in added:
+            counts[x] = counts.get(x, 0) + 1
+        if gone or added:
+            s.encoded = s.encoded[len(gone):] + added
+        s.ids = list(history)
+        s.n = count
+        return s
 
     def encode(self, users: Sequence[str], windows: Sequence[Sequence[int]]) -> np.ndarray:
         """User vectors for ``windows`` (item indexes, each non-empty, at most ``max_len``),
@@ -113,7 +211,8 @@ class StepEncoder:
                 again.add(r)
                 continue
             seen.add(u)
-            e = cache.get(u)
+            entry = cache.get(u)
+            e = entry.state if entry is not None else None
             if e is not None:
                 n = len(e.items)
                 if len(w) == n + 1 and e.items == list(w[:n]):
@@ -137,17 +236,19 @@ class StepEncoder:
 
     def _steps(self, rows: list[int], users: Sequence[str], windows: Sequence[Sequence[int]],
                out: list[np.ndarray | None]) -> None:
-        states = [self._cache[users[r]] for r in rows]
-        layers, heads, _, dh = states[0].keys.shape
-        T = max(len(s.items) for s in states)
+        states = [self._cache[users[r]].state for r in rows]
+        assert all(s is not None for s in states)
+        layers, heads, _, dh = states[0].keys.shape  # type: ignore[union-attr]
+        T = max(len(s.items) for s in states)  # type: ignore[union-attr]
         B = len(rows)
         keys = np.zeros((layers, B, heads, T, dh), dtype=np.float16)
         values = np.zeros_like(keys)
         past = np.zeros((B, T), dtype=bool)
-        sums = np.empty((layers, B, states[0].sums.shape[1]), dtype=np.float32)
+        sums = np.empty((layers, B, states[0].sums.shape[1]), dtype=np.float32)  # type: ignore[union-attr]
         count = np.empty(B, dtype=np.float32)
         item = np.empty(B, dtype=np.int64)
         for b, (r, s) in enumerate(zip(rows, states, strict=True)):
+            assert s is not None
             t = len(s.items)
             keys[:, b, :, T - t:] = s.keys[:, :, :t]
             values[:, b, :, T - t:] = s.values[:, :, :t]
@@ -159,6 +260,7 @@ class StepEncoder:
                 "past": past, "sums": sums, "count": count}
         vec, nk, nv, ns = self.step.run(list(OUTPUTS), {k: feed[k] for k in self._step_inputs})
         for b, (r, s) in enumerate(zip(rows, states, strict=True)):
+            assert s is not None
             t = len(s.items)
             if t == s.keys.shape[2]:  # full: double the capacity (at most max_len)
                 self.bytes -= s.nbytes
@@ -184,25 +286,22 @@ class StepEncoder:
             out[r] = vec[b]
             if r in again:
                 continue
-            u = users[r]
             t = len(w)
             cap = min(self.max_len, max(t + 1, 2))
             keys = np.zeros((k.shape[0], k.shape[2], cap, k.shape[4]), dtype=np.float16)
             vals = np.zeros_like(keys)
             keys[:, :, :t] = k[:, b, :, L - t:]
             vals[:, :, :t] = v[:, b, :, L - t:]
-            old = self._cache.pop(u, None)
-            if old is not None:
-                self.bytes -= old.nbytes
-            state = _State(list(w), keys, vals, s[:, b].copy(), vec[b].copy())
-            self._cache[u] = state
-            self.bytes += state.nbytes
+            e = self._entry(users[r])
+            before = e.nbytes
+            e.state = _State(list(w), keys, vals, s[:, b].copy(), vec[b].copy())
+            self.bytes += e.nbytes - before
         self.stats.prefills += len(rows)
 
     def _evict(self) -> None:
         while self.bytes > self.budget_bytes and self._cache:
-            _, s = self._cache.popitem(last=False)
-            self.bytes -= s.nbytes
+            _, e = self._cache.popitem(last=False)
+            self.bytes -= e.nbytes
             self.stats.evictions += 1
 
 

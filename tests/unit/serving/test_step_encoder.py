@@ -126,3 +126,36 @@ def test_a_step_model_without_positions_from_the_start_is_refused(tiny_bundle_di
 
 def test_cache_budget_zero_turns_the_step_encoder_off(tiny_bundle_dir: Path) -> None:
     assert load_bundle(tiny_bundle_dir, cache_mb=0).step is None
+
+
+def test_sessions_encoded_by_their_new_items_equal_sessions_encoded_whole(tiny_bundle_dir: Path) -> None:
+    """Cut sessions (oldest items dropped), repeated and unknown items, sessions another
+    worker extended meanwhile, counts that go back, and new proxies: every answer is what
+    encoding the whole stored session gives."""
+    step, b = _stream(tiny_bundle_dir)
+    vocab = b.vocab  # type: ignore[attr-defined]
+    ids = [*vocab.ids[:15], "unknown-1", "unknown-2"]  # a small pool: items repeat
+    rng = np.random.default_rng(4)
+    keep = 12
+    full: dict[str, list[str]] = {f"u{i}": [] for i in range(5)}
+    proxies: dict[str, int] = {}
+    for t in range(400):
+        u = f"u{int(rng.integers(5))}"
+        for _ in range(int(rng.choice([1, 1, 1, 2, 5]))):  # sometimes several events at once
+            full[u].append(ids[int(rng.integers(len(ids)))])
+        if t % 97 == 96:  # the live catalogue changed: an unknown item now reads as a proxy
+            proxies = {"unknown-1": 3} if not proxies else {}
+        count = len(full[u])
+        if t % 61 == 60:  # the session was rebuilt with fewer events (a log begun again)
+            full[u] = full[u][-3:]
+            count = 3
+        history = full[u][-keep:]
+
+        def read(h, p=proxies):  # type: ignore[no-untyped-def]
+            return [x for i in h if (x := vocab.index(i) or p.get(i))]
+
+        encoded, seen = step.session(u, history, count, proxies, read)
+        assert encoded == read(history), t
+        assert set(seen) == set(read(history)), t
+    assert step.stats.extended > 5 * step.stats.sessions_encoded > 0
+    assert step.bytes == sum(e.nbytes for e in step._cache.values())
