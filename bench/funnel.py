@@ -81,10 +81,13 @@ def run_lengths(bundle_path: Path, lengths: list[int], batch: int, batches: int 
                 top_n: int = 10, seed: int = 0,
                 on_result: Callable[[FunnelResult], None] | None = None) -> list[FunnelResult]:
     """What an event costs as sessions grow: the plain funnel (encoder, index, filtering)
-    on ``batch`` sessions that start with ``length`` items, one new item per session per
-    batch, as a worker sees them, for each of ``lengths``. Two rows per length: ``whole
-    window`` encodes each window whole; ``step`` (a bundle with a step model) uses each
-    user's cached encoder state, warmed by the untimed first batch."""
+    on a batch of ``batch`` sessions of ``length - 1`` items, each then given the event
+    that makes it ``length`` items, as a worker sees them, for each of ``lengths``;
+    ``batches`` such batches, each of other users. Two rows per length: ``whole window``
+    encodes each window whole; ``step`` (a bundle with a step model) takes one step on
+    each user's cached state, filled by the untimed call before. A length just past
+    ``max_len`` (or a further stride of ``max_len // 2``) times the event that moves the
+    window's start: a prefill of the new window, once per stride."""
     bundle = load_bundle(bundle_path, cache_mb=1024)
     funnel = Funnel(FunnelConfig(top_n=top_n, ranking="off", blending="off"))
     modes = ["whole window"] + (["step"] if bundle.step is not None else [])
@@ -93,17 +96,18 @@ def run_lengths(bundle_path: Path, lengths: list[int], batch: int, batches: int 
     for length in lengths:
         for mode in modes:
             rng = np.random.default_rng(seed)
-            users = [f"bench-{length}-{u}" for u in range(batch)]
-            sessions = histories(bundle, batch, rng, length)
             times = []
-            for i in range(batches + 1):
+            for g in range(batches + 1):
+                users = [f"bench-{mode}-{length}-{g}-{u}" for u in range(batch)]
+                sessions = histories(bundle, batch, rng, length - 1) if length > 1 else [[] for _ in users]
+                keyed = users if mode == "step" else None
+                if length > 1:
+                    funnel.run(bundle, Batch(sessions, counts=[length - 1] * batch, users=keyed))
                 for h in sessions:
                     h.append(ids[int(rng.integers(0, len(ids)))])
-                counts = [len(h) for h in sessions]
                 t = time.perf_counter()
-                funnel.run(bundle, Batch(sessions, counts=counts,
-                                         users=users if mode == "step" else None))
-                if i:  # the first batch warms up (and fills the cache)
+                funnel.run(bundle, Batch(sessions, counts=[length] * batch, users=keyed))
+                if g:  # the first batch warms up
                     times.append((time.perf_counter() - t) * 1000)
             r = FunnelResult(f"{mode}, length {length}", batch, batches,
                              float(np.percentile(times, 50)), float(np.percentile(times, 99)),

@@ -216,12 +216,12 @@ def _load_step(root: Path, m: Manifest, threads: int, encoder: Encoder,
         step_graph = make_session(root / STEP_FILES[1], threads)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise BundleRejected(m.version, "step", f"cannot load: {e}", STEP_FILES[1]) from None
-    step = StepEncoder(prefill, step_graph, m.max_len, int(max(cache_mb, 0.0) * 2**20))
+    step = StepEncoder(prefill, step_graph, m.max_len, int(max(cache_mb, 0.0) * 2**20), encoder)
     with np.load(root / "samples.npz", allow_pickle=False) as z:
         windows = [[int(i) for i in row if i > 0] for row in z["seqs"]]
     window = Window(m.max_len, anchored=True)
     windows = [list(window.cut(w)) for w in windows if w]
-    probe = StepEncoder(prefill, step_graph, m.max_len, 1 << 30)
+    probe = StepEncoder(prefill, step_graph, m.max_len, 1 << 30, encoder, min_len=1)
     worst = 0.0
     try:
         longest = max((len(w) for w in windows), default=0)

@@ -226,9 +226,8 @@ def prepare(bundle: ModelBundle, batch: Batch, rules: RerankConfig) -> Users:
         excluded = excluded | {i for x in rules.blocklist if (i := vocab.index(x)) is not None}
     seen: list[AbstractSet[int]]
     if bundle.step is not None and batch.users is not None and batch.counts is not None:
-        step, read = bundle.step, partial(encode_history, bundle, live)
-        pairs = [step.session(u, h, n, live.proxies, read)
-                 for u, h, n in zip(batch.users, batch.histories, batch.counts, strict=True)]
+        pairs = bundle.step.sessions(batch.users, batch.histories, batch.counts, live.proxies,
+                                     partial(encode_history, bundle, live))
         encoded = [e for e, _ in pairs]
         seen = [s | excluded if excluded else s for _, s in pairs]
         return Users(encoded, seen, [u for u, e in enumerate(encoded) if e])

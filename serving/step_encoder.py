@@ -13,11 +13,17 @@ A bundle whose encoder counts positions from the window's start (``positions =
 :class:`StepEncoder` keeps that state per user in memory, in float16, least recently
 used first out once the cache passes its byte budget. Each entry remembers the exact
 window (item indexes) it encodes, and it is used only when the window asked for is
-that one plus one new item (one step) or that one unchanged (the stored vector);
+that one plus up to ``MAX_STEPS`` new items (a step each) or that one unchanged (the
+stored vector);
 anything else (a miss, an evicted user, a user another worker served meanwhile, the
 window's start moving on, an item read differently) is a fresh prefill. A stale
 state can therefore never be read: what an entry encodes is checked, not assumed. The
-cache belongs to one bundle's encoder, so a swap starts from an empty one.
+cache belongs to one bundle's encoder, so a swap starts from an empty one. Windows
+shorter than ``STEP_FROM`` items go through the plain encoder, uncached.
+
+The same entry holds the user's session as the funnel reads it (item indexes, and the
+seen set), brought up to date by the session's new items alone where the stored session
+is the cached one moved on (:meth:`StepEncoder.sessions`).
 """
 
 from __future__ import annotations
@@ -31,10 +37,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from serving.encoder import Encoder
 from serving.manifest import STEP_FILES
-from streamrec.sequences import left_pad
+from streamrec.sequences import left_pad, pad_batch
 
 PREFILL, STEP = STEP_FILES
+# Windows and sessions shorter than this are encoded whole and not cached: below it the
+# plain encoder costs less than a step with its bookkeeping (docs/benchmarks.md, "Per-event
+# cost and session length").
+STEP_FROM = 8
+# A user with up to this many events since the cached window (several in one batch, or
+# served by another worker meanwhile) takes that many steps; more: one prefill.
+MAX_STEPS = 4
 PREFILL_INPUTS = ("item_seq",)
 STEP_INPUTS = ("item", "pos", "keys", "values", "past", "sums", "count")
 OUTPUTS = ("user_vec", "new_keys", "new_values", "new_sums")
@@ -85,12 +99,14 @@ class _User:
 @dataclass
 class CacheStats:
     """Counts since the encoder was built: users served by one step, by the stored vector,
-    by a prefill (and why), entries evicted, and sessions encoded by their new items only
-    (``extended``) or whole (``sessions_encoded``)."""
+    by a prefill (and why), by the plain encoder (``short`` windows), entries evicted, and
+    sessions encoded by their new items only (``extended``) or whole (``sessions_encoded``,
+    short ones not counted)."""
 
     steps: int = 0
     unchanged: int = 0
     prefills: int = 0
+    short: int = 0
     evictions: int = 0
     extended: int = 0
     sessions_encoded: int = 0
@@ -99,12 +115,13 @@ class CacheStats:
 
 class StepEncoder:
     """``encode(users, windows) -> [B, D] float32``, with per-user state (module doc), and
-    :meth:`session`, each user's encoded session kept up to date by its new items.
+    :meth:`sessions`, each user's encoded session kept up to date by its new items.
     Thread-safe (one lock: a worker computes one batch at a time)."""
 
     def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, max_len: int,
-                 budget_bytes: int) -> None:
-        self.prefill, self.step = prefill, step
+                 budget_bytes: int, encoder: Encoder, min_len: int = STEP_FROM) -> None:
+        self.prefill, self.step, self.encoder = prefill, step, encoder
+        self.min_len = min_len
         # the exporter drops an input the graph does not read (``count`` without a low-pass branch)
         self._step_inputs = {i.name for i in step.get_inputs()}
         self.max_len = max_len
@@ -119,11 +136,12 @@ class StepEncoder:
         return len(self._cache)
 
     def take_counts(self) -> dict[str, int]:
-        """Users served by each outcome (``step``, ``unchanged``, ``prefill``) and entries
-        ``evicted`` since the last call (a worker's metrics read them once per batch)."""
+        """Users served by each outcome (``step``, ``unchanged``, ``prefill``, ``short``) and
+        entries ``evicted`` since the last call (a worker's metrics read them once per batch)."""
         with self._lock:
             now = {"step": self.stats.steps, "unchanged": self.stats.unchanged,
-                   "prefill": self.stats.prefills, "evicted": self.stats.evictions}
+                   "prefill": self.stats.prefills, "short": self.stats.short,
+                   "evicted": self.stats.evictions}
             delta = {k: v - self._taken.get(k, 0) for k, v in now.items()}
             self._taken = now
             return delta
@@ -136,29 +154,38 @@ class StepEncoder:
             self._cache.move_to_end(user)
         return e
 
-    def session(self, user: str, history: Sequence[str], count: int, live: Mapping[str, int],
-                encode: Callable[[Sequence[str]], list[int]]) -> tuple[list[int], AbstractSet[int]]:
-        """``history`` (the session's stored items, the last of ``count`` events) as item
+    def sessions(self, users: Sequence[str], histories: Sequence[Sequence[str]], counts: Sequence[int],
+                 live: Mapping[str, int], encode: Callable[[Sequence[str]], list[int]],
+                 ) -> list[tuple[list[int], AbstractSet[int]]]:
+        """Each history (a session's stored items, the last of its count of events) as item
         indexes (``encode``: the bundle's reading with the live catalogue's proxies ``live``)
-        and the set of them. Where the cached session is this one less items dropped from its
-        front and plus new ones, only those are encoded; otherwise the whole history. The
-        lists and sets returned must not be changed by the caller."""
+        and the set of them. Where the cached session is this one less items dropped from
+        its front and plus new ones, only those are encoded; otherwise the whole history
+        (and a history shorter than ``min_len`` always, uncached). The lists and sets
+        returned must not be changed by the caller."""
+        out: list[tuple[list[int], AbstractSet[int]]] = []
         with self._lock:
-            e = self._entry(user)
-            before = e.nbytes
-            got = self._extend(e.session, history, count, live, encode)
-            if got is None:
-                encoded = encode(history)
-                counts: dict[int, int] = {}
-                for x in encoded:
-                    counts[x] = counts.get(x, 0) + 1
-                got = e.session = _Session(list(history), count, live, encoded, counts)
-                self.stats.sessions_encoded += 1
-            else:
-                self.stats.extended += 1
-            self.bytes += e.nbytes - before
+            for user, history, count in zip(users, histories, counts, strict=True):
+                if len(history) < self.min_len:
+                    encoded = encode(history)
+                    out.append((encoded, set(encoded)))
+                    continue
+                e = self._entry(user)
+                before = e.nbytes
+                got = self._extend(e.session, history, count, live, encode)
+                if got is None:
+                    encoded = encode(history)
+                    times: dict[int, int] = {}
+                    for x in encoded:
+                        times[x] = times.get(x, 0) + 1
+                    got = e.session = _Session(list(history), count, live, encoded, times)
+                    self.stats.sessions_encoded += 1
+                else:
+                    self.stats.extended += 1
+                self.bytes += e.nbytes - before
+                out.append((got.encoded, got.counts.keys()))
             self._evict()
-            return got.encoded, got.counts.keys()
+        return out
 
     @staticmethod
     def _extend(s: _Session | None, history: Sequence[str], count: int, live: Mapping[str, int],
@@ -202,10 +229,14 @@ class StepEncoder:
         out: list[np.ndarray | None] = [None] * len(users)
         steps: list[int] = []
         fills: list[int] = []
+        short: list[int] = []
         again: set[int] = set()
         cache, stats = self._cache, self.stats
         seen: set[str] = set()
         for r, (u, w) in enumerate(zip(users, windows, strict=True)):
+            if len(w) < self.min_len:
+                short.append(r)
+                continue
             if u in seen:  # twice in one call: the second is computed from scratch, not stored
                 fills.append(r)
                 again.add(r)
@@ -215,8 +246,8 @@ class StepEncoder:
             e = entry.state if entry is not None else None
             if e is not None:
                 n = len(e.items)
-                if len(w) == n + 1 and e.items == list(w[:n]):
-                    steps.append(r)
+                if n < len(w) <= n + MAX_STEPS and e.items == list(w[:n]):
+                    steps.append(r)  # one step per new item (events since the last batch)
                     continue
                 if len(w) == n and e.items == list(w):
                     out[r] = e.vec
@@ -227,15 +258,26 @@ class StepEncoder:
             else:
                 stats.by_reason["new"] += 1
             fills.append(r)
+        if short:
+            vecs = self.encoder.encode(pad_batch([windows[r] for r in short], self.max_len))
+            for r, vec in zip(short, vecs, strict=True):
+                out[r] = vec
+            stats.short += len(short)
         if steps:
-            self._steps(steps, users, windows, out)
+            todo = steps
+            while todo:  # the j-th new item of every user that has one, then the next
+                self._steps(todo, users, [windows[r][len(cache[users[r]].state.items)]  # type: ignore[union-attr]
+                                          for r in todo], out)
+                todo = [r for r in todo if len(cache[users[r]].state.items) < len(windows[r])]  # type: ignore[union-attr]
+            stats.steps += len(steps)
         if fills:
             self._prefills(fills, users, windows, out, again)
         self._evict()
         return np.stack(out).astype(np.float32, copy=False)  # type: ignore[arg-type]
 
-    def _steps(self, rows: list[int], users: Sequence[str], windows: Sequence[Sequence[int]],
+    def _steps(self, rows: list[int], users: Sequence[str], new: Sequence[int],
                out: list[np.ndarray | None]) -> None:
+        """One step for each of ``rows``: item ``new[i]`` onto the state of ``users[rows[i]]``."""
         states = [self._cache[users[r]].state for r in rows]
         assert all(s is not None for s in states)
         layers, heads, _, dh = states[0].keys.shape  # type: ignore[union-attr]
@@ -255,7 +297,7 @@ class StepEncoder:
             past[b, T - t:] = True
             sums[:, b] = s.sums
             count[b] = t
-            item[b] = windows[r][-1]
+            item[b] = new[b]
         feed = {"item": item, "pos": count.astype(np.int64), "keys": keys, "values": values,
                 "past": past, "sums": sums, "count": count}
         vec, nk, nv, ns = self.step.run(list(OUTPUTS), {k: feed[k] for k in self._step_inputs})
@@ -275,7 +317,6 @@ class StepEncoder:
             self.bytes += 8
             out[r] = s.vec
             self._cache.move_to_end(users[r])
-        self.stats.steps += len(rows)
 
     def _prefills(self, rows: list[int], users: Sequence[str], windows: Sequence[Sequence[int]],
                   out: list[np.ndarray | None], again: set[int]) -> None:

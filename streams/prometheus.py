@@ -277,8 +277,9 @@ class WorkerMetrics:
             "streamrec_encoder_cache", "Users encoded by the step encoder, by outcome: step (one "
             "item on the cached state), unchanged (the cached vector), prefill (the window "
             "encoded whole: not cached, evicted, or no longer the cached window's "
-            "continuation), evicted (entries dropped for the budget)", ["outcome"], registry=r)
-        for outcome in ("step", "unchanged", "prefill", "evicted"):
+            "continuation), short (a window too short to cache, encoded whole), evicted "
+            "(entries dropped for the budget)", ["outcome"], registry=r)
+        for outcome in ("step", "unchanged", "prefill", "short", "evicted"):
             self.encoder_cache.labels(outcome)
         self.encoder_cache_bytes = Gauge("streamrec_encoder_cache_bytes", "Memory held by the "
                                          "served bundle's step encoder cache", registry=r)

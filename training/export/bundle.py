@@ -101,8 +101,10 @@ def export_step_models(model: SASRec, directory: Path, windows: list[list[int]])
                                     "user_vec": {0: "batch"}, "new_keys": {1: "batch"},
                                     "new_values": {1: "batch"}, "new_sums": {1: "batch"}},
                       opset_version=17, dynamo=False)
+    from serving.encoder import Encoder
+
     enc = StepEncoder(make_session(directory / PREFILL), make_session(directory / STEP), cfg.max_len,
-                      budget_bytes=1 << 30)
+                      1 << 30, Encoder(make_session(directory / "encoder.onnx")), min_len=1)
     cut = [list(model.window.cut(w)) for w in windows if w][:64] or [[1]]
     worst = 0.0
     users = [str(u) for u in range(len(cut))]

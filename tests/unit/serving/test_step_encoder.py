@@ -19,9 +19,11 @@ from streamrec.files import sha256_file
 from streamrec.sequences import left_pad
 
 
-def _stream(bundle_dir: Path, budget_mb: float = 64.0) -> tuple[StepEncoder, object]:
+def _stream(bundle_dir: Path, budget_mb: float = 64.0, min_len: int = 1) -> tuple[StepEncoder, object]:
+    """The bundle's step encoder, caching windows from ``min_len`` items (the worker's: 8)."""
     b = load_bundle(bundle_dir, cache_mb=budget_mb)
     assert b.step is not None and b.window.anchored
+    b.step.min_len = min_len
     return b.step, b
 
 
@@ -37,13 +39,14 @@ def test_steps_give_the_full_encoders_vectors_across_window_moves(tiny_bundle_di
     worst = 0.0
     for _ in range(3 * window.max_len):  # the window's start moves several times
         users = [u for u in seqs if rng.random() < 0.8]
-        for u in users:
-            seqs[u].append(int(rng.integers(1, n_items + 1)))
+        for u in users:  # mostly one new item, sometimes several (several steps)
+            for _ in range(int(rng.choice([1, 1, 1, 1, 2, 3]))):
+                seqs[u].append(int(rng.integers(1, n_items + 1)))
         ws = [list(window.cut(seqs[u])) for u in users]
         if users:
             worst = max(worst, float(np.abs(step.encode(users, ws) - _full(b, ws)).max()))
     assert worst <= STEP_ATOL
-    assert step.stats.steps > 10 * step.stats.prefills  # mostly single steps
+    assert step.stats.steps > 4 * step.stats.prefills  # mostly steps (the start moves every 10 items)
     assert step.stats.by_reason["changed"] > 0  # the window moved: rebuilt, not stepped
 
 
@@ -51,16 +54,20 @@ def test_a_state_that_no_longer_encodes_the_window_is_rebuilt(tiny_bundle_dir: P
     step, b = _stream(tiny_bundle_dir)
     step.encode(["u"], [[1, 2, 3]])
     before = step.stats.prefills
-    # another worker served the user meanwhile (two items more), or an item reads differently now
-    for ws in ([[1, 2, 3, 4, 5]], [[1, 9, 3, 4]], [[2, 3]]):
+    # more new items than MAX_STEPS (another worker served the user meanwhile), an item
+    # that reads differently now, a window whose start moved
+    for ws in ([[1, 2, 3, 4, 5, 6, 7, 8]], [[1, 9, 3, 4]], [[2, 3]]):
         got = step.encode(["u"], ws)
         np.testing.assert_allclose(got, _full(b, ws), atol=1e-4)
     assert step.stats.prefills == before + 3 and step.stats.by_reason["changed"] == 3
-    # unchanged: the stored vector; one more item: one step
+    # unchanged: the stored vector; one more item: one step; three more: three steps
     np.testing.assert_allclose(step.encode(["u"], [[2, 3]]), _full(b, [[2, 3]]), atol=1e-4)
     assert step.stats.unchanged == 1
     step.encode(["u"], [[2, 3, 7]])
     assert step.stats.steps == 1
+    ws = [[2, 3, 7, 1, 5, 9]]
+    np.testing.assert_allclose(step.encode(["u"], ws), _full(b, ws), atol=1e-3)
+    assert step.stats.steps == 2 and step.stats.prefills == before + 3
 
 
 def test_the_same_user_twice_in_one_call(tiny_bundle_dir: Path) -> None:
@@ -154,8 +161,18 @@ def test_sessions_encoded_by_their_new_items_equal_sessions_encoded_whole(tiny_b
         def read(h, p=proxies):  # type: ignore[no-untyped-def]
             return [x for i in h if (x := vocab.index(i) or p.get(i))]
 
-        encoded, seen = step.session(u, history, count, proxies, read)
+        [(encoded, seen)] = step.sessions([u], [history], [count], proxies, read)
         assert encoded == read(history), t
         assert set(seen) == set(read(history)), t
     assert step.stats.extended > 5 * step.stats.sessions_encoded > 0
     assert step.bytes == sum(e.nbytes for e in step._cache.values())
+
+
+def test_short_windows_and_sessions_are_encoded_whole_and_not_cached(tiny_bundle_dir: Path) -> None:
+    step, b = _stream(tiny_bundle_dir, min_len=4)
+    ws = [[1, 2, 3], [1, 2, 3, 4], [5]]
+    np.testing.assert_allclose(step.encode(["a", "b", "c"], ws), _full(b, ws), atol=1e-4)
+    assert step.stats.short == 2 and step.stats.prefills == 1 and len(step) == 1
+    got = step.sessions(["a", "b"], [["x"], ["y", "z", "y", "w"]], [1, 4], {}, lambda h: [1] * len(h))
+    assert got[0][0] == [1] and step.stats.sessions_encoded == 1  # only b's session is kept
+    assert step.take_counts()["short"] == 2
