@@ -283,8 +283,8 @@ class StepEncoder:
         layers, heads, _, dh = states[0].keys.shape  # type: ignore[union-attr]
         T = max(len(s.items) for s in states)  # type: ignore[union-attr]
         B = len(rows)
-        keys = np.zeros((layers, B, heads, T, dh), dtype=np.float16)
-        values = np.zeros_like(keys)
+        keys = np.empty((layers, B, heads, T, dh), dtype=np.float16)  # padding zeroed below
+        values = np.empty_like(keys)
         past = np.zeros((B, T), dtype=bool)
         sums = np.empty((layers, B, states[0].sums.shape[1]), dtype=np.float32)  # type: ignore[union-attr]
         count = np.empty(B, dtype=np.float32)
@@ -294,6 +294,9 @@ class StepEncoder:
             t = len(s.items)
             keys[:, b, :, T - t:] = s.keys[:, :, :t]
             values[:, b, :, T - t:] = s.values[:, :, :t]
+            if t < T:
+                keys[:, b, :, :T - t] = 0
+                values[:, b, :, :T - t] = 0
             past[b, T - t:] = True
             sums[:, b] = s.sums
             count[b] = t
