@@ -219,7 +219,7 @@ class Funnel:
 def prepare(bundle: ModelBundle, batch: Batch, rules: RerankConfig) -> Users:
     """Histories as item indexes; withdrawn and blocklisted items count as seen. With the
     users' ids and event counts and a bundle with a step encoder, each user's session is
-    encoded by its new items only (:meth:`StepEncoder.session`)."""
+    encoded by its new items only (:meth:`StepEncoder.sessions`)."""
     vocab, live = bundle.vocab, batch.live
     excluded = live.blocked
     if rules.blocklist:
