@@ -228,6 +228,9 @@ def _load_step(root: Path, m: Manifest, threads: int, encoder: Encoder,
         for t in range(1, longest + 1):  # one step per item; checked every 16th and at the end
             rows = [u for u, w in enumerate(windows) if len(w) >= t]
             got = probe.encode([str(u) for u in rows], [windows[u][:t] for u in rows])
+            if not np.isfinite(got).all():
+                worst = float("inf")
+                break
             if t % 16 == 1 or t == longest or any(len(windows[u]) == t for u in rows):
                 ref = encoder.encode(left_pad([windows[u][:t] for u in rows], t))
                 worst = max(worst, float(np.abs(got - ref).max()))

@@ -176,3 +176,29 @@ def test_short_windows_and_sessions_are_encoded_whole_and_not_cached(tiny_bundle
     got = step.sessions(["a", "b"], [["x"], ["y", "z", "y", "w"]], [1, 4], {}, lambda h: [1] * len(h))
     assert got[0][0] == [1] and step.stats.sessions_encoded == 1  # only b's session is kept
     assert step.take_counts()["short"] == 2
+
+
+def test_a_step_model_giving_non_finite_vectors_is_refused_at_export_and_load(
+        tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from streamrec.errors import ExportError
+    from training.export.bundle import export_step_models
+    from training.models.retrieval import SASRec, SASRecConfig
+
+    manifest = orjson.loads((tiny_bundle_dir / MANIFEST).read_bytes())
+    model = SASRec(SASRecConfig(**{k: v for k, v in manifest["model_config"].items() if k != "train"}))
+    with torch.no_grad():
+        model.ln_f.weight[0] = float("nan")
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    shutil.copy(tiny_bundle_dir / "encoder.onnx", graphs / "encoder.onnx")
+    with pytest.raises(ExportError, match="disagree"):
+        export_step_models(model.eval(), graphs, [[1, 2, 3], [4, 5]])
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle_dir, bad)
+    shutil.copy(graphs / "step.onnx", bad / "step.onnx")  # the NaN model's steps
+    manifest["files"]["step.onnx"] = sha256_file(bad / "step.onnx")
+    (bad / MANIFEST).write_bytes(orjson.dumps(manifest))
+    with pytest.raises(BundleRejected, match="differ from the encoder by inf"):
+        load_bundle(bad)
