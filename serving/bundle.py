@@ -40,12 +40,12 @@ from serving.manifest import (
     decode_manifest,
 )
 from serving.ranking import FEATS, FEATURES, ITEMS, SCORES, USER, Ranker, matches_reference
-from serving.step_encoder import StepEncoder
+from serving.step_encoder import StepEncoder, replay_error
 from serving.tower import ItemTower
 from serving.vocab import Vocabulary
 from streamrec.errors import BundleRejected
 from streamrec.files import sha256_file
-from streamrec.sequences import Window, left_pad
+from streamrec.sequences import Window
 
 DEFAULT_CACHE_MB = 256.0
 
@@ -222,18 +222,8 @@ def _load_step(root: Path, m: Manifest, threads: int, encoder: Encoder,
     window = Window(m.max_len, anchored=True)
     windows = [list(window.cut(w)) for w in windows if w]
     probe = StepEncoder(prefill, step_graph, m.max_len, 1 << 30, encoder, min_len=1)
-    worst = 0.0
-    try:
-        longest = max((len(w) for w in windows), default=0)
-        for t in range(1, longest + 1):  # one step per item; checked every 16th and at the end
-            rows = [u for u, w in enumerate(windows) if len(w) >= t]
-            got = probe.encode([str(u) for u in rows], [windows[u][:t] for u in rows])
-            if not np.isfinite(got).all():
-                worst = float("inf")
-                break
-            if t % 16 == 1 or t == longest or any(len(windows[u]) == t for u in rows):
-                ref = encoder.encode(left_pad([windows[u][:t] for u in rows], t))
-                worst = max(worst, float(np.abs(got - ref).max()))
+    try:  # one step per item; compared every 16th item and at the ends
+        worst = replay_error(probe, windows, encoder.encode, every=16)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise BundleRejected(m.version, "step", f"inference failed: {e}", STEP_FILES[1]) from None
     if not np.isfinite(worst) or worst > STEP_ATOL:

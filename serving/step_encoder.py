@@ -349,6 +349,27 @@ class StepEncoder:
             self.stats.evictions += 1
 
 
+def replay_error(probe: StepEncoder, windows: Sequence[Sequence[int]],
+                 reference: Callable[[np.ndarray], np.ndarray], every: int = 1) -> float:
+    """How far the step encoder ``probe`` (fresh, caching from one item) strays from the
+    full encoder: each of ``windows`` built up one item at a time through it, the user
+    vectors compared with ``reference`` (left-padded windows in, vectors out) at every
+    ``every``-th length, at each window's full length and at the last; the largest
+    absolute difference, or inf as soon as a step gives a non-finite vector."""
+    worst = 0.0
+    users = [str(u) for u in range(len(windows))]
+    longest = max((len(w) for w in windows), default=0)
+    for t in range(1, longest + 1):
+        rows = [u for u, w in enumerate(windows) if len(w) >= t]
+        prefixes = [list(windows[u][:t]) for u in rows]
+        got = probe.encode([users[u] for u in rows], prefixes)
+        if not np.isfinite(got).all():
+            return float("inf")
+        if (t - 1) % every == 0 or t == longest or any(len(windows[u]) == t for u in rows):
+            worst = max(worst, float(np.abs(got - reference(left_pad(prefixes, t))).max()))
+    return worst
+
+
 def _grow(a: np.ndarray, cap: int) -> np.ndarray:
     out = np.zeros(a.shape[:2] + (cap,) + a.shape[3:], dtype=a.dtype)
     out[:, :, :a.shape[2]] = a

@@ -75,6 +75,7 @@ def export_step_models(model: SASRec, directory: Path, windows: list[list[int]])
         STEP,
         STEP_INPUTS,
         StepEncoder,
+        replay_error,
     )
     from training.models.incremental import Prefill, Step, prefill
 
@@ -106,14 +107,12 @@ def export_step_models(model: SASRec, directory: Path, windows: list[list[int]])
     enc = StepEncoder(make_session(directory / PREFILL), make_session(directory / STEP), cfg.max_len,
                       1 << 30, Encoder(make_session(directory / "encoder.onnx")), min_len=1)
     cut = [list(model.window.cut(w)) for w in windows if w][:64] or [[1]]
-    worst = 0.0
-    users = [str(u) for u in range(len(cut))]
-    for t in range(1, max(len(w) for w in cut) + 1):
-        rows = [u for u, w in enumerate(cut) if len(w) >= t]
-        got = enc.encode([users[u] for u in rows], [cut[u][:t] for u in rows])
+
+    def torch_vectors(seqs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            ref = model(torch.from_numpy(left_pad([cut[u][:t] for u in rows], t))).numpy()
-        worst = max(worst, float(np.abs(got - ref).max()) if np.isfinite(got).all() else float("inf"))
+            return model(torch.from_numpy(seqs)).numpy()
+
+    worst = replay_error(enc, cut, torch_vectors)
     if not np.isfinite(worst) or worst > STEP_ATOL:
         raise ExportError(f"step model: cached steps and the full encoder disagree: max abs diff "
                           f"{worst:.3e} > {STEP_ATOL}")
