@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from streamrec.sequences import left_pad, window_start
+from streamrec.sequences import Window, left_pad, window_start
 from training.data.sequences import Split
 from training.distributed import Distributed
 from training.evaluation.evaluate import BATCH, encode_all, evaluate_full, full_ranks_of
@@ -117,7 +117,7 @@ def training_pairs(seqs: list[list[int]], max_len: int, samples: str = "position
     if samples not in SAMPLES:
         raise ValueError(f"samples must be one of {SAMPLES}, not {samples!r}")
     usable = [s for s in seqs if len(s) >= 2]
-    start = (lambda j: window_start(j, max_len)) if anchored else (lambda j: max(0, j - max_len))
+    start = Window(max_len, anchored).start  # where the window read for a history of j items begins
     if samples == "prefixes":
         inputs = left_pad([s[start(j):j] for s in usable for j in range(1, len(s))], max_len)
         targets = np.zeros_like(inputs)
