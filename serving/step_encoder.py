@@ -7,8 +7,11 @@ A bundle whose encoder counts positions from the window's start (``positions =
   [B, D] and the state out: keys and values [layers, B, H, L, Dh] (float16) and each
   block's input summed over the window [layers, B, D];
 * ``step.onnx``: one new item per user (``item``, its position ``pos``) and the state
-  so far in (left-padded, ``past`` [B, T] False on padding, ``count`` the items so
-  far); the user vector and the new item's keys, values and sums out.
+  so far in (each block's keys and values [B, H, T, Dh] as inputs ``keys_0``, …,
+  ``values_0``, …, left-padded; ``past`` [B, T] False on padding; ``sums``; ``count``
+  the items so far); the user vector and the new item's keys, values and sums out. A
+  step model from an earlier export takes the state stacked (``keys``, ``values``
+  [layers, B, H, T, Dh]) and is served as well.
 
 :class:`StepEncoder` keeps that state per user in memory, in float16, least recently
 used first out once the cache passes its byte budget. Each entry remembers the exact
@@ -50,7 +53,6 @@ STEP_FROM = 8
 # served by another worker meanwhile) takes that many steps; more: one prefill.
 MAX_STEPS = 4
 PREFILL_INPUTS = ("item_seq",)
-STEP_INPUTS = ("item", "pos", "keys", "values", "past", "sums", "count")
 OUTPUTS = ("user_vec", "new_keys", "new_values", "new_sums")
 
 
@@ -124,6 +126,7 @@ class StepEncoder:
         self.min_len = min_len
         # the exporter drops an input the graph does not read (``count`` without a low-pass branch)
         self._step_inputs = {i.name for i in step.get_inputs()}
+        self._stacked = "keys" in self._step_inputs  # an earlier export's layout
         self.max_len = max_len
         self.budget_bytes = budget_bytes
         self.bytes = 0
@@ -131,6 +134,9 @@ class StepEncoder:
         self._cache: OrderedDict[str, _User] = OrderedDict()
         self._lock = threading.Lock()
         self._taken: dict[str, int] = {}
+        # the step batch's keys and values, reused from call to call: fresh arrays of a few
+        # MB each cost page faults on first touch (as much as the copy into them)
+        self._scratch = np.empty(0, dtype=np.float16)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -283,8 +289,12 @@ class StepEncoder:
         layers, heads, _, dh = states[0].keys.shape  # type: ignore[union-attr]
         T = max(len(s.items) for s in states)  # type: ignore[union-attr]
         B = len(rows)
-        keys = np.empty((layers, B, heads, T, dh), dtype=np.float16)  # padding zeroed below
-        values = np.empty_like(keys)
+        shape = (layers, B, heads, T, dh)
+        size = layers * B * heads * T * dh
+        if self._scratch.size < 2 * size:
+            self._scratch = np.empty(4 * size, dtype=np.float16)
+        keys = self._scratch[:size].reshape(shape)  # padding zeroed below
+        values = self._scratch[size:2 * size].reshape(shape)
         past = np.zeros((B, T), dtype=bool)
         sums = np.empty((layers, B, states[0].sums.shape[1]), dtype=np.float32)  # type: ignore[union-attr]
         count = np.empty(B, dtype=np.float32)
@@ -301,8 +311,12 @@ class StepEncoder:
             sums[:, b] = s.sums
             count[b] = t
             item[b] = new[b]
-        feed = {"item": item, "pos": count.astype(np.int64), "keys": keys, "values": values,
-                "past": past, "sums": sums, "count": count}
+        feed = {"item": item, "pos": count.astype(np.int64), "past": past, "sums": sums, "count": count}
+        if self._stacked:
+            feed |= {"keys": keys, "values": values}
+        else:  # each block's state as its own input: contiguous views, no copy
+            feed |= {f"keys_{i}": keys[i] for i in range(layers)}
+            feed |= {f"values_{i}": values[i] for i in range(layers)}
         vec, nk, nv, ns = self.step.run(list(OUTPUTS), {k: feed[k] for k in self._step_inputs})
         for b, (r, s) in enumerate(zip(rows, states, strict=True)):
             assert s is not None

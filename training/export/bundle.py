@@ -73,11 +73,10 @@ def export_step_models(model: SASRec, directory: Path, windows: list[list[int]])
         PREFILL,
         PREFILL_INPUTS,
         STEP,
-        STEP_INPUTS,
         StepEncoder,
         replay_error,
     )
-    from training.models.incremental import Prefill, Step, prefill
+    from training.models.incremental import Prefill, Step, prefill, step_inputs
 
     model.eval()
     cfg = model.cfg
@@ -91,17 +90,16 @@ def export_step_models(model: SASRec, directory: Path, windows: list[list[int]])
                                     "new_sums": {1: "batch"}},
                       opset_version=17, dynamo=False)
     past = seq > 0
-    args = (torch.tensor([6, 7]), past.sum(dim=1), k.half(), v.half(), past, sums,
-            past.sum(dim=1).to(torch.float32))
-    state_axes = {1: "batch", 3: "past"}
-    torch.onnx.export(Step(model).eval(), args, str(directory / STEP), input_names=list(STEP_INPUTS),
-                      output_names=list(OUTPUTS),
-                      dynamic_axes={"item": {0: "batch"}, "pos": {0: "batch"}, "keys": state_axes,
-                                    "values": state_axes, "past": {0: "batch", 1: "past"},
-                                    "sums": {1: "batch"}, "count": {0: "batch"},
-                                    "user_vec": {0: "batch"}, "new_keys": {1: "batch"},
-                                    "new_values": {1: "batch"}, "new_sums": {1: "batch"}},
-                      opset_version=17, dynamo=False)
+    args = (torch.tensor([6, 7]), past.sum(dim=1), past, sums, past.sum(dim=1).to(torch.float32),
+            *k.half().unbind(0), *v.half().unbind(0))
+    state_axes = {0: "batch", 2: "past"}
+    names = step_inputs(cfg.layers)
+    axes: dict[str, dict[int, str]] = {name: state_axes for name in names[5:]}
+    axes |= {"item": {0: "batch"}, "pos": {0: "batch"}, "past": {0: "batch", 1: "past"},
+             "sums": {1: "batch"}, "count": {0: "batch"}, "user_vec": {0: "batch"},
+             "new_keys": {1: "batch"}, "new_values": {1: "batch"}, "new_sums": {1: "batch"}}
+    torch.onnx.export(Step(model).eval(), args, str(directory / STEP), input_names=names,
+                      output_names=list(OUTPUTS), dynamic_axes=axes, opset_version=17, dynamo=False)
     from serving.encoder import Encoder
 
     enc = StepEncoder(make_session(directory / PREFILL), make_session(directory / STEP), cfg.max_len,

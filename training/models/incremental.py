@@ -20,6 +20,7 @@ ONNX (:mod:`training.export.bundle`), where serving
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -74,12 +75,12 @@ def prefill(model: SASRec, seq: torch.Tensor) -> tuple[torch.Tensor, State]:
     return model.ln_f(x[:, -1]), (torch.stack(keys), torch.stack(values), torch.stack(sums))
 
 
-def step(model: SASRec, item: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor,
-         values: torch.Tensor, past: torch.Tensor, sums: torch.Tensor,
+def step(model: SASRec, item: torch.Tensor, pos: torch.Tensor, keys: Sequence[torch.Tensor],
+         values: Sequence[torch.Tensor], past: torch.Tensor, sums: torch.Tensor,
          count: torch.Tensor) -> tuple[torch.Tensor, State]:
     """One new item per user. ``item``, ``pos`` (B,): the item and its position (the
-    number of items before it in the window); ``keys``, ``values`` (layers, B, H, T, Dh)
-    and ``past`` (B, T) bool: the state so far, left-padded, ``past`` False on padding;
+    number of items before it in the window); ``keys``, ``values``: per block (B, H, T, Dh)
+    (a stacked (layers, B, H, T, Dh) tensor indexes the same), and ``past`` (B, T) bool: the state so far, left-padded, ``past`` False on padding;
     ``sums`` (layers, B, D); ``count`` (B,) float: the items so far. Returns the user
     vectors (B, D) and the new item's keys and values (layers, B, H, 1, Dh) and the new
     sums."""
@@ -122,14 +123,26 @@ class Prefill(nn.Module):
 
 class Step(nn.Module):
     """:func:`step` as a module (what ``step.onnx`` holds): keys and values in and out in
-    float16 (the graph widens them: cheaper than numpy's conversion), the rest float32."""
+    float16 (the graph widens them: cheaper than numpy's conversion), the rest float32.
+    The state comes in one input per block (``keys_0``, ``keys_1``, …, then ``values_0``,
+    …: :func:`step_inputs`): a block reads its own input directly, where one stacked input
+    would be split into copies inside the graph (more than half of a step's time at 200
+    items)."""
 
     def __init__(self, model: SASRec) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, item: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                past: torch.Tensor, sums: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        vec, (k, v, s) = step(self.model, item, pos, keys.to(torch.float32), values.to(torch.float32),
-                              past, sums, count)
+    def forward(self, item: torch.Tensor, pos: torch.Tensor, past: torch.Tensor, sums: torch.Tensor,
+                count: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.model.cfg.layers
+        keys = [k.to(torch.float32) for k in state[:n]]
+        values = [v.to(torch.float32) for v in state[n:]]
+        vec, (k, v, s) = step(self.model, item, pos, keys, values, past, sums, count)
         return vec, k.to(torch.float16), v.to(torch.float16), s
+
+
+def step_inputs(layers: int) -> list[str]:
+    """The step model's input names, in :class:`Step`'s order."""
+    return (["item", "pos", "past", "sums", "count"] + [f"keys_{i}" for i in range(layers)]
+            + [f"values_{i}" for i in range(layers)])

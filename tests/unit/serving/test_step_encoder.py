@@ -202,3 +202,82 @@ def test_a_step_model_giving_non_finite_vectors_is_refused_at_export_and_load(
     (bad / MANIFEST).write_bytes(orjson.dumps(manifest))
     with pytest.raises(BundleRejected, match="differ from the encoder by inf"):
         load_bundle(bad)
+
+
+
+def _two_block_model(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A random two-block SASRec (positions from the start), its encoder exported to
+    ``tmp_path``, and windows to replay."""
+    import torch
+
+    from training.export.bundle import export_onnx
+    from training.models.retrieval import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(num_items=40, max_len=12, dim=16, layers=2, heads=2, lowpass=0.5)).eval()
+    export_onnx(model, tmp_path / "encoder.onnx")
+    windows = [[int(i) for i in np.random.default_rng(s).integers(1, 41, 11)] for s in range(4)]
+    return model, windows
+
+
+def test_each_blocks_state_is_its_own_step_input(tmp_path: Path) -> None:
+    """Two blocks: the step model takes keys_0, keys_1, values_0, values_1 (no stacked
+    input to split inside the graph), and its cached steps match the full encoder."""
+    import onnxruntime as ort
+
+    from training.export.bundle import export_step_models
+
+    model, windows = _two_block_model(tmp_path)
+    worst = export_step_models(model, tmp_path, windows)
+    names = {i.name for i in ort.InferenceSession(str(tmp_path / "step.onnx")).get_inputs()}
+    assert {"keys_0", "keys_1", "values_0", "values_1"} <= names and "keys" not in names
+    assert worst <= STEP_ATOL
+
+
+def test_a_step_model_with_the_state_stacked_still_serves(tmp_path: Path) -> None:
+    """A step model exported before the per-block inputs (``keys``/``values`` stacked
+    over the blocks, [layers, B, H, T, Dh]) is fed that way and gives the full encoder's
+    vectors."""
+    import torch
+
+    from serving.encoder import Encoder, make_session
+    from serving.step_encoder import OUTPUTS, replay_error
+    from training.export.bundle import export_step_models
+    from training.models.incremental import prefill, step
+
+    model, windows = _two_block_model(tmp_path)
+    export_step_models(model, tmp_path, windows)  # the prefill graph
+
+    class Stacked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = model
+
+        def forward(self, item, pos, keys, values, past, sums, count):  # type: ignore[no-untyped-def]
+            vec, (k, v, s) = step(self.m, item, pos, keys.float(), values.float(), past, sums, count)
+            return vec, k.half(), v.half(), s
+
+    seq = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    with torch.no_grad():
+        _, (k, v, sums) = prefill(model, seq)
+    past = seq > 0
+    axes = {1: "batch", 3: "past"}
+    torch.onnx.export(Stacked().eval(), (torch.tensor([6, 7]), past.sum(dim=1), k.half(), v.half(), past,
+                                         sums, past.sum(dim=1).float()),
+                      str(tmp_path / "stacked.onnx"),
+                      input_names=["item", "pos", "keys", "values", "past", "sums", "count"],
+                      output_names=list(OUTPUTS),
+                      dynamic_axes={"item": {0: "batch"}, "pos": {0: "batch"}, "keys": axes, "values": axes,
+                                    "past": {0: "batch", 1: "past"}, "sums": {1: "batch"},
+                                    "count": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    enc = StepEncoder(make_session(tmp_path / "prefill.onnx"), make_session(tmp_path / "stacked.onnx"),
+                      12, 1 << 30, Encoder(make_session(tmp_path / "encoder.onnx")), min_len=1)
+    assert enc._stacked
+
+    def full(seqs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(seqs)).numpy()  # type: ignore[no-any-return]
+
+    assert replay_error(enc, windows, full) <= STEP_ATOL
+    assert enc.stats.steps > 0
