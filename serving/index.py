@@ -2,16 +2,67 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 import faiss
 import numpy as np
 
 from serving.topk import top_k_rows
 from serving.vocab import PAD
+
+_S = TypeVar("_S")
+
+
+class SeenItems(AbstractSet[int]):
+    """A user's seen item indexes: the keys of a count map its owner keeps (a cached
+    session's, :mod:`serving.step_encoder`), and the same items as an int64 array for
+    masking, built once and then kept up to date by the owner's :meth:`added` and
+    :meth:`removed` rather than rebuilt from the map per event. Set operations give
+    plain sets."""
+
+    __slots__ = ("_array", "_counts")
+
+    def __init__(self, counts: Mapping[int, int]) -> None:
+        self._counts = counts
+        self._array: np.ndarray | None = None
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._counts
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable[_S]) -> AbstractSet[_S]:
+        return set(it)
+
+    def array(self) -> np.ndarray:
+        """The items, int64, in no particular order."""
+        if self._array is None:
+            self._array = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
+        return self._array
+
+    def added(self, items: Sequence[int]) -> None:
+        """``items`` (not in the map before) are now in it."""
+        if self._array is not None and items:
+            self._array = np.concatenate((self._array, np.asarray(items, dtype=np.int64)))
+
+    def removed(self) -> None:
+        """Items left the map: the array is rebuilt on next use."""
+        self._array = None
+
+
+def seen_array(seen: AbstractSet[int]) -> np.ndarray:
+    """``seen``'s items as an int64 array (a :class:`SeenItems` keeps its own)."""
+    if isinstance(seen, SeenItems):
+        return seen.array()
+    return np.fromiter(seen, dtype=np.int64, count=len(seen))
 
 
 class ItemIndex:
@@ -54,10 +105,10 @@ class ItemIndex:
         if self._dense is None:
             return self._search_then_filter(vecs, k, seen)
         scores = vecs @ self._dense.T  # (B, N)
-        sizes = np.fromiter(map(len, seen), dtype=np.int64, count=len(seen))
-        rows = np.repeat(np.arange(len(seen)), sizes)
-        cols = np.fromiter(chain.from_iterable(seen), dtype=np.int64, count=int(sizes.sum()))
-        scores[rows, cols - 1] = -np.inf  # per item in C, not per item in Python
+        parts = [seen_array(s) for s in seen]
+        if parts:
+            rows = np.repeat(np.arange(len(parts)), [len(a) for a in parts])
+            scores[rows, np.concatenate(parts) - 1] = -np.inf  # per item in C
         idx, top = top_k_rows(scores, min(k, self.size))
         return np.where(np.isneginf(top), PAD, idx + 1), top
 

@@ -41,6 +41,7 @@ import numpy as np
 import onnxruntime as ort
 
 from serving.encoder import Encoder
+from serving.index import SeenItems
 from serving.manifest import STEP_FILES
 from streamrec.sequences import left_pad, pad_batch
 
@@ -81,10 +82,11 @@ class _Session:
     live: Mapping[str, int]
     encoded: list[int]
     counts: dict[int, int]
+    seen: SeenItems  # the counts' keys, with their array for masking
 
     @property
     def nbytes(self) -> int:
-        return 8 * (len(self.ids) + len(self.encoded)) + 64 * len(self.counts) + 64
+        return 8 * (len(self.ids) + len(self.encoded)) + 72 * len(self.counts) + 64  # 8: the array
 
 
 @dataclass(slots=True)
@@ -184,12 +186,13 @@ class StepEncoder:
                     times: dict[int, int] = {}
                     for x in encoded:
                         times[x] = times.get(x, 0) + 1
-                    got = e.session = _Session(list(history), count, live, encoded, times)
+                    got = e.session = _Session(list(history), count, live, encoded, times,
+                                               SeenItems(times))
                     self.stats.sessions_encoded += 1
                 else:
                     self.stats.extended += 1
                 self.bytes += e.nbytes - before
-                out.append((got.encoded, got.counts.keys()))
+                out.append((got.encoded, got.seen))
             self._evict()
         return out
 
@@ -216,9 +219,15 @@ class StepEncoder:
                 counts[x] = left
             else:
                 del counts[x]
+                s.seen.removed()
         added = encode(history[kept:]) if new else []
+        fresh = []
         for x in added:
-            counts[x] = counts.get(x, 0) + 1
+            n = counts.get(x, 0)
+            counts[x] = n + 1
+            if not n:
+                fresh.append(x)
+        s.seen.added(fresh)
         if gone or added:
             s.encoded = s.encoded[len(gone):] + added
         s.ids = list(history)

@@ -12,6 +12,7 @@ import pytest
 
 from serving.bundle import load_bundle
 from serving.funnel import Batch, Funnel, FunnelConfig
+from serving.index import SeenItems, seen_array
 from serving.manifest import MANIFEST, STEP_ATOL
 from serving.step_encoder import StepEncoder
 from streamrec.errors import BundleRejected
@@ -164,6 +165,8 @@ def test_sessions_encoded_by_their_new_items_equal_sessions_encoded_whole(tiny_b
         [(encoded, seen)] = step.sessions([u], [history], [count], proxies, read)
         assert encoded == read(history), t
         assert set(seen) == set(read(history)), t
+        # the array the index masks with, kept up to date by the same new items
+        assert sorted(seen_array(seen).tolist()) == sorted(set(read(history))), t
     assert step.stats.extended > 5 * step.stats.sessions_encoded > 0
     assert step.bytes == sum(e.nbytes for e in step._cache.values())
 
@@ -281,3 +284,18 @@ def test_a_step_model_with_the_state_stacked_still_serves(tmp_path: Path) -> Non
 
     assert replay_error(enc, windows, full) <= STEP_ATOL
     assert enc.stats.steps > 0
+
+
+def test_seen_items_behave_as_a_set_and_their_array_follows_the_map() -> None:
+    counts = {3: 1, 5: 2}
+    seen = SeenItems(counts)
+    assert 3 in seen and 4 not in seen and len(seen) == 2 and set(seen) == {3, 5}
+    assert seen | {7} == {3, 5, 7} and type(seen | {7}) is set
+    assert sorted(seen_array(seen).tolist()) == [3, 5]
+    counts[9] = 1
+    seen.added([9])
+    assert sorted(seen.array().tolist()) == [3, 5, 9]
+    del counts[3]
+    seen.removed()
+    assert sorted(seen.array().tolist()) == [5, 9]
+    assert seen_array({2, 4}).dtype == np.int64
