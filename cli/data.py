@@ -300,6 +300,37 @@ def protocol(
     typer.echo(f"wrote {out}")
 
 
+@app.command("protocol-merge", rich_help_panel=DATA)
+def protocol_merge(
+    files: Annotated[list[Path], typer.Argument(help="Results files of `streamrec protocol`, the same run over other seeds.")],
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/protocol.json"),
+) -> None:
+    """One results file (and table) from protocol runs over different seeds, e.g. one process a seed."""
+    import orjson
+
+    from bench.run import write_results
+    from streamrec.errors import ConfigError
+    from training.protocol import merge_reports, table
+
+    if out.suffix != ".json":
+        fail(f"--out must name a .json file, not {out}", 2)
+    reports = []
+    for f in files:
+        try:
+            reports.append(orjson.loads(f.read_bytes()))
+        except OSError as e:
+            fail(f"cannot read {f}: {e.strerror or e}", 2)
+        except orjson.JSONDecodeError as e:
+            fail(f"{f} is not JSON: {e}", 2)
+    try:
+        merged = merge_reports(reports, [str(f) for f in files])
+    except ConfigError as e:
+        fail(str(e), 2)
+    write_results(out, merged)
+    typer.echo(table(merged))
+    typer.echo(f"wrote {out}")
+
+
 def _protocol_partial(out: Path, partial: dict[str, Any]) -> None:
     """After each seed: the results so far (``complete`` false), and a line on stderr."""
     from bench.run import write_results

@@ -199,6 +199,40 @@ def run_protocol(data: SequenceData, *, config: Path | None, flags: dict[str, An
     return report(complete=True)
 
 
+# what must agree for runs of separate processes to be one result
+SAME = ("protocol", "dataset", "config", "model", "model_config", "train_config", "flags",
+        "attributes", "tower")
+
+
+def merge_reports(reports: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
+    """One report from complete reports of the same protocol run over different seeds (each
+    seed in its own process, say): the runs by seed, the summary over all of them, and
+    the wall-clock seconds added up. A :class:`ConfigError` names what differs."""
+    names = names or [f"report {i + 1}" for i in range(len(reports))]
+    if len(reports) < 2:
+        raise ConfigError("give at least two results files to merge")
+    first = reports[0]
+    seen: dict[int, str] = {}
+    for name, r in zip(names, reports, strict=True):
+        missing = [k for k in (*SAME, "runs", "complete") if k not in r]
+        if missing:
+            raise ConfigError(f"{name} is not a protocol results file (no {', '.join(missing)})")
+        if not r["complete"]:
+            raise ConfigError(f"{name} is incomplete (its run stopped before its last seed)")
+        for key in SAME:
+            if r[key] != first[key]:
+                raise ConfigError(f"{name} differs from {names[0]} in {key}: "
+                                  f"{r[key]!r} against {first[key]!r}")
+        for run in r["runs"]:
+            if run["seed"] in seen:
+                raise ConfigError(f"seed {run['seed']} is in both {seen[run['seed']]} and {name}")
+            seen[run["seed"]] = name
+    runs = sorted((run for r in reports for run in r["runs"]), key=lambda run: run["seed"])
+    return {**first, "seeds": [run["seed"] for run in runs], "runs": runs, "summary": summarise(runs),
+            "wall_clock_seconds": round(sum(r["wall_clock_seconds"] for r in reports), 1),
+            "merged_from": names}
+
+
 def table(report: dict[str, Any]) -> str:
     """The summary as a plain-text table: one line per row and protocol, mean ± std."""
     head = (f"{report['dataset']['name']}: seeds {report['seeds']}, "

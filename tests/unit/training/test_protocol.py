@@ -173,3 +173,49 @@ def test_the_results_so_far_are_written_after_each_seed(config: Path) -> None:
                          refit=False, on_seed=partial.append)
     assert len(partial) == 1 and not partial[0]["complete"] and partial[0]["seeds"] == [0]
     assert partial[0]["runs"] == final["runs"][:1] and final["complete"]
+
+
+def _flat(x: Any, path: str = "") -> dict[str, float]:
+    """Nested dicts and lists of numbers as one {path: number} dict."""
+    if isinstance(x, dict):
+        return {k: v for key, val in x.items() for k, v in _flat(val, f"{path}/{key}").items()}
+    if isinstance(x, list):
+        return {k: v for i, val in enumerate(x) for k, v in _flat(val, f"{path}/{i}").items()}
+    return {path: float(x)}
+
+
+def test_seeds_run_apart_merge_into_the_run_over_all_of_them(tmp_path: Path, config: Path) -> None:
+    """Two processes of one seed each, merged, give the runs and summary of one process
+    over both seeds; files that are not the same run are refused with the reason."""
+    data = generate(SPEC)
+    path = tmp_path / "clicks.txt"
+    write_sequences(path, data.users, [data.vocab.decode(s) for s in data.seqs])
+    base = ["protocol", "--data", str(path), "--config", str(config), "--epochs", "2", "--no-refit"]
+    files = []
+    for seed in (1, 0):
+        files.append(tmp_path / f"s{seed}.json")
+        result = runner.invoke(app, [*base, "--seeds", "1", "--first-seed", str(seed), "--out", str(files[-1])])
+        assert result.exit_code == 0, result.output
+    both = run_protocol(data, config=config, flags={"epochs": 2}, seeds=[0, 1], refit=False)
+    out = tmp_path / "merged.json"
+    result = runner.invoke(app, ["protocol-merge", *map(str, files), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    merged = json.loads(out.read_text())
+    assert merged["seeds"] == [0, 1] and merged["complete"]
+    assert _flat([r["test"] for r in merged["runs"]]) == pytest.approx(_flat([r["test"] for r in both["runs"]]))
+    assert _flat(merged["summary"]) == pytest.approx(_flat(summarise(both["runs"])))
+    assert "seeds [0, 1]" in result.output
+
+    other = tmp_path / "other.json"
+    assert runner.invoke(app, [*base, "--seeds", "1", "--first-seed", "2", "--lr", "0.01",
+                               "--out", str(other)]).exit_code == 0
+    for args, message in (([files[0], other], "differs from"),
+                          ([files[0], files[0]], "seed 1 is in both"),
+                          ([files[0]], "at least two"),
+                          ([files[0], tmp_path / "none.json"], "cannot read")):
+        result = runner.invoke(app, ["protocol-merge", *map(str, args), "--out", str(tmp_path / "x.json")])
+        assert result.exit_code == 2 and message in result.output, result.output
+    partial = json.loads(files[0].read_text()) | {"complete": False}
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    result = runner.invoke(app, ["protocol-merge", str(tmp_path / "partial.json"), str(files[1])])
+    assert result.exit_code == 2 and "incomplete" in result.output
