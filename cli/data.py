@@ -257,6 +257,7 @@ def protocol(
     seeds: Annotated[int, typer.Option(min=1, max=20, help="How many seeds: first-seed, first-seed + 1, …")] = 3,
     first_seed: Annotated[int, typer.Option(min=0)] = 0,
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("results/protocol.json"),
+    bundles: Annotated[Path | None, typer.Option(help="Also export each seed's models here as bundles (seed-N-no_refit, seed-N-refit), each scored again from its bundle as `streamrec evaluate` does.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     max_minutes: Annotated[float | None, typer.Option(min=0.1, help="Wall-clock budget of each selection run.")] = None,
     patience: Annotated[int | None, typer.Option(min=1)] = None,
@@ -292,7 +293,7 @@ def protocol(
         report = run_protocol(sequences, config=config, flags=flags,
                               seeds=list(range(first_seed, first_seed + seeds)), attributes=attrs,
                               tower=tower, blend=blend, refit=refit, progress=progress,
-                              on_seed=lambda partial: _protocol_partial(out, partial))
+                              bundles=bundles, on_seed=lambda partial: _protocol_partial(out, partial))
     except (ConfigError, DataError) as e:
         fail(str(e), 2)
     write_results(out, report)

@@ -85,10 +85,32 @@ def _score(model: RetrievalModel, split: Split) -> tuple[np.ndarray, dict[str, d
     return users, evaluate_vectors(users, _items(model), inputs, split.targets("test"))
 
 
+def export_row(model: RetrievalModel, split: Split, out: Path, test: dict[str, dict[str, float]],
+               tcfg: Any, row: str) -> dict[str, Any]:
+    """Write ``model`` as a bundle to ``out`` and score it as ``streamrec evaluate`` does
+    (ONNX encoder, the index's stored vectors): the path and the largest difference from
+    the protocol's own ``test`` figures, over both protocols and every metric."""
+    from training.data.sequences import item_counts
+    from training.evaluation.bundle import evaluate_bundle
+    from training.export.bundle import write_bundle
+    from training.pipeline import POPULAR_K
+
+    counts = item_counts(split.train, split.data.num_items)
+    popular = (np.argsort(-counts[1:], kind="stable")[:POPULAR_K] + 1).tolist()
+    write_bundle(model, split.data.vocab, split.inputs("test"), popular, out,
+                 metrics={"test": test, "protocol_row": row, "seed": tcfg.seed},
+                 dataset=split.data.describe(), train_config=tcfg.to_dict())
+    served = evaluate_bundle(out, split.data, "test", 0)
+    diff = max(abs(served[proto][m] - test[proto][m]) for proto in test for m in test[proto])
+    return {"path": str(out), "max_abs_diff": diff, "test": {p: served[p] for p in test}}
+
+
 def run_seed(data: SequenceData, mcfg: Any, tcfg: Any, item_attrs: torch.Tensor | None,
              attributes: ItemAttributes | None, *, blend: bool = True, refit: bool = True,
-             progress: bool = False) -> dict[str, Any]:
-    """One seed (``tcfg.seed``) of the protocol: the choices, then each row's test figures."""
+             progress: bool = False, bundles: Path | None = None) -> dict[str, Any]:
+    """One seed (``tcfg.seed``) of the protocol: the choices, then each row's test figures.
+    With ``bundles``, each model row is also exported there (``seed-N-no_refit``,
+    ``seed-N-refit``) and scored from its bundle (:func:`export_row`)."""
     split = leave_one_out(data)
     t0 = time.monotonic()
     chosen = _choose(sealed(split), mcfg, tcfg, item_attrs, attributes, blend, refit, progress)
@@ -117,6 +139,11 @@ def run_seed(data: SequenceData, mcfg: Any, tcfg: Any, item_attrs: torch.Tensor 
         out["test"]["no_refit_blend"] = {"full": test["blend"]}
     if chosen.refit is not None:
         _, out["test"]["refit"] = _score(chosen.refit.model, split)
+    if bundles is not None:
+        models = {"no_refit": sel.model, "refit": chosen.refit.model if chosen.refit else None}
+        out["bundles"] = {row: export_row(m, split, bundles / f"seed-{tcfg.seed}-{row}",
+                                          out["test"][row], tcfg, row)
+                          for row, m in models.items() if m is not None}
     return out
 
 
@@ -157,10 +184,11 @@ def protocol_config(config: Path | None, flags: dict[str, Any]) -> tuple[str, di
 
 def run_protocol(data: SequenceData, *, config: Path | None, flags: dict[str, Any], seeds: list[int],
                  attributes: ItemAttributes | None = None, tower: bool = True, blend: bool = True,
-                 refit: bool = True, progress: bool = False,
+                 refit: bool = True, progress: bool = False, bundles: Path | None = None,
                  on_seed: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The protocol over ``seeds`` (module docstring): per seed and row, the choices and the
     test figures, then mean ± std over the seeds, with the budget and wall-clock time.
+    ``bundles``: a directory to export each seed's models to, each scored from its bundle.
     ``on_seed`` gets the report so far (``complete`` false) after each seed but the last."""
     from training.pipeline import tower_inputs
 
@@ -193,7 +221,7 @@ def run_protocol(data: SequenceData, *, config: Path | None, flags: dict[str, An
 
     for seed in seeds:
         runs.append(run_seed(data, cfg, replace(tcfg, seed=seed), item_attrs, attributes,
-                             blend=blend, refit=refit, progress=progress))
+                             blend=blend, refit=refit, progress=progress, bundles=bundles))
         if on_seed is not None and len(runs) < len(seeds):
             on_seed(report(complete=False))
     return report(complete=True)
@@ -245,4 +273,7 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"{row:15s} {proto:8s} {cells}")
     for run in report["runs"]:
         lines.append(f"seed {run['seed']}: chosen {run['chosen']}, seconds {run['seconds']}")
+        for row, b in run.get("bundles", {}).items():
+            lines.append(f"seed {run['seed']} {row}: bundle {b['path']}, scored from it: "
+                         f"largest difference {b['max_abs_diff']:.2g}")
     return "\n".join(lines)

@@ -219,3 +219,28 @@ def test_seeds_run_apart_merge_into_the_run_over_all_of_them(tmp_path: Path, con
     (tmp_path / "partial.json").write_text(json.dumps(partial))
     result = runner.invoke(app, ["protocol-merge", str(tmp_path / "partial.json"), str(files[1])])
     assert result.exit_code == 2 and "incomplete" in result.output
+
+
+def test_each_rows_bundle_scores_what_the_protocol_reported(tmp_path: Path, config: Path) -> None:
+    """With --bundles, each seed's models are exported, and `streamrec evaluate` on each
+    bundle (ONNX encoder, the index's vectors) gives the figures the protocol reported."""
+    data = generate(SPEC)
+    path = tmp_path / "clicks.txt"
+    write_sequences(path, data.users, [data.vocab.decode(s) for s in data.seqs])
+    out, bundles = tmp_path / "p.json", tmp_path / "bundles"
+    result = runner.invoke(app, ["protocol", "--data", str(path), "--config", str(config),
+                                 "--seeds", "1", "--epochs", "2", "--bundles", str(bundles),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    run = json.loads(out.read_text())["runs"][0]
+    assert set(run["bundles"]) == {"no_refit", "refit"}
+    assert "seed-0-no_refit" in result.output
+    for row in ("no_refit", "refit"):
+        evaluated = runner.invoke(app, ["evaluate", str(bundles / f"seed-0-{row}"), "--data", str(path),
+                                        "--json"])
+        assert evaluated.exit_code == 0, evaluated.output
+        served = json.loads(evaluated.output)
+        for proto in ("full", "sampled"):
+            assert served[proto] == pytest.approx(run["test"][row][proto], abs=1e-6), (row, proto)
+        assert run["bundles"][row]["max_abs_diff"] < 1e-6
+    assert run["test"]["no_refit"] != run["test"]["refit"]  # two models, two bundles
