@@ -172,12 +172,16 @@ class StepEncoder:
         (and a history shorter than ``min_len`` always, uncached). The lists and sets
         returned must not be changed by the caller."""
         out: list[tuple[list[int], AbstractSet[int]]] = []
+        row_of: dict[str, int] = {}  # each user's latest row in this call
         with self._lock:
             for user, history, count in zip(users, histories, counts, strict=True):
                 if len(history) < self.min_len:
                     encoded = encode(history)
                     out.append((encoded, set(encoded)))
                     continue
+                if (r := row_of.get(user)) is not None:  # twice in one call: the earlier
+                    out[r] = (out[r][0], set(out[r][1]))  # row keeps its own seen items
+                row_of[user] = len(out)
                 e = self._entry(user)
                 before = e.nbytes
                 got = self._extend(e.session, history, count, live, encode)

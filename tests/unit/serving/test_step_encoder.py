@@ -171,6 +171,25 @@ def test_sessions_encoded_by_their_new_items_equal_sessions_encoded_whole(tiny_b
     assert step.bytes == sum(e.nbytes for e in step._cache.values())
 
 
+def test_the_same_user_twice_in_one_sessions_call_keeps_each_rows_seen_items(tiny_bundle_dir: Path) -> None:
+    """Two events of one user in a batch: the first row's seen items are its own
+    session's, not the second's (the cached session is extended in place)."""
+    step, b = _stream(tiny_bundle_dir)
+    ids = list(b.vocab.ids[:12])  # type: ignore[attr-defined]
+
+    def read(h):  # type: ignore[no-untyped-def]
+        return [b.vocab.index(i) for i in h]  # type: ignore[attr-defined]
+
+    step.sessions(["u"], [ids[:5]], [5], {}, read)
+    first, second = ids[1:6], ids[2:7]  # events 6 and 7, each session cut to 5 items
+    (e1, s1), (e2, s2) = step.sessions(["u", "u"], [first, second], [6, 7], {}, read)
+    assert e1 == read(first) and e2 == read(second)
+    assert set(s1) == set(read(first)) and set(s2) == set(read(second))
+    assert sorted(seen_array(s1).tolist()) == sorted(read(first))
+    assert sorted(seen_array(s2).tolist()) == sorted(read(second))
+    assert step.stats.extended == 2
+
+
 def test_short_windows_and_sessions_are_encoded_whole_and_not_cached(tiny_bundle_dir: Path) -> None:
     step, b = _stream(tiny_bundle_dir, min_len=4)
     ws = [[1, 2, 3], [1, 2, 3, 4], [5]]
