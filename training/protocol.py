@@ -86,10 +86,11 @@ def _score(model: RetrievalModel, split: Split) -> tuple[np.ndarray, dict[str, d
 
 
 def export_row(model: RetrievalModel, split: Split, out: Path, test: dict[str, dict[str, float]],
-               tcfg: Any, row: str) -> dict[str, Any]:
+               tcfg: Any, row: str, attributes: ItemAttributes | None = None) -> dict[str, Any]:
     """Write ``model`` as a bundle to ``out`` and score it as ``streamrec evaluate`` does
     (ONNX encoder, the index's stored vectors): the path and the largest difference from
-    the protocol's own ``test`` figures, over both protocols and every metric."""
+    the protocol's own ``test`` figures, over both protocols and every metric. A model
+    with an item tower is exported with its ``attributes``."""
     from training.data.sequences import item_counts
     from training.evaluation.bundle import evaluate_bundle
     from training.export.bundle import write_bundle
@@ -99,7 +100,8 @@ def export_row(model: RetrievalModel, split: Split, out: Path, test: dict[str, d
     popular = (np.argsort(-counts[1:], kind="stable")[:POPULAR_K] + 1).tolist()
     write_bundle(model, split.data.vocab, split.inputs("test"), popular, out,
                  metrics={"test": test, "protocol_row": row, "seed": tcfg.seed},
-                 dataset=split.data.describe(), train_config=tcfg.to_dict())
+                 dataset=split.data.describe(), train_config=tcfg.to_dict(),
+                 attributes=attributes if model.attr_emb is not None else None)
     served = evaluate_bundle(out, split.data, "test", 0)
     diff = max(abs(served[proto][m] - test[proto][m]) for proto in test for m in test[proto])
     return {"path": str(out), "max_abs_diff": diff, "test": {p: served[p] for p in test}}
@@ -142,7 +144,7 @@ def run_seed(data: SequenceData, mcfg: Any, tcfg: Any, item_attrs: torch.Tensor 
     if bundles is not None:
         models = {"no_refit": sel.model, "refit": chosen.refit.model if chosen.refit else None}
         out["bundles"] = {row: export_row(m, split, bundles / f"seed-{tcfg.seed}-{row}",
-                                          out["test"][row], tcfg, row)
+                                          out["test"][row], tcfg, row, attributes)
                           for row, m in models.items() if m is not None}
     return out
 
@@ -241,8 +243,13 @@ def merge_reports(reports: list[dict[str, Any]], names: list[str] | None = None)
         raise ConfigError("give at least two results files to merge")
     first = reports[0]
     seen: dict[int, str] = {}
+    rows = None
     for name, r in zip(names, reports, strict=True):
-        missing = [k for k in (*SAME, "runs", "complete") if k not in r]
+        missing = ([k for k in (*SAME, "runs", "complete", "wall_clock_seconds") if k not in r]
+                   if isinstance(r, dict) else ["object"])
+        if not missing and not all(isinstance(run, dict) and "seed" in run and "test" in run
+                                   for run in r["runs"]):
+            missing = ["seed and test figures in every run"]
         if missing:
             raise ConfigError(f"{name} is not a protocol results file (no {', '.join(missing)})")
         if not r["complete"]:
@@ -252,6 +259,11 @@ def merge_reports(reports: list[dict[str, Any]], names: list[str] | None = None)
                 raise ConfigError(f"{name} differs from {names[0]} in {key}: "
                                   f"{r[key]!r} against {first[key]!r}")
         for run in r["runs"]:
+            if rows is None:
+                rows = sorted(run["test"])
+            elif sorted(run["test"]) != rows:  # --refit/--blend are not flags: compare the rows
+                raise ConfigError(f"seed {run['seed']} of {name} has the rows {sorted(run['test'])}, "
+                                  f"other seeds {rows}: runs with other --refit or --blend settings")
             if run["seed"] in seen:
                 raise ConfigError(f"seed {run['seed']} is in both {seen[run['seed']]} and {name}")
             seen[run["seed"]] = name
@@ -263,8 +275,9 @@ def merge_reports(reports: list[dict[str, Any]], names: list[str] | None = None)
 
 def table(report: dict[str, Any]) -> str:
     """The summary as a plain-text table: one line per row and protocol, mean ± std."""
+    clock = ("wall-clock of its runs added up" if report.get("merged_from") else "wall-clock")
     head = (f"{report['dataset']['name']}: seeds {report['seeds']}, "
-            f"{report['wall_clock_seconds']:.0f} s wall-clock")
+            f"{report['wall_clock_seconds']:.0f} s {clock}")
     lines = [head,
              f"{'row':15s} {'protocol':8s} {'HR@10':>17s} {'NDCG@10':>17s} {'HR@20':>17s} {'NDCG@20':>17s}"]
     for row, protos in report["summary"].items():

@@ -219,6 +219,15 @@ def test_seeds_run_apart_merge_into_the_run_over_all_of_them(tmp_path: Path, con
     (tmp_path / "partial.json").write_text(json.dumps(partial))
     result = runner.invoke(app, ["protocol-merge", str(tmp_path / "partial.json"), str(files[1])])
     assert result.exit_code == 2 and "incomplete" in result.output
+    # a run with a refit row (no flag records --refit) against runs without one
+    refitted = json.loads(files[1].read_text())
+    refitted["runs"][0]["test"]["refit"] = refitted["runs"][0]["test"]["no_refit"]
+    (tmp_path / "refitted.json").write_text(json.dumps(refitted))
+    (tmp_path / "number.json").write_text("3")
+    for args, message in (([files[0], tmp_path / "refitted.json"], "other --refit or --blend"),
+                          ([files[0], tmp_path / "number.json"], "is not a protocol results file")):
+        result = runner.invoke(app, ["protocol-merge", *map(str, args), "--out", str(tmp_path / "x.json")])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_each_rows_bundle_scores_what_the_protocol_reported(tmp_path: Path, config: Path) -> None:
@@ -244,3 +253,12 @@ def test_each_rows_bundle_scores_what_the_protocol_reported(tmp_path: Path, conf
             assert served[proto] == pytest.approx(run["test"][row][proto], abs=1e-6), (row, proto)
         assert run["bundles"][row]["max_abs_diff"] < 1e-6
     assert run["test"]["no_refit"] != run["test"]["refit"]  # two models, two bundles
+
+
+def test_a_model_with_an_item_tower_is_exported_with_its_attributes(tmp_path: Path, config: Path) -> None:
+    data = generate(SPEC)
+    report = run_protocol(data, config=config, flags={"epochs": 1}, seeds=[0], refit=False, blend=False,
+                          attributes=build(item_attributes(SPEC)), bundles=tmp_path)
+    exported = report["runs"][0]["bundles"]["no_refit"]
+    assert (tmp_path / "seed-0-no_refit" / "item_tower.onnx").is_file()
+    assert exported["max_abs_diff"] < 1e-6
