@@ -304,8 +304,8 @@ class StepEncoder:
         B = len(rows)
         shape = (layers, B, heads, T, dh)
         size = layers * B * heads * T * dh
-        if self._scratch.size < 2 * size:
-            self._scratch = np.empty(4 * size, dtype=np.float16)
+        if self._scratch.size < 2 * size:  # sized for the longest window: grows with B only
+            self._scratch = np.empty(2 * size // T * self.max_len, dtype=np.float16)
         keys = self._scratch[:size].reshape(shape)  # padding zeroed below
         values = self._scratch[size:2 * size].reshape(shape)
         past = np.zeros((B, T), dtype=bool)

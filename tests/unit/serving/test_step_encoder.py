@@ -49,6 +49,10 @@ def test_steps_give_the_full_encoders_vectors_across_window_moves(tiny_bundle_di
     assert worst <= STEP_ATOL
     assert step.stats.steps > 4 * step.stats.prefills  # mostly steps (the start moves every 10 items)
     assert step.stats.by_reason["changed"] > 0  # the window moved: rebuilt, not stepped
+    # the step's batch buffer: keys and values of at most 6 users at the longest window,
+    # allocated once for that length rather than grown as windows grow
+    layers, heads, _, dh = next(e.state for e in step._cache.values() if e.state).keys.shape
+    assert 0 < step._scratch.nbytes <= 2 * 2 * layers * 6 * heads * window.max_len * dh
 
 
 def test_a_state_that_no_longer_encodes_the_window_is_rebuilt(tiny_bundle_dir: Path) -> None:
