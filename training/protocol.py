@@ -229,8 +229,9 @@ def run_protocol(data: SequenceData, *, config: Path | None, flags: dict[str, An
     return report(complete=True)
 
 
-# what must agree for runs of separate processes to be one result
-SAME = ("protocol", "dataset", "config", "model", "model_config", "train_config", "flags",
+# what must agree for runs of separate processes to be one result (the configuration's
+# contents, not the path it was given by: "config" is left out)
+SAME = ("protocol", "dataset", "model", "model_config", "train_config", "flags",
         "attributes", "tower")
 
 

@@ -219,6 +219,11 @@ def test_seeds_run_apart_merge_into_the_run_over_all_of_them(tmp_path: Path, con
     (tmp_path / "partial.json").write_text(json.dumps(partial))
     result = runner.invoke(app, ["protocol-merge", str(tmp_path / "partial.json"), str(files[1])])
     assert result.exit_code == 2 and "incomplete" in result.output
+    # the same configuration given by another path merges
+    moved = json.loads(files[1].read_text()) | {"config": "/elsewhere/tiny.toml"}
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    assert runner.invoke(app, ["protocol-merge", str(files[0]), str(tmp_path / "moved.json"),
+                               "--out", str(tmp_path / "x.json")]).exit_code == 0
     # a run with a refit row (no flag records --refit) against runs without one
     refitted = json.loads(files[1].read_text())
     refitted["runs"][0]["test"]["refit"] = refitted["runs"][0]["test"]["no_refit"]
