@@ -50,6 +50,12 @@ from training.models.train import TrainConfig, TrainResult, torch_encode, train_
 POPULAR_K = 500
 
 
+def popular_items(counts: np.ndarray, k: int = POPULAR_K) -> list[int]:
+    """The bundle's popularity fallback: the ``k`` most clicked item indexes (``counts``
+    [N+1] from training), most first, ties by index."""
+    return (np.argsort(-counts[1:], kind="stable")[:k] + 1).tolist()
+
+
 @dataclass(frozen=True)
 class TrainReport:
     manifest: Manifest
@@ -136,7 +142,7 @@ def train_and_export(data: SequenceData, out: Path, mcfg: dict[str, Any], tcfg: 
     test = evaluate_vectors(users, model.item_vectors()[1:].detach().numpy(), inputs,
                             split.targets("test"))
     pop = popularity_metrics(split, "test")
-    popular = (np.argsort(-counts[1:], kind="stable")[:POPULAR_K] + 1).tolist()
+    popular = popular_items(counts)
     t0 = time.monotonic()
     fitted = None if ranker is None else _fit_ranker(model, split, counts, attributes, ranker, progress)
     blended = _fit_blend(model, split, attributes if blend else None, users, tcfg.refit, fitted)

@@ -94,10 +94,9 @@ def export_row(model: RetrievalModel, split: Split, out: Path, test: dict[str, d
     from training.data.sequences import item_counts
     from training.evaluation.bundle import evaluate_bundle
     from training.export.bundle import write_bundle
-    from training.pipeline import POPULAR_K
+    from training.pipeline import popular_items
 
-    counts = item_counts(split.train, split.data.num_items)
-    popular = (np.argsort(-counts[1:], kind="stable")[:POPULAR_K] + 1).tolist()
+    popular = popular_items(item_counts(split.train, split.data.num_items))
     write_bundle(model, split.data.vocab, split.inputs("test"), popular, out,
                  metrics={"test": test, "protocol_row": row, "seed": tcfg.seed},
                  dataset=split.data.describe(), train_config=tcfg.to_dict(),
