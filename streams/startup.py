@@ -88,8 +88,21 @@ async def prepare_topics(settings: Settings, timeout_s: float = 60.0) -> None:
     check_partitions(settings, counts)
 
 
+def check_codecs() -> None:
+    """Refuse to start when aiokafka cannot decompress a codec another client may use:
+    a batch it cannot read would stop the worker at that offset on every restart."""
+    from aiokafka import codec
+
+    missing = [name for name, has in (("snappy", codec.has_snappy), ("lz4", codec.has_lz4),
+                                      ("zstd", codec.has_zstd)) if not has()]
+    if missing:
+        raise StartupError(f"aiokafka cannot decompress {', '.join(missing)} batches: install "
+                           "cramjam (the worker extra pins it; install from requirements.lock)")
+
+
 def preflight(settings: Settings) -> None:
     """Everything a worker checks before Faust starts; raises :class:`StartupError`."""
+    check_codecs()
     check_web_port(settings.web_bind, settings.web_port)
     asyncio.run(prepare_topics(settings))
 

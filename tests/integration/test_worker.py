@@ -93,6 +93,35 @@ def test_malformed_events_go_to_dead_letter_and_good_ones_still_flow(
     assert reader.get_recommendations("u-bad") is None
 
 
+def test_compressed_batches_of_every_kafka_codec_are_applied(
+    make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
+    tiny_bundle_dir: Path,
+) -> None:
+    """Other clients compress their batches (librdkafka's compression.type): the worker
+    reads every codec Kafka has, where a codec it could not read stopped it on the batch
+    at every restart."""
+    from confluent_kafka import Producer
+
+    s = make_settings()
+    items = list(load_bundle(tiny_bundle_dir).vocab.ids)
+    w = start_worker(s, tiny_bundle_dir)
+    codecs = ("gzip", "snappy", "lz4", "zstd")
+    for codec in codecs:
+        p = Producer({"bootstrap.servers": s.kafka_bootstrap, "compression.type": codec,
+                      "enable.idempotence": False, "linger.ms": 20})
+        for k in range(5):
+            user = f"{codec}-user"
+            p.produce(s.clicks_topic, key=user.encode(),
+                      value=encode_event(ClickEvent(f"{codec}/{k}", user, items[k], 1_700_000_000_000 + k)))
+        assert p.flush(30) == 0
+    st = w.wait_events(5 * len(codecs))
+    assert int(st["applied"]) == 5 * len(codecs) and int(st.get("dead_lettered", 0)) == 0
+    reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
+    for codec in codecs:
+        r = reader.get_recommendations(f"{codec}-user")
+        assert r is not None and r.last_event_id == f"{codec}/4" and r.seq == 5, codec
+
+
 def test_duplicate_event_does_not_change_state(
     make_settings: Callable[..., Settings], start_worker: Callable[[Settings, Path], WorkerProc],
     tiny_bundle_dir: Path,

@@ -29,6 +29,17 @@ def test_a_port_whose_listener_closed_is_free_again() -> None:
     startup.check_web_port("127.0.0.1", port)  # raises nothing
 
 
+def test_every_kafka_codec_is_readable_and_a_missing_one_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka import codec
+
+    startup.check_codecs()  # the lock installs cramjam: snappy, lz4 and zstd all decompress
+    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    monkeypatch.setattr(codec, "has_zstd", lambda: False)
+    with pytest.raises(StartupError, match="cannot decompress lz4, zstd batches: install cramjam"):
+        startup.check_codecs()
+
+
 def test_a_changelog_with_other_partition_counts_is_refused() -> None:
     s = Settings(app_id="a", clicks_topic="c", topic_partitions=8)
     startup.check_partitions(s, {"c": 8, "a-sessions-changelog": 8})
