@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     top_n: int = Field(20, ge=1, le=1000)
     session_max_len: int = Field(200, ge=1, le=10_000)
     dedup_window: int = Field(64, ge=1, le=10_000)
-    max_event_bytes: int = Field(16_384, ge=64)
+    # at most 1 MiB: the HTTP server's body limit and the producer's request size
+    max_event_bytes: int = Field(16_384, ge=64, le=1_048_576)
     # Dead letters larger than this are cut (original size and sha256 kept): keep it under
     # the broker's message.max.bytes (1 MiB by default) and the producer's request size.
     dead_letter_max_bytes: int = Field(262_144, ge=8192, le=100 * 1024 * 1024)

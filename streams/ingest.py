@@ -10,7 +10,9 @@ every produce bounded by :data:`PRODUCE_TIMEOUT_S`, so an accepted event is one 
 broker acknowledged and an unreachable broker is a prompt
 :class:`~streamrec.errors.BrokerUnavailable` (the HTTP 503), never a request left
 hanging. It connects at the first event and, after a failed connection, again at the
-next one.
+next one. Requests that arrive while a connection is being made wait for that one
+attempt, each for at most :data:`PRODUCE_TIMEOUT_S`: a broker that does not answer
+gives every waiting request its 503 within the timeout, not one after another.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class EventIngest:
         self.kafka, self.topic, self.max_event_bytes = kafka, topic, max_event_bytes
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
-        self._lock = asyncio.Lock()
+        self._starting: asyncio.Task[AIOKafkaProducer] | None = None
 
     def validate(self, body: bytes) -> ClickEvent:
         """The event in ``body``; :class:`~streamrec.errors.EventError` (with the worker's
@@ -72,22 +74,39 @@ class EventIngest:
         return Accepted(event.event_id, meta.partition, meta.offset)
 
     async def _started(self) -> AIOKafkaProducer:
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(**client_kwargs(self.kafka), acks="all", linger_ms=0,
-                                            request_timeout_ms=int(self.timeout_s * 1000))
-                try:
-                    await asyncio.wait_for(producer.start(), self.timeout_s)
-                except (KafkaError, OSError, TimeoutError) as e:
-                    await producer.stop()
-                    log.warning("POST /events: cannot connect to Kafka: %s", type(e).__name__)
-                    raise BrokerUnavailable(f"cannot connect to Kafka: {type(e).__name__}") from None
-                self._producer = producer
+        """The connected producer: the one attempt in progress is shared, and each caller
+        waits for it at most ``timeout_s``."""
+        if self._producer is not None:
             return self._producer
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+            # its failure is each waiter's to raise; nobody waiting must not log it as lost
+            self._starting.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._starting), self.timeout_s)
+        except TimeoutError:
+            raise BrokerUnavailable(f"cannot connect to Kafka within {self.timeout_s:g} s") from None
+
+    async def _start(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**client_kwargs(self.kafka), acks="all", linger_ms=0,
+                                    request_timeout_ms=int(self.timeout_s * 1000))
+        try:
+            await asyncio.wait_for(producer.start(), self.timeout_s)
+        except (KafkaError, OSError, TimeoutError) as e:
+            await producer.stop()
+            log.warning("POST /events: cannot connect to Kafka: %s", type(e).__name__)
+            raise BrokerUnavailable(f"cannot connect to Kafka: {type(e).__name__}") from None
+        except asyncio.CancelledError:
+            await producer.stop()
+            raise
+        self._producer = producer
+        return producer
 
     async def close(self) -> None:
         """Flush and close the producer (the web server's clean-up)."""
-        async with self._lock:
-            if self._producer is not None:
-                await self._producer.stop()
-                self._producer = None
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -27,6 +27,7 @@ except ``/metrics``, 404s and 405s included.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -34,7 +35,9 @@ from typing import Any, cast
 import faust
 import orjson
 from aiohttp import web as aioweb
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from faust.web.base import BlueprintManager
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -52,10 +55,14 @@ from streams.http_metrics import HttpMetrics
 from streams.ingest import EventIngest
 from streams.openapi import MAX_N, PROTECTED
 
+log = logging.getLogger(__name__)
+
 METRICS_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 REALM = 'Bearer realm="streamrec"'
 # POST /events: the HTTP status of each kind of bad event (streamrec.errors.EventError.kind)
 EVENT_STATUS = {"too_large": 413, "invalid_event": 422}  # any other kind: 400
+# the Content-Encodings of a POST body that aiohttp decompresses here
+BODY_CODINGS = ("identity", "gzip", "deflate")
 
 
 def readiness(app: faust.App, ctx: WorkerContext) -> list[str]:
@@ -112,8 +119,9 @@ def bearer_refusal(header: str | None, tokens: Sequence[bytes]) -> tuple[str, st
 
 def guard(tokens: Sequence[bytes], metrics: HttpMetrics) -> Middleware:
     """The aiohttp middleware of every request: the bearer check on :data:`PROTECTED`
-    routes (where ``tokens`` is not empty), JSON for aiohttp's own errors (404, 405, 413),
-    and the request's count and time by route, method and status."""
+    routes (where ``tokens`` is not empty), JSON for aiohttp's own errors (404, 405, 413)
+    and for any other exception (a 500, its traceback logged), and the request's count and
+    time by route, method and status."""
     @aioweb.middleware
     async def middleware(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
         started = time.perf_counter()
@@ -131,6 +139,11 @@ def guard(tokens: Sequence[bytes], metrics: HttpMetrics) -> Middleware:
                 response = await handler(request)
             except aioweb.HTTPException as e:
                 response = _json_error(request, e)
+            except Exception as e:
+                log.exception("%s %s failed", request.method, request.path)
+                response = aioweb.json_response(
+                    {"error": f"internal error ({type(e).__name__}); the worker's log has the "
+                              "traceback"}, status=500)
             status = response.status
             return response
         finally:
@@ -160,6 +173,10 @@ async def post_event(ingest: EventIngest, request: aioweb.Request) -> aioweb.Res
     if request.query:
         return _event_error(EventError(f"unknown query parameter {next(iter(request.query))!r}: "
                                        "/events takes none", "unknown_parameter"))
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if coding not in BODY_CODINGS:
+        return _event_error(EventError(f"Content-Encoding {coding!r} is not supported: send "
+                                       f"{', '.join(BODY_CODINGS)}", "unsupported_encoding"), 415)
     limit = ingest.max_event_bytes
     size = request.content_length
     if size is not None and size > limit:  # refused before it is read
@@ -168,6 +185,9 @@ async def post_event(ingest: EventIngest, request: aioweb.Request) -> aioweb.Res
         body = await request.read()  # a chunked body: aiohttp stops it at client_max_size
     except aioweb.HTTPRequestEntityTooLarge:
         return _event_error(EventError(f"event is larger than {limit} bytes", "too_large"))
+    except (HttpProcessingError, RequestPayloadError) as e:  # a body its coding cannot decode
+        return _event_error(EventError(f"the body cannot be read as {coding}: "
+                                       f"{type(e).__name__}", "undecodable_body"))
     try:
         accepted = await ingest.submit(body)
     except EventError as e:
@@ -211,17 +231,20 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         # aiohttp takes the charset apart from the content type
         return self.bytes(generate_latest(ctx.metrics.registry), content_type=METRICS_TYPE)
 
-    @app.page("/recs/{user_id}")
+    # any character but '/': aiohttp's default segment pattern leaves out '{' and '}'
+    @app.page("/recs/{user_id:[^/]+}")
     async def recs(self: faust.web.View, request: faust.web.Request,
                    user_id: str) -> faust.web.Response:
         unknown = request.query.keys() - {"n"}
         if unknown:
             return self.json({"error": f"unknown query parameter {min(unknown)!r}: "
                               "/recs takes n only"}, status=400)
-        try:
-            n = int(request.query.get("n", s.top_n))
-        except ValueError:
-            return self.json({"error": "n must be an integer"}, status=400)
+        given = cast(aioweb.Request, request).query.getall("n", [])
+        if len(given) > 1:
+            return self.json({"error": "n is given more than once"}, status=400)
+        if given and not (given[0].isascii() and given[0].isdigit()):  # int() takes "+5", "5_0", "５"
+            return self.json({"error": "n must be an integer, written in ASCII digits"}, status=400)
+        n = int(given[0]) if given else s.top_n
         if not 1 <= n <= MAX_N:
             return self.json({"error": f"n must be between 1 and {MAX_N}"}, status=400)
         if not ctx.holder.loaded:

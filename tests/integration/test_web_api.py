@@ -5,12 +5,14 @@ the worker does, and schemathesis finds the answers conform to /openapi.json."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 import schemathesis
 from aiohttp import web as aioweb
 from hypothesis import HealthCheck, given, settings
@@ -26,9 +29,12 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.modes import GenerationMode
 
 from serving.bundle import load_bundle
+from serving.keys import recs_key
+from streamrec.errors import BrokerUnavailable
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
 from streams.ingest import EventIngest
+from streams.openapi import MAX_N
 from streams.web import post_event
 from tests.integration.conftest import WorkerProc, consume
 
@@ -186,6 +192,65 @@ def test_post_events_validates_as_the_worker_and_produces(api: WorkerProc) -> No
     assert status == 200 and rec["last_event_id"] == "http-2" and rec["seq"] == 2
 
 
+def test_recs_answers_for_every_user_id_the_events_take(api: WorkerProc) -> None:
+    """Braces (Redis Cluster hash tags, templated ids) and other characters but '/' reach
+    the stored list, where aiohttp's default segment pattern answered 404."""
+    items = list(load_bundle(api.settings.bundle_path).vocab.ids)
+    before = int(api.status().get("events", 0))
+    users = ["{tenant-7}:u1", "a{", "b}", "{}", "x y", "ü"]
+    for k, user in enumerate(users):
+        event = {"event_id": f"brace-{k}", "user_id": user, "item_id": items[k], "ts": 1_700_000_000_000}
+        assert post(api, json.dumps(event).encode())[0] == 202, user
+    api.wait_events(before + len(users))
+    for k, user in enumerate(users):
+        status, _, raw = request(api, "/recs/" + urllib.parse.quote(user, safe=""), token=NEW)
+        rec = orjson.loads(raw)
+        assert status == 200 and rec["user_id"] == user, (user, rec)
+        assert rec["fallback"] is False and rec["last_event_id"] == f"brace-{k}"
+
+
+def test_n_is_one_plain_integer(api: WorkerProc) -> None:
+    for query in ("n=%2B5", "n=5_0", "n=%EF%BC%93", "n=%D9%A1%D9%A2", "n=%205", "n=6&n=abc",
+                  "n=6&n=6", "n=", "n=abc", "n=0", f"n={MAX_N + 1}"):
+        status, headers, raw = request(api, f"/recs/u1?{query}", token=NEW)
+        assert status == 400 and headers["Content-Type"].startswith("application/json"), query
+        assert "n " in orjson.loads(raw)["error"], query
+    status, _, raw = request(api, "/recs/u1?n=3", token=NEW)
+    assert status == 200 and len(orjson.loads(raw)["items"]) == 3
+
+
+def test_a_body_its_encoding_cannot_decode_is_a_400_and_an_unknown_encoding_a_415(
+        api: WorkerProc) -> None:
+    event = json.dumps({"event_id": "enc-1", "user_id": "enc-u", "item_id": "i", "ts": 1}).encode()
+    for coding in ("gzip", "deflate"):
+        status, _, raw = request(api, "/events", method="POST", token=NEW, body=b"not " + coding.encode(),
+                                 headers={"Content-Type": "application/json", "Content-Encoding": coding})
+        body = orjson.loads(raw)
+        assert (status, body["kind"]) == (400, "undecodable_body"), (coding, body)
+        assert coding in body["error"]
+    status, _, raw = request(api, "/events", method="POST", token=NEW, body=event,
+                             headers={"Content-Type": "application/json", "Content-Encoding": "x-unknown"})
+    assert (status, orjson.loads(raw)["kind"]) == (415, "unsupported_encoding")
+    status, _, raw = request(api, "/events", method="POST", token=NEW, body=gzip.compress(event),
+                             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert status == 202 and orjson.loads(raw)["event_id"] == "enc-1"
+
+
+def test_an_unreadable_stored_list_is_a_json_500(api: WorkerProc) -> None:
+    """Any exception a route raises is answered in JSON (a 500), not aiohttp's text page."""
+    s = api.settings
+    r = redis.Redis.from_url(s.redis_url.get_secret_value())
+    key = recs_key(s.key_prefix, "corrupt-u")
+    r.hset(key, mapping={"items": "notjson", "seq": "1"})
+    try:
+        status, headers, raw = request(api, "/recs/corrupt-u", token=NEW)
+    finally:
+        r.delete(key)
+    assert status == 500 and headers["Content-Type"].startswith("application/json")
+    assert "internal error" in orjson.loads(raw)["error"]
+    assert request(api, "/health")[0] == 200
+
+
 def test_status_reads_metrics_with_the_token(api: WorkerProc) -> None:
     """``streamrec status`` sends the first token: the worker's latency, not "unreachable"."""
     api.wait_for(lambda st: "web" in st, 30, "a heartbeat")
@@ -234,6 +299,36 @@ def test_post_events_answers_503_when_the_broker_is_down() -> None:
     status, body, seconds = asyncio.run(run())
     assert status == 503 and "cannot connect to Kafka" in str(body["error"])
     assert seconds < 30  # bounded by the ingest's timeout, not left hanging
+
+
+def test_a_silent_broker_gives_every_waiting_request_its_503_within_the_timeout() -> None:
+    """A broker that takes the connection and never answers: requests arriving together
+    share one connection attempt, so each gets its 503 within the timeout, where each
+    used to wait for every attempt before its own (the n-th after n timeouts)."""
+    async def run() -> tuple[list[BaseException | object], float]:
+        held: list[asyncio.StreamWriter] = []
+
+        async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(writer)  # read nothing, answer nothing
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ingest = EventIngest(f"127.0.0.1:{port}", "clicks-silent", 1024, timeout_s=1.0)
+        body = json.dumps({"event_id": "e", "user_id": "u", "item_id": "i", "ts": 1}).encode()
+        started = time.monotonic()
+        try:
+            results = await asyncio.gather(*(ingest.submit(body) for _ in range(6)),
+                                           return_exceptions=True)
+            return results, time.monotonic() - started
+        finally:
+            await ingest.close()
+            for w in held:
+                w.close()
+            server.close()
+
+    results, seconds = asyncio.run(run())
+    assert all(isinstance(r, BrokerUnavailable) for r in results), results
+    assert seconds < 3.0, seconds  # one timeout (1 s) and slack; one after another took 6 s
 
 
 EXAMPLES = 25  # per operation and mode: enough to find a 500 or a stray answer, and quick

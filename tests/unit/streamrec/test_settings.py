@@ -47,3 +47,13 @@ def test_incomplete_security_settings_say_what_is_missing(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="use SSL or SASL_SSL"):
         Settings(kafka_ssl_cafile=tmp_path / "ca.pem")
 
+
+
+def test_an_event_limit_above_what_http_and_the_producer_carry_is_refused() -> None:
+    """Above 1 MiB the HTTP server and the producer refuse the event first, so a larger
+    limit would be a promise the worker cannot keep."""
+    from pydantic import ValidationError
+
+    assert Settings(max_event_bytes=1_048_576).max_event_bytes == 1_048_576
+    with pytest.raises(ValidationError, match="(?s)max_event_bytes.*less than or equal to 1048576"):
+        Settings(max_event_bytes=4 * 1024 * 1024)
