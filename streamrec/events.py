@@ -73,9 +73,24 @@ def decode_record(decoder: msgspec.json.Decoder[T], value: bytes | None, max_byt
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         # msgspec < 0.23 raises UnicodeDecodeError for invalid UTF-8 inside a string, 0.23
         # a DecodeError: the kind comes from our own check, not from the library's wording.
-        raise _utf8_error(value) or EventError(f"malformed JSON: {e}", "malformed_json") from None
+        raise _utf8_error(value) or EventError(f"malformed JSON: {_framing(value) or e}",
+                                               "malformed_json") from None
     except Exception as e:  # noqa: BLE001 - contract 4: no record may stop the stream
         raise EventError(f"undecodable record: {type(e).__name__}: {e}", "undecodable") from None
+
+
+def _framing(value: bytes) -> str | None:
+    """What wraps a value that is not JSON, where a producer's setting commonly adds it
+    (the decoder's own message names only a byte offset), else None."""
+    if not value:
+        return "the value is empty (0 bytes; a deleted record is a null value, not an empty one)"
+    if value.startswith(b"\xef\xbb\xbf"):
+        return "the value starts with a UTF-8 byte-order mark, which JSON must not (RFC 8259)"
+    if value[0] == 0 and len(value) >= 5:
+        schema = int.from_bytes(value[1:5], "big")
+        return (f"the value starts with byte 0 and schema id {schema}: Schema Registry's wire "
+                "format; send plain JSON (a serializer without the registry)")
+    return None
 
 
 def _utf8_error(value: bytes) -> EventError | None:

@@ -97,3 +97,18 @@ def test_malformed_json_that_is_valid_utf8_stays_malformed_json() -> None:
     with pytest.raises(EventError) as e:
         decode_record(_RaisesLikeMsgspec(error), '{"é": '.encode(), 4096, "event", "tombstone")  # type: ignore[arg-type]
     assert e.value.kind == "malformed_json"
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    (b"", "the value is empty"),
+    (b'\xef\xbb\xbf{"event_id": "e", "user_id": "u1", "item_id": "i", "ts": 1}', "byte-order mark"),
+    (b'\x00\x00\x00\x00\x07{"event_id": "e", "user_id": "u1", "item_id": "i", "ts": 1}',
+     "schema id 7: Schema Registry's wire format"),
+])
+def test_a_wrapped_value_says_what_wraps_it(value: bytes, says: str) -> None:
+    """A byte-order mark, Schema Registry framing or an empty value is named, where the
+    decoder's own message gave only a byte offset."""
+    with pytest.raises(EventError) as e:
+        decode_event(b"u1", value, 4096)
+    assert e.value.kind == "malformed_json"
+    assert says in e.value.reason
