@@ -41,7 +41,9 @@ LagSource = Callable[[], Mapping[tuple[str, int], tuple[int, int]]]
 
 
 class LatencyHistogram(Collector):
-    """``streamrec_event_to_redis_seconds``: event time → its list acknowledged by Redis."""
+    """``streamrec_event_to_redis_seconds``: event time → its list acknowledged by Redis.
+    An event time ahead of the worker's clock counts as 0: a negative observation would
+    make the histogram's sum go down, which no rate over it survives."""
 
     name = "streamrec_event_to_redis_seconds"
 
@@ -50,6 +52,7 @@ class LatencyHistogram(Collector):
         self.sum_ms = 0
 
     def add(self, lags_ms: np.ndarray) -> None:
+        lags_ms = np.maximum(lags_ms, 0)
         self.counts += bucket_array(lags_ms)
         self.sum_ms += int(lags_ms.sum())
 
@@ -82,7 +85,8 @@ class StageLatency(Collector):
     - ``redis``: the batch's Redis write, until acknowledged.
 
     Batch stages count once per event of the batch, so every stage's percentiles are
-    over events, like the end-to-end histogram's. Updated once per batch (numpy).
+    over events, like the end-to-end histogram's. Updated once per batch (numpy). A
+    negative time (a record timestamp ahead of the worker's clock) counts as 0.
     """
 
     name = "streamrec_event_stage_seconds"
@@ -93,6 +97,7 @@ class StageLatency(Collector):
 
     def add(self, stage: str, ms: np.ndarray) -> None:
         """Per-event times in ``stage`` (ms)."""
+        ms = np.maximum(ms, 0)
         self.counts[stage] += bucket_array(ms)
         self.sums_ms[stage] += float(ms.sum())
 

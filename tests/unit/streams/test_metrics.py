@@ -171,3 +171,20 @@ def test_every_dead_letter_kind_is_exported_at_zero_before_the_first() -> None:
              if s.name.endswith("_total")}
     assert set(kinds) == set(DEAD_LETTER_KINDS) and not any(kinds.values())
     assert {"malformed_json", "invalid_event", "no_key"} <= set(kinds)
+
+
+def test_times_ahead_of_the_workers_clock_count_as_zero_and_never_lower_a_sum() -> None:
+    """A producer's clock ahead of the worker's gives negative lags: counted in the first
+    bucket at 0, where they made the histograms' sums go down."""
+    m = WorkerMetrics()
+    m.latency.add(np.array([5, -3_600_000]))
+    m.stages.add("delivery", np.array([2.0, -86_400_000.0]))
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(m.registry).decode())}
+    lat = {s.name: s.value for s in families["streamrec_event_to_redis_seconds"].samples
+           if not s.labels.get("le")}
+    assert lat["streamrec_event_to_redis_seconds_count"] == 2
+    assert lat["streamrec_event_to_redis_seconds_sum"] == 0.005
+    stage = {s.name: s.value for s in families["streamrec_event_stage_seconds"].samples
+             if s.labels.get("stage") == "delivery" and not s.labels.get("le")}
+    assert stage["streamrec_event_stage_seconds_count"] == 2
+    assert stage["streamrec_event_stage_seconds_sum"] == 0.002
