@@ -135,9 +135,10 @@ def document(settings: Settings) -> Json:
             ],
             "responses": {
                 "200": _json({"oneOf": [_ref("StoredList"), _ref("FallbackList")]}, "the list"),
-                "400": _json(err, f"n is not an integer from 1 to {MAX_N}, or a query "
-                             "parameter other than n"),
-                "503": _json(err, "no bundle loaded yet, or Redis unreachable"),
+                "400": _json(err, f"n is not one integer from 1 to {MAX_N} in ASCII digits, "
+                             "or a query parameter other than n"),
+                "503": _json(err, "no bundle loaded yet, Redis unreachable, or every read "
+                                  "connection busy for 2 s (then with Retry-After)"),
             }}},
         "/openapi.json": {"get": {
             "summary": "This document", "operationId": "openapi",

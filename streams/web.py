@@ -41,7 +41,8 @@ from aiohttp.web_protocol import RequestPayloadError
 from faust.web.base import BlueprintManager
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from serving.keys import recs_key
 from serving.list_types import SOURCE_POPULAR, SOURCE_TRENDING
@@ -98,6 +99,18 @@ async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, An
             "source": SOURCE_TRENDING if from_trending else SOURCE_POPULAR,
             "reasons": [REASON_TRENDING] * from_trending + [REASON_POPULAR] * (len(items) - from_trending),
             "model_version": bundle.version, "list_id": None, "fallback": True}
+
+
+def redis_refusal(e: RedisError) -> tuple[str, dict[str, str] | None]:
+    """The 503's message and headers for a Redis error on ``/recs``: every read connection
+    busy (the pool's wait ran out, or a cluster node's limit) is not Redis being down, and
+    the client is told when to retry."""
+    busy = isinstance(e, MaxConnectionsError) or (
+        isinstance(e, RedisConnectionError) and isinstance(e.__cause__, TimeoutError)
+        and str(e).startswith("No connection available"))
+    if busy:
+        return "every Redis read connection is busy: retry shortly", {"Retry-After": "1"}
+    return f"Redis unavailable: {type(e).__name__}", None
 
 
 def bearer_refusal(header: str | None, tokens: Sequence[bytes]) -> tuple[str, str] | None:
@@ -252,7 +265,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         try:
             return self.json(await recs_payload(ctx, user_id, n))
         except RedisError as e:
-            return self.json({"error": f"Redis unavailable: {type(e).__name__}"}, status=503)
+            message, headers = redis_refusal(e)
+            return self.json({"error": message}, status=503, headers=headers)
 
     @app.page("/openapi.json")
     async def openapi_json(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

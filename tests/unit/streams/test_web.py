@@ -23,3 +23,20 @@ APP: Any = SimpleNamespace(in_recovery=False, rebalancing=False)
 def test_a_worker_still_reading_the_items_topic_is_not_ready() -> None:
     assert readiness(APP, _ctx(items_read=False)) == ["reading the items topic (the live catalogue)"]
     assert readiness(APP, _ctx(items_read=True)) == []
+
+
+def test_a_busy_read_pool_is_told_apart_from_redis_being_down() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import MaxConnectionsError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from streams.web import redis_refusal
+
+    waited = RedisConnectionError("No connection available.")  # the blocking pool's wait ran out
+    waited.__cause__ = TimeoutError()
+    for busy in (waited, MaxConnectionsError("Too many connections")):
+        message, headers = redis_refusal(busy)
+        assert "busy" in message and headers == {"Retry-After": "1"}
+    for down in (RedisConnectionError("Error 111 connecting to 127.0.0.1:6379."), RedisTimeout("Timeout reading")):
+        message, headers = redis_refusal(down)
+        assert message.startswith("Redis unavailable") and headers is None
