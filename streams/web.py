@@ -50,6 +50,7 @@ from serving.reader import parse
 from serving.rerank import REASON_POPULAR, REASON_TRENDING
 from serving.trending import fallback_list
 from streamrec.errors import BrokerUnavailable, EventError
+from streamrec.logs import RateLimitedLog
 from streams import openapi
 from streams.agents import WorkerContext
 from streams.http_metrics import HttpMetrics
@@ -99,6 +100,25 @@ async def recs_payload(ctx: WorkerContext, user_id: str, n: int) -> dict[str, An
             "source": SOURCE_TRENDING if from_trending else SOURCE_POPULAR,
             "reasons": [REASON_TRENDING] * from_trending + [REASON_POPULAR] * (len(items) - from_trending),
             "model_version": bundle.version, "list_id": None, "fallback": True}
+
+
+class BadRequestLog(logging.Filter):
+    """On aiohttp's server logger: a request aiohttp cannot parse (an over-long header, an
+    unknown method, conflicting lengths) is logged there at ERROR with a traceback whose
+    message can quote the request's headers, a bearer token included, and anyone can send
+    them. Such a record becomes one rate-limited warning naming the error's type only."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.lines = RateLimitedLog(interval_s, "refused a malformed HTTP request:",
+                                    logging.getLogger("streamrec.web"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            self.lines.add(f"{type(exc).__name__} (HTTP {exc.code})")
+            return False
+        return True
 
 
 def redis_refusal(e: RedisError) -> tuple[str, dict[str, str] | None]:
@@ -223,6 +243,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     # Faust mounts /router, /table, /graph, /stats and an index page of its own: none of
     # them is ours (they expose the host, partition assignment and table contents).
     web.blueprints = BlueprintManager()
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequestLog) for f in server_log.filters):
+        server_log.addFilter(BadRequestLog())
     web.web_app.middlewares.append(guard([t.encode() for t in s.web_token_values],
                                          HttpMetrics(ctx.metrics.registry)))
     ctx.metrics.ready.set_function(lambda: 0.0 if readiness(app, ctx) else 1.0)

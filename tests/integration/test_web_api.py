@@ -251,6 +251,20 @@ def test_an_unreadable_stored_list_is_a_json_500(api: WorkerProc) -> None:
     assert request(api, "/health")[0] == 200
 
 
+def test_a_request_that_cannot_be_parsed_leaves_one_log_line_without_the_token(api: WorkerProc) -> None:
+    secret = "leaky-" + "t" * 9000  # a header line over aiohttp's 8190 bytes
+    with socket.create_connection(("127.0.0.1", api.settings.web_port), timeout=10) as conn:
+        conn.sendall(f"GET /recs/u1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\r\n".encode())
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
+    deadline = time.monotonic() + 10
+    while "refused a malformed HTTP request" not in api.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = api.log.read_text()
+    assert "refused a malformed HTTP request: LineTooLong" in log
+    assert "leaky-" not in log and "Error handling request" not in log
+
+
 def test_status_reads_metrics_with_the_token(api: WorkerProc) -> None:
     """``streamrec status`` sends the first token: the worker's latency, not "unreachable"."""
     api.wait_for(lambda st: "web" in st, 30, "a heartbeat")

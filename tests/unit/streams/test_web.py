@@ -6,6 +6,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from streams.web import readiness
 
 
@@ -40,3 +42,28 @@ def test_a_busy_read_pool_is_told_apart_from_redis_being_down() -> None:
     for down in (RedisConnectionError("Error 111 connecting to 127.0.0.1:6379."), RedisTimeout("Timeout reading")):
         message, headers = redis_refusal(down)
         assert message.startswith("Redis unavailable") and headers is None
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_line_without_its_headers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp logs such a request with a traceback quoting its headers (a token too)."""
+    import logging
+    import sys
+
+    from aiohttp.http_exceptions import LineTooLong
+
+    from streams.web import BadRequestLog
+
+    f = BadRequestLog(interval_s=60)
+    try:
+        raise LineTooLong(b"Authorization: Bearer secret-token-123", "8190")
+    except LineTooLong:
+        parse_error = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "Error handling request",
+                                        None, sys.exc_info())
+    other = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "something else", None, None)
+    with caplog.at_level(logging.WARNING, logger="streamrec.web"):
+        assert f.filter(parse_error) is False and f.filter(parse_error) is False
+        assert f.filter(other) is True
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamrec.web"]
+    assert lines == ["refused a malformed HTTP request: LineTooLong (HTTP 400)"]  # the second within the interval
+    assert "secret" not in caplog.text
