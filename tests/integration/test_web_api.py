@@ -265,6 +265,12 @@ def test_a_request_that_cannot_be_parsed_leaves_one_log_line_without_the_token(a
     assert "leaky-" not in log and "Error handling request" not in log
 
 
+def test_events_allows_post_only_and_says_so(api: WorkerProc) -> None:
+    for method in ("GET", "HEAD", "PUT"):
+        status, headers, _ = request(api, "/events", method=method, token=NEW)
+        assert status == 405 and headers["Allow"] == "POST", (method, dict(headers))
+
+
 def test_status_reads_metrics_with_the_token(api: WorkerProc) -> None:
     """``streamrec status`` sends the first token: the worker's latency, not "unreachable"."""
     api.wait_for(lambda st: "web" in st, 30, "a heartbeat")
