@@ -73,8 +73,11 @@ def decode_record(decoder: msgspec.json.Decoder[T], value: bytes | None, max_byt
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         # msgspec < 0.23 raises UnicodeDecodeError for invalid UTF-8 inside a string, 0.23
         # a DecodeError: the kind comes from our own check, not from the library's wording.
-        raise _utf8_error(value) or EventError(f"malformed JSON: {_framing(value) or e}",
-                                               "malformed_json") from None
+        # framing first: a Schema Registry payload (Avro, or a schema id past 127) is not UTF-8
+        framing = _framing(value)
+        if framing is not None:
+            raise EventError(f"malformed JSON: {framing}", "malformed_json") from None
+        raise _utf8_error(value) or EventError(f"malformed JSON: {e}", "malformed_json") from None
     except Exception as e:  # noqa: BLE001 - contract 4: no record may stop the stream
         raise EventError(f"undecodable record: {type(e).__name__}: {e}", "undecodable") from None
 

@@ -22,9 +22,9 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from streamrec.errors import BrokerUnavailable
+from streamrec.errors import BrokerUnavailable, EventError
 from streamrec.events import ClickEvent, decode_value
 from streamrec.kafka import Kafka, client_kwargs
 
@@ -69,6 +69,9 @@ class EventIngest:
         except TimeoutError:
             raise BrokerUnavailable(f"the broker did not acknowledge the event within "
                                     f"{self.timeout_s:g} s") from None
+        except MessageSizeTooLargeError:  # the record's overhead took it past the request size
+            raise EventError(f"event is {len(body)} bytes, over the producer's request size with "
+                             "its record overhead", "too_large") from None
         except KafkaError as e:
             raise BrokerUnavailable(f"the broker refused the event: {type(e).__name__}") from None
         return Accepted(event.event_id, meta.partition, meta.offset)

@@ -280,7 +280,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             return self.json({"error": "n is given more than once"}, status=400)
         if given and not (given[0].isascii() and given[0].isdigit()):  # int() takes "+5", "5_0", "５"
             return self.json({"error": "n must be an integer, written in ASCII digits"}, status=400)
-        n = int(given[0]) if given else s.top_n
+        # past 4,300 digits int() raises: a long n is out of range before it is read
+        n = (int(given[0]) if len(given[0]) <= 9 else MAX_N + 1) if given else s.top_n
         if not 1 <= n <= MAX_N:
             return self.json({"error": f"n must be between 1 and {MAX_N}"}, status=400)
         if not ctx.holder.loaded:

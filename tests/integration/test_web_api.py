@@ -30,7 +30,7 @@ from schemathesis.generation.modes import GenerationMode
 
 from serving.bundle import load_bundle
 from serving.keys import recs_key
-from streamrec.errors import BrokerUnavailable
+from streamrec.errors import BrokerUnavailable, EventError
 from streamrec.kafka import ensure_topics
 from streamrec.settings import Settings
 from streams.ingest import EventIngest
@@ -211,7 +211,8 @@ def test_recs_answers_for_every_user_id_the_events_take(api: WorkerProc) -> None
 
 def test_n_is_one_plain_integer(api: WorkerProc) -> None:
     for query in ("n=%2B5", "n=5_0", "n=%EF%BC%93", "n=%D9%A1%D9%A2", "n=%205", "n=6&n=abc",
-                  "n=6&n=6", "n=", "n=abc", "n=0", f"n={MAX_N + 1}"):
+                  "n=6&n=6", "n=", "n=abc", "n=0", f"n={MAX_N + 1}", "n=" + "1" * 4301,
+                  "n=" + "0" * 4300 + "5"):  # past 4,300 digits int() raises: no 500
         status, headers, raw = request(api, f"/recs/u1?{query}", token=NEW)
         assert status == 400 and headers["Content-Type"].startswith("application/json"), query
         assert "n " in orjson.loads(raw)["error"], query
@@ -349,6 +350,27 @@ def test_a_silent_broker_gives_every_waiting_request_its_503_within_the_timeout(
     results, seconds = asyncio.run(run())
     assert all(isinstance(r, BrokerUnavailable) for r in results), results
     assert seconds < 3.0, seconds  # one timeout (1 s) and slack; one after another took 6 s
+
+
+def test_an_event_the_producer_cannot_carry_is_a_413_not_a_retry(api: WorkerProc) -> None:
+    """Under STREAMREC_MAX_EVENT_BYTES but over the producer's request size once the record's
+    overhead is added: too large (413), where it was a 503 that asks for a retry."""
+    async def run() -> BaseException | None:
+        ingest = EventIngest(api.settings.kafka_bootstrap, api.settings.clicks_topic, 1_048_576)
+        head = {"event_id": "big", "user_id": "big-u", "item_id": "i", "ts": 1, "pad": ""}
+        pad = 1_048_570 - len(json.dumps(head))
+        body = json.dumps({**head, "pad": "x" * pad}).encode()
+        assert len(body) <= 1_048_576
+        try:
+            await ingest.submit(body)
+        except (EventError, BrokerUnavailable) as e:
+            return e
+        finally:
+            await ingest.close()
+        return None
+
+    error = asyncio.run(run())
+    assert isinstance(error, EventError) and error.kind == "too_large", error
 
 
 EXAMPLES = 25  # per operation and mode: enough to find a 500 or a stray answer, and quick

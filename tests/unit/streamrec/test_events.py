@@ -104,6 +104,8 @@ def test_malformed_json_that_is_valid_utf8_stays_malformed_json() -> None:
     (b'\xef\xbb\xbf{"event_id": "e", "user_id": "u1", "item_id": "i", "ts": 1}', "byte-order mark"),
     (b'\x00\x00\x00\x00\x07{"event_id": "e", "user_id": "u1", "item_id": "i", "ts": 1}',
      "schema id 7: Schema Registry's wire format"),
+    (b"\x00\x00\x01\x86\xa1\x02\x80\xff\x0cclicks",  # id 100001 and an Avro body: not UTF-8
+     "schema id 100001: Schema Registry's wire format"),
 ])
 def test_a_wrapped_value_says_what_wraps_it(value: bytes, says: str) -> None:
     """A byte-order mark, Schema Registry framing or an empty value is named, where the
