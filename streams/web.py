@@ -21,7 +21,8 @@ With ``STREAMREC_WEB_TOKENS`` set, ``/recs``, ``/metrics`` and ``POST /events`` 
 ``Authorization: Bearer <token>`` with one of its tokens (compared in constant time);
 anything else gets a 401 with ``WWW-Authenticate``. Every request is counted and timed
 by route, method and status (:mod:`streams.http_metrics`). Every response is JSON
-except ``/metrics``, 404s and 405s included.
+except ``/metrics``, 404s, 405s and 500s included; only requests aiohttp's parser refuses
+before any route (its plain-text 400) are not (:class:`BadRequestLog`).
 """
 
 from __future__ import annotations
@@ -280,8 +281,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             return self.json({"error": "n is given more than once"}, status=400)
         if given and not (given[0].isascii() and given[0].isdigit()):  # int() takes "+5", "5_0", "５"
             return self.json({"error": "n must be an integer, written in ASCII digits"}, status=400)
-        # past 4,300 digits int() raises: a long n is out of range before it is read
-        n = (int(given[0]) if len(given[0]) <= 9 else MAX_N + 1) if given else s.top_n
+        n = s.top_n
+        if given:  # past 4,300 digits int() raises: a long n is out of range unread
+            n = int(given[0]) if len(given[0]) <= 9 else MAX_N + 1
         if not 1 <= n <= MAX_N:
             return self.json({"error": f"n must be between 1 and {MAX_N}"}, status=400)
         if not ctx.holder.loaded:
