@@ -13,6 +13,8 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cli.base import app
 from streamrec.errors import StreamrecError
@@ -30,6 +32,12 @@ def main() -> None:
     except StreamrecError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(1)
+    except (RedisConnectionError, RedisTimeoutError) as e:  # a command that reads or writes Redis
+        typer.secho(f"error: Redis is unreachable ({type(e).__name__}: {e}); check STREAMREC_REDIS_URL "
+                    "and that Redis runs", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     except ValidationError as e:  # settings from the environment
-        typer.secho(f"error: invalid settings: {e}", fg=typer.colors.RED, err=True)
+        from streamrec.settings import describe_validation_error
+
+        typer.secho(f"error: invalid settings: {describe_validation_error(e)}", fg=typer.colors.RED, err=True)
         sys.exit(2)

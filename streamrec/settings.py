@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -305,6 +305,26 @@ class Settings(BaseSettings):
                               f"STREAMREC_REDIS_URL names database {u.path.strip('/')}")
         return self
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_a_redis_url(cls, v: SecretStr) -> SecretStr:
+        """The checks redis-py makes when it connects, made at start-up with the variable's
+        name; the message never quotes the URL, which may hold a password."""
+        from urllib.parse import urlsplit
+
+        try:
+            u = urlsplit(v.get_secret_value())
+            u.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+        except ValueError as e:
+            raise ConfigError(f"STREAMREC_REDIS_URL is not a valid URL: {e}") from None
+        if u.scheme not in ("redis", "rediss", "unix"):
+            shown = f"{u.scheme}://" if "://" in v.get_secret_value() else "a URL without a scheme"
+            raise ConfigError(f"STREAMREC_REDIS_URL must start with redis://, rediss:// or unix://, not {shown}")
+        db = u.path.strip("/")
+        if u.scheme != "unix" and db and not db.isdigit():
+            raise ConfigError(f"STREAMREC_REDIS_URL: the database must be a number, not {db!r}")
+        return v
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix_ends_with_colon(cls, v: str) -> str:
@@ -445,6 +465,22 @@ class _WithoutServiceLinks(PydanticBaseSettingsSource):
 # What a bearer token may hold (RFC 6750's b64token), and its shortest length.
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
 MIN_TOKEN_CHARS = 16
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    """A pydantic error from building :class:`Settings`, one line per problem, each naming
+    the environment variable that set the field. Values of secret fields are not quoted."""
+    lines = []
+    for err in e.errors(include_url=False):
+        loc = err.get("loc") or ()
+        name = str(loc[0]) if loc else ""
+        field = Settings.model_fields.get(name)
+        var = f"{ENV_PREFIX}{name.upper()}" if field is not None else (name or "settings")
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        given = err.get("input")
+        shown = "" if secret or not isinstance(given, str | int | float) else f"={given!r}"
+        lines.append(f"{var}{shown}: {err['msg']}")
+    return "; ".join(lines)
 
 
 def web_token_list(tokens: SecretStr) -> tuple[str, ...]:

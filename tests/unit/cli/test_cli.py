@@ -120,3 +120,41 @@ def test_version_prints_the_installed_distributions_version() -> None:
     assert out.exit_code == 0, out.output
     assert out.output.strip() == f"streamrec {metadata.version('streamrec')}"
     assert metadata.version("streamrec") == streamrec.__version__
+
+
+def test_an_unreachable_redis_is_one_error_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import sys
+
+    from cli import main
+
+    with socket.socket() as s:  # a loopback port nothing listens on once this is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.cache_clear()
+    monkeypatch.setenv("STREAMREC_REDIS_URL", f"redis://u:hunter2@127.0.0.1:{port}/0")
+    monkeypatch.setattr(sys, "argv", ["streamrec", "status"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    settings.cache_clear()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert f"error: Redis is unreachable (ConnectionError: Error 111 connecting to 127.0.0.1:{port}" in err
+    assert "Traceback" not in err and "hunter2" not in err
+
+
+def test_invalid_settings_name_their_variables(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from cli import main
+
+    settings.cache_clear()
+    monkeypatch.setenv("STREAMREC_TOP_N", "many")
+    monkeypatch.setattr(sys, "argv", ["streamrec", "status"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    settings.cache_clear()
+    assert exit_.value.code == 2
+    assert "error: invalid settings: STREAMREC_TOP_N='many': Input should be a valid integer" in capsys.readouterr().err

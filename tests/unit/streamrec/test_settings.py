@@ -57,3 +57,33 @@ def test_an_event_limit_above_what_http_and_the_producer_carry_is_refused() -> N
     assert Settings(max_event_bytes=1_048_576).max_event_bytes == 1_048_576
     with pytest.raises(ValidationError, match="(?s)max_event_bytes.*less than or equal to 1048576"):
         Settings(max_event_bytes=4 * 1024 * 1024)
+
+
+def test_validation_errors_name_the_variables_that_set_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from streamrec.settings import describe_validation_error
+
+    monkeypatch.setenv("STREAMREC_BATCH_WAIT_S", "-1")
+    monkeypatch.setenv("STREAMREC_MAX_EVENT_BYTES", "abc")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    text = describe_validation_error(info.value)
+    assert "STREAMREC_BATCH_WAIT_S='-1': Input should be greater than 0" in text
+    assert "STREAMREC_MAX_EVENT_BYTES='abc': Input should be a valid integer" in text
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("foo://u:hunter2@x", "must start with redis://, rediss:// or unix://, not foo://"),
+    ("localhost:6379", "not a URL without a scheme"),
+    ("redis://u:hunter2@h:abc/0", "is not a valid URL: Port could not be cast"),
+    ("redis://u:hunter2@h:6379/x", "the database must be a number, not 'x'"),
+])
+def test_a_bad_redis_url_is_refused_at_start_up_without_its_password(url: str, message: str) -> None:
+    from pydantic import SecretStr
+
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings(redis_url=SecretStr(url))
+    assert "hunter2" not in str(info.value)
+    for good in ("redis://h:6379/0", "rediss://u:p@h", "redis:///1", "unix:///tmp/redis.sock"):
+        assert Settings(redis_url=SecretStr(good)).redis_url.get_secret_value() == good
