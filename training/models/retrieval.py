@@ -54,10 +54,18 @@ class SASRecConfig:
     # when an item is added, so serving can cache each user's keys and values and encode
     # one step per event (the exported step model).
     positions: str = "start"
+    # Whether a position attends only to the items before it (the original recipe) or to
+    # every item of the window. Bidirectional attention is for models trained on prefix
+    # samples, which score the last position alone: an earlier position reading a later
+    # item then sees nothing the last one does not. It has no step model (an added item
+    # changes what every earlier position encodes), so serving encodes each window whole.
+    causal: bool = True
 
     def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        if not isinstance(self.causal, bool):
+            raise TypeError(f"causal must be true or false, not {self.causal!r}")
 
     def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)
@@ -297,7 +305,8 @@ class SASRec(ItemSpace):
         E = self.item_table() if table is None else table
         x = E[seq] * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
         x = self.drop(x) * keep
-        mask = self.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
+        real = (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, 1, L): attend to real items only
+        mask = self.causal[:L, :L] & real if self.cfg.causal else real
         count = keep.to(x.dtype).cumsum(dim=1) if self.cfg.lowpass else None
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):

@@ -55,3 +55,17 @@ def test_positions_come_from_the_file_or_a_flag_and_bad_ones_are_refused(tmp_pat
     p.write_text('[sasrec]\npositions = "middle"\n')
     with pytest.raises(ConfigError, match="positions must be one of end, start, not 'middle'"):
         resolve_flags(load_config(p), None, {})
+
+
+def test_bidirectional_attention_needs_prefix_samples_and_a_boolean(tmp_path: Path) -> None:
+    from training.config import resolve_flags
+
+    p = tmp_path / "c.toml"
+    p.write_text('[sasrec]\ncausal = false\n[train]\nsamples = "prefixes"\n')
+    assert resolve_flags(load_config(p), None, {})[1]["causal"] is False
+    assert resolve_flags(load_config(p), None, {"causal": True})[1]["causal"] is True
+    with pytest.raises(ConfigError, match="needs samples = \"prefixes\": with samples = 'positions'"):
+        resolve_flags(load_config(p), None, {"samples": "positions"})
+    p.write_text('[sasrec]\ncausal = "no"\n')
+    with pytest.raises(ConfigError, match="causal must be true or false, not 'no'"):
+        resolve_flags(load_config(p), None, {})

@@ -39,6 +39,26 @@ def test_lowpass_bundle_exports_with_parity(tiny_data, tmp_path: Path) -> None: 
     assert load_bundle(tmp_path / "lp").manifest.version == r.manifest.version
 
 
+def test_bidirectional_bundle_has_no_step_model_and_serves_its_encoder(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from serving.step_encoder import STEP_FILES
+    from training.export.bundle import export_step_models
+    from training.models.train import TrainConfig
+    from training.pipeline import train_and_export
+
+    r = train_and_export(tiny_data, tmp_path / "bi", {"max_len": 20, "dim": 16, "layers": 2, "causal": False},
+                         TrainConfig(epochs=1, patience=1, batch_size=64, samples="prefixes"), progress=False)
+    assert r.manifest.metrics["onnx_parity_max_abs_diff"] <= REFERENCE_ATOL
+    assert r.manifest.model_config["causal"] is False
+    assert not any((tmp_path / "bi" / f).exists() for f in STEP_FILES)
+    b = load_bundle(tmp_path / "bi", cache_mb=64.0)
+    assert b.step is None
+    seqs = np.array([[0, 0, 1, 2, 3], [0, 0, 0, 4, 5]], dtype=np.int64)
+    assert np.isfinite(b.encoder.encode(seqs)).all()
+    model = SASRec(SASRecConfig(num_items=10, max_len=8, dim=16, causal=False))
+    with pytest.raises(ExportError, match="needs causal attention"):
+        export_step_models(model, tmp_path, [[1, 2, 3]])
+
+
 def test_onnx_encoder_accepts_any_length_up_to_max_len(tiny_bundle_dir: Path) -> None:
     b = load_bundle(tiny_bundle_dir)
     full = np.zeros((2, b.max_len), dtype=np.int64)

@@ -126,3 +126,24 @@ def test_two_tower_with_an_item_tower_freezes_to_the_same_outputs() -> None:
         assert plain.attr_emb is None
         assert torch.allclose(plain(seqs), m(seqs), atol=1e-5)
         assert torch.allclose(plain.item_vectors(), m.item_vectors(), atol=1e-6)
+
+
+def test_bidirectional_attention_lets_earlier_positions_read_later_items() -> None:
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2, lowpass=0.5,
+                            causal=False)).eval()
+    seqs = torch.tensor([[0] * 8 + [3, 4, 5, 6], [0] * 10 + [7, 8]])
+    later = seqs.clone()
+    later[0, -1] = 9
+    with torch.no_grad():
+        full = m.hidden(seqs)
+        assert torch.allclose(m(seqs), full[:, -1], atol=1e-5)
+        assert torch.allclose(m(seqs[:, -4:]), full[:, -1], atol=1e-5)  # pads are still never read
+        changed = m.hidden(later)
+    assert not torch.allclose(changed[0, -2], full[0, -2], atol=1e-4)  # an earlier position moved
+    assert torch.allclose(changed[1], full[1], atol=1e-6)  # the other row did not
+
+
+def test_causal_must_be_a_boolean() -> None:
+    with pytest.raises(TypeError, match="causal must be true or false"):
+        SASRecConfig(num_items=5, causal="no")  # type: ignore[arg-type]
