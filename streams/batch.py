@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -44,10 +44,46 @@ class Record:
     topic: str
     partition: int
     offset: int
+    # The record's own timestamp in seconds (as the producer or broker set it, as Faust
+    # gives it) and headers, kept for its dead letter: None / () where there are none.
+    timestamp_s: float | None = None
+    headers: Any = ()
 
 
 # Room left in a dead letter for everything but the original bytes (reason, origin, hashes).
-_LETTER_OVERHEAD = 4096
+_LETTER_OVERHEAD = 6144
+# Of that room, what the original record's headers may take (base64 included); larger
+# headers are left out of the letter and ``headers_truncated`` says so.
+_HEADERS_ROOM = 2048
+
+
+def _header_pairs(headers: Any) -> list[tuple[str, bytes | None]]:
+    """Kafka headers as (name, value) pairs, from the shapes clients give: a mapping, or a
+    sequence of pairs; a name given as bytes is decoded."""
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = []
+    for name, value in items:
+        if isinstance(name, bytes | bytearray):
+            name = bytes(name).decode("utf-8", "replace")
+        if isinstance(value, str):
+            value = value.encode()
+        pairs.append((str(name), None if value is None else bytes(value)))
+    return pairs
+
+
+def _letter_headers(headers: Any) -> tuple[list[dict[str, str | None]], bool]:
+    """The record's headers for its dead letter, and whether they were left out for size."""
+    out: list[dict[str, str | None]] = []
+    size = 0
+    for name, value in _header_pairs(headers):
+        v = None if value is None else base64.b64encode(value).decode()
+        size += len(name) + len(v or "") + 32
+        if size > _HEADERS_ROOM:
+            return [], True
+        out.append({"key": name, "value_b64": v})
+    return out, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +107,15 @@ class DeadLetter:
         value = r.value[: max(0, room - len(key or b""))] if r.value is not None else None
         truncated = (key is not None and len(key) != len(r.key or b"")) or \
             (value is not None and len(value) != len(r.value or b""))
+        headers, headers_cut = _letter_headers(r.headers)
         return orjson.dumps({
             "reason": self.reason[:1024],
             "topic": r.topic,
             "partition": r.partition,
             "offset": r.offset,
+            "timestamp": None if r.timestamp_s is None or r.timestamp_s < 0 else round(r.timestamp_s * 1000),
+            "headers": headers,
+            "headers_truncated": headers_cut,
             "key": None if key is None else key.decode("utf-8", "replace"),
             "key_b64": None if key is None else base64.b64encode(key).decode(),
             "value_b64": None if value is None else base64.b64encode(value).decode(),

@@ -81,8 +81,8 @@ class ItemUpdates:
             try:
                 good.append(decode_item(m.key, m.value, self.settings.max_event_bytes))
             except EventError as e:
-                dead.append(DeadLetter(Record(m.key, m.value, m.topic, m.partition, m.offset),
-                                       e.reason, e.kind))
+                dead.append(DeadLetter(Record(m.key, m.value, m.topic, m.partition, m.offset,
+                                              _seconds(m.timestamp), m.headers), e.reason, e.kind))
         if dead:
             for d in dead:
                 self.metrics.dead_lettered.labels(f"item_{d.kind}").inc()
@@ -106,3 +106,8 @@ class ItemUpdates:
         if self.catalogue.records:
             log.info("catalogue rebuilt for %s: %d new items live, %d not embeddable",
                      bundle.version, live.size, live.unembedded)
+
+
+def _seconds(timestamp_ms: int | None) -> float | None:
+    """aiokafka's record timestamp (ms) as Faust gives it (s)."""
+    return None if timestamp_ms is None or timestamp_ms < 0 else timestamp_ms / 1000

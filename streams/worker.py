@@ -82,8 +82,8 @@ class ClickWorker:
         step that must be ordered. What it returns is what ``finish`` needs.
         """
         taken = time.monotonic()
-        records = [Record(e.message.key, e.value, e.message.topic, e.message.partition,
-                          e.message.offset) for e in events]
+        records = [Record(m.key, e.value, m.topic, m.partition, m.offset, m.timestamp, m.headers)
+                   for e in events for m in (e.message,)]
         epoch = await self.ctx.fencing.current()
         out = apply_batch(self.ctx.table, records, self.ctx.rules, epoch, self.ctx.marks,
                           self.ctx.end_offset)
@@ -169,8 +169,8 @@ class ClickWorker:
             try:
                 imp = decode_impression(msg.key, e.value, self.ctx.rules.max_event_bytes)
             except EventError as err:
-                dead.append(DeadLetter(Record(msg.key, e.value, msg.topic, msg.partition,
-                                              msg.offset), err.reason, err.kind))
+                dead.append(DeadLetter(Record(msg.key, e.value, msg.topic, msg.partition, msg.offset,
+                                              msg.timestamp, msg.headers), err.reason, err.kind))
                 continue
             if imp.shown is None:
                 continue

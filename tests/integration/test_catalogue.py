@@ -90,6 +90,7 @@ def test_a_new_item_is_retrieved_without_retraining_and_a_withdrawn_one_leaves_e
 
     letters = [orjson.loads(v) for _, v in consume(s.kafka_bootstrap, s.dlq_topic, 1)]
     assert [x["key"] for x in letters] == ["bad"] and letters[0]["topic"] == s.items_topic
+    assert letters[0]["timestamp"] > 1_700_000_000_000 and letters[0]["headers"] == []  # aiokafka's ms
 
 
 def test_the_catalogue_survives_a_restart(

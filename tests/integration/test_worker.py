@@ -75,18 +75,36 @@ def test_malformed_events_go_to_dead_letter_and_good_ones_still_flow(
     records = [click("good-1", "g1", item)] + bad[:2] + [click("good-2", "g2", item)] + bad[2:] + \
         [click("good-1", "g3", item)]
     asyncio.run(send_raw(s.kafka_bootstrap, s.clicks_topic, records))
-    st = w.wait_events(len(records))
-    assert int(st["dead_lettered"]) == 4 and int(st["applied"]) == 3
+    traced = b'{"event_id": "x4", "user_id": "u-bad"}'  # the record's own time and headers are kept
 
-    letters = [orjson.loads(v) for _, v in consume(s.kafka_bootstrap, s.dlq_topic, 4)]
-    assert len(letters) == 4
+    async def send_traced() -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(s.clicks_topic, traced, key=b"u-bad", timestamp_ms=1_700_000_000_123,
+                                         headers=[("trace-id", b"t-1"), ("empty", b"")])
+        finally:
+            await producer.stop()
+
+    asyncio.run(send_traced())
+    st = w.wait_events(len(records) + 1)
+    assert int(st["dead_lettered"]) == 5 and int(st["applied"]) == 3
+
+    letters = [orjson.loads(v) for _, v in consume(s.kafka_bootstrap, s.dlq_topic, 5)]
+    assert len(letters) == 5
     reasons = sorted(x["reason"].split(":")[0] for x in letters)
     assert reasons == [f"event is {len(bad[3][1])} bytes, limit is 2048", "invalid event", "invalid event",
-                       "malformed JSON"]
-    originals = {base64.b64decode(x["value_b64"]) for x in letters}
-    assert originals == {v for _, v in bad}
+                       "invalid event", "malformed JSON"]
+    originals = {base64.b64decode(x["value_b64"]): x for x in letters}
+    assert set(originals) == {v for _, v in bad} | {traced}
     assert all(x["topic"] == s.clicks_topic and x["offset"] >= 0 and x["partition"] >= 0
                for x in letters)
+    assert originals[traced]["timestamp"] == 1_700_000_000_123
+    assert originals[traced]["headers"] == [{"key": "trace-id", "value_b64": base64.b64encode(b"t-1").decode()},
+                                            {"key": "empty", "value_b64": ""}]
+    assert originals[bad[0][1]]["headers"] == [] and originals[bad[0][1]]["timestamp"] > 1_700_000_000_123
     reader = RecsReader.from_url(s.redis_url.get_secret_value(), s.key_prefix)
     assert reader.get_recommendations("good-1").last_event_id == "g3"  # type: ignore[union-attr]
     assert reader.get_recommendations("good-2") is not None

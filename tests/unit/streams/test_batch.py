@@ -177,6 +177,23 @@ def test_oversized_dead_letter_is_truncated_with_hash_and_size() -> None:
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("clicks", 1, 99)
 
 
+def test_dead_letter_keeps_the_records_time_and_headers_in_every_client_shape() -> None:
+    def letter(**kw: object) -> dict[str, object]:
+        return orjson.loads(DeadLetter(Record(b"k", b"{bad", "clicks", 1, 2, **kw), "r").encode("w"))  # type: ignore[arg-type]
+
+    assert letter()["timestamp"] is None and letter()["headers"] == []
+    assert letter(timestamp_s=1_700_000_000.123)["timestamp"] == 1_700_000_000_123
+    assert letter(timestamp_s=-0.001)["timestamp"] is None  # Kafka's "no timestamp" (-1 ms)
+    pairs = [("trace", b"\x00\xff"), ("none", None)]
+    want = [{"key": "trace", "value_b64": base64.b64encode(b"\x00\xff").decode()}, {"key": "none", "value_b64": None}]
+    assert letter(headers=pairs)["headers"] == want  # aiokafka, Faust: (str, bytes) pairs
+    assert letter(headers=dict(pairs))["headers"] == want  # a mapping
+    assert letter(headers=[(b"trace", b"\x00\xff"), (b"none", None)])["headers"] == want  # bytes names
+    big = letter(headers=[("h", b"x" * 4000)])
+    assert big["headers"] == [] and big["headers_truncated"] is True
+    assert letter(headers=pairs)["headers_truncated"] is False
+
+
 def test_small_dead_letter_is_whole() -> None:
     letter = orjson.loads(DeadLetter(Record(b"k", b"{bad", "clicks", 1, 2), "r").encode("w"))
     assert letter["truncated"] is False and base64.b64decode(letter["value_b64"]) == b"{bad"
