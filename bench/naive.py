@@ -28,7 +28,7 @@ from training.models.retrieval import SASRec, SASRecConfig
 
 
 async def main() -> None:
-    s = Settings()
+    s = Settings.from_env()
     torch.set_num_threads(s.compute_threads)
     ckpt = torch.load(torch_weights(s.bundle_path), weights_only=True)
     model = SASRec(SASRecConfig(**ckpt["config"])).eval()

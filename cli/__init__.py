@@ -13,7 +13,9 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cli.base import app
@@ -32,7 +34,11 @@ def main() -> None:
     except StreamrecError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(1)
-    except (RedisConnectionError, RedisTimeoutError) as e:  # a command that reads or writes Redis
+    except RedisAuthenticationError as e:  # before ConnectionError, its base class
+        typer.secho(f"error: Redis refused the credentials ({e}); check the user and password in "
+                    "STREAMREC_REDIS_URL or STREAMREC_REDIS_PASSWORD_FILE", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except (RedisConnectionError, RedisTimeoutError, RedisClusterException) as e:  # Redis unreachable
         typer.secho(f"error: Redis is unreachable ({type(e).__name__}: {e}); check STREAMREC_REDIS_URL "
                     "and that Redis runs", fg=typer.colors.RED, err=True)
         sys.exit(1)

@@ -308,21 +308,37 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url_is_a_redis_url(cls, v: SecretStr) -> SecretStr:
-        """The checks redis-py makes when it connects, made at start-up with the variable's
-        name; the message never quotes the URL, which may hold a password."""
-        from urllib.parse import urlsplit
+        """What redis-py refuses when it connects, refused at start-up with the variable's
+        name (redis-py's own parser), plus a database path that is not a number, which
+        redis-py would silently read as database 0. The messages never quote the URL, which
+        may hold a password."""
+        from urllib.parse import unquote, urlsplit
 
+        from redis.connection import parse_url
+
+        url = v.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            scheme = url.partition("://")[0] if "://" in url else ""
+            shown = f"{scheme}://" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,15}", scheme) else \
+                "a URL without a scheme"
+            raise ConfigError(f"STREAMREC_REDIS_URL must start with redis://, rediss:// or unix:// "
+                              f"(in lower case), not {shown}")
+        hint = "(percent-encode / # ? @ in a user name or password)"
         try:
-            u = urlsplit(v.get_secret_value())
-            u.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+            options = parse_url(url)
         except ValueError as e:
-            raise ConfigError(f"STREAMREC_REDIS_URL is not a valid URL: {e}") from None
-        if u.scheme not in ("redis", "rediss", "unix"):
-            shown = f"{u.scheme}://" if "://" in v.get_secret_value() else "a URL without a scheme"
-            raise ConfigError(f"STREAMREC_REDIS_URL must start with redis://, rediss:// or unix://, not {shown}")
-        db = u.path.strip("/")
-        if u.scheme != "unix" and db and not db.isdigit():
-            raise ConfigError(f"STREAMREC_REDIS_URL: the database must be a number, not {db!r}")
+            said = str(e)
+            if said.startswith("Invalid value for '"):  # names the query option, not its value
+                detail = said.rstrip(".")
+            elif "Port" in said:
+                detail = "its port is not a number from 0 to 65535"
+            else:
+                detail = "redis-py cannot parse it"
+            raise ConfigError(f"STREAMREC_REDIS_URL: {detail} {hint}") from None
+        db = options.get("db")  # from ?db= or, where that is absent, from a path that is a number
+        path = unquote(urlsplit(url).path).replace("/", "").strip()
+        if (db is None and path and not url.startswith("unix://")) or (isinstance(db, int) and db < 0):
+            raise ConfigError(f"STREAMREC_REDIS_URL: its database is not a number from 0 up {hint}")
         return v
 
     @field_validator("key_prefix")
@@ -336,6 +352,15 @@ class Settings(BaseSettings):
         if v is not None:
             web_token_list(v)  # raises on a malformed list
         return v
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """The settings from the environment; a value that does not validate raises
+        :class:`ConfigError` naming its variable (:func:`describe_validation_error`)."""
+        try:
+            return cls()
+        except ValidationError as e:
+            raise ConfigError(f"invalid settings: {describe_validation_error(e)}") from None
 
     @property
     def web_token_values(self) -> tuple[str, ...]:

@@ -167,7 +167,7 @@ def create_app(settings: Settings) -> faust.App:
 def __getattr__(name: str) -> faust.App:
     """``streams.app.app``: the app built from the environment (``faust -A streams.app``)."""
     if name == "app":
-        built = create_app(Settings())
+        built = create_app(Settings.from_env())
         globals()["app"] = built
         return built
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

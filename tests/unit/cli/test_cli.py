@@ -144,6 +144,41 @@ def test_an_unreachable_redis_is_one_error_line_not_a_traceback(monkeypatch: pyt
     assert "Traceback" not in err and "hunter2" not in err
 
 
+def test_refused_credentials_and_an_unreachable_cluster_are_one_line_each(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import sys
+
+    from redis.exceptions import AuthenticationError
+
+    from cli import main
+    from serving.reader import RecsReader
+
+    def refuse(*_: object, **__: object) -> RecsReader:
+        raise AuthenticationError("invalid username-password pair or user is disabled.")
+
+    settings.cache_clear()
+    monkeypatch.setattr(sys, "argv", ["streamrec", "status"])
+    with monkeypatch.context() as m:
+        m.setattr(RecsReader, "from_url", refuse)
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    assert exit_.value.code == 1
+    assert "error: Redis refused the credentials (invalid username-password pair" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.cache_clear()
+    monkeypatch.setenv("STREAMREC_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("STREAMREC_REDIS_URL", f"redis://u:hunter2@127.0.0.1:{port}/0")
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    settings.cache_clear()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "error: Redis is unreachable (RedisClusterException" in err
+    assert "Traceback" not in err and "hunter2" not in err
+
+
 def test_invalid_settings_name_their_variables(monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     import sys

@@ -74,10 +74,15 @@ def test_validation_errors_name_the_variables_that_set_them(monkeypatch: pytest.
 
 
 @pytest.mark.parametrize(("url", "message"), [
-    ("foo://u:hunter2@x", "must start with redis://, rediss:// or unix://, not foo://"),
+    ("foo://u:hunter2@x", "must start with redis://, rediss:// or unix:// \\(in lower case\\), not foo://"),
+    ("REDIS://u:hunter2@x", "not REDIS://"),
     ("localhost:6379", "not a URL without a scheme"),
-    ("redis://u:hunter2@h:abc/0", "is not a valid URL: Port could not be cast"),
-    ("redis://u:hunter2@h:6379/x", "the database must be a number, not 'x'"),
+    ("redis://u:hunter2@h:abc/0", "its port is not a number from 0 to 65535"),
+    ("redis://u:pa/hunter2@h:6379/0", "its port is not a number"),  # an unencoded / in the password
+    ("redis://u:1234/hunter2@h:6379/0", "its database is not a number from 0 up"),
+    ("redis://u:hunter2@h:6379/x", "its database is not a number"),
+    ("redis://u:hunter2@h:6379/-1", "its database is not a number"),
+    ("redis://u:hunter2@h?db=x", "Invalid value for 'db' in connection URL"),
 ])
 def test_a_bad_redis_url_is_refused_at_start_up_without_its_password(url: str, message: str) -> None:
     from pydantic import SecretStr
@@ -85,5 +90,18 @@ def test_a_bad_redis_url_is_refused_at_start_up_without_its_password(url: str, m
     with pytest.raises(ConfigError, match=message) as info:
         Settings(redis_url=SecretStr(url))
     assert "hunter2" not in str(info.value)
-    for good in ("redis://h:6379/0", "rediss://u:p@h", "redis:///1", "unix:///tmp/redis.sock"):
-        assert Settings(redis_url=SecretStr(good)).redis_url.get_secret_value() == good
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://u:p@h", "redis:///1", "redis://h/",
+                                 "unix:///tmp/redis.sock", "unix:///s?db=1", "redis://[::1]:6379/0",
+                                 "redis://h:6379/%31", "rediss://u:p%2Fq@h:6380/2?ssl_cert_reqs=none"])
+def test_every_url_redis_py_accepts_is_accepted(url: str) -> None:
+    from pydantic import SecretStr
+
+    assert Settings(redis_url=SecretStr(url)).redis_url.get_secret_value() == url
+
+
+def test_settings_from_the_environment_raise_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMREC_TOP_N", "many")
+    with pytest.raises(ConfigError, match="invalid settings: STREAMREC_TOP_N='many': Input should be a valid integer"):
+        Settings.from_env()
