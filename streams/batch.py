@@ -78,11 +78,11 @@ def _letter_headers(headers: Any) -> tuple[list[dict[str, str | None]], bool]:
     out: list[dict[str, str | None]] = []
     size = 0
     for name, value in _header_pairs(headers):
-        v = None if value is None else base64.b64encode(value).decode()
-        size += len(name) + len(v or "") + 32
+        entry = {"key": name, "value_b64": None if value is None else base64.b64encode(value).decode()}
+        size += len(orjson.dumps(entry)) + 1  # as written: escapes and the comma included
         if size > _HEADERS_ROOM:
             return [], True
-        out.append({"key": name, "value_b64": v})
+        out.append(entry)
     return out, False
 
 
@@ -105,26 +105,44 @@ class DeadLetter:
         room = max(0, (max_bytes - _LETTER_OVERHEAD) * 3 // 4)  # base64 grows 4/3
         key = r.key[: min(len(r.key), 1024, room)] if r.key is not None else None
         value = r.value[: max(0, room - len(key or b""))] if r.value is not None else None
-        truncated = (key is not None and len(key) != len(r.key or b"")) or \
-            (value is not None and len(value) != len(r.value or b""))
         headers, headers_cut = _letter_headers(r.headers)
-        return orjson.dumps({
-            "reason": self.reason[:1024],
-            "topic": r.topic,
-            "partition": r.partition,
-            "offset": r.offset,
-            "timestamp": None if r.timestamp_s is None or r.timestamp_s < 0 else round(r.timestamp_s * 1000),
-            "headers": headers,
-            "headers_truncated": headers_cut,
-            "key": None if key is None else key.decode("utf-8", "replace"),
-            "key_b64": None if key is None else base64.b64encode(key).decode(),
-            "value_b64": None if value is None else base64.b64encode(value).decode(),
-            "value_bytes": None if r.value is None else len(r.value),
-            "value_sha256": None if r.value is None else hashlib.sha256(r.value).hexdigest(),
-            "truncated": truncated,
-            "failed_at": int(time.time() * 1000),
-            "worker": worker_id,
-        })
+        reason = self.reason[:1024]
+        failed_at = int(time.time() * 1000)
+        # The first cut is an estimate: JSON escapes a control character in six bytes, so a
+        # reason, key or header of them can be larger than it looks. The letter is measured
+        # and cut further until it fits: the value, then the key, the headers, the reason.
+        while True:
+            letter = orjson.dumps({
+                "reason": reason,
+                "topic": r.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "timestamp": None if r.timestamp_s is None or r.timestamp_s < 0 else round(r.timestamp_s * 1000),
+                "headers": headers,
+                "headers_truncated": headers_cut,
+                "key": None if key is None else key.decode("utf-8", "replace"),
+                "key_b64": None if key is None else base64.b64encode(key).decode(),
+                "value_b64": None if value is None else base64.b64encode(value).decode(),
+                "value_bytes": None if r.value is None else len(r.value),
+                "value_sha256": None if r.value is None else hashlib.sha256(r.value).hexdigest(),
+                "truncated": (key is not None and len(key) != len(r.key or b""))
+                or (value is not None and len(value) != len(r.value or b"")),
+                "failed_at": failed_at,
+                "worker": worker_id,
+            })
+            excess = len(letter) - max_bytes
+            if excess <= 0:
+                return letter
+            if value:
+                value = value[: max(0, len(value) - (excess * 3 // 4 + 3))]
+            elif key:
+                key = key[: len(key) // 2]
+            elif headers:
+                headers, headers_cut = [], True
+            elif len(reason) > 64:
+                reason = reason[: len(reason) // 2]
+            else:  # only the origin and the fixed fields are left: a limit below their size
+                return letter
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 
 import orjson
+import pytest
 
 from streamrec.session import Session, SessionRules
 from streams.batch import DeadLetter, Record, apply_batch
@@ -207,3 +208,18 @@ def test_each_applied_click_names_its_user_in_step_with_its_item() -> None:
                               rec("u1", "a", "i1", 2), rec("u1", "c", "i3", 3)], RULES)
     assert list(zip(out.clickers, out.clicked, strict=True)) == [("u1", "i1"), ("u2", "i2"),
                                                                 ("u1", "i3")]
+
+
+@pytest.mark.parametrize("max_bytes", [8192, 100_000, 262_144])
+def test_a_dead_letter_of_escaped_characters_still_fits_its_limit(max_bytes: int) -> None:
+    """JSON writes a control character in six bytes: a reason, key and header names of them
+    are measured as written, not as characters."""
+    worst = Record(b"\x01" * 5000, b"\x01" * 3_000_000, "clicks", 1, 2,
+                   headers=[("\x01" * 300, b"\x01" * 300)] * 10)
+    out = DeadLetter(worst, "\x01" * 5000).encode("w", max_bytes=max_bytes)
+    assert len(out) <= max_bytes
+    letter = orjson.loads(out)
+    assert letter["truncated"] is True and letter["value_bytes"] == 3_000_000
+    assert base64.b64decode(letter["value_b64"]) == b"\x01" * len(base64.b64decode(letter["value_b64"]))
+    one_header = Record(b"k", b"{bad", "clicks", 1, 2, headers=[("\x01" * 1000, b"")])
+    assert orjson.loads(DeadLetter(one_header, "r").encode("w"))["headers_truncated"] is True
