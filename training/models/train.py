@@ -248,6 +248,9 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
     """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10.
     With ``ctx``, each rank trains on its piece of every batch and DDP averages the
     gradients; the stopping decision is rank 0's."""
+    if not getattr(mcfg, "causal", True) and cfg.samples != "prefixes":
+        raise ValueError(f"bidirectional attention needs prefix samples, not {cfg.samples!r}: "
+                         "a position would read the items it must predict")
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

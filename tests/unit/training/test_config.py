@@ -69,3 +69,12 @@ def test_bidirectional_attention_needs_prefix_samples_and_a_boolean(tmp_path: Pa
     p.write_text('[sasrec]\ncausal = "no"\n')
     with pytest.raises(ConfigError, match="causal must be true or false, not 'no'"):
         resolve_flags(load_config(p), None, {})
+
+
+def test_training_refuses_bidirectional_attention_without_prefix_samples(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    from training.models.train import TrainConfig
+    from training.pipeline import train_and_export
+
+    with pytest.raises(ValueError, match="bidirectional attention needs prefix samples, not 'positions'"):
+        train_and_export(tiny_data, Path("/nonexistent/never-written"), {"max_len": 20, "dim": 16, "causal": False},
+                         TrainConfig(epochs=1, batch_size=64), progress=False)
