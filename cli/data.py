@@ -110,6 +110,7 @@ def train(
     lowpass: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Share of the causal low-pass branch per block (0 = plain SASRec).")] = None,
     positions: Annotated[Positions | None, typer.Option(help="SASRec's positions: from the window's first item (start: the bundle gets a step model) or back from the newest (end).")] = None,
     causal: Annotated[bool | None, typer.Option("--causal/--bidirectional", help="SASRec's attention: each position reads the items before it (the bundle gets a step model), or every item of the window (needs --samples prefixes).")] = None,
+    lowpass_freqs: Annotated[int | None, typer.Option(min=0, help="The low-pass part: 0, the running mean; C, the window's lowest C frequencies (BSARec's filter; needs --bidirectional).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
@@ -130,7 +131,7 @@ def train(
              "loss": loss.value if loss else None, "negatives": negatives,
              "hard_negatives": hard_negatives, "impression_negatives": impression_negatives, "refit": refit, "mask_seen": mask_seen,
              "samples": samples.value if samples else None, "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
-             "lowpass": lowpass, "positions": positions.value if positions else None, "causal": causal, "seed": seed,
+             "lowpass": lowpass, "positions": positions.value if positions else None, "causal": causal, "lowpass_freqs": lowpass_freqs, "seed": seed,
              "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -271,6 +272,7 @@ def protocol(
     lowpass: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
     positions: Annotated[Positions | None, typer.Option(help="SASRec's positions (as train's --positions).")] = None,
     causal: Annotated[bool | None, typer.Option("--causal/--bidirectional", help="SASRec's attention (as train's --causal/--bidirectional).")] = None,
+    lowpass_freqs: Annotated[int | None, typer.Option(min=0, help="As train's --lowpass-freqs.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="One line per epoch.")] = False,
 ) -> None:
     """Leak-proof quality figures: per seed, settings chosen on validation, test scored once, no refit and refit rows."""
@@ -288,7 +290,7 @@ def protocol(
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
              "samples": samples.value if samples else None, "max_len": max_len,
              "dropout": dropout, "lowpass": lowpass, "positions": positions.value if positions else None,
-             "causal": causal}
+             "causal": causal, "lowpass_freqs": lowpass_freqs}
     try:
         protocol_config(config, flags)  # a bad configuration fails before any data is read
         sequences = load_dataset(data)

@@ -3,7 +3,7 @@
 A file has a top-level ``model`` and one table per part::
 
     model = "sasrec"          # sasrec | twotower | bpr | pop
-    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, positions, causal, id_dropout
+    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, lowpass_freqs, positions, causal, id_dropout
     [twotower] max_len, dim, hidden, dropout, id_dropout
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
@@ -102,6 +102,9 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
     causal = mcfg.get("causal", True)
     if chosen == "sasrec" and not isinstance(causal, bool):
         raise ConfigError(f"causal must be true or false, not {causal!r}")
+    if chosen == "sasrec" and mcfg.get("lowpass_freqs") and causal:
+        raise ConfigError("lowpass_freqs reads the whole window: it needs bidirectional attention "
+                          "(causal = false, --bidirectional)")
     if chosen == "sasrec" and not causal and tcfg.samples != "prefixes":
         raise ConfigError("bidirectional attention (causal = false) needs samples = \"prefixes\": "
                           f"with samples = {tcfg.samples!r} a position would read the items it must predict")

@@ -43,6 +43,10 @@ class SASRecConfig:
     # running mean of the block's input up to each position; a learned per-dimension
     # beta rescales what is left (the high-frequency part).
     lowpass: float = 0.0
+    # The low-pass part: 0, the running mean (causal, with a step model); c > 0, BSARec's
+    # filter, the window's lowest c frequencies (of a window max_len long), which reads the
+    # whole window and so needs bidirectional attention (causal = False).
+    lowpass_freqs: int = 0
     # Item tower (module docstring): the attribute vocabulary size (0 = no tower), the
     # most attributes per item, and the share of items whose ID part each step drops.
     attributes: int = 0
@@ -66,12 +70,32 @@ class SASRecConfig:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
         if not isinstance(self.causal, bool):
             raise TypeError(f"causal must be true or false, not {self.causal!r}")
+        if self.lowpass_freqs:
+            if self.causal:
+                raise ValueError("lowpass_freqs reads the whole window: it needs causal = false")
+            if not 1 <= self.lowpass_freqs <= self.max_len // 2 + 1:
+                raise ValueError(f"lowpass_freqs must be from 1 to max_len // 2 + 1 = {self.max_len // 2 + 1}, "
+                                 f"not {self.lowpass_freqs}")
 
     def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)
 
 
 POSITIONS = ("end", "start")
+
+
+def lowpass_matrix(n: int, freqs: int) -> torch.Tensor:
+    """(n, n): ``P @ x`` keeps the lowest ``freqs`` frequencies of ``x`` (n positions, along
+    the first axis): ``irfft(rfft(x) * [1] * freqs + [0] * ..., n)``, written as one matrix so
+    that it exports as a product and reads any window up to n long (its last rows and columns)."""
+    t = torch.arange(n, dtype=torch.float64)
+    k = torch.arange(freqs, dtype=torch.float64)
+    weight = torch.full((freqs,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0  # the mean
+    if n % 2 == 0 and freqs == n // 2 + 1:
+        weight[-1] = 1.0  # the Nyquist frequency has no mirror
+    angle = 2 * math.pi * (t[:, None, None] - t[None, :, None]) * k / n
+    return ((weight * torch.cos(angle)).sum(-1) / n).to(torch.float32)
 
 
 class CausalSelfAttention(nn.Module):
@@ -111,6 +135,9 @@ class Block(nn.Module):
         self.lowpass = cfg.lowpass
         if self.lowpass:
             self.sqrt_beta = nn.Parameter(torch.ones(cfg.dim))
+        self.lowpass_matrix: torch.Tensor | None
+        self.register_buffer("lowpass_matrix", lowpass_matrix(cfg.max_len, cfg.lowpass_freqs)
+                             if cfg.lowpass and cfg.lowpass_freqs else None, persistent=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
                 count: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,7 +147,10 @@ class Block(nn.Module):
         """
         h = self.ln1(x)
         mean = None
-        if self.lowpass:
+        if self.lowpass_matrix is not None:  # pads are zero: the window's leading pad columns add nothing
+            L = x.shape[1]
+            mean = self.lowpass_matrix[-L:, -L:] @ x
+        elif self.lowpass:
             assert count is not None
             mean = x.cumsum(dim=1) / count.clamp(min=1)  # pads are zero: running mean of real items
         if last_only:

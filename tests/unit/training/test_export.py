@@ -45,15 +45,28 @@ def test_bidirectional_bundle_has_no_step_model_and_serves_its_encoder(tiny_data
     from training.models.train import TrainConfig
     from training.pipeline import train_and_export
 
-    r = train_and_export(tiny_data, tmp_path / "bi", {"max_len": 20, "dim": 16, "layers": 2, "causal": False},
+    r = train_and_export(tiny_data, tmp_path / "bi", {"max_len": 20, "dim": 16, "layers": 2, "causal": False,
+                                                      "lowpass": 0.5, "lowpass_freqs": 4},
                          TrainConfig(epochs=1, patience=1, batch_size=64, samples="prefixes"), progress=False)
     assert r.manifest.metrics["onnx_parity_max_abs_diff"] <= REFERENCE_ATOL
-    assert r.manifest.model_config["causal"] is False
+    assert r.manifest.model_config["causal"] is False and r.manifest.model_config["lowpass_freqs"] == 4
     assert not any((tmp_path / "bi" / f).exists() for f in STEP_FILES)
     b = load_bundle(tmp_path / "bi", cache_mb=64.0)
     assert b.step is None
-    seqs = np.array([[0, 0, 1, 2, 3], [0, 0, 0, 4, 5]], dtype=np.int64)
-    assert np.isfinite(b.encoder.encode(seqs)).all()
+    from training.export.bundle import export_onnx
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(num_items=30, max_len=20, dim=16, causal=False, lowpass=0.5,
+                                lowpass_freqs=4)).eval()
+    export_onnx(model, tmp_path / "bi.onnx")
+    enc = Encoder(make_session(tmp_path / "bi.onnx"))
+    seqs = np.zeros((2, 20), dtype=np.int64)
+    seqs[0, -3:], seqs[1, -12:] = [1, 2, 3], np.arange(4, 16)
+    for L in (20, 12, 5):  # the graph reads any window length as torch does
+        rows = seqs[:, -L:] if L >= 12 else seqs[:1, -L:]
+        with torch.no_grad():
+            want = model(torch.from_numpy(rows)).numpy()
+        assert np.abs(enc.encode(rows) - want).max() <= REFERENCE_ATOL, L
     model = SASRec(SASRecConfig(num_items=10, max_len=8, dim=16, causal=False))
     with pytest.raises(ExportError, match="needs causal attention"):
         export_step_models(model, tmp_path, [[1, 2, 3]])

@@ -128,10 +128,11 @@ def test_two_tower_with_an_item_tower_freezes_to_the_same_outputs() -> None:
         assert torch.allclose(plain.item_vectors(), m.item_vectors(), atol=1e-6)
 
 
-def test_bidirectional_attention_lets_earlier_positions_read_later_items() -> None:
+@pytest.mark.parametrize("freqs", [0, 3])
+def test_bidirectional_attention_lets_earlier_positions_read_later_items(freqs: int) -> None:
     torch.manual_seed(0)
     m = SASRec(SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2, lowpass=0.5,
-                            causal=False)).eval()
+                            causal=False, lowpass_freqs=freqs)).eval()
     seqs = torch.tensor([[0] * 8 + [3, 4, 5, 6], [0] * 10 + [7, 8]])
     later = seqs.clone()
     later[0, -1] = 9
@@ -147,3 +148,25 @@ def test_bidirectional_attention_lets_earlier_positions_read_later_items() -> No
 def test_causal_must_be_a_boolean() -> None:
     with pytest.raises(TypeError, match="causal must be true or false"):
         SASRecConfig(num_items=5, causal="no")  # type: ignore[arg-type]
+
+
+def test_the_lowpass_matrix_keeps_the_lowest_frequencies_of_any_window_up_to_its_size() -> None:
+    from training.models.retrieval import lowpass_matrix
+
+    torch.manual_seed(0)
+    for n, c in [(12, 3), (12, 7), (11, 6), (50, 5)]:
+        P = lowpass_matrix(n, c).double()
+        x = torch.randn(n, 4, dtype=torch.float64)
+        x[: n // 3] = 0  # a left-padded window
+        f = torch.fft.rfft(x, dim=0)
+        f[c:] = 0
+        assert torch.allclose(P @ x, torch.fft.irfft(f, n=n, dim=0), atol=1e-6)
+        L = n - n // 3  # the window cut to its real items reads the matrix's last rows and columns
+        assert torch.allclose(P[-L:, -L:] @ x[-L:], (P @ x)[-L:], atol=1e-12)
+
+
+def test_a_frequency_filter_needs_bidirectional_attention_and_a_frequency_in_range() -> None:
+    with pytest.raises(ValueError, match="needs causal = false"):
+        SASRecConfig(num_items=5, lowpass=0.5, lowpass_freqs=3)
+    with pytest.raises(ValueError, match="from 1 to max_len // 2 \\+ 1 = 6, not 7"):
+        SASRecConfig(num_items=5, max_len=10, lowpass=0.5, lowpass_freqs=7, causal=False)
