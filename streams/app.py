@@ -93,8 +93,7 @@ def worker_context(app: faust.App, settings: Settings) -> agents.WorkerContext:
 
     async def send_dead(letters: Sequence[DeadLetter]) -> None:
         for d in letters:
-            await topics.dead_letters.send(key=d.record.key, value=d.encode(worker_id,
-                                                                            settings.dead_letter_max_bytes))
+            await topics.dead_letters.send(key=d.key, value=d.encode(worker_id, settings.dead_letter_max_bytes))
 
     items = ItemUpdates(settings, holder, catalogue, send_dead, metrics)
     return agents.WorkerContext(

@@ -50,6 +50,8 @@ class Record:
     headers: Any = ()
 
 
+# The longest original key a dead letter is keyed by; a longer one is replaced by its hash.
+LETTER_KEY_MAX = 4096
 # Room left in a dead letter for everything but the original bytes (reason, origin, hashes).
 _LETTER_OVERHEAD = 6144
 # Of that room, what the original record's headers may take (base64 included); larger
@@ -91,6 +93,16 @@ class DeadLetter:
     record: Record
     reason: str
     kind: str = "invalid_event"  # EventError.kind: a fixed name, for metrics
+
+    @property
+    def key(self) -> bytes | None:
+        """The letter's record key: the original's, so a user's letters share a partition,
+        or, for a key over :data:`LETTER_KEY_MAX` bytes (which would take the letter past
+        what the broker accepts), its sha256 in hex."""
+        k = self.record.key
+        if k is not None and len(k) > LETTER_KEY_MAX:
+            return hashlib.sha256(k).hexdigest().encode()
+        return k
 
     def encode(self, worker_id: str, max_bytes: int = 262_144) -> bytes:
         """The dead-letter value: reason, origin, the original bytes, their size and sha256.

@@ -134,7 +134,7 @@ class ClickWorker:
         delay, failures = 0.1, 0
         while True:
             try:
-                futures = [await self.ctx.dlq.send(key=d.record.key,
+                futures = [await self.ctx.dlq.send(key=d.key,
                                                value=d.encode(self.ctx.worker_id, self.ctx.dead_letter_max_bytes))
                            for d in dead]
                 await asyncio.gather(*futures)

@@ -223,3 +223,14 @@ def test_a_dead_letter_of_escaped_characters_still_fits_its_limit(max_bytes: int
     assert base64.b64decode(letter["value_b64"]) == b"\x01" * len(base64.b64decode(letter["value_b64"]))
     one_header = Record(b"k", b"{bad", "clicks", 1, 2, headers=[("\x01" * 1000, b"")])
     assert orjson.loads(DeadLetter(one_header, "r").encode("w"))["headers_truncated"] is True
+
+
+def test_a_dead_letter_is_keyed_like_its_record_unless_the_key_is_too_long() -> None:
+    from streams.batch import LETTER_KEY_MAX
+
+    assert DeadLetter(Record(b"u1", b"{bad", "clicks", 1, 2), "r").key == b"u1"
+    assert DeadLetter(Record(None, b"{bad", "clicks", 1, 2), "r").key is None
+    long = b"k" * (LETTER_KEY_MAX + 1)
+    assert DeadLetter(Record(long, b"{bad", "clicks", 1, 2), "r").key == hashlib.sha256(long).hexdigest().encode()
+    edge = b"k" * LETTER_KEY_MAX
+    assert DeadLetter(Record(edge, b"{bad", "clicks", 1, 2), "r").key == edge
