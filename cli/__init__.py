@@ -39,8 +39,19 @@ def main() -> None:
                     "STREAMREC_REDIS_URL or STREAMREC_REDIS_PASSWORD_FILE", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except (RedisConnectionError, RedisTimeoutError, RedisClusterException) as e:  # Redis unreachable
-        typer.secho(f"error: Redis is unreachable ({type(e).__name__}: {e}); check STREAMREC_REDIS_URL "
-                    "and that Redis runs", fg=typer.colors.RED, err=True)
+        from serving.redis_store import cluster_refusal
+
+        why = cluster_refusal(e) if isinstance(e, RedisClusterException) else None
+        if why == "credentials":
+            message = (f"Redis Cluster refused the credentials ({e}); check the user and password in "
+                       "STREAMREC_REDIS_URL or STREAMREC_REDIS_PASSWORD_FILE")
+        elif why == "not_cluster":
+            message = ("STREAMREC_REDIS_CLUSTER=true, but the node STREAMREC_REDIS_URL names is not in "
+                       "cluster mode (set STREAMREC_REDIS_CLUSTER=false for a single Redis)")
+        else:
+            message = (f"Redis is unreachable ({type(e).__name__}: {e}); check STREAMREC_REDIS_URL "
+                       "and that Redis runs")
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except ValidationError as e:  # settings from the environment
         from streamrec.settings import describe_validation_error

@@ -262,6 +262,19 @@ def _sha1(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
+def cluster_refusal(e: redis.RedisClusterException) -> str | None:
+    """Why no seed node gave a cluster client the slots, where it is a refusal that will not
+    fix itself: ``"credentials"`` (the password or the ACL), ``"not_cluster"`` (the node is
+    not in cluster mode), or None (unreachable: it may come back). redis-py wraps the
+    node's own error, so it is read from the cause and the message."""
+    if isinstance(e.__cause__, (AuthenticationError, NoPermissionError)) or any(
+            x in str(e) for x in ("NOAUTH", "WRONGPASS", "NOPERM", "invalid username-password")):
+        return "credentials"
+    if "not enabled" in str(e):
+        return "not_cluster"
+    return None
+
+
 def check_redis(settings: Settings, timeout_s: float = 2.0) -> None:
     """Fail at start on a Redis that refuses us; go on (and wait later) if it is only down.
 
@@ -275,10 +288,7 @@ def check_redis(settings: Settings, timeout_s: float = 2.0) -> None:
         client = sync_client(url, settings.redis_cluster, socket_connect_timeout=timeout_s,
                              socket_timeout=timeout_s)
     except redis.RedisClusterException as e:  # no seed node told the client the cluster's slots
-        cause = e.__cause__
-        refused = isinstance(cause, (AuthenticationError, NoPermissionError)) or any(
-            x in str(e) for x in ("NOAUTH", "WRONGPASS", "NOPERM", "not enabled"))
-        if refused:
+        if cluster_refusal(e) is not None:
             raise ConfigError(f"Redis Cluster at {where} refused the worker ({e}); check "
                               "STREAMREC_REDIS_URL's user, password and ACL, and that it names "
                               "a cluster node") from None

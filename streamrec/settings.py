@@ -114,9 +114,10 @@ class Settings(BaseSettings):
     dedup_window: int = Field(64, ge=1, le=10_000)
     # at most 1 MiB: the HTTP server's body limit and the producer's request size
     max_event_bytes: int = Field(16_384, ge=64, le=1_048_576)
-    # Dead letters larger than this are cut (original size and sha256 kept): keep it under
-    # the broker's message.max.bytes (1 MiB by default) and the producer's request size.
-    dead_letter_max_bytes: int = Field(262_144, ge=8192, le=100 * 1024 * 1024)
+    # Dead letters larger than this are cut (original size and sha256 kept). At most 960 KiB:
+    # with the record key (up to 4 KiB) and the record's overhead a letter stays under the
+    # producer's request size (1,000,000 bytes); keep it under the broker's message.max.bytes too.
+    dead_letter_max_bytes: int = Field(262_144, ge=8192, le=983_040)
     compute_threads: int = Field(1, ge=1, le=64)
     # Per-user encoder state for bundles with a step model (serving.step_encoder), in MiB
     # per bundle held; least recently used users out first. 0 = encode every window whole.
@@ -300,9 +301,11 @@ class Settings(BaseSettings):
         if u.scheme not in ("redis", "rediss"):
             raise ConfigError("STREAMREC_REDIS_CLUSTER=true needs a redis:// or rediss:// "
                               "STREAMREC_REDIS_URL naming a node (no unix socket)")
-        if u.path.strip("/") not in ("", "0"):
-            raise ConfigError(f"STREAMREC_REDIS_CLUSTER=true: Redis Cluster has only database 0; "
-                              f"STREAMREC_REDIS_URL names database {u.path.strip('/')}")
+        from redis.connection import parse_url
+
+        if parse_url(self.redis_url.get_secret_value()).get("db") not in (None, 0):
+            raise ConfigError("STREAMREC_REDIS_CLUSTER=true: Redis Cluster has only database 0, and "
+                              "STREAMREC_REDIS_URL names another (in its path or ?db=)")
         return self
 
     @field_validator("redis_url")

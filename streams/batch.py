@@ -140,7 +140,7 @@ class DeadLetter:
                 "truncated": (key is not None and len(key) != len(r.key or b""))
                 or (value is not None and len(value) != len(r.value or b"")),
                 "failed_at": failed_at,
-                "worker": worker_id,
+                "worker": worker_id[:256],
             })
             excess = len(letter) - max_bytes
             if excess <= 0:

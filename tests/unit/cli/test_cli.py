@@ -179,6 +179,43 @@ def test_refused_credentials_and_an_unreachable_cluster_are_one_line_each(
     assert "Traceback" not in err and "hunter2" not in err
 
 
+def test_a_cluster_that_refuses_is_told_apart_from_one_that_is_down(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from redis.exceptions import AuthenticationError, RedisClusterException
+
+    from cli import main
+    from serving.reader import RecsReader
+
+    def wrapped(cause: Exception | None, text: str) -> RedisClusterException:
+        e = RedisClusterException(f"Redis Cluster cannot be connected. Please provide at least one reachable node: {text}")
+        e.__cause__ = cause
+        return e
+
+    said = {}
+    for name, error in {
+        "credentials": wrapped(AuthenticationError("invalid username-password pair"), "invalid username-password pair"),
+        "not_cluster": wrapped(None, "Cluster mode is not enabled on this node"),
+        "down": wrapped(None, "Error 111 connecting to 127.0.0.1:7000. Connection refused."),
+    }.items():
+        def fail(*_: object, error: Exception = error, **__: object) -> RecsReader:
+            raise error
+
+        settings.cache_clear()
+        monkeypatch.setattr(sys, "argv", ["streamrec", "status"])
+        with monkeypatch.context() as m:
+            m.setattr(RecsReader, "from_url", fail)
+            with pytest.raises(SystemExit) as exit_:
+                main()
+        assert exit_.value.code == 1
+        said[name] = capsys.readouterr().err
+    settings.cache_clear()
+    assert "error: Redis Cluster refused the credentials" in said["credentials"]
+    assert "is not in cluster mode (set STREAMREC_REDIS_CLUSTER=false" in said["not_cluster"]
+    assert "error: Redis is unreachable (RedisClusterException" in said["down"]
+
+
 def test_invalid_settings_name_their_variables(monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     import sys

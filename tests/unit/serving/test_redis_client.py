@@ -104,7 +104,11 @@ def test_a_cluster_url_names_a_node_of_database_0() -> None:
 
     ok = Settings(redis_cluster=True, redis_url="redis://10.0.0.5:7000")  # type: ignore[arg-type]
     assert ok.redis_cluster and Settings(redis_url="redis://h:6379/3").redis_cluster is False  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="database 3"):
-        Settings(redis_cluster=True, redis_url="redis://10.0.0.5:7000/3")  # type: ignore[arg-type]
+    for url in ("redis://10.0.0.5:7000/3", "redis://10.0.0.5:7000?db=1", "redis://u:80/42#x@h:7000/3"):
+        with pytest.raises(ConfigError, match="only database 0, and STREAMREC_REDIS_URL names another") as info:
+            Settings(redis_cluster=True, redis_url=url)  # type: ignore[arg-type]
+        assert "42" not in str(info.value)  # a piece of an unencoded password is never quoted
+    for url in ("redis://10.0.0.5:7000/0", "redis://10.0.0.5:7000/00", "redis://10.0.0.5:7000?db=0"):
+        assert Settings(redis_cluster=True, redis_url=url).redis_cluster  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unix socket"):
         Settings(redis_cluster=True, redis_url="unix:///tmp/redis.sock")  # type: ignore[arg-type]

@@ -105,3 +105,11 @@ def test_settings_from_the_environment_raise_one_config_error(monkeypatch: pytes
     monkeypatch.setenv("STREAMREC_TOP_N", "many")
     with pytest.raises(ConfigError, match="invalid settings: STREAMREC_TOP_N='many': Input should be a valid integer"):
         Settings.from_env()
+
+
+def test_a_dead_letter_limit_the_producer_cannot_send_is_refused() -> None:
+    from pydantic import ValidationError
+
+    assert Settings(dead_letter_max_bytes=983_040).dead_letter_max_bytes == 983_040
+    with pytest.raises(ValidationError, match="(?s)dead_letter_max_bytes.*less than or equal to 983040"):
+        Settings(dead_letter_max_bytes=1_048_000)

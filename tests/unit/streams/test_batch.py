@@ -221,6 +221,8 @@ def test_a_dead_letter_of_escaped_characters_still_fits_its_limit(max_bytes: int
     letter = orjson.loads(out)
     assert letter["truncated"] is True and letter["value_bytes"] == 3_000_000
     assert base64.b64decode(letter["value_b64"]) == b"\x01" * len(base64.b64decode(letter["value_b64"]))
+    assert len(DeadLetter(Record(b"k", b"v" * 100, "clicks", 0, 1), "bad").encode("\x01" * 8000, max_bytes)) \
+        <= max_bytes  # a long worker id is cut too
     one_header = Record(b"k", b"{bad", "clicks", 1, 2, headers=[("\x01" * 1000, b"")])
     assert orjson.loads(DeadLetter(one_header, "r").encode("w"))["headers_truncated"] is True
 
