@@ -102,9 +102,17 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
     causal = mcfg.get("causal", True)
     if chosen == "sasrec" and not isinstance(causal, bool):
         raise ConfigError(f"causal must be true or false, not {causal!r}")
-    if chosen == "sasrec" and mcfg.get("lowpass_freqs") and causal:
-        raise ConfigError("lowpass_freqs reads the whole window: it needs bidirectional attention "
-                          "(causal = false, --bidirectional)")
+    freqs = mcfg.get("lowpass_freqs", 0)
+    if chosen == "sasrec" and freqs:
+        most = mcfg.get("max_len", 50) // 2 + 1
+        if not isinstance(freqs, int) or isinstance(freqs, bool) or not 1 <= freqs <= most:
+            raise ConfigError(f"lowpass_freqs must be a whole number from 0 to max_len // 2 + 1 = {most}, "
+                              f"not {freqs!r}")
+        if not mcfg.get("lowpass"):
+            raise ConfigError("lowpass_freqs shapes the low-pass branch: it needs lowpass > 0 (--lowpass)")
+        if causal:
+            raise ConfigError("lowpass_freqs reads the whole window: it needs bidirectional attention "
+                              "(causal = false, --bidirectional)")
     if chosen == "sasrec" and not causal and tcfg.samples != "prefixes":
         raise ConfigError("bidirectional attention (causal = false) needs samples = \"prefixes\": "
                           f"with samples = {tcfg.samples!r} a position would read the items it must predict")

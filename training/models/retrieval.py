@@ -71,6 +71,8 @@ class SASRecConfig:
         if not isinstance(self.causal, bool):
             raise TypeError(f"causal must be true or false, not {self.causal!r}")
         if self.lowpass_freqs:
+            if not self.lowpass:
+                raise ValueError("lowpass_freqs shapes the low-pass branch: it needs lowpass > 0")
             if self.causal:
                 raise ValueError("lowpass_freqs reads the whole window: it needs causal = false")
             if not 1 <= self.lowpass_freqs <= self.max_len // 2 + 1:

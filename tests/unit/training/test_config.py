@@ -78,3 +78,18 @@ def test_training_refuses_bidirectional_attention_without_prefix_samples(tiny_da
     with pytest.raises(ValueError, match="bidirectional attention needs prefix samples, not 'positions'"):
         train_and_export(tiny_data, Path("/nonexistent/never-written"), {"max_len": 20, "dim": 16, "causal": False},
                          TrainConfig(epochs=1, batch_size=64), progress=False)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"lowpass_freqs": 4}, "it needs lowpass > 0"),
+    ({"lowpass_freqs": 4, "lowpass": 0.5, "causal": True}, "it needs bidirectional attention"),
+    ({"lowpass_freqs": 27, "lowpass": 0.5}, "from 0 to max_len // 2 \\+ 1 = 26, not 27"),
+    ({"lowpass_freqs": 2.5, "lowpass": 0.5}, "a whole number .* not 2.5"),
+])
+def test_a_frequency_filter_is_checked_before_any_data_is_read(flags: dict[str, object], message: str) -> None:
+    from training.config import resolve_flags
+
+    base = {"causal": False, "samples": "prefixes", "max_len": 50}
+    with pytest.raises(ConfigError, match=message):
+        resolve_flags({}, None, {**base, **flags})
+    assert resolve_flags({}, None, {**base, "lowpass": 0.5, "lowpass_freqs": 26})[1]["lowpass_freqs"] == 26

@@ -166,6 +166,8 @@ def test_the_lowpass_matrix_keeps_the_lowest_frequencies_of_any_window_up_to_its
 
 
 def test_a_frequency_filter_needs_bidirectional_attention_and_a_frequency_in_range() -> None:
+    with pytest.raises(ValueError, match="needs lowpass > 0"):
+        SASRecConfig(num_items=5, lowpass_freqs=3, causal=False)
     with pytest.raises(ValueError, match="needs causal = false"):
         SASRecConfig(num_items=5, lowpass=0.5, lowpass_freqs=3)
     with pytest.raises(ValueError, match="from 1 to max_len // 2 \\+ 1 = 6, not 7"):
