@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     web_tokens: SecretStr | None = None
     # POST /events: applications that cannot speak Kafka send clicks over HTTP.
     web_events: bool = False
+    # POST /events: a body not read whole within this many seconds gets a 408 and the
+    # connection is closed (a client that sends its body slowly holds no handler longer).
+    web_body_timeout_s: float = Field(10.0, gt=0, le=300)
     # host:port where others (`streamrec status`, a scraper) reach this worker's HTTP port,
     # advertised in its status hash; unset: {host name}:{web_port}. Set it where the host
     # name does not resolve for them (a container's, with the port published on the host).

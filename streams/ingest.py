@@ -47,9 +47,10 @@ class EventIngest:
     """Validates events and produces them to ``topic`` keyed by user id."""
 
     def __init__(self, kafka: Kafka, topic: str, max_event_bytes: int,
-                 timeout_s: float = PRODUCE_TIMEOUT_S) -> None:
+                 timeout_s: float = PRODUCE_TIMEOUT_S, body_timeout_s: float = 10.0) -> None:
         self.kafka, self.topic, self.max_event_bytes = kafka, topic, max_event_bytes
         self.timeout_s = timeout_s
+        self.body_timeout_s = body_timeout_s  # reading a POST body (streams.web)
         self._producer: AIOKafkaProducer | None = None
         self._starting: asyncio.Task[AIOKafkaProducer] | None = None
 

@@ -158,6 +158,8 @@ def document(settings: Settings) -> Json:
                 "202": _json(_ref("Accepted"), "written to the clicks topic (acknowledged by "
                              "the broker); the worker applies it like any click"),
                 "400": _json(event_err, "not JSON, not UTF-8, or a query parameter"),
+                "408": _json(event_err, "the body did not arrive whole within "
+                             "STREAMREC_WEB_BODY_TIMEOUT_S"),
                 "413": _json(event_err, "larger than STREAMREC_MAX_EVENT_BYTES"),
                 "415": _json(event_err, "the body is not application/json"),
                 "422": _json(event_err, "JSON that is not a valid click event"),

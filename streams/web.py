@@ -27,6 +27,7 @@ before any route (its plain-text 400) are not (:class:`BadRequestLog`).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -216,7 +217,17 @@ async def post_event(ingest: EventIngest, request: aioweb.Request) -> aioweb.Res
     if size is not None and size > limit:  # refused before it is read
         return _event_error(EventError(f"event is {size} bytes, limit is {limit}", "too_large"))
     try:
-        body = await request.read()  # a chunked body: aiohttp stops it at client_max_size
+        async with asyncio.timeout(ingest.body_timeout_s):
+            body = await request.read()  # a chunked body: aiohttp stops it at client_max_size
+    except TimeoutError:
+        late = _event_error(EventError(f"the body did not arrive whole within {ingest.body_timeout_s:g} s",
+                                       "body_timeout"), 408)
+        late.force_close()  # the rest of the body is not waited for: the connection closes
+        await late.prepare(request)
+        await late.write_eof()  # sent now; then closed now, not after aiohttp's lingering read
+        if request.protocol is not None:
+            request.protocol.force_close()
+        return late
     except aioweb.HTTPRequestEntityTooLarge:
         return _event_error(EventError(f"event is larger than {limit} bytes", "too_large"))
     except (HttpProcessingError, RequestPayloadError) as e:  # a body its coding cannot decode
@@ -299,7 +310,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         return self.bytes(document, content_type="application/json")
 
     if s.web_events:
-        ingest = EventIngest(s, s.clicks_topic, s.max_event_bytes)
+        ingest = EventIngest(s, s.clicks_topic, s.max_event_bytes, body_timeout_s=s.web_body_timeout_s)
 
         async def close_ingest(_: aioweb.Application) -> None:
             await ingest.close()

@@ -61,7 +61,7 @@ def module_settings(**overrides: object) -> Settings:
 @pytest.fixture(scope="module")
 def api(services: None, tmp_path_factory: pytest.TempPathFactory,
         tiny_bundle_dir: Path) -> Iterator[WorkerProc]:
-    s = module_settings(web_tokens=f"{NEW},{OLD}", web_events=True, max_event_bytes=1024)
+    s = module_settings(web_tokens=f"{NEW},{OLD}", web_events=True, max_event_bytes=1024, web_body_timeout_s=1.0)
     w = WorkerProc.start(s, tmp_path_factory.mktemp("api") / "worker.log", bundle=tiny_bundle_dir)
     try:
         w.wait_ready()
@@ -264,6 +264,21 @@ def test_a_request_that_cannot_be_parsed_leaves_one_log_line_without_the_token(a
     log = api.log.read_text()
     assert "refused a malformed HTTP request: LineTooLong" in log
     assert "leaky-" not in log and "Error handling request" not in log
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408_and_the_connection_closes(api: WorkerProc) -> None:
+    with socket.create_connection(("127.0.0.1", api.settings.web_port), timeout=10) as conn:
+        conn.sendall(f"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {NEW}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"event_id\"".encode())
+        started = time.monotonic()
+        answer = b""
+        while chunk := conn.recv(65536):  # until the server closes the connection
+            answer += chunk
+        waited = time.monotonic() - started
+    assert b" 408 " in answer.split(b"\r\n")[0], answer[:200]
+    assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["kind"] == "body_timeout"
+    assert 0.9 <= waited < 5, waited
+    assert request(api, "/health")[0] == 200
 
 
 def test_events_allows_post_only_and_says_so(api: WorkerProc) -> None:
