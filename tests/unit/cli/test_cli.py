@@ -152,19 +152,10 @@ def test_refused_credentials_and_an_unreachable_cluster_are_one_line_each(
     from redis.exceptions import AuthenticationError
 
     from cli import main
-    from serving.reader import RecsReader
 
-    def refuse(*_: object, **__: object) -> RecsReader:
-        raise AuthenticationError("invalid username-password pair or user is disabled.")
-
-    settings.cache_clear()
+    code, err = _status_when_redis_raises(monkeypatch, capsys, AuthenticationError("invalid username-password pair"))
+    assert code == 1 and "error: Redis refused the credentials (invalid username-password pair" in err
     monkeypatch.setattr(sys, "argv", ["streamrec", "status"])
-    with monkeypatch.context() as m:
-        m.setattr(RecsReader, "from_url", refuse)
-        with pytest.raises(SystemExit) as exit_:
-            main()
-    assert exit_.value.code == 1
-    assert "error: Redis refused the credentials (invalid username-password pair" in capsys.readouterr().err
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -179,14 +170,31 @@ def test_refused_credentials_and_an_unreachable_cluster_are_one_line_each(
     assert "Traceback" not in err and "hunter2" not in err
 
 
-def test_a_cluster_that_refuses_is_told_apart_from_one_that_is_down(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def _status_when_redis_raises(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                              error: Exception) -> tuple[object, str]:
+    """``streamrec status`` run through ``cli.main`` with Redis failing as ``error``: the
+    exit code and what it printed."""
     import sys
-
-    from redis.exceptions import AuthenticationError, RedisClusterException
 
     from cli import main
     from serving.reader import RecsReader
+
+    def fail(*_: object, **__: object) -> RecsReader:
+        raise error
+
+    settings.cache_clear()
+    monkeypatch.setattr(sys, "argv", ["streamrec", "status"])
+    with monkeypatch.context() as m:
+        m.setattr(RecsReader, "from_url", fail)
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    settings.cache_clear()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_a_cluster_that_refuses_is_told_apart_from_one_that_is_down(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from redis.exceptions import AuthenticationError, RedisClusterException
 
     def wrapped(cause: Exception | None, text: str) -> RedisClusterException:
         e = RedisClusterException(f"Redis Cluster cannot be connected. Please provide at least one reachable node: {text}")
@@ -199,18 +207,8 @@ def test_a_cluster_that_refuses_is_told_apart_from_one_that_is_down(
         "not_cluster": wrapped(None, "Cluster mode is not enabled on this node"),
         "down": wrapped(None, "Error 111 connecting to 127.0.0.1:7000. Connection refused."),
     }.items():
-        def fail(*_: object, error: Exception = error, **__: object) -> RecsReader:
-            raise error
-
-        settings.cache_clear()
-        monkeypatch.setattr(sys, "argv", ["streamrec", "status"])
-        with monkeypatch.context() as m:
-            m.setattr(RecsReader, "from_url", fail)
-            with pytest.raises(SystemExit) as exit_:
-                main()
-        assert exit_.value.code == 1
-        said[name] = capsys.readouterr().err
-    settings.cache_clear()
+        code, said[name] = _status_when_redis_raises(monkeypatch, capsys, error)
+        assert code == 1, name
     assert "error: Redis Cluster refused the credentials" in said["credentials"]
     assert "is not in cluster mode (set STREAMREC_REDIS_CLUSTER=false" in said["not_cluster"]
     assert "error: Redis is unreachable (RedisClusterException" in said["down"]
