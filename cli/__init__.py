@@ -34,27 +34,27 @@ def main() -> None:
     except StreamrecError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(1)
-    except RedisAuthenticationError as e:  # before ConnectionError, its base class
-        typer.secho(f"error: Redis refused the credentials ({e}); check the user and password in "
-                    "STREAMREC_REDIS_URL or STREAMREC_REDIS_PASSWORD_FILE", fg=typer.colors.RED, err=True)
-        sys.exit(1)
-    except (RedisConnectionError, RedisTimeoutError, RedisClusterException) as e:  # Redis unreachable
-        from serving.redis_store import cluster_refusal
-
-        why = cluster_refusal(e) if isinstance(e, RedisClusterException) else None
-        if why == "credentials":
-            message = (f"Redis Cluster refused the credentials ({e}); check the user and password in "
-                       "STREAMREC_REDIS_URL or STREAMREC_REDIS_PASSWORD_FILE")
-        elif why == "not_cluster":
-            message = ("STREAMREC_REDIS_CLUSTER=true, but the node STREAMREC_REDIS_URL names is not in "
-                       "cluster mode (set STREAMREC_REDIS_CLUSTER=false for a single Redis)")
-        else:
-            message = (f"Redis is unreachable ({type(e).__name__}: {e}); check STREAMREC_REDIS_URL "
-                       "and that Redis runs")
-        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    except (RedisConnectionError, RedisTimeoutError, RedisClusterException) as e:  # refused credentials too
+        typer.secho(f"error: {_redis_failure(e)}", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except ValidationError as e:  # settings from the environment
         from streamrec.settings import describe_validation_error
 
         typer.secho(f"error: invalid settings: {describe_validation_error(e)}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+
+
+def _redis_failure(e: Exception) -> str:
+    """One line for a command whose Redis failed: refused credentials (AuthenticationError
+    is a ConnectionError; a cluster client wraps it), a node not in cluster mode, or down."""
+    from serving.redis_store import cluster_refusal
+
+    cluster = isinstance(e, RedisClusterException)
+    why = cluster_refusal(e) if cluster else "credentials" if isinstance(e, RedisAuthenticationError) else None
+    if why == "credentials":
+        return (f"Redis{' Cluster' if cluster else ''} refused the credentials ({e}); check the user and "
+                "password in STREAMREC_REDIS_URL or STREAMREC_REDIS_PASSWORD_FILE")
+    if why == "not_cluster":
+        return ("STREAMREC_REDIS_CLUSTER=true, but the node STREAMREC_REDIS_URL names is not in cluster "
+                "mode (set STREAMREC_REDIS_CLUSTER=false for a single Redis)")
+    return f"Redis is unreachable ({type(e).__name__}: {e}); check STREAMREC_REDIS_URL and that Redis runs"

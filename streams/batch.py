@@ -120,6 +120,8 @@ class DeadLetter:
         headers, headers_cut = _letter_headers(r.headers)
         reason = self.reason[:1024]
         failed_at = int(time.time() * 1000)
+        size = None if r.value is None else len(r.value)  # of the whole original, once
+        digest = None if r.value is None else hashlib.sha256(r.value).hexdigest()
         # The first cut is an estimate: JSON escapes a control character in six bytes, so a
         # reason, key or header of them can be larger than it looks. The letter is measured
         # and cut further until it fits: the value, then the key, the headers, the reason.
@@ -135,8 +137,8 @@ class DeadLetter:
                 "key": None if key is None else key.decode("utf-8", "replace"),
                 "key_b64": None if key is None else base64.b64encode(key).decode(),
                 "value_b64": None if value is None else base64.b64encode(value).decode(),
-                "value_bytes": None if r.value is None else len(r.value),
-                "value_sha256": None if r.value is None else hashlib.sha256(r.value).hexdigest(),
+                "value_bytes": size,
+                "value_sha256": digest,
                 "truncated": (key is not None and len(key) != len(r.key or b""))
                 or (value is not None and len(value) != len(r.value or b"")),
                 "failed_at": failed_at,
