@@ -50,7 +50,10 @@ def _redis_failure(e: Exception) -> str:
     from serving.redis_store import cluster_refusal
 
     cluster = isinstance(e, RedisClusterException)
-    why = cluster_refusal(e) if cluster else "credentials" if isinstance(e, RedisAuthenticationError) else None
+    if isinstance(e, RedisClusterException):
+        why = cluster_refusal(e)
+    else:
+        why = "credentials" if isinstance(e, RedisAuthenticationError) else None
     if why == "credentials":
         return (f"Redis{' Cluster' if cluster else ''} refused the credentials ({e}); check the user and "
                 "password in STREAMREC_REDIS_URL or STREAMREC_REDIS_PASSWORD_FILE")
