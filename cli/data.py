@@ -23,6 +23,11 @@ class Positions(str, Enum):
     end = "end"
 
 
+class Norm(str, Enum):
+    pre = "pre"
+    post = "post"
+
+
 class Samples(str, Enum):
     positions = "positions"
     windows = "windows"
@@ -111,6 +116,8 @@ def train(
     positions: Annotated[Positions | None, typer.Option(help="SASRec's positions: from the window's first item (start: the bundle gets a step model) or back from the newest (end).")] = None,
     causal: Annotated[bool | None, typer.Option("--causal/--bidirectional", help="SASRec's attention: each position reads the items before it (the bundle gets a step model), or every item of the window (needs --samples prefixes).")] = None,
     lowpass_freqs: Annotated[int | None, typer.Option(min=0, help="The low-pass part: 0, the running mean; C, the window's lowest C frequencies (BSARec's filter; needs --bidirectional).")] = None,
+    norm: Annotated[Norm | None, typer.Option(help="SASRec's layer norms: before attention and the feed-forward part (pre) or after each residual sum and over the embedding (post).")] = None,
+    ffn_mult: Annotated[int | None, typer.Option(min=1, help="SASRec's feed-forward width, in multiples of dim.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
@@ -131,7 +138,8 @@ def train(
              "loss": loss.value if loss else None, "negatives": negatives,
              "hard_negatives": hard_negatives, "impression_negatives": impression_negatives, "refit": refit, "mask_seen": mask_seen,
              "samples": samples.value if samples else None, "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
-             "lowpass": lowpass, "positions": positions.value if positions else None, "causal": causal, "lowpass_freqs": lowpass_freqs, "seed": seed,
+             "lowpass": lowpass, "positions": positions.value if positions else None, "causal": causal, "lowpass_freqs": lowpass_freqs,
+             "norm": norm.value if norm else None, "ffn_mult": ffn_mult, "seed": seed,
              "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -273,6 +281,8 @@ def protocol(
     positions: Annotated[Positions | None, typer.Option(help="SASRec's positions (as train's --positions).")] = None,
     causal: Annotated[bool | None, typer.Option("--causal/--bidirectional", help="SASRec's attention (as train's --causal/--bidirectional).")] = None,
     lowpass_freqs: Annotated[int | None, typer.Option(min=0, help="As train's --lowpass-freqs.")] = None,
+    norm: Annotated[Norm | None, typer.Option(help="SASRec's layer norms (as train's --norm).")] = None,
+    ffn_mult: Annotated[int | None, typer.Option(min=1, help="SASRec's feed-forward width (as train's --ffn-mult).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="One line per epoch.")] = False,
 ) -> None:
     """Leak-proof quality figures: per seed, settings chosen on validation, test scored once, no refit and refit rows."""
@@ -290,7 +300,8 @@ def protocol(
              "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
              "samples": samples.value if samples else None, "max_len": max_len,
              "dropout": dropout, "lowpass": lowpass, "positions": positions.value if positions else None,
-             "causal": causal, "lowpass_freqs": lowpass_freqs}
+             "causal": causal, "lowpass_freqs": lowpass_freqs, "norm": norm.value if norm else None,
+             "ffn_mult": ffn_mult}
     try:
         protocol_config(config, flags)  # a bad configuration fails before any data is read
         sequences = load_dataset(data)

@@ -3,7 +3,8 @@
 A file has a top-level ``model`` and one table per part::
 
     model = "sasrec"          # sasrec | twotower | bpr | pop
-    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, lowpass_freqs, positions, causal, id_dropout
+    [sasrec]  max_len, dim, layers, heads, dropout, ffn_mult, lowpass, lowpass_freqs,
+              positions, causal, norm, id_dropout
     [twotower] max_len, dim, hidden, dropout, id_dropout
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
@@ -22,7 +23,7 @@ from typing import Any
 
 from streamrec.errors import ConfigError
 from training.models.baselines import BPRConfig
-from training.models.retrieval import POSITIONS, SASRecConfig, TwoTowerConfig
+from training.models.retrieval import NORMS, POSITIONS, SASRecConfig, TwoTowerConfig
 from training.models.train import SAMPLES, TrainConfig
 
 MODELS = ("sasrec", "twotower", "bpr", "pop")
@@ -99,6 +100,8 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
         raise ConfigError(f"dim {dim} must be divisible by heads {heads}")
     if chosen == "sasrec" and mcfg.get("positions", "start") not in POSITIONS:
         raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {mcfg['positions']!r}")
+    if chosen == "sasrec" and mcfg.get("norm", "pre") not in NORMS:
+        raise ConfigError(f"norm must be one of {', '.join(NORMS)}, not {mcfg['norm']!r}")
     causal = mcfg.get("causal", True)
     if chosen == "sasrec" and not isinstance(causal, bool):
         raise ConfigError(f"causal must be true or false, not {causal!r}")

@@ -19,7 +19,6 @@ ONNX (:mod:`training.export.bundle`), where serving
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -41,13 +40,6 @@ def _blocks(model: SASRec) -> list[Block]:
     return cast(list[Block], list(model.blocks))
 
 
-def _lowpass(model: SASRec, i: int, x: torch.Tensor, out: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    block = _blocks(model)[i]
-    filtered = mean + block.sqrt_beta ** 2 * (x - mean)
-    lp = model.cfg.lowpass
-    return lp * (x + filtered) + (1 - lp) * out
-
-
 def prefill(model: SASRec, seq: torch.Tensor) -> tuple[torch.Tensor, State]:
     """(B, L) left-padded item indexes -> user vectors (B, D) and the state: keys and
     values (layers, B, H, L, Dh) at every column (pads' are never attended to) and each
@@ -55,23 +47,21 @@ def prefill(model: SASRec, seq: torch.Tensor) -> tuple[torch.Tensor, State]:
     cfg = model.cfg
     keep = (seq > 0).unsqueeze(-1)
     pos = (keep.squeeze(-1).to(torch.int64).cumsum(dim=1) - 1).clamp(min=0)
-    x = (model.item_emb(seq) * math.sqrt(cfg.dim) + model.pos_emb(pos)) * keep
+    x = model.embed(model.item_emb(seq), pos) * keep
     L = seq.shape[1]
     mask = model.causal[:L, :L] & (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, L, L)
     count = keep.to(x.dtype).cumsum(dim=1).clamp(min=1)
     keys, values, sums = [], [], []
     for i, block in enumerate(_blocks(model)):
         attn = block.attn
-        q, k, v = (_heads(t, cfg.heads) for t in attn.qkv(block.ln1(x)).split(cfg.dim, dim=2))
+        q, k, v = (_heads(t, cfg.heads) for t in attn.qkv(block.attn_input(x)).split(cfg.dim, dim=2))
         att = ((q @ k.transpose(-2, -1)) * attn.scale).masked_fill(~mask, -1e9).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(x.shape)
-        out = x + attn.proj(y)
-        if cfg.lowpass:
-            out = _lowpass(model, i, x, out, x.cumsum(dim=1) / count)
+        out = block.mix(x, attn.proj(y), x.cumsum(dim=1) / count if cfg.lowpass else None)
         keys.append(k)
         values.append(v)
         sums.append(x.sum(dim=1))
-        x = (out + block.ffn(block.ln2(out))) * keep
+        x = block.feed_forward(out) * keep
     return model.ln_f(x[:, -1]), (torch.stack(keys), torch.stack(values), torch.stack(sums))
 
 
@@ -85,26 +75,25 @@ def step(model: SASRec, item: torch.Tensor, pos: torch.Tensor, keys: Sequence[to
     vectors (B, D) and the new item's keys and values (layers, B, H, 1, Dh) and the new
     sums."""
     cfg = model.cfg
-    x = (model.item_emb(item) * math.sqrt(cfg.dim) + model.pos_emb(pos)).unsqueeze(1)  # (B, 1, D)
+    x = model.embed(model.item_emb(item), pos).unsqueeze(1)  # (B, 1, D)
     mask = past[:, None, None, :]  # (B, 1, 1, T)
     new_keys, new_values, new_sums = [], [], []
     for i, block in enumerate(_blocks(model)):
         attn = block.attn
-        q, k, v = (_heads(t, cfg.heads) for t in attn.qkv(block.ln1(x)).split(cfg.dim, dim=2))
+        q, k, v = (_heads(t, cfg.heads) for t in attn.qkv(block.attn_input(x)).split(cfg.dim, dim=2))
         # the past and the new item scored apart, then one softmax: no copy of the state
         # with the new column appended
         old = ((q @ keys[i].transpose(-2, -1)) * attn.scale).masked_fill(~mask, -1e9)  # (B, H, 1, T)
         own = (q * k).sum(dim=-1, keepdim=True) * attn.scale  # (B, H, 1, 1)
         att = torch.cat([old, own], dim=-1).softmax(dim=-1)
         y = (att[..., :-1] @ values[i] + att[..., -1:] * v).transpose(1, 2).reshape(x.shape)
-        out = x + attn.proj(y)
         total = sums[i] + x[:, 0]
-        if cfg.lowpass:
-            out = _lowpass(model, i, x, out, (total / (count + 1).unsqueeze(1)).unsqueeze(1))
+        mean = (total / (count + 1).unsqueeze(1)).unsqueeze(1) if cfg.lowpass else None
+        out = block.mix(x, attn.proj(y), mean)
         new_keys.append(k)
         new_values.append(v)
         new_sums.append(total)
-        x = out + block.ffn(block.ln2(out))
+        x = block.feed_forward(out)
     return model.ln_f(x[:, 0]), (torch.stack(new_keys), torch.stack(new_values), torch.stack(new_sums))
 
 

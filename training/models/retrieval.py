@@ -64,10 +64,17 @@ class SASRecConfig:
     # item then sees nothing the last one does not. It has no step model (an added item
     # changes what every earlier position encodes), so serving encodes each window whole.
     causal: bool = True
+    # Where each block's layer norms sit: "pre" (before attention and the feed-forward
+    # part, residuals un-normalised, one final norm; what streamrec has always trained) or
+    # "post" (after each residual sum, and once over the embedding, with no final norm:
+    # the layout of BERT and of the BSARec and FMLP-Rec reference code).
+    norm: str = "pre"
 
     def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, not {self.norm!r}")
         if not isinstance(self.causal, bool):
             raise TypeError(f"causal must be true or false, not {self.causal!r}")
         if self.lowpass_freqs:
@@ -84,6 +91,7 @@ class SASRecConfig:
 
 
 POSITIONS = ("end", "start")
+NORMS = ("pre", "post")
 
 
 def lowpass_matrix(n: int, freqs: int) -> torch.Tensor:
@@ -126,20 +134,47 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
+    """One attention block (with the optional low-pass branch), in three steps that the
+    step model (:mod:`training.models.incremental`) reuses: :meth:`attn_input`, what
+    attention reads; :meth:`mix`, the residual sums around attention and the low-pass
+    branch; :meth:`feed_forward`."""
+
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.post = cfg.norm == "post"
+        self.ln1 = nn.LayerNorm(cfg.dim)  # pre: before attention; post: after its residual sum
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.ln2 = nn.LayerNorm(cfg.dim)  # pre: before the feed-forward part; post: after its sum
         self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_mult * cfg.dim), nn.GELU(),
                                  nn.Linear(cfg.ffn_mult * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
         self.drop = nn.Dropout(cfg.dropout)
         self.lowpass = cfg.lowpass
         if self.lowpass:
             self.sqrt_beta = nn.Parameter(torch.ones(cfg.dim))
+        # post: the low-pass branch's own residual sum is normalised as well
+        self.ln_lowpass = nn.LayerNorm(cfg.dim) if self.post and self.lowpass else None
         self.lowpass_matrix: torch.Tensor | None
         self.register_buffer("lowpass_matrix", lowpass_matrix(cfg.max_len, cfg.lowpass_freqs)
                              if cfg.lowpass and cfg.lowpass_freqs else None, persistent=False)
+
+    def attn_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.post else self.ln1(x)
+
+    def mix(self, x: torch.Tensor, attended: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+        """The block's input ``x``, attention's output and the low-pass part ``mean`` (or
+        None) -> what the feed-forward part reads."""
+        out = x + self.drop(attended)
+        if self.post:
+            out = self.ln1(out)
+        if mean is not None:
+            branch = x + self.drop(mean + self.sqrt_beta ** 2 * (x - mean))
+            if self.ln_lowpass is not None:
+                branch = self.ln_lowpass(branch)
+            out = self.lowpass * branch + (1 - self.lowpass) * out
+        return out
+
+    def feed_forward(self, out: torch.Tensor) -> torch.Tensor:
+        return self.ln2(out + self.ffn(out)) if self.post else out + self.ffn(self.ln2(out))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
                 count: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,7 +182,7 @@ class Block(nn.Module):
 
         ``count`` (B, L, 1): real items up to each position, for the low-pass branch.
         """
-        h = self.ln1(x)
+        h = self.attn_input(x)
         mean = None
         if self.lowpass_matrix is not None:  # pads are zero: the window's leading pad columns add nothing
             L = x.shape[1]
@@ -158,11 +193,7 @@ class Block(nn.Module):
         if last_only:
             x, mask = x[:, -1:], mask[:, :, -1:]
             mean = None if mean is None else mean[:, -1:]
-        out = x + self.drop(self.attn(h, mask, last_only))
-        if mean is not None:
-            filtered = mean + self.sqrt_beta ** 2 * (x - mean)
-            out = self.lowpass * (x + self.drop(filtered)) + (1 - self.lowpass) * out
-        return out + self.ffn(self.ln2(out))
+        return self.feed_forward(self.mix(x, self.attn(h, mask, last_only), mean))
 
 
 class ItemSpace(nn.Module):
@@ -313,10 +344,18 @@ class SASRec(ItemSpace):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.ln_f = nn.LayerNorm(cfg.dim)
+        # pre: one norm over the last block's output; post: one over the embedding
+        self.ln_f = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
+        self.ln_emb = nn.LayerNorm(cfg.dim) if cfg.norm == "post" else None
         causal = torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool))
         self.register_buffer("causal", causal, persistent=False)
         self.apply(self._init)
+
+    def embed(self, items: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Item vectors (..., D) and their positions (...) -> the first block's input."""
+        if self.ln_emb is not None:
+            return self.ln_emb(items + self.pos_emb(pos))
+        return items * math.sqrt(self.cfg.dim) + self.pos_emb(pos)
 
     def hidden(self, seq: torch.Tensor, last_only: bool = False,
                table: torch.Tensor | None = None) -> torch.Tensor:
@@ -335,8 +374,7 @@ class SASRec(ItemSpace):
         else:
             pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seq.device)
         E = self.item_table() if table is None else table
-        x = E[seq] * math.sqrt(self.cfg.dim) + self.pos_emb(pos)  # (B, L, D)
-        x = self.drop(x) * keep
+        x = self.drop(self.embed(E[seq], pos)) * keep  # (B, L, D)
         real = (seq > 0).unsqueeze(1).unsqueeze(1)  # (B, 1, 1, L): attend to real items only
         mask = self.causal[:L, :L] & real if self.cfg.causal else real
         count = keep.to(x.dtype).cumsum(dim=1) if self.cfg.lowpass else None

@@ -57,6 +57,18 @@ def test_positions_come_from_the_file_or_a_flag_and_bad_ones_are_refused(tmp_pat
         resolve_flags(load_config(p), None, {})
 
 
+def test_norm_comes_from_the_file_or_a_flag_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    from training.config import resolve_flags
+
+    p = tmp_path / "c.toml"
+    p.write_text('[sasrec]\nnorm = "post"\n')
+    assert resolve_flags(load_config(p), None, {})[1]["norm"] == "post"
+    assert resolve_flags(load_config(p), None, {"norm": "pre"})[1]["norm"] == "pre"
+    p.write_text('[sasrec]\nnorm = "middle"\n')
+    with pytest.raises(ConfigError, match="norm must be one of pre, post, not 'middle'"):
+        resolve_flags(load_config(p), None, {})
+
+
 def test_bidirectional_attention_needs_prefix_samples_and_a_boolean(tmp_path: Path) -> None:
     from training.config import resolve_flags
 

@@ -39,6 +39,20 @@ def test_lowpass_bundle_exports_with_parity(tiny_data, tmp_path: Path) -> None: 
     assert load_bundle(tmp_path / "lp").manifest.version == r.manifest.version
 
 
+def test_post_norm_bundle_exports_its_encoder_and_step_model_with_parity(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from serving.step_encoder import STEP_FILES
+    from training.models.train import TrainConfig
+    from training.pipeline import train_and_export
+
+    r = train_and_export(tiny_data, tmp_path / "post", {"max_len": 20, "dim": 16, "layers": 2,
+                                                        "lowpass": 0.5, "norm": "post"},
+                         TrainConfig(epochs=1, patience=1, batch_size=64), progress=False)
+    assert r.manifest.metrics["onnx_parity_max_abs_diff"] <= REFERENCE_ATOL
+    assert r.manifest.model_config["norm"] == "post"
+    assert all((tmp_path / "post" / f).exists() for f in STEP_FILES)
+    assert load_bundle(tmp_path / "post", cache_mb=64.0).step is not None
+
+
 def test_bidirectional_bundle_has_no_step_model_and_serves_its_encoder(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from serving.step_encoder import STEP_FILES
     from training.export.bundle import export_step_models

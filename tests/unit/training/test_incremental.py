@@ -12,15 +12,16 @@ from training.models.retrieval import SASRec, SASRecConfig
 from training.models.train import anchored_rows, training_pairs
 
 
-def _model(lowpass: float, layers: int = 2) -> SASRec:
+def _model(lowpass: float, layers: int = 2, norm: str = "pre") -> SASRec:
     torch.manual_seed(7)
     return SASRec(SASRecConfig(num_items=40, max_len=16, dim=16, heads=2, layers=layers,
-                               lowpass=lowpass, positions="start")).eval()
+                               lowpass=lowpass, positions="start", norm=norm)).eval()
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("lowpass", [0.0, 0.5])
-def test_prefill_then_steps_equal_the_full_encoder(lowpass: float) -> None:
-    model = _model(lowpass)
+def test_prefill_then_steps_equal_the_full_encoder(lowpass: float, norm: str) -> None:
+    model = _model(lowpass, norm=norm)
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, 41, size=n).tolist() for n in (1, 3, 9, 16)]
     with torch.no_grad():

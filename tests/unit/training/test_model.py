@@ -8,10 +8,12 @@ import torch
 from training.models.retrieval import SASRec, SASRecConfig
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("lowpass", [0.0, 0.7])
-def test_last_only_and_trimmed_padding_match_the_full_forward(lowpass: float) -> None:
+def test_last_only_and_trimmed_padding_match_the_full_forward(lowpass: float, norm: str) -> None:
     torch.manual_seed(0)
-    m = SASRec(SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2, lowpass=lowpass)).eval()
+    m = SASRec(SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2, lowpass=lowpass,
+                            norm=norm)).eval()
     seqs = torch.tensor([[0] * 8 + [3, 4, 5, 6], [0] * 10 + [7, 8]])
     with torch.no_grad():
         full = m.hidden(seqs)
@@ -172,3 +174,23 @@ def test_a_frequency_filter_needs_bidirectional_attention_and_a_frequency_in_ran
         SASRecConfig(num_items=5, lowpass=0.5, lowpass_freqs=3)
     with pytest.raises(ValueError, match="from 1 to max_len // 2 \\+ 1 = 6, not 7"):
         SASRecConfig(num_items=5, max_len=10, lowpass=0.5, lowpass_freqs=7, causal=False)
+
+
+def test_post_norm_normalises_each_residual_sum_and_the_embedding() -> None:
+    torch.manual_seed(0)
+    cfg = SASRecConfig(num_items=30, max_len=12, dim=16, layers=2, heads=2, lowpass=0.5, norm="post")
+    post = SASRec(cfg).eval()
+    seqs = torch.tensor([[0] * 8 + [3, 4, 5, 6], [0] * 10 + [7, 8]])
+    with torch.no_grad():
+        h = post.hidden(seqs)
+        real = h[seqs > 0]
+        # the last step is a layer norm with its initial scale 1 and shift 0: each real
+        # position's state has mean 0 and variance 1 over its dimensions
+        assert torch.allclose(real.mean(-1), torch.zeros(len(real)), atol=1e-5)
+        assert torch.allclose(real.var(-1, unbiased=False), torch.ones(len(real)), atol=1e-3)
+        assert torch.equal(h[seqs == 0], torch.zeros_like(h[seqs == 0]))  # pads stay zero
+        pre = SASRec(SASRecConfig(**{**cfg.to_dict(), "norm": "pre"})).eval()
+        pre.load_state_dict({k: v for k, v in post.state_dict().items() if k in pre.state_dict()}, strict=False)
+        assert not torch.allclose(pre.hidden(seqs), h, atol=1e-3)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        SASRecConfig(num_items=5, norm="middle")
