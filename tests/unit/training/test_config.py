@@ -67,6 +67,10 @@ def test_norm_comes_from_the_file_or_a_flag_and_bad_ones_are_refused(tmp_path: P
     p.write_text('[sasrec]\nnorm = "middle"\n')
     with pytest.raises(ConfigError, match="norm must be one of pre, post, not 'middle'"):
         resolve_flags(load_config(p), None, {})
+    for bad in ("1.5", "0", "true"):
+        p.write_text(f"[sasrec]\nffn_mult = {bad}\n")
+        with pytest.raises(ConfigError, match=f"ffn_mult must be a whole number from 1, not {bad.title()}"):
+            resolve_flags(load_config(p), None, {})
 
 
 def test_bidirectional_attention_needs_prefix_samples_and_a_boolean(tmp_path: Path) -> None:
