@@ -118,6 +118,7 @@ def train(
     lowpass_freqs: Annotated[int | None, typer.Option(min=0, help="The low-pass part: 0, the running mean; C, the window's lowest C frequencies (BSARec's filter; needs --bidirectional).")] = None,
     norm: Annotated[Norm | None, typer.Option(help="SASRec's layer norms: before attention and the feed-forward part (pre) or after each residual sum and over the embedding (post).")] = None,
     ffn_mult: Annotated[int | None, typer.Option(min=1, help="SASRec's feed-forward width, in multiples of dim.")] = None,
+    ema: Annotated[float | None, typer.Option(min=0.0, max=0.9999, help="Decay of a moving average of the weights, updated every step; validation and the bundle read the average (0 = off).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
@@ -139,7 +140,7 @@ def train(
              "hard_negatives": hard_negatives, "impression_negatives": impression_negatives, "refit": refit, "mask_seen": mask_seen,
              "samples": samples.value if samples else None, "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
              "lowpass": lowpass, "positions": positions.value if positions else None, "causal": causal, "lowpass_freqs": lowpass_freqs,
-             "norm": norm.value if norm else None, "ffn_mult": ffn_mult, "seed": seed,
+             "norm": norm.value if norm else None, "ffn_mult": ffn_mult, "ema": ema, "seed": seed,
              "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -283,6 +284,7 @@ def protocol(
     lowpass_freqs: Annotated[int | None, typer.Option(min=0, help="As train's --lowpass-freqs.")] = None,
     norm: Annotated[Norm | None, typer.Option(help="SASRec's layer norms (as train's --norm).")] = None,
     ffn_mult: Annotated[int | None, typer.Option(min=1, help="SASRec's feed-forward width (as train's --ffn-mult).")] = None,
+    ema: Annotated[float | None, typer.Option(min=0.0, max=0.9999, help="A moving average of the weights (as train's --ema).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="One line per epoch.")] = False,
 ) -> None:
     """Leak-proof quality figures: per seed, settings chosen on validation, test scored once, no refit and refit rows."""
@@ -301,7 +303,7 @@ def protocol(
              "samples": samples.value if samples else None, "max_len": max_len,
              "dropout": dropout, "lowpass": lowpass, "positions": positions.value if positions else None,
              "causal": causal, "lowpass_freqs": lowpass_freqs, "norm": norm.value if norm else None,
-             "ffn_mult": ffn_mult}
+             "ffn_mult": ffn_mult, "ema": ema}
     try:
         protocol_config(config, flags)  # a bad configuration fails before any data is read
         sequences = load_dataset(data)

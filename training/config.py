@@ -9,7 +9,7 @@ A file has a top-level ``model`` and one table per part::
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
               impression_negatives, patience,
-              max_minutes, refit, mask_seen, samples, seed
+              max_minutes, refit, mask_seen, samples, ema, seed
 
 Precedence: built-in defaults < file < flags. Unknown keys are errors.
 """
@@ -78,6 +78,8 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
         raise ConfigError(str(e)) from None
     if tcfg.loss not in ("ce", "sampled", "bce"):
         raise ConfigError(f"loss must be ce, sampled or bce, not {tcfg.loss!r}")
+    if isinstance(tcfg.ema, bool) or not isinstance(tcfg.ema, int | float) or not 0 <= tcfg.ema < 1:
+        raise ConfigError(f"ema must be a number from 0 (off) to below 1, not {tcfg.ema!r}")
     if tcfg.samples not in SAMPLES:
         raise ConfigError(f"samples must be one of {', '.join(SAMPLES)}, not {tcfg.samples!r}")
     if tcfg.samples == "prefixes" and tcfg.impression_negatives:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from training.data.sequences import Split
 from training.distributed import Distributed
 from training.evaluation.evaluate import BATCH, encode_all, evaluate_full, full_ranks_of
 from training.evaluation.ranking_metrics import hr_ndcg
+from training.models.averaging import WeightAverage
 from training.models.early_stop import EarlyStopping
 from training.models.progress import epochs
 from training.models.retrieval import (
@@ -59,6 +61,10 @@ class TrainConfig:
     # the last position, positions counted from there), and a sequence longer than max_len
     # contributes every window, not only its last.
     samples: str = "positions"
+    # An exponential moving average of the weights, updated after every optimiser step
+    # with this decay (0 = off): validation, early stopping and the exported model read
+    # the average, the optimiser steps the weights (training.models.averaging).
+    ema: float = 0.0
     seed: int = 42
     threads: int | None = None
 
@@ -263,6 +269,7 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(cfg.seed + 1000 * ctx.rank)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
     anchored = model.window.anchored
     inputs, targets = training_pairs(seqs, mcfg.max_len, cfg.samples, anchored)
     lengths = (inputs > 0).sum(dim=1)  # a batch is cut to its longest input
@@ -297,17 +304,20 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update()
             total, n = total + loss.item(), n + 1
-        if not select:
-            history.append({"epoch": epoch, "loss": total / max(n, 1), "seconds": time.monotonic() - start})
-            bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
-            stop.update(epoch, float(epoch), model)
-            continue
-        valid = evaluate_model(model, split, "valid", ctx)
-        history.append({"epoch": epoch, "loss": total / max(n, 1), **valid,
-                        "seconds": time.monotonic() - start})
-        bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid['ndcg@10']:.4f}")
-        done = stop.update(epoch, valid["ndcg@10"], model)
+        with average.applied() if average is not None else nullcontext():
+            if not select:
+                history.append({"epoch": epoch, "loss": total / max(n, 1), "seconds": time.monotonic() - start})
+                bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+                stop.update(epoch, float(epoch), model)
+                continue
+            valid = evaluate_model(model, split, "valid", ctx)
+            history.append({"epoch": epoch, "loss": total / max(n, 1), **valid,
+                            "seconds": time.monotonic() - start})
+            bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid['ndcg@10']:.4f}")
+            done = stop.update(epoch, valid["ndcg@10"], model)
         if ctx is not None:  # the time budget runs out at different moments on each rank
             done = ctx.broadcast_flag(done)
         if done:

@@ -109,3 +109,15 @@ def test_a_frequency_filter_is_checked_before_any_data_is_read(flags: dict[str, 
     with pytest.raises(ConfigError, match=message):
         resolve_flags({}, None, {**base, **flags})
     assert resolve_flags({}, None, {**base, "lowpass": 0.5, "lowpass_freqs": 26})[1]["lowpass_freqs"] == 26
+
+
+@pytest.mark.parametrize("bad", ["1.0", "-0.1", "true", '"0.9"'])
+def test_a_weight_average_decay_must_be_below_one(tmp_path: Path, bad: str) -> None:
+    from training.config import resolve_flags
+
+    p = tmp_path / "c.toml"
+    p.write_text(f"[train]\nema = {bad}\n")
+    with pytest.raises(ConfigError, match="ema must be a number from 0"):
+        resolve_flags(load_config(p), None, {})
+    p.write_text("[train]\nema = 0.999\n")
+    assert resolve_flags(load_config(p), None, {})[2].ema == 0.999

@@ -116,3 +116,44 @@ def test_the_two_tower_model_trains_exports_and_serves(tiny_data, tmp_path) -> N
     assert report.test["full"]["ndcg@10"] > 2 * report.popularity_test["full"]["ndcg@10"]
     history = tiny_data.vocab.decode(tiny_data.seqs[0][-5:])
     assert len(recommend(b, [history], 10)[0].items) == 10
+
+
+def test_a_weight_average_leaves_training_alone_and_is_what_validation_and_the_model_read(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    from training.models.train import TrainConfig, train_sasrec
+
+    split = leave_one_out(tiny_data)
+    mcfg = SASRecConfig(tiny_data.num_items, max_len=20, dim=16, layers=1)
+    plain = train_sasrec(split, mcfg, TrainConfig(epochs=3, patience=3, batch_size=64, seed=9), progress=False)
+    avg = train_sasrec(split, mcfg, TrainConfig(epochs=3, patience=3, batch_size=64, seed=9, ema=0.9),
+                       progress=False)
+    # the same optimiser trajectory: every epoch's training loss is identical
+    assert [h["loss"] for h in avg.history] == [h["loss"] for h in plain.history]
+    # validation scored the average, and the model returned is the average
+    assert [h["ndcg@10"] for h in avg.history] != [h["ndcg@10"] for h in plain.history]
+    a, p = avg.model.state_dict(), plain.model.state_dict()
+    assert not all(torch.equal(a[k], p[k]) for k in a)
+
+
+def test_weight_average_follows_its_formula_and_restores_the_weights() -> None:
+    from torch import nn
+
+    from training.models.averaging import WeightAverage
+
+    layer = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    avg = WeightAverage(layer, decay=0.5)
+    assert avg.rate() == pytest.approx(0.1)  # warm-up: min(0.5, 1 / 10)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[11.0, 2.0]]))
+    avg.update()  # 0.1 * 1 + 0.9 * 11 = 10
+    assert avg.rate() == pytest.approx(2 / 11)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[21.0, 2.0]]))
+    avg.update()  # d = 2/11: 2/11 * 10 + 9/11 * 21 = 19
+    assert torch.allclose(avg.average[0], torch.tensor([[19.0, 2.0]]))
+    with avg.applied():
+        assert torch.allclose(layer.weight, torch.tensor([[19.0, 2.0]]))
+    assert torch.equal(layer.weight, torch.tensor([[21.0, 2.0]]))  # the training weights back
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(layer, decay=1.0)
