@@ -19,7 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from training.data.attributes import ItemAttributes
 from training.data.sequences import SequenceData, Split, leave_one_out
 from training.evaluation.evaluate import encode_all, evaluate_vectors
 from training.models.blend import blend_of, blend_test, fit_blend
-from training.models.retrieval import RetrievalModel
+from training.models.retrieval import RetrievalModel, SASRecConfig, TwoTowerConfig
 from training.models.train import TrainConfig, TrainResult, refit_sasrec, torch_encode, train_sasrec
 
 BLEND_CANDIDATES = 200  # as training.pipeline: the worker's default STREAMREC_CANDIDATES
@@ -234,6 +234,22 @@ SAME = ("protocol", "dataset", "model", "model_config", "train_config", "flags",
         "attributes", "tower")
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+def _filled(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the keys its configurations lack set to their defaults: a setting
+    added after a report was written (at its default, it changes nothing) does not keep
+    that report from merging with later ones."""
+    model_cls = TwoTowerConfig if report.get("model") == "twotower" else SASRecConfig
+    out = dict(report)
+    for key, cls in (("model_config", model_cls), ("train_config", TrainConfig)):
+        if isinstance(report.get(key), dict):
+            out[key] = {**_defaults(cls), **report[key]}
+    return out
+
+
 def merge_reports(reports: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
     """One report from complete reports of the same protocol run over different seeds (each
     seed in its own process, say): the runs by seed, the summary over all of them, and
@@ -241,6 +257,7 @@ def merge_reports(reports: list[dict[str, Any]], names: list[str] | None = None)
     names = names or [f"report {i + 1}" for i in range(len(reports))]
     if len(reports) < 2:
         raise ConfigError("give at least two results files to merge")
+    reports = [_filled(r) if isinstance(r, dict) else r for r in reports]
     first = reports[0]
     seen: dict[int, str] = {}
     rows = None

@@ -224,6 +224,17 @@ def test_seeds_run_apart_merge_into_the_run_over_all_of_them(tmp_path: Path, con
     (tmp_path / "moved.json").write_text(json.dumps(moved))
     assert runner.invoke(app, ["protocol-merge", str(files[0]), str(tmp_path / "moved.json"),
                                "--out", str(tmp_path / "x.json")]).exit_code == 0
+    # a file written before a setting existed (at its default) merges; another value does not
+    older = json.loads(files[1].read_text())
+    del older["train_config"]["ema"], older["model_config"]["norm"]
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert runner.invoke(app, ["protocol-merge", str(files[0]), str(tmp_path / "older.json"),
+                               "--out", str(tmp_path / "x.json")]).exit_code == 0
+    older["train_config"]["ema"] = 0.5
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    result = runner.invoke(app, ["protocol-merge", str(files[0]), str(tmp_path / "older.json"),
+                                 "--out", str(tmp_path / "x.json")])
+    assert result.exit_code == 2 and "differs from" in result.output and "'ema': 0.5" in result.output
     # a run with a refit row (no flag records --refit) against runs without one
     refitted = json.loads(files[1].read_text())
     refitted["runs"][0]["test"]["refit"] = refitted["runs"][0]["test"]["no_refit"]
