@@ -100,13 +100,12 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
     dim, heads = mcfg.get("dim", 64), mcfg.get("heads", 2)
     if chosen == "sasrec" and dim % heads:
         raise ConfigError(f"dim {dim} must be divisible by heads {heads}")
-    if chosen == "sasrec" and mcfg.get("positions", "start") not in POSITIONS:
-        raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {mcfg['positions']!r}")
+    for key, default, choices in (("positions", "start", POSITIONS), ("norm", "pre", NORMS)):
+        if chosen == "sasrec" and mcfg.get(key, default) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {mcfg[key]!r}")
     ffn = mcfg.get("ffn_mult", 4)
     if chosen == "sasrec" and (not isinstance(ffn, int) or isinstance(ffn, bool) or ffn < 1):
         raise ConfigError(f"ffn_mult must be a whole number from 1, not {ffn!r}")
-    if chosen == "sasrec" and mcfg.get("norm", "pre") not in NORMS:
-        raise ConfigError(f"norm must be one of {', '.join(NORMS)}, not {mcfg['norm']!r}")
     causal = mcfg.get("causal", True)
     if chosen == "sasrec" and not isinstance(causal, bool):
         raise ConfigError(f"causal must be true or false, not {causal!r}")

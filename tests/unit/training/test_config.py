@@ -45,28 +45,27 @@ def test_bad_loss_is_rejected() -> None:
 
 
 
-def test_positions_come_from_the_file_or_a_flag_and_bad_ones_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("key", "in_file", "by_flag", "message"), [
+    ("positions", "end", "start", "positions must be one of end, start, not 'middle'"),
+    ("norm", "post", "pre", "norm must be one of pre, post, not 'middle'"),
+])
+def test_a_choice_comes_from_the_file_or_a_flag_and_bad_ones_are_refused(
+        tmp_path: Path, key: str, in_file: str, by_flag: str, message: str) -> None:
     from training.config import resolve_flags
 
     p = tmp_path / "c.toml"
-    p.write_text('[sasrec]\npositions = "end"\n')
-    assert resolve_flags(load_config(p), None, {})[1]["positions"] == "end"
-    assert resolve_flags(load_config(p), None, {"positions": "start"})[1]["positions"] == "start"
-    p.write_text('[sasrec]\npositions = "middle"\n')
-    with pytest.raises(ConfigError, match="positions must be one of end, start, not 'middle'"):
+    p.write_text(f'[sasrec]\n{key} = "{in_file}"\n')
+    assert resolve_flags(load_config(p), None, {})[1][key] == in_file
+    assert resolve_flags(load_config(p), None, {key: by_flag})[1][key] == by_flag
+    p.write_text(f'[sasrec]\n{key} = "middle"\n')
+    with pytest.raises(ConfigError, match=message):
         resolve_flags(load_config(p), None, {})
 
 
-def test_norm_comes_from_the_file_or_a_flag_and_bad_ones_are_refused(tmp_path: Path) -> None:
+def test_ffn_mult_must_be_a_whole_number_from_one(tmp_path: Path) -> None:
     from training.config import resolve_flags
 
     p = tmp_path / "c.toml"
-    p.write_text('[sasrec]\nnorm = "post"\n')
-    assert resolve_flags(load_config(p), None, {})[1]["norm"] == "post"
-    assert resolve_flags(load_config(p), None, {"norm": "pre"})[1]["norm"] == "pre"
-    p.write_text('[sasrec]\nnorm = "middle"\n')
-    with pytest.raises(ConfigError, match="norm must be one of pre, post, not 'middle'"):
-        resolve_flags(load_config(p), None, {})
     for bad in ("1.5", "0", "true"):
         p.write_text(f"[sasrec]\nffn_mult = {bad}\n")
         with pytest.raises(ConfigError, match=f"ffn_mult must be a whole number from 1, not {bad.title()}"):
