@@ -32,6 +32,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 # the tower's sizes come from the attribute data, not from configuration
 _DERIVED = {"num_items", "attributes", "max_attrs"}
 _SASREC_KEYS = {f.name for f in fields(SASRecConfig)} - _DERIVED
+_FLAG_NAMES = {"causal": "--causal/--bidirectional"}
 _TABLES = {"sasrec": _SASREC_KEYS, "twotower": {f.name for f in fields(TwoTowerConfig)} - _DERIVED,
            "bpr": {f.name for f in fields(BPRConfig)},
            "train": {f.name for f in fields(TrainConfig)}}
@@ -90,6 +91,19 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
     return chosen, pick("sasrec", sasrec), tcfg, bcfg
 
 
+def _refuse_stray_flags(chosen: str, flags: dict[str, Any]) -> None:
+    """A model flag the chosen model has no setting for is an error, not a silent no-op."""
+    own = _TABLES.get(chosen, set())
+    stray = sorted(k for k, v in flags.items()
+                   if v is not None and k in _TABLES["sasrec"] | _TABLES["twotower"] and k not in own)
+    if stray:
+        owners = {k: [t for t in (*SEQUENCE_MODELS, "bpr") if k in _TABLES[t]] for k in stray}
+        named = "; ".join(f"{_FLAG_NAMES.get(k, '--' + k.replace('_', '-'))} ({' and '.join(owners[k])})"
+                          for k in stray)
+        raise ConfigError(f"model {chosen} has no such setting: {named}. "
+                          f"Drop the flag or choose a model that has it (--model)")
+
+
 def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
                   ) -> tuple[str, dict[str, Any], TrainConfig, BPRConfig]:
     """Like :func:`resolve`, with command-line flags named like config keys: each flag
@@ -97,6 +111,7 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
     tables = {t: {k: v for k, v in flags.items() if k in keys} for t, keys in _TABLES.items()}
     chosen, mcfg, tcfg, bcfg = resolve(cfg, model, tables["sasrec"], tables["train"], tables["bpr"],
                                        tables["twotower"])
+    _refuse_stray_flags(chosen, flags)
     dim, heads = mcfg.get("dim", 64), mcfg.get("heads", 2)
     if chosen == "sasrec" and dim % heads:
         raise ConfigError(f"dim {dim} must be divisible by heads {heads}")

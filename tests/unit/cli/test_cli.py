@@ -49,6 +49,8 @@ def test_help_groups_every_command_by_job() -> None:
     (["experiment", "start", "x", "--arm", "a=v1:half"], "cannot read 'half'"),
     (["simulate", "--a", "/nonexistent/bundle", "--b", "popular"], "not a bundle directory"),
     (["simulate", "--a", "popular", "--b", "popular"], "at least one arm needs a bundle"),
+    (["train", "--model", "twotower", "--synthetic", "--norm", "post"], "model twotower has no such setting: --norm"),
+    (["train", "--model", "bpr", "--synthetic", "--max-len", "20"], "model bpr has no such setting: --max-len"),
 ])
 def test_usage_errors_exit_2_and_say_what_is_wrong(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)

@@ -120,3 +120,21 @@ def test_a_weight_average_decay_must_be_below_one(tmp_path: Path, bad: str) -> N
         resolve_flags(load_config(p), None, {})
     p.write_text("[train]\nema = 0.999\n")
     assert resolve_flags(load_config(p), None, {})[2].ema == 0.999
+
+
+@pytest.mark.parametrize(("model", "flags", "message"), [
+    ("twotower", {"norm": "post", "causal": False, "dim": 32},
+     "model twotower has no such setting: --causal/--bidirectional (sasrec); --norm (sasrec)"),
+    ("twotower", {"ffn_mult": 4, "heads": 4}, "--ffn-mult (sasrec); --heads (sasrec)"),
+    ("bpr", {"max_len": 20, "dim": 8}, "model bpr has no such setting: --max-len (sasrec and twotower)"),
+    ("pop", {"dim": 8}, "model pop has no such setting: --dim (sasrec and twotower and bpr)"),
+])
+def test_a_model_flag_the_chosen_model_lacks_is_refused(model: str, flags: dict[str, object], message: str) -> None:
+    from training.config import resolve_flags
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_flags({}, model, flags)
+    assert message in str(caught.value)
+    # the same flags left unset, or given to a model that has them, are accepted
+    assert resolve_flags({}, model, dict.fromkeys(flags))[0] == model
+    assert resolve_flags({}, "sasrec", {**flags, "samples": "prefixes"})[0] == "sasrec"
