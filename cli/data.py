@@ -119,6 +119,8 @@ def train(
     norm: Annotated[Norm | None, typer.Option(help="SASRec's layer norms: before attention and the feed-forward part (pre) or after each residual sum and over the embedding (post).")] = None,
     ffn_mult: Annotated[int | None, typer.Option(min=1, help="SASRec's feed-forward width, in multiples of dim.")] = None,
     ema: Annotated[float | None, typer.Option(min=0.0, max=0.9999, help="Decay of a moving average of the weights, updated every step; validation and the bundle read the average (0 = off).")] = None,
+    lr_plateau: Annotated[int | None, typer.Option(min=0, help="Cut the learning rate after this many epochs without a better validation score, and again after as many more (0 = off); a refit replays the cuts.")] = None,
+    lr_factor: Annotated[float | None, typer.Option(min=0.01, max=0.99, help="With --lr-plateau: what each cut multiplies the learning rate by.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
@@ -140,7 +142,8 @@ def train(
              "hard_negatives": hard_negatives, "impression_negatives": impression_negatives, "refit": refit, "mask_seen": mask_seen,
              "samples": samples.value if samples else None, "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
              "lowpass": lowpass, "positions": positions.value if positions else None, "causal": causal, "lowpass_freqs": lowpass_freqs,
-             "norm": norm.value if norm else None, "ffn_mult": ffn_mult, "ema": ema, "seed": seed,
+             "norm": norm.value if norm else None, "ffn_mult": ffn_mult, "ema": ema,
+             "lr_plateau": lr_plateau, "lr_factor": lr_factor, "seed": seed,
              "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -285,6 +288,8 @@ def protocol(
     norm: Annotated[Norm | None, typer.Option(help="SASRec's layer norms (as train's --norm).")] = None,
     ffn_mult: Annotated[int | None, typer.Option(min=1, help="SASRec's feed-forward width (as train's --ffn-mult).")] = None,
     ema: Annotated[float | None, typer.Option(min=0.0, max=0.9999, help="A moving average of the weights (as train's --ema).")] = None,
+    lr_plateau: Annotated[int | None, typer.Option(min=0, help="As train's --lr-plateau.")] = None,
+    lr_factor: Annotated[float | None, typer.Option(min=0.01, max=0.99, help="As train's --lr-factor.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="One line per epoch.")] = False,
 ) -> None:
     """Leak-proof quality figures: per seed, settings chosen on validation, test scored once, no refit and refit rows."""
@@ -303,7 +308,7 @@ def protocol(
              "samples": samples.value if samples else None, "max_len": max_len,
              "dropout": dropout, "lowpass": lowpass, "positions": positions.value if positions else None,
              "causal": causal, "lowpass_freqs": lowpass_freqs, "norm": norm.value if norm else None,
-             "ffn_mult": ffn_mult, "ema": ema}
+             "ffn_mult": ffn_mult, "ema": ema, "lr_plateau": lr_plateau, "lr_factor": lr_factor}
     try:
         protocol_config(config, flags)  # a bad configuration fails before any data is read
         sequences = load_dataset(data)

@@ -9,7 +9,7 @@ A file has a top-level ``model`` and one table per part::
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
               impression_negatives, patience,
-              max_minutes, refit, mask_seen, samples, ema, seed
+              max_minutes, refit, mask_seen, samples, ema, lr_plateau, lr_factor, seed
 
 Precedence: built-in defaults < file < flags. Unknown keys are errors.
 """
@@ -81,6 +81,11 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
         raise ConfigError(f"loss must be ce, sampled or bce, not {tcfg.loss!r}")
     if isinstance(tcfg.ema, bool) or not isinstance(tcfg.ema, int | float) or not 0 <= tcfg.ema < 1:
         raise ConfigError(f"ema must be a number from 0 (off) to below 1, not {tcfg.ema!r}")
+    if isinstance(tcfg.lr_plateau, bool) or not isinstance(tcfg.lr_plateau, int) or tcfg.lr_plateau < 0:
+        raise ConfigError(f"lr_plateau must be a whole number of epochs from 0 (off), not {tcfg.lr_plateau!r}")
+    if (isinstance(tcfg.lr_factor, bool) or not isinstance(tcfg.lr_factor, int | float)
+            or not 0 < tcfg.lr_factor < 1):
+        raise ConfigError(f"lr_factor must be a number between 0 and 1 (exclusive), not {tcfg.lr_factor!r}")
     if tcfg.samples not in SAMPLES:
         raise ConfigError(f"samples must be one of {', '.join(SAMPLES)}, not {tcfg.samples!r}")
     if tcfg.samples == "prefixes" and tcfg.impression_negatives:

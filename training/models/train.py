@@ -65,6 +65,11 @@ class TrainConfig:
     # with this decay (0 = off): validation, early stopping and the exported model read
     # the average, the optimiser steps the weights (training.models.averaging).
     ema: float = 0.0
+    # Learning rate on a plateau: after this many epochs without a better validation
+    # score, and again after as many more, the learning rate is multiplied by
+    # ``lr_factor`` (0 = off). A refit replays the selection's rates epoch by epoch.
+    lr_plateau: int = 0
+    lr_factor: float = 0.5
     seed: int = 42
     threads: int | None = None
 
@@ -89,6 +94,13 @@ def seed_everything(seed: int) -> None:
 
 
 SAMPLES = ("positions", "windows", "prefixes")
+
+
+def plateau_cut(epoch: int, best_epoch: int, every: int) -> bool:
+    """Whether the learning rate is cut after ``epoch``: ``every`` epochs after the best
+    one, and every ``every`` epochs after that (``every`` = 0: never)."""
+    since = epoch - best_epoch
+    return every > 0 and since > 0 and since % every == 0
 
 
 def anchored_rows(seq: Sequence[int], max_len: int) -> list[tuple[int, int, int]]:
@@ -240,8 +252,9 @@ def refit_sasrec(split: Split, selected: TrainResult, mcfg: SASRecConfig | TwoTo
     for u, v in zip(split.eval_users, split.valid_target, strict=True):
         seqs[u] = split.train[u] + [int(v)]
     again = replace(cfg, epochs=selected.best_epoch, patience=selected.best_epoch + 1, max_minutes=None)
+    rates = [h.get("lr", cfg.lr) for h in selected.history[:selected.best_epoch]]
     refit = _fit(split, seqs, mcfg, again, progress, select=False, item_attrs=item_attrs,
-                 negatives=negatives, ctx=ctx, device=device)
+                 negatives=negatives, ctx=ctx, device=device, rates=rates)
     return TrainResult(refit.model, selected.best_epoch, selected.epochs_run + refit.epochs_run,
                        selected.seconds + refit.seconds, selected.valid,
                        selected.history + refit.history)
@@ -250,10 +263,12 @@ def refit_sasrec(split: Split, selected: TrainResult, mcfg: SASRecConfig | TwoTo
 def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfig, cfg: TrainConfig, progress: bool,
          select: bool, item_attrs: torch.Tensor | None = None,
          negatives: list[list[list[int]]] | None = None, ctx: Distributed | None = None,
-         device: torch.device | None = None) -> TrainResult:
+         device: torch.device | None = None, rates: list[float] | None = None) -> TrainResult:
     """Train on ``seqs``; with ``select``, keep the epoch with the best validation NDCG@10.
     With ``ctx``, each rank trains on its piece of every batch and DDP averages the
-    gradients; the stopping decision is rank 0's."""
+    gradients; the stopping decision is rank 0's. ``rates``: the learning rate of each
+    epoch (a refit's replay of its selection's plateau cuts); otherwise ``cfg.lr``, cut
+    on plateaus when ``cfg.lr_plateau`` is set."""
     if not getattr(mcfg, "causal", True) and cfg.samples != "prefixes":
         raise ValueError(f"bidirectional attention needs prefix samples, not {cfg.samples!r}: "
                          "a position would read the items it must predict")
@@ -286,7 +301,12 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
                          cfg.max_minutes if select else None)
     start = time.monotonic()
     bar = epochs(cfg.epochs, model.kind if select else "refit", progress)
+    rate = cfg.lr
     for epoch in bar:
+        if rates is not None:
+            rate = rates[min(epoch, len(rates)) - 1]
+        for group in opt.param_groups:
+            group["lr"] = rate
         model.train()
         total, n = 0.0, 0
         # hard negatives come from the current embeddings, refreshed once per epoch
@@ -309,12 +329,13 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
             total, n = total + loss.item(), n + 1
         with average.applied() if average is not None else nullcontext():
             if not select:
-                history.append({"epoch": epoch, "loss": total / max(n, 1), "seconds": time.monotonic() - start})
+                history.append({"epoch": epoch, "loss": total / max(n, 1), "lr": rate,
+                                "seconds": time.monotonic() - start})
                 bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
                 stop.update(epoch, float(epoch), model)
                 continue
             valid = evaluate_model(model, split, "valid", ctx)
-            history.append({"epoch": epoch, "loss": total / max(n, 1), **valid,
+            history.append({"epoch": epoch, "loss": total / max(n, 1), "lr": rate, **valid,
                             "seconds": time.monotonic() - start})
             bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid['ndcg@10']:.4f}")
             done = stop.update(epoch, valid["ndcg@10"], model)
@@ -322,6 +343,12 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
             done = ctx.broadcast_flag(done)
         if done:
             break
+        if select and cfg.lr_plateau:
+            cut = plateau_cut(epoch, stop.best_epoch, cfg.lr_plateau)
+            if ctx is not None:  # every rank steps with rank 0's rate
+                cut = ctx.broadcast_flag(cut)
+            if cut:
+                rate *= cfg.lr_factor
     stop.restore(model)
     model.eval().cpu()
     best_epoch = stop.best_epoch

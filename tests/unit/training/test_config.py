@@ -138,3 +138,23 @@ def test_a_model_flag_the_chosen_model_lacks_is_refused(model: str, flags: dict[
     # the same flags left unset, or given to a model that has them, are accepted
     assert resolve_flags({}, model, dict.fromkeys(flags))[0] == model
     assert resolve_flags({}, "sasrec", {**flags, "samples": "prefixes"})[0] == "sasrec"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("lr_plateau = -1", "lr_plateau must be a whole number of epochs from 0 (off), not -1"),
+    ("lr_plateau = 2.5", "lr_plateau must be a whole number of epochs from 0 (off), not 2.5"),
+    ("lr_plateau = true", "lr_plateau must be a whole number of epochs from 0 (off), not True"),
+    ("lr_factor = 1.0", "lr_factor must be a number between 0 and 1 (exclusive), not 1.0"),
+    ("lr_factor = 0", "lr_factor must be a number between 0 and 1 (exclusive), not 0"),
+])
+def test_a_plateau_schedule_is_checked(tmp_path: Path, text: str, message: str) -> None:
+    from training.config import resolve_flags
+
+    p = tmp_path / "c.toml"
+    p.write_text(f"[train]\n{text}\n")
+    with pytest.raises(ConfigError) as caught:
+        resolve_flags(load_config(p), None, {})
+    assert message in str(caught.value)
+    p.write_text("[train]\nlr_plateau = 3\nlr_factor = 0.3\n")
+    tcfg = resolve_flags(load_config(p), None, {"lr_factor": 0.2})[2]
+    assert (tcfg.lr_plateau, tcfg.lr_factor) == (3, 0.2)

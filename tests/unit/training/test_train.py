@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -157,3 +159,38 @@ def test_weight_average_follows_its_formula_and_restores_the_weights() -> None:
     assert torch.equal(layer.weight, torch.tensor([[21.0, 2.0]]))  # the training weights back
     with pytest.raises(ValueError, match="between 0 and 1"):
         WeightAverage(layer, decay=1.0)
+
+
+def test_plateau_cuts_fall_every_n_epochs_after_the_best() -> None:
+    from training.models.train import plateau_cut
+
+    assert [e for e in range(1, 12) if plateau_cut(e, 2, 3)] == [5, 8, 11]
+    assert not any(plateau_cut(e, 2, 0) for e in range(1, 12))  # 0: off
+    assert not plateau_cut(4, 4, 1)  # the best epoch itself never cuts
+
+
+def test_the_learning_rate_is_cut_on_plateaus_and_the_refit_replays_the_cuts(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    from training.models.train import TrainConfig, plateau_cut, train_sasrec
+
+    split = leave_one_out(tiny_data)
+    mcfg = SASRecConfig(tiny_data.num_items, max_len=20, dim=16, layers=1)
+    cfg = TrainConfig(epochs=8, patience=8, batch_size=64, seed=9, lr=3e-2, lr_plateau=1, lr_factor=0.5)
+    r = train_sasrec(split, mcfg, cfg, progress=False)
+    rates = [h["lr"] for h in r.history]
+    # replay the rule from the validation scores the run recorded
+    best, best_epoch, rate, expected = -1.0, 0, cfg.lr, []
+    for h in r.history:
+        expected.append(rate)
+        if h["ndcg@10"] > best:
+            best, best_epoch = h["ndcg@10"], h["epoch"]
+        if plateau_cut(h["epoch"], best_epoch, cfg.lr_plateau):
+            rate *= cfg.lr_factor
+    assert rates == expected and min(rates) < cfg.lr  # at least one cut happened
+    again = train_sasrec(split, mcfg, replace(cfg, refit=True), progress=False)
+    selection, refit = again.history[:len(r.history)], again.history[len(r.history):]
+    assert [h["lr"] for h in selection] == rates
+    assert [h["lr"] for h in refit] == rates[:r.best_epoch] and min(rates[:r.best_epoch]) < cfg.lr
+    # off: one rate throughout; the first epoch (before any cut) is the same run
+    plain = train_sasrec(split, mcfg, replace(cfg, lr_plateau=0), progress=False)
+    assert {h["lr"] for h in plain.history} == {cfg.lr}
+    assert plain.history[0]["loss"] == r.history[0]["loss"]
