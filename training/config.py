@@ -86,6 +86,9 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
     if (isinstance(tcfg.lr_factor, bool) or not isinstance(tcfg.lr_factor, int | float)
             or not 0 < tcfg.lr_factor < 1):
         raise ConfigError(f"lr_factor must be a number between 0 and 1 (exclusive), not {tcfg.lr_factor!r}")
+    if tcfg.lr_plateau >= tcfg.patience > 0:
+        raise ConfigError(f"lr_plateau {tcfg.lr_plateau} must be below patience {tcfg.patience}: "
+                          "the run stops before the first cut")
     if tcfg.samples not in SAMPLES:
         raise ConfigError(f"samples must be one of {', '.join(SAMPLES)}, not {tcfg.samples!r}")
     if tcfg.samples == "prefixes" and tcfg.impression_negatives:
@@ -97,12 +100,18 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
 
 
 def _refuse_stray_flags(chosen: str, flags: dict[str, Any]) -> None:
-    """A model flag the chosen model has no setting for is an error, not a silent no-op."""
-    own = _TABLES.get(chosen, set())
-    stray = sorted(k for k, v in flags.items()
-                   if v is not None and k in _TABLES["sasrec"] | _TABLES["twotower"] and k not in own)
+    """A model or training flag the chosen model has no setting for is an error, not a
+    silent no-op. The sequence models train with ``[train]``; BPR with its own table
+    (``--epochs``, ``--lr``, … set both); popularity with none. ``seed`` and ``threads``
+    go to every run."""
+    checked = _TABLES["sasrec"] | _TABLES["twotower"] | _TABLES["train"] | _TABLES["bpr"]
+    own = (_TABLES[chosen] | _TABLES["train"] if chosen in SEQUENCE_MODELS
+           else _TABLES.get(chosen, set())) | {"seed", "threads"}
+    stray = sorted(k for k, v in flags.items() if v is not None and k in checked and k not in own)
     if stray:
-        owners = {k: [t for t in (*SEQUENCE_MODELS, "bpr") if k in _TABLES[t]] for k in stray}
+        owners = {k: [t for t in (*SEQUENCE_MODELS, "bpr")
+                      if k in _TABLES[t] or (t in SEQUENCE_MODELS and k in _TABLES["train"])]
+                  for k in stray}
         named = "; ".join(f"{_FLAG_NAMES.get(k, '--' + k.replace('_', '-'))} ({' and '.join(owners[k])})"
                           for k in stray)
         raise ConfigError(f"model {chosen} has no such setting: {named}. "

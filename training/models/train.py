@@ -302,6 +302,10 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
     start = time.monotonic()
     bar = epochs(cfg.epochs, model.kind if select else "refit", progress)
     rate = cfg.lr
+
+    def shown_rate(r: float) -> dict[str, str]:  # the progress line names the rate where it moves
+        return {"lr": f"{r:.3g}"} if cfg.lr_plateau or rates is not None else {}
+
     for epoch in bar:
         if rates is not None:
             rate = rates[min(epoch, len(rates)) - 1]
@@ -331,13 +335,13 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
             if not select:
                 history.append({"epoch": epoch, "loss": total / max(n, 1), "lr": rate,
                                 "seconds": time.monotonic() - start})
-                bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+                bar.set_postfix(loss=f"{total / max(n, 1):.4f}", **shown_rate(rate))
                 stop.update(epoch, float(epoch), model)
                 continue
             valid = evaluate_model(model, split, "valid", ctx)
             history.append({"epoch": epoch, "loss": total / max(n, 1), "lr": rate, **valid,
                             "seconds": time.monotonic() - start})
-            bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid['ndcg@10']:.4f}")
+            bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid['ndcg@10']:.4f}", **shown_rate(rate))
             done = stop.update(epoch, valid["ndcg@10"], model)
         if ctx is not None:  # the time budget runs out at different moments on each rank
             done = ctx.broadcast_flag(done)

@@ -128,6 +128,9 @@ def test_a_weight_average_decay_must_be_below_one(tmp_path: Path, bad: str) -> N
     ("twotower", {"ffn_mult": 4, "heads": 4}, "--ffn-mult (sasrec); --heads (sasrec)"),
     ("bpr", {"max_len": 20, "dim": 8}, "model bpr has no such setting: --max-len (sasrec and twotower)"),
     ("pop", {"dim": 8}, "model pop has no such setting: --dim (sasrec and twotower and bpr)"),
+    ("bpr", {"ema": 0.9, "lr_plateau": 3, "epochs": 5},
+     "model bpr has no such setting: --ema (sasrec and twotower); --lr-plateau (sasrec and twotower)"),
+    ("pop", {"epochs": 5, "seed": 3}, "model pop has no such setting: --epochs (sasrec and twotower and bpr)"),
 ])
 def test_a_model_flag_the_chosen_model_lacks_is_refused(model: str, flags: dict[str, object], message: str) -> None:
     from training.config import resolve_flags
@@ -146,6 +149,7 @@ def test_a_model_flag_the_chosen_model_lacks_is_refused(model: str, flags: dict[
     ("lr_plateau = true", "lr_plateau must be a whole number of epochs from 0 (off), not True"),
     ("lr_factor = 1.0", "lr_factor must be a number between 0 and 1 (exclusive), not 1.0"),
     ("lr_factor = 0", "lr_factor must be a number between 0 and 1 (exclusive), not 0"),
+    ("lr_plateau = 10", "lr_plateau 10 must be below patience 10: the run stops before the first cut"),
 ])
 def test_a_plateau_schedule_is_checked(tmp_path: Path, text: str, message: str) -> None:
     from training.config import resolve_flags

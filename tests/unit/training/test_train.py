@@ -194,3 +194,14 @@ def test_the_learning_rate_is_cut_on_plateaus_and_the_refit_replays_the_cuts(tin
     plain = train_sasrec(split, mcfg, replace(cfg, lr_plateau=0), progress=False)
     assert {h["lr"] for h in plain.history} == {cfg.lr}
     assert plain.history[0]["loss"] == r.history[0]["loss"]
+
+
+def test_the_progress_line_shows_the_rate_only_under_a_plateau_schedule(tiny_data, capsys) -> None:  # type: ignore[no-untyped-def]
+    from training.models.train import TrainConfig, train_sasrec
+
+    split = leave_one_out(tiny_data)
+    mcfg = SASRecConfig(tiny_data.num_items, max_len=20, dim=16, layers=1)
+    train_sasrec(split, mcfg, TrainConfig(epochs=1, patience=2, batch_size=64, lr=3e-2, lr_plateau=1), progress=True)
+    assert "ndcg10=" in (err := capsys.readouterr().err) and " lr=0.03 " in err
+    train_sasrec(split, mcfg, TrainConfig(epochs=1, patience=2, batch_size=64), progress=True)
+    assert "ndcg10=" in (err := capsys.readouterr().err) and "lr=" not in err
