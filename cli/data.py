@@ -122,6 +122,7 @@ def train(
     lr_plateau: Annotated[int | None, typer.Option(min=0, help="Cut the learning rate after this many epochs without a better validation score, and again after as many more (0 = off); a refit replays the cuts.")] = None,
     lr_factor: Annotated[float | None, typer.Option(min=0.01, max=0.99, help="With --lr-plateau: what each cut multiplies the learning rate by.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads of the training process (default: torch's own choice; with --distributed, the cores over the processes).")] = None,
     attributes: Annotated[Path | None, typer.Option(help="Item attributes (item2attributes JSON, or 'item<TAB>attrs' lines): train an item tower.")] = None,
     id_dropout: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="With --attributes: share of items whose ID part each step drops.")] = None,
     index_type: Annotated[IndexType, typer.Option(help="Item index: exact (flat_ip), IVF or HNSW; auto = exact below 100,000 items, IVF from there.")] = IndexType.auto,
@@ -143,7 +144,7 @@ def train(
              "samples": samples.value if samples else None, "max_len": max_len, "dim": dim, "layers": layers, "heads": heads, "dropout": dropout,
              "lowpass": lowpass, "positions": positions.value if positions else None, "causal": causal, "lowpass_freqs": lowpass_freqs,
              "norm": norm.value if norm else None, "ffn_mult": ffn_mult, "ema": ema,
-             "lr_plateau": lr_plateau, "lr_factor": lr_factor, "seed": seed,
+             "lr_plateau": lr_plateau, "lr_factor": lr_factor, "seed": seed, "threads": threads,
              "id_dropout": id_dropout}
     from streamrec.errors import ConfigError, DataError
     from training.config import SEQUENCE_MODELS, load_config, resolve_flags
@@ -290,6 +291,7 @@ def protocol(
     ema: Annotated[float | None, typer.Option(min=0.0, max=0.9999, help="A moving average of the weights (as train's --ema).")] = None,
     lr_plateau: Annotated[int | None, typer.Option(min=0, help="As train's --lr-plateau.")] = None,
     lr_factor: Annotated[float | None, typer.Option(min=0.01, max=0.99, help="As train's --lr-factor.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads (as train's --threads): one per process for seeds run side by side.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="One line per epoch.")] = False,
 ) -> None:
     """Leak-proof quality figures: per seed, settings chosen on validation, test scored once, no refit and refit rows."""
@@ -308,7 +310,8 @@ def protocol(
              "samples": samples.value if samples else None, "max_len": max_len,
              "dropout": dropout, "lowpass": lowpass, "positions": positions.value if positions else None,
              "causal": causal, "lowpass_freqs": lowpass_freqs, "norm": norm.value if norm else None,
-             "ffn_mult": ffn_mult, "ema": ema, "lr_plateau": lr_plateau, "lr_factor": lr_factor}
+             "ffn_mult": ffn_mult, "ema": ema, "lr_plateau": lr_plateau, "lr_factor": lr_factor,
+             "threads": threads}
     try:
         protocol_config(config, flags)  # a bad configuration fails before any data is read
         sequences = load_dataset(data)

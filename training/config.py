@@ -9,7 +9,7 @@ A file has a top-level ``model`` and one table per part::
     [bpr]     dim, epochs, batch_size, lr, reg, patience
     [train]   epochs, batch_size, lr, weight_decay, loss, negatives, hard_negatives,
               impression_negatives, patience,
-              max_minutes, refit, mask_seen, samples, ema, lr_plateau, lr_factor, seed
+              max_minutes, refit, mask_seen, samples, ema, lr_plateau, lr_factor, seed, threads
 
 Precedence: built-in defaults < file < flags. Unknown keys are errors.
 """
@@ -86,6 +86,9 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
     if (isinstance(tcfg.lr_factor, bool) or not isinstance(tcfg.lr_factor, int | float)
             or not 0 < tcfg.lr_factor < 1):
         raise ConfigError(f"lr_factor must be a number between 0 and 1 (exclusive), not {tcfg.lr_factor!r}")
+    if tcfg.threads is not None and (isinstance(tcfg.threads, bool) or not isinstance(tcfg.threads, int)
+                                     or tcfg.threads < 1):
+        raise ConfigError(f"threads must be a whole number from 1, not {tcfg.threads!r}")
     if tcfg.lr_plateau >= tcfg.patience > 0:
         raise ConfigError(f"lr_plateau {tcfg.lr_plateau} must be below patience {tcfg.patience}: "
                           "the run stops before the first cut")

@@ -150,8 +150,10 @@ def test_a_model_flag_the_chosen_model_lacks_is_refused(model: str, flags: dict[
     ("lr_factor = 1.0", "lr_factor must be a number between 0 and 1 (exclusive), not 1.0"),
     ("lr_factor = 0", "lr_factor must be a number between 0 and 1 (exclusive), not 0"),
     ("lr_plateau = 10", "lr_plateau 10 must be below patience 10: the run stops before the first cut"),
+    ("threads = 0", "threads must be a whole number from 1, not 0"),
+    ("threads = 1.5", "threads must be a whole number from 1, not 1.5"),
 ])
-def test_a_plateau_schedule_is_checked(tmp_path: Path, text: str, message: str) -> None:
+def test_a_plateau_schedule_and_threads_are_checked(tmp_path: Path, text: str, message: str) -> None:
     from training.config import resolve_flags
 
     p = tmp_path / "c.toml"

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli import app
@@ -157,13 +158,18 @@ def test_the_command_writes_the_results_file_and_the_table(tmp_path: Path, confi
     path = tmp_path / "clicks.txt"
     write_sequences(path, data.users, [data.vocab.decode(s) for s in data.seqs])
     out = tmp_path / "p.json"
-    result = runner.invoke(app, ["protocol", "--data", str(path), "--config", str(config),
-                                 "--seeds", "1", "--first-seed", "4", "--epochs", "2", "--no-refit",
-                                 "--out", str(out)])
+    threads = torch.get_num_threads()
+    try:
+        result = runner.invoke(app, ["protocol", "--data", str(path), "--config", str(config),
+                                     "--seeds", "1", "--first-seed", "4", "--epochs", "2", "--no-refit",
+                                     "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)  # the command sets this process's threads
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["seeds"] == [4] and set(report["summary"]) == {"no_refit"}
     assert report["train_config"]["epochs"] == 2 and "machine" in report
+    assert report["train_config"]["threads"] == 1 and report["torch_threads"] == 1
     assert "no_refit" in result.output and "seed 4" in result.output
 
 
