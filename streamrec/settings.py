@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     # and its limits").
     producer_max_batch_bytes: int = Field(16_384, ge=1)
     fetch_max_wait_s: float = Field(0.01, gt=0, le=5)
+    # What every consumer reads: read_committed skips the records of transactions their
+    # producer aborted (and reads a partition only up to its last stable offset: an open
+    # transaction holds back what follows it); read_uncommitted reads every record written.
+    # Records of producers without transactions read the same either way.
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
 
     # Worker identity (status key in Redis); default derived from host and pid.
     worker_id: str | None = None

@@ -42,7 +42,8 @@ READ_CONNECTIONS = 16  # Redis connections of a worker's HTTP read API
 
 def faust_app(settings: Settings) -> faust.App:
     """The bare Faust app with the worker's broker, consumer and rebalance settings."""
-    install_consumer(int(settings.fetch_max_wait_s * 1000), settings.group_instance_id)
+    install_consumer(int(settings.fetch_max_wait_s * 1000), settings.group_instance_id,
+                     settings.isolation_level)
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,

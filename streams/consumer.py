@@ -99,19 +99,31 @@ class SafeSeekConsumer(driver.Consumer):
                 self._read_offset[tp] = None
 
 
-def install_consumer(fetch_max_wait_ms: int, group_instance_id: str | None = None) -> None:
-    """Make Faust's aiokafka transport build our consumer (process-wide: one app per worker).
+def consumer_overrides(fetch_max_wait_ms: int, group_instance_id: str | None = None,
+                       isolation_level: str = "read_committed") -> dict[str, Any]:
+    """The worker consumer's attributes that Faust has no setting for, each read by
+    ``AIOKafkaConsumer.start()``: the fetch wait, Kafka static membership
+    (``group_instance_id``) and the isolation level (Faust reads committed records only
+    in its own exactly-once mode)."""
+    if isolation_level not in ("read_committed", "read_uncommitted"):
+        raise ValueError(f"isolation_level must be read_committed or read_uncommitted, not {isolation_level!r}")
+    return {"_fetch_max_wait_ms": fetch_max_wait_ms, "_group_instance_id": group_instance_id,
+            "_isolation_level": isolation_level}
 
-    ``group_instance_id`` turns on Kafka static membership for the worker's group
-    consumer (Faust has no setting for it).
-    """
+
+def install_consumer(fetch_max_wait_ms: int, group_instance_id: str | None = None,
+                     isolation_level: str = "read_committed") -> None:
+    """Make Faust's aiokafka transport build our consumer (process-wide: one app per worker)
+    with :func:`consumer_overrides`."""
+    overrides = consumer_overrides(fetch_max_wait_ms, group_instance_id, isolation_level)
 
     class Thread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
-            # both are read by AIOKafkaConsumer.start()
-            consumer._fetch_max_wait_ms = fetch_max_wait_ms
-            consumer._group_instance_id = group_instance_id
+            for name, value in overrides.items():
+                if not hasattr(consumer, name):  # an aiokafka that renamed it: fail loudly
+                    raise RuntimeError(f"aiokafka's consumer has no attribute {name}")
+                setattr(consumer, name, value)
             return consumer
 
     class Consumer(SafeSeekConsumer):

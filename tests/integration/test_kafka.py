@@ -52,3 +52,32 @@ def test_an_existing_delete_policy_model_topic_is_switched_or_reported(
     if asyncio.run(_policies(old))[old.model_updates_topic] != "compact":
         assert f"the model-update topic {old.model_updates_topic} is not compacted" in caplog.text
         assert "set cleanup.policy=compact" in caplog.text
+
+
+@pytest.mark.parametrize("level", ["read_committed", "read_uncommitted"])
+def test_a_topic_reader_reads_at_the_settings_isolation_level(make_settings: Callable[..., Settings],
+                                                             level: str) -> None:
+    """Records of a producer without transactions read the same at either level; the local
+    broker refuses transactional producers, so aborted records are not exercised here."""
+    from aiokafka import AIOKafkaProducer
+
+    from streamrec.kafka import drain, partition_reader
+
+    s = make_settings().model_copy(update={"isolation_level": level})
+
+    async def run() -> tuple[str, list[bytes]]:
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            for i in range(3):
+                await producer.send_and_wait(s.clicks_topic, f"r{i}".encode(), key=b"u1")
+        finally:
+            await producer.stop()
+        consumer, tps = await partition_reader(s, s.clicks_topic)
+        try:
+            return consumer._isolation_level, [m.value async for m in drain(consumer, tps)]
+        finally:
+            await consumer.stop()
+
+    used, values = asyncio.run(run())
+    assert used == level and values == [b"r0", b"r1", b"r2"]

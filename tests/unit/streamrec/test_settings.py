@@ -113,3 +113,12 @@ def test_a_dead_letter_limit_the_producer_cannot_send_is_refused() -> None:
     assert Settings(dead_letter_max_bytes=983_040).dead_letter_max_bytes == 983_040
     with pytest.raises(ValidationError, match="(?s)dead_letter_max_bytes.*less than or equal to 983040"):
         Settings(dead_letter_max_bytes=1_048_000)
+
+
+def test_the_isolation_level_is_committed_reads_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().isolation_level == "read_committed"
+    monkeypatch.setenv("STREAMREC_ISOLATION_LEVEL", "read_uncommitted")
+    assert Settings.from_env().isolation_level == "read_uncommitted"
+    monkeypatch.setenv("STREAMREC_ISOLATION_LEVEL", "dirty")
+    with pytest.raises(ConfigError, match="STREAMREC_ISOLATION_LEVEL='dirty'"):
+        Settings.from_env()

@@ -106,3 +106,29 @@ async def _never_finishes(caplog: pytest.LogCaptureFixture) -> None:
         await guard.perform_seek()
     assert guard.seeks
     assert SEEK_GAVE_UP in caplog.text
+
+
+@pytest.mark.parametrize("level", ["read_committed", "read_uncommitted"])
+def test_the_worker_consumer_gets_the_settings_faust_has_none_for(monkeypatch: pytest.MonkeyPatch, level: str) -> None:
+    import faust
+
+    from streams.consumer import install_consumer
+
+    monkeypatch.setattr(driver.Transport, "Consumer", driver.Transport.Consumer)  # restored after
+
+    async def build() -> Any:
+        install_consumer(7, "slot-1", level)
+        app = faust.App("consumer-overrides-test", broker="kafka://127.0.0.1:1")
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # no broker needed
+        await consumer.stop()
+        return consumer
+
+    consumer = asyncio.run(build())
+    assert (consumer._isolation_level, consumer._fetch_max_wait_ms, consumer._group_instance_id) == (level, 7, "slot-1")
+
+
+def test_an_unknown_isolation_level_is_refused() -> None:
+    from streams.consumer import consumer_overrides
+
+    with pytest.raises(ValueError, match="isolation_level must be read_committed or read_uncommitted, not 'dirty'"):
+        consumer_overrides(10, None, "dirty")
