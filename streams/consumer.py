@@ -1,4 +1,4 @@
-"""The worker's Kafka consumer: Faust's aiokafka consumer with two corrections.
+"""The worker's Kafka consumer: Faust's aiokafka consumer with three corrections.
 
 1. **Fetch wait** (configurable; Faust hard-codes 1500 ms). On Apache Kafka a
    fetch returns as soon as any record is available, so the wait only bounds
@@ -27,6 +27,14 @@
    it goes back to its first record (``_seek_uncommitted_to_start``); seen
    here: a worker that took over a paused worker's partitions before their
    first commit never delivered their records.
+
+3. **Commits go on past a hole after a partition's first record.** Faust records
+   a gap between two delivered offsets so that commits can step over offsets that
+   are never delivered (an aborted transaction's records and its marker, read
+   committed), but it tests the last offset read for truth, so a hole right after
+   offset 0 is never recorded, and every later commit of that partition waits for
+   offsets that never come (``_new_offset`` returns None until a rebalance). The
+   gap after offset 0 is recorded here.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -63,6 +72,17 @@ class SafeSeekConsumer(driver.Consumer):
         # fault scenario).
         self._delivering = bool(records) and self.flow_active
         return records, active
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        async for tp, message in super().getmany(timeout):
+            # Faust's fetch loop sets the read offset after each record it handles, before
+            # it takes the next from here, and records gaps itself after any offset but 0.
+            # After 0 the first commit is 1; a next record at 2 commits on by itself, one
+            # at 3 or later waits for the offsets between unless they are a gap.
+            if (self._read_offset.get(tp) == 0 and message.offset > 2
+                    and self.app.topics.acks_enabled_for(message.topic)):
+                await self._add_gap(tp, 1, message.offset - 1)
+            yield tp, message
 
     async def perform_seek(self) -> None:
         if self.flow_active:

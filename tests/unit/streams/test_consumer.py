@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as driver
 
 from streams.consumer import SEEK_GAVE_UP, SafeSeekConsumer
@@ -132,3 +133,57 @@ def test_an_unknown_isolation_level_is_refused() -> None:
 
     with pytest.raises(ValueError, match="isolation_level must be read_committed or read_uncommitted, not 'dirty'"):
         consumer_overrides(10, None, "dirty")
+
+
+class Gaps(SafeSeekConsumer):
+    """Faust's own offset bookkeeping (``_add_gap``, ``_new_offset``), no app or broker."""
+
+    def __init__(self) -> None:  # the attributes Faust's Consumer.__init__ sets for it
+        from collections import defaultdict
+        from types import SimpleNamespace
+
+        from intervaltree import IntervalTree
+
+        self._gap = defaultdict(IntervalTree)
+        self._acked = defaultdict(list)
+        self._acked_index = defaultdict(set)
+        self._read_offset = defaultdict(lambda: None)
+        self._committed_offset = defaultdict(lambda: None)
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+
+
+@pytest.mark.parametrize(("offsets", "commits"), [
+    ([0, 3, 4], [1, 5]),  # a hole right after the first record: offsets 1 and 2 never come
+    ([0, 5], [1, 6]),
+    ([0, 1, 4, 5], [1, 5]),  # a hole later on: Faust's own gap (its commit lags one behind)
+    ([0, 2, 3], [1, 4]),  # one offset missing after the first: the commit steps over it
+])
+def test_commits_step_over_a_hole_after_the_first_record(
+        monkeypatch: pytest.MonkeyPatch, offsets: list[int], commits: list[int]) -> None:
+    from types import SimpleNamespace
+
+    tp = TopicPartition("clicks", 0)
+
+    async def parent_getmany(self: Gaps, timeout: float) -> Any:
+        for offset in offsets:
+            yield tp, SimpleNamespace(topic="clicks", offset=offset)
+
+    monkeypatch.setattr(driver.Consumer, "getmany", parent_getmany)
+
+    async def drain() -> list[int | None]:
+        consumer, done = Gaps(), []
+        async for got, message in consumer.getmany(1.0):  # as Faust's fetch loop, then commit
+            r_offset = consumer._read_offset[got]
+            if r_offset and message.offset - r_offset > 1:  # the gap Faust records itself
+                await consumer._add_gap(got, r_offset + 1, message.offset)
+            consumer._acked[got].append(message.offset)
+            consumer._acked_index[got].add(message.offset)
+            consumer._read_offset[got] = message.offset
+            if message.offset in (offsets[0], offsets[-1]):  # commit after the first and the last
+                new = consumer._new_offset(got)
+                if new is not None:
+                    consumer._committed_offset[got] = new
+                done.append(new)
+        return done
+
+    assert asyncio.run(drain()) == commits
