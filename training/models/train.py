@@ -304,10 +304,10 @@ def _fit(split: Split, seqs: list[list[int]], mcfg: SASRecConfig | TwoTowerConfi
     rate = cfg.lr
 
     def shown_rate(r: float) -> dict[str, str]:  # the progress line names the rate where it moves
-        return {"lr": f"{r:.3g}"} if cfg.lr_plateau or rates is not None else {}
+        return {"lr": f"{r:.3g}"} if cfg.lr_plateau else {}
 
     for epoch in bar:
-        if rates is not None:
+        if rates:
             rate = rates[min(epoch, len(rates)) - 1]
         for group in opt.param_groups:
             group["lr"] = rate
