@@ -36,6 +36,16 @@ _FLAG_NAMES = {"causal": "--causal/--bidirectional"}
 _TABLES = {"sasrec": _SASREC_KEYS, "twotower": {f.name for f in fields(TwoTowerConfig)} - _DERIVED,
            "bpr": {f.name for f in fields(BPRConfig)},
            "train": {f.name for f in fields(TrainConfig)}}
+# what each model reads: the sequence models their table and [train], BPR its own table
+# (--epochs, --lr, … set both), popularity nothing; seed and threads go to every run
+_READS = {"sasrec": _TABLES["sasrec"] | _TABLES["train"], "twotower": _TABLES["twotower"] | _TABLES["train"],
+          "bpr": _TABLES["bpr"], "pop": set()}
+_EVERY_RUN = {"seed", "threads"}
+
+
+def _whole(value: Any, lowest: int) -> bool:
+    """A whole number (a bool is not one) from ``lowest``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lowest
 
 
 def load_config(path: Path | None) -> dict[str, Any]:
@@ -81,13 +91,12 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
         raise ConfigError(f"loss must be ce, sampled or bce, not {tcfg.loss!r}")
     if isinstance(tcfg.ema, bool) or not isinstance(tcfg.ema, int | float) or not 0 <= tcfg.ema < 1:
         raise ConfigError(f"ema must be a number from 0 (off) to below 1, not {tcfg.ema!r}")
-    if isinstance(tcfg.lr_plateau, bool) or not isinstance(tcfg.lr_plateau, int) or tcfg.lr_plateau < 0:
+    if not _whole(tcfg.lr_plateau, 0):
         raise ConfigError(f"lr_plateau must be a whole number of epochs from 0 (off), not {tcfg.lr_plateau!r}")
     if (isinstance(tcfg.lr_factor, bool) or not isinstance(tcfg.lr_factor, int | float)
             or not 0 < tcfg.lr_factor < 1):
         raise ConfigError(f"lr_factor must be a number between 0 and 1 (exclusive), not {tcfg.lr_factor!r}")
-    if tcfg.threads is not None and (isinstance(tcfg.threads, bool) or not isinstance(tcfg.threads, int)
-                                     or tcfg.threads < 1):
+    if tcfg.threads is not None and not _whole(tcfg.threads, 1):
         raise ConfigError(f"threads must be a whole number from 1, not {tcfg.threads!r}")
     if tcfg.lr_plateau >= tcfg.patience > 0:
         raise ConfigError(f"lr_plateau {tcfg.lr_plateau} must be below patience {tcfg.patience}: "
@@ -103,20 +112,13 @@ def resolve(cfg: dict[str, Any], model: str | None, sasrec: dict[str, Any], trai
 
 
 def _refuse_stray_flags(chosen: str, flags: dict[str, Any]) -> None:
-    """A model or training flag the chosen model has no setting for is an error, not a
-    silent no-op. The sequence models train with ``[train]``; BPR with its own table
-    (``--epochs``, ``--lr``, … set both); popularity with none. ``seed`` and ``threads``
-    go to every run."""
-    checked = _TABLES["sasrec"] | _TABLES["twotower"] | _TABLES["train"] | _TABLES["bpr"]
-    own = (_TABLES[chosen] | _TABLES["train"] if chosen in SEQUENCE_MODELS
-           else _TABLES.get(chosen, set())) | {"seed", "threads"}
-    stray = sorted(k for k, v in flags.items() if v is not None and k in checked and k not in own)
+    """A model or training flag the chosen model does not read (:data:`_READS`) is an
+    error, not a silent no-op."""
+    stray = sorted(k for k, v in flags.items() if v is not None and k not in _READS[chosen] | _EVERY_RUN
+                   and any(k in keys for keys in _READS.values()))
     if stray:
-        owners = {k: [t for t in (*SEQUENCE_MODELS, "bpr")
-                      if k in _TABLES[t] or (t in SEQUENCE_MODELS and k in _TABLES["train"])]
-                  for k in stray}
-        named = "; ".join(f"{_FLAG_NAMES.get(k, '--' + k.replace('_', '-'))} ({' and '.join(owners[k])})"
-                          for k in stray)
+        named = "; ".join(f"{_FLAG_NAMES.get(k, '--' + k.replace('_', '-'))} "
+                          f"({' and '.join(m for m, keys in _READS.items() if k in keys)})" for k in stray)
         raise ConfigError(f"model {chosen} has no such setting: {named}. "
                           f"Drop the flag or choose a model that has it (--model)")
 
@@ -136,7 +138,7 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
         if chosen == "sasrec" and mcfg.get(key, default) not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {mcfg[key]!r}")
     ffn = mcfg.get("ffn_mult", 4)
-    if chosen == "sasrec" and (not isinstance(ffn, int) or isinstance(ffn, bool) or ffn < 1):
+    if chosen == "sasrec" and not _whole(ffn, 1):
         raise ConfigError(f"ffn_mult must be a whole number from 1, not {ffn!r}")
     causal = mcfg.get("causal", True)
     if chosen == "sasrec" and not isinstance(causal, bool):
@@ -144,7 +146,7 @@ def resolve_flags(cfg: dict[str, Any], model: str | None, flags: dict[str, Any],
     freqs = mcfg.get("lowpass_freqs", 0)
     if chosen == "sasrec" and freqs:
         most = mcfg.get("max_len", 50) // 2 + 1
-        if not isinstance(freqs, int) or isinstance(freqs, bool) or not 1 <= freqs <= most:
+        if not _whole(freqs, 1) or freqs > most:
             raise ConfigError(f"lowpass_freqs must be a whole number from 0 to max_len // 2 + 1 = {most}, "
                               f"not {freqs!r}")
         if not mcfg.get("lowpass"):
