@@ -164,15 +164,15 @@ async def partition_reader(kafka: Kafka, topic: str, *, since_ms: int | None = N
     what to assign (the model-update listener waits on a topic created later).
     ``fetch_max_wait_ms``: how long the broker may hold a fetch with no new data (the
     delay a follower adds to a record that arrives while a fetch is held). It reads with
-    the settings' isolation level (committed records only for a bare address).
+    the settings' isolation level (its default for a bare address).
     The caller stops the consumer.
     """
     from streamrec.errors import DataError
 
     consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False,
                                 fetch_max_wait_ms=fetch_max_wait_ms,
-                                isolation_level="read_committed" if isinstance(kafka, str)
-                                else kafka.isolation_level)
+                                isolation_level=(Settings.model_fields["isolation_level"].default
+                                                 if isinstance(kafka, str) else kafka.isolation_level))
     await consumer.start()
     try:
         await consumer.topics()  # refreshes metadata
